@@ -1,0 +1,73 @@
+import { readFile } from 'node:fs/promises';
+import { text } from 'node:stream/consumers';
+
+import type { Command } from 'commander';
+
+import { readEnv } from '../../core/env.ts';
+import type { EnqueueRequest } from '../../core/job.ts';
+import { loadServicesFile } from '../../core/services/load.ts';
+import { Producer } from '../../producer/producer.ts';
+import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
+import { connect } from '../runtime.ts';
+
+interface EnqueueOptions {
+  input?: string;
+  tenant?: string;
+  idempotencyKey?: string;
+  delayMs?: string;
+  wait?: boolean;
+  timeoutMs?: string;
+  json?: boolean;
+}
+
+export function registerEnqueueCommand(program: Command): void {
+  program
+    .command('enqueue <service> <operation>')
+    .description('enqueue one job (validated against the services file)')
+    .option('--input <json>', 'job input: JSON, @file, or - for stdin')
+    .option('--tenant <tenant>', 'tenant (selects tenant-scoped secrets)')
+    .option('--idempotency-key <key>', 'a repeat with the same key returns the first job')
+    .option('--delay-ms <ms>', 'run no sooner than this many ms from now')
+    .option('--wait', 'wait until the job completes or is dead-lettered; exit 1 if dead-lettered')
+    .option('--timeout-ms <ms>', 'with --wait: give up after this long', '60000')
+    .option('--json', 'print the result as JSON')
+    .addHelpText(
+      'after',
+      `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n`,
+    )
+    .action(async (service: string, operation: string, options: EnqueueOptions) => {
+      const env = readEnv();
+      if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined) throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set');
+      const config = await loadServicesFile(env.FERRY_SERVICES);
+      const request: EnqueueRequest = { service, operation };
+      if (options.input !== undefined) request.input = await readInput(options.input);
+      if (options.tenant !== undefined) request.tenant = options.tenant;
+      if (options.idempotencyKey !== undefined) request.idempotencyKey = options.idempotencyKey;
+      if (options.delayMs !== undefined) request.delayMs = Number(options.delayMs);
+      const producer = new Producer({ connection: connect(env, 'producer', 'ferry-cli'), prefix: env.FERRY_PREFIX, services: config.services });
+      try {
+        const result = await producer.enqueue(request);
+        if (options.wait !== true) {
+          if (options.json === true) printJson(result);
+          else process.stdout.write(`${result.created ? 'enqueued' : 'already enqueued (idempotency key)'}: ${service}/${result.id}\n`);
+          return;
+        }
+        const view = await producer.waitFor(service, result.id, { timeoutMs: Number(options.timeoutMs) });
+        if (options.json === true) printJson(view);
+        else if (view.state === 'completed') process.stdout.write(`completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n`);
+        else process.stdout.write(`dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n`);
+        if (view.state !== 'completed') process.exitCode = EXIT_FAILURE;
+      } finally {
+        await producer.close();
+      }
+    });
+}
+
+async function readInput(value: string): Promise<unknown> {
+  const raw = value === '-' ? await text(process.stdin) : value.startsWith('@') ? await readFile(value.slice(1), 'utf8') : value;
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch (error) {
+    throw new UsageError(`--input: not valid JSON (${(error as Error).message})`);
+  }
+}

@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+
+import { waitUntilReady } from '../../core/redis.ts';
+import { UsageError } from '../output.ts';
+import { connect, loadRuntime, startWorkers } from '../runtime.ts';
+import { onShutdownSignal } from '../shutdown.ts';
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description('run workers for the services in the services file (all, or --services a,b)')
+    .option('--services <names>', 'comma-separated services to work on')
+    .addHelpText('after', '\nExamples:\n  $ ferry worker\n  $ FERRY_SERVICES=./prod.services.yaml ferry worker --services crm,billing\n')
+    .action(async (options: { services?: string }) => {
+      const runtime = await loadRuntime({ name: 'ferry-worker' });
+      if (runtime.env.REDIS_URL === undefined && runtime.env.REDIS_CLUSTER_NODES === undefined) {
+        throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use');
+      }
+      const services = options.services?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      const unknown = services?.filter((s) => !runtime.config.services.has(s)) ?? [];
+      if (unknown.length > 0) throw new UsageError(`--services: unknown service(s) ${unknown.join(', ')} (not in ${runtime.env.FERRY_SERVICES})`);
+      const connection = connect(runtime.env, 'worker', 'ferry-worker');
+      await waitUntilReady(connection, 30_000);
+      const pool = startWorkers(runtime, connection, services);
+      onShutdownSignal(runtime.logger, async () => {
+        await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
+        connection.disconnect();
+      });
+      await pool.start();
+    });
+}

@@ -1,0 +1,113 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { createServer, Socket } from 'node:net';
+import { join } from 'node:path';
+
+export interface PrivateRedisOptions {
+  /** Directory for the AOF and the log; created if missing. */
+  dir: string;
+  /** Port to listen on; 0 (default) picks a free one. */
+  port?: number;
+  /** `always` loses no acknowledged job if Redis crashes (DESIGN §8); `no` is for throwaway test servers. */
+  appendfsync?: 'always' | 'everysec' | 'no';
+  /** redis-server binary. Defaults to `FERRY_REDIS_SERVER` or `redis-server` on PATH. */
+  binary?: string;
+}
+
+export interface PrivateRedis {
+  readonly url: string;
+  readonly port: number;
+  readonly process: ChildProcess;
+  /** Stops the server (SIGTERM, then SIGKILL after 5 s). */
+  stop(): Promise<void>;
+  /** Kills the server at once, as a crash would. */
+  kill(): Promise<void>;
+}
+
+export class RedisServerNotInstalledError extends Error {
+  override readonly name = 'RedisServerNotInstalledError';
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  if (address === null || typeof address === 'string') throw new Error('could not pick a free port');
+  return address.port;
+}
+
+/** Starts a redis-server that only this process uses, bound to 127.0.0.1, and waits until it answers. */
+export async function startPrivateRedis(options: PrivateRedisOptions): Promise<PrivateRedis> {
+  await mkdir(options.dir, { recursive: true });
+  const port = options.port || (await freePort());
+  const binary = options.binary ?? process.env.FERRY_REDIS_SERVER ?? 'redis-server';
+  const fsync = options.appendfsync ?? 'always';
+  const args = [
+    '--port', String(port),
+    '--bind', '127.0.0.1',
+    '--dir', options.dir,
+    '--save', '',
+    '--appendonly', fsync === 'no' ? 'no' : 'yes',
+    '--appendfsync', fsync === 'no' ? 'everysec' : fsync,
+    '--maxmemory-policy', 'noeviction',
+    '--logfile', join(options.dir, 'redis.log'),
+  ];
+  const child = spawn(binary, args, { stdio: 'ignore' });
+  const spawnError = new Promise<never>((_, reject) => {
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === 'ENOENT'
+          ? new RedisServerNotInstalledError(
+              `redis-server was not found (looked for "${binary}"). Install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis.`,
+            )
+          : error,
+      );
+    });
+    child.once('exit', (code) => reject(new Error(`redis-server exited with code ${code} before it was ready (see ${join(options.dir, 'redis.log')})`)));
+  });
+  spawnError.catch(() => undefined);
+  await Promise.race([waitForPort(port, 10_000), spawnError]);
+  child.removeAllListeners('exit');
+
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (signal: NodeJS.Signals): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    process: child,
+    stop: () => stop('SIGTERM'),
+    kill: () => stop('SIGKILL'),
+  };
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await answersPing(port)) return;
+    if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${port} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once('error', () => done(false));
+    socket.connect(port, '127.0.0.1', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
+}

@@ -1,0 +1,125 @@
+/**
+ * Glossary
+ * - service: an external API described in the services file; one queue each.
+ * - operation: a named call on a service (`createContact`); the BullMQ job name.
+ * - job: one request to run an operation with an input; delivered at least once.
+ * - attempt: one call of the downstream for a job. A run a worker lost (crash, stall) is recorded as
+ *   `interrupted` and does not use an attempt; neither does a hold.
+ * - hold: the whole service's queue paused (breaker open, or the service said 429/503 + Retry-After).
+ * - dead letter: the record of a job that will not succeed, with its whole attempt history.
+ *
+ * This module is the single source for the job shapes: the Producer validates with it, the worker checks
+ * raw jobs with it, the API derives its JSON Schemas from it.
+ */
+import { z } from 'zod';
+
+import type { ErrorRecord, ErrorType } from './errors.ts';
+import { MAX_IDEMPOTENCY_KEY_LENGTH, SERVICE_NAME_PATTERN } from './queue-layout.ts';
+import { DAY } from './time.ts';
+
+export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** BullMQ's highest priority value (2^21). */
+export const MAX_PRIORITY = 2_097_152;
+
+const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
+const idempotencyKey = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+const metadata = z.record(z.string(), z.unknown());
+
+/** What a producer enqueues (HTTP body, `Producer.enqueue` argument). */
+export const enqueueRequestSchema = z.strictObject({
+  service: z.string().regex(SERVICE_NAME_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}'),
+  operation: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters'),
+  input: z.unknown().optional(),
+  idempotencyKey: idempotencyKey.optional(),
+  tenant: tenant.optional(),
+  delayMs: z.number().int().min(0).max(365 * DAY).optional(),
+  priority: z.number().int().min(0).max(MAX_PRIORITY).optional(),
+  metadata: metadata.optional(),
+});
+export type EnqueueRequest = z.infer<typeof enqueueRequestSchema>;
+
+/** One recorded run of a job that did not complete. */
+export interface AttemptRecord {
+  /** Ferry attempt number this run used (1-based); an interrupted run repeats the number of the next attempt. */
+  attempt: number;
+  /**
+   * `failed`: the call failed and used an attempt; `held`: the service asked everyone to wait (429/503 with
+   * Retry-After), which uses no attempt; `interrupted`: the worker lost the job (crash, stall, shutdown)
+   * before the run finished, which uses no attempt either.
+   */
+  outcome: 'failed' | 'held' | 'interrupted';
+  /** Start of the run, epoch ms. */
+  at: number;
+  durationMs: number;
+  type?: ErrorType;
+  status?: number;
+  message: string;
+  /** Wait before the next attempt, when one was scheduled. */
+  retryDelayMs?: number;
+}
+
+/** Ferry's own bookkeeping inside the job data; producers never set it. */
+export interface DeliveryState {
+  attempts: AttemptRecord[];
+  /** Total time this job has been held by whole-service holds; bounded by `retry.maxHoldMs`. */
+  heldMs: number;
+  /** How many stalls have been recorded as interrupted runs (compared with BullMQ's stalledCounter). */
+  stallsSeen: number;
+  /** Set just before the dead letter is written, so a re-run after a crash writes it without calling again. */
+  final?: ErrorRecord;
+}
+
+/** Job data on a service queue (DESIGN §3): the contract for raw BullMQ producers. */
+export const jobDataSchema = z.looseObject({
+  input: z.unknown().optional(),
+  tenant: tenant.optional(),
+  idempotencyKey: idempotencyKey.optional(),
+  metadata: metadata.optional(),
+  /** Set by Ferry's producers to tell a new job from an idempotent repeat. */
+  enqueueId: z.string().optional(),
+});
+export interface JobData extends z.infer<typeof jobDataSchema> {
+  ferry?: DeliveryState;
+}
+
+/** A completed job's return value. */
+export interface JobResult {
+  status: number;
+  /** Only allow-listed headers (content-type, location, etag, request ids, rate-limit info). */
+  headers: Record<string, string>;
+  /** Parsed JSON, or text; truncated to the result size cap. */
+  body: unknown;
+  bodyTruncated?: boolean;
+  durationMs: number;
+  /** Ferry attempts used, including the successful one. */
+  attempts: number;
+  metadata?: Record<string, unknown>;
+}
+
+/** A dead letter's data on `{dead-letter}`. */
+export interface DeadLetterRecord {
+  service: string;
+  operation: string;
+  input: unknown;
+  tenant?: string;
+  idempotencyKey?: string;
+  metadata?: Record<string, unknown>;
+  sourceJobId: string;
+  sourceQueue: string;
+  attempts: AttemptRecord[];
+  finalError: ErrorRecord;
+  /** Epoch ms at which the job was dead-lettered. */
+  deadLetteredAt: number;
+  /** Epoch ms at which the job was first enqueued. */
+  enqueuedAt: number;
+}
+
+/** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */
+export function issuePath(path: readonly PropertyKey[], root?: string): string {
+  const parts = path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p)));
+  const joined = parts.reduce((acc, part) => (part.startsWith('[') || acc === '' ? acc + part : `${acc}.${part}`), '');
+  return root === undefined ? joined : joined === '' ? root : `${root}.${joined}`.replace('.[', '[');
+}

@@ -1,0 +1,50 @@
+/**
+ * The queue layout: the contract for raw BullMQ producers and for Bull Board (DESIGN §3, docs/queue-layout.md).
+ *
+ * One BullMQ queue per service named `{<service>}`: the braces are a Redis Cluster hash tag, so each queue
+ * lives in one slot and queues spread over shards, while a single Redis sees no difference.
+ */
+import { createHash } from 'node:crypto';
+
+export const DEFAULT_PREFIX = 'ferry';
+export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+export const DEAD_LETTER_QUEUE = '{dead-letter}';
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
+
+/** BullMQ queue name of a service's queue: `{crm}`. */
+export function serviceQueueName(service: string): string {
+  return `{${service}}`;
+}
+
+/** The service a queue name belongs to, or undefined for a name outside the layout. */
+export function serviceFromQueueName(queueName: string): string | undefined {
+  const match = /^\{([a-z0-9][a-z0-9_-]{0,63})\}$/.exec(queueName);
+  return match?.[1] === 'dead-letter' ? undefined : match?.[1];
+}
+
+/** Name Bull Board shows: the queue name without its hash-tag braces. */
+export function displayQueueName(queueName: string): string {
+  return queueName.replace(/^\{(.*)\}$/, '$1');
+}
+
+/**
+ * Job id for an idempotency key. Hashed because BullMQ ids may not contain `:` or be all digits, and keys
+ * are free text up to 200 characters; a raw producer passes this as `jobId` to get the same deduplication.
+ */
+export function idempotentJobId(idempotencyKey: string): string {
+  return `idem-${createHash('sha256').update(idempotencyKey).digest('base64url')}`;
+}
+
+/**
+ * Dead-letter job id for a source job. Fixed per source job so that every writer (the worker, the sweep, a
+ * re-run after a crash) adds the same job and none is duplicated. `.` cannot occur in a service name, so the
+ * id splits unambiguously.
+ */
+export function deadLetterJobId(service: string, sourceJobId: string): string {
+  return `dl-${service}.${sourceJobId}`;
+}
+
+/** BullMQ job name of a dead letter: `<service>.<operation>`. */
+export function deadLetterJobName(service: string, operation: string): string {
+  return `${service}.${operation}`;
+}

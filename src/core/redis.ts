@@ -1,0 +1,55 @@
+/**
+ * ioredis connection factories. BullMQ's tested client, and the only one with Cluster support (DESIGN §8).
+ * Workers block on Redis and must never give up a command (`maxRetriesPerRequest: null`); producers behind
+ * an API must fail fast instead of queueing commands while Redis is down.
+ */
+import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis';
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisTarget {
+  /** `redis://` or `rediss://` URL of a single Redis. */
+  url?: string;
+  /** Cluster seed nodes (`host:port`); takes precedence over url. */
+  clusterNodes?: readonly string[];
+}
+
+export type ConnectionRole = 'worker' | 'producer';
+
+const roleOptions: Record<ConnectionRole, RedisOptions> = {
+  worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
+  producer: { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 5_000, connectTimeout: 5_000 },
+};
+
+export function createRedisConnection(target: RedisTarget, role: ConnectionRole, name?: string): RedisClient {
+  const options: RedisOptions = { ...roleOptions[role], ...(name === undefined ? {} : { connectionName: name }) };
+  if (target.clusterNodes !== undefined && target.clusterNodes.length > 0) {
+    const nodes: ClusterNode[] = target.clusterNodes.map((node) => {
+      const [host, port] = node.split(':');
+      return { host: host ?? '127.0.0.1', port: Number(port ?? 6379) };
+    });
+    return new Cluster(nodes, { redisOptions: options, enableOfflineQueue: role === 'worker' });
+  }
+  if (target.url === undefined) throw new Error('no Redis target: set REDIS_URL or REDIS_CLUSTER_NODES');
+  return new Redis(target.url, options);
+}
+
+/** Resolves when the client is ready, rejects after timeoutMs (a producer must not hang at start-up). */
+export async function waitUntilReady(client: RedisClient, timeoutMs = 10_000): Promise<void> {
+  if (client.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`Redis was not ready within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = (): void => {
+      cleanup();
+      resolve();
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+    };
+    client.on('ready', onReady);
+  });
+}

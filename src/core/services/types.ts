@@ -1,0 +1,117 @@
+/**
+ * The loaded, validated, compiled and deep-frozen services file: what the worker and producer consume.
+ * `load.ts` builds it from YAML; nothing downstream re-validates it.
+ */
+
+/** Values a template can read. `secrets` are already resolved for the job's tenant. */
+export interface TemplateContext {
+  input: unknown;
+  secrets: ReadonlyMap<string, string>;
+  tenant: string | undefined;
+  job: { id: string; idempotencyKey: string };
+}
+
+/** A `{{ … }}` template compiled once at load. */
+export interface CompiledTemplate {
+  /** The template as written in the services file (for messages; never contains secret values). */
+  readonly source: string;
+  /** Secret names it reads (`{{ secrets.x }}`), so the worker resolves only these. */
+  readonly secretNames: readonly string[];
+  readonly usesInput: boolean;
+  /**
+   * Renders it. A value that is a single placeholder keeps its JSON type (mode `value`); otherwise the result
+   * is a string. Mode `path` percent-encodes every placeholder's value; mode `header` refuses CR/LF.
+   * Throws ValidationError (missing input field, CR/LF) or ConfigurationError (unknown secret).
+   */
+  render(context: TemplateContext): unknown;
+}
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'HEAD';
+
+export interface CompiledOperation {
+  readonly name: string;
+  readonly method: HttpMethod;
+  /** Path template (mode `path`), appended to the service's baseUrl. */
+  readonly path: CompiledTemplate;
+  /** Query parameters (mode `value`, stringified). */
+  readonly query: ReadonlyMap<string, CompiledTemplate>;
+  /** Operation headers (mode `header`), merged over the service's headers. */
+  readonly headers: ReadonlyMap<string, CompiledTemplate>;
+  /** Body template (mode `value`); sent as JSON unless it renders to a string. */
+  readonly body: CompiledTemplate | undefined;
+  /** Per-operation overrides. */
+  readonly timeoutMs: number;
+}
+
+export type AuthConfig =
+  | { readonly type: 'none' }
+  | { readonly type: 'bearer'; readonly token: CompiledTemplate }
+  | { readonly type: 'basic'; readonly username: CompiledTemplate; readonly password: CompiledTemplate }
+  | {
+      readonly type: 'apiKey';
+      /** Exactly one of header or query is set. */
+      readonly header: string | undefined;
+      readonly query: string | undefined;
+      readonly value: CompiledTemplate;
+    }
+  | {
+      readonly type: 'oauth2';
+      readonly tokenUrl: string;
+      readonly clientId: CompiledTemplate;
+      readonly clientSecret: CompiledTemplate;
+      readonly scope: string | undefined;
+      readonly audience: string | undefined;
+    };
+
+export interface RetryPolicy {
+  /** Ferry attempts before the job is dead-lettered (>= 1). */
+  readonly attempts: number;
+  /** Base of the exponential backoff: attempt n waits up to delayMs * 2^(n-1), with full jitter. */
+  readonly delayMs: number;
+  /** Cap of any one backoff wait. */
+  readonly maxDelayMs: number;
+  /** Extra status codes to treat as retryable (beyond 408, 425, 429, 5xx). */
+  readonly retryOn: readonly number[];
+  /** Upper bound of a Retry-After wait (longer ones are clamped). */
+  readonly maxRetryAfterMs: number;
+  /** Time a job may spend held (breaker open, 429/503) before holds start using attempts. */
+  readonly maxHoldMs: number;
+}
+
+export interface BreakerPolicy {
+  /** Failure percentage in the rolling window that opens the breaker. */
+  readonly errorThresholdPercentage: number;
+  /** Calls in the rolling window before the percentage is considered. */
+  readonly volumeThreshold: number;
+  readonly rollingWindowMs: number;
+  /** How long the breaker stays open before one probe call decides. */
+  readonly resetTimeoutMs: number;
+}
+
+export interface ServiceConfig {
+  readonly name: string;
+  /** baseUrl template: may read secrets, never input (producers never choose where a call goes). */
+  readonly baseUrl: CompiledTemplate;
+  /** Whole attempt: connect + headers + body. */
+  readonly timeoutMs: number;
+  /** In-flight calls per worker process. */
+  readonly concurrency: number;
+  /** Across all workers; undefined = unlimited. */
+  readonly rateLimit: { readonly max: number; readonly perMs: number } | undefined;
+  readonly auth: AuthConfig;
+  readonly headers: ReadonlyMap<string, CompiledTemplate>;
+  readonly retry: RetryPolicy;
+  readonly breaker: BreakerPolicy;
+  readonly maxResponseBytes: number;
+  /** Largest accepted job input (JSON bytes). */
+  readonly maxInputBytes: number;
+  readonly operations: ReadonlyMap<string, CompiledOperation>;
+  /** Every secret name any template of this service reads (resolved per job, only these). */
+  readonly secretNames: readonly string[];
+}
+
+export interface ServicesConfig {
+  readonly services: ReadonlyMap<string, ServiceConfig>;
+  /** The file it was loaded from, when it came from a file. */
+  readonly source: string | undefined;
+}

@@ -1,0 +1,75 @@
+/**
+ * The failed-set sweep. BullMQ fails a job that stalled more than `maxStalledCount` times *without calling
+ * the processor* (DESIGN §8), and a worker can be killed between writing a dead letter's prerequisites and
+ * the move to failed. So the processor's dead-letter write is not enough on its own: this sweep finds failed
+ * jobs without a dead letter and writes one, idempotently (same job id as the processor would use).
+ */
+import { Job, type Queue } from 'bullmq';
+
+import { parseFailedReason } from '../core/failed-reason.ts';
+import type { DeadLetterRecord, JobData } from '../core/job.ts';
+import type { DeadLetterWriter } from './writer.ts';
+
+export interface SweepResult {
+  checked: number;
+  written: string[];
+}
+
+export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: number): DeadLetterRecord {
+  const data = job.data ?? ({} as JobData);
+  const state = data.ferry;
+  const record: DeadLetterRecord = {
+    service,
+    operation: job.name,
+    input: data.input ?? null,
+    sourceJobId: job.id ?? '',
+    sourceQueue: job.queueName,
+    attempts: state?.attempts ?? [],
+    finalError: state?.final ?? parseFailedReason(job.failedReason, job.stalledCounter),
+    deadLetteredAt: nowMs,
+    enqueuedAt: job.timestamp,
+  };
+  if (data.tenant !== undefined) record.tenant = data.tenant;
+  if (data.idempotencyKey !== undefined) record.idempotencyKey = data.idempotencyKey;
+  if (data.metadata !== undefined) record.metadata = data.metadata;
+  return record;
+}
+
+/** Writes a dead letter for one failed job when it has none. Idempotent. */
+export async function reconcileJob(
+  service: string,
+  queue: Queue<JobData>,
+  jobId: string,
+  writer: DeadLetterWriter,
+  nowMs: number,
+): Promise<boolean> {
+  if (await writer.exists(service, jobId)) return false;
+  const job = await Job.fromId<JobData>(queue, jobId);
+  if (job === undefined) return false;
+  await writer.write(deadLetterFromJob(service, job, nowMs));
+  return true;
+}
+
+/**
+ * Checks failed jobs that finished at or after `sinceMs` (the failed set is scored by finish time), so a
+ * periodic sweep reads only what is new; `sinceMs = 0` checks the whole set (at start-up).
+ */
+export async function sweepFailed(
+  service: string,
+  queue: Queue<JobData>,
+  writer: DeadLetterWriter,
+  sinceMs: number,
+  nowMs: number,
+): Promise<SweepResult> {
+  const client = writer.connection;
+  const result: SweepResult = { checked: 0, written: [] };
+  const pageSize = 500;
+  for (let offset = 0; ; offset += pageSize) {
+    const ids = await client.zrangebyscore(queue.toKey('failed'), sinceMs, '+inf', 'LIMIT', offset, pageSize);
+    for (const id of ids) {
+      result.checked++;
+      if (await reconcileJob(service, queue, id, writer, nowMs)) result.written.push(id);
+    }
+    if (ids.length < pageSize) return result;
+  }
+}

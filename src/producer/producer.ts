@@ -1,0 +1,212 @@
+import { randomUUID } from 'node:crypto';
+
+import { Job, type JobsOptions, Queue } from 'bullmq';
+
+import type { ErrorRecord } from '../core/errors.ts';
+import type { AttemptRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
+import { DEAD_LETTER_QUEUE, deadLetterJobId, DEFAULT_PREFIX, idempotentJobId, serviceQueueName } from '../core/queue-layout.ts';
+import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import { parseFailedReason } from '../core/failed-reason.ts';
+import { type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
+
+export interface ProducerOptions {
+  /** A Redis URL, or a connection to share (producer role: `enableOfflineQueue: false` fails fast when Redis is down). */
+  connection: string | RedisClient;
+  /** Key prefix; default `FERRY_PREFIX`'s default, `ferry`. */
+  prefix?: string;
+  /** The services the producer may enqueue for; when given, unknown services and operations are refused at once. */
+  services?: ServiceCatalog;
+}
+
+export interface EnqueueResult {
+  id: string;
+  service: string;
+  operation: string;
+  /** `false` when an idempotency key matched a job enqueued before: that job is returned, nothing is added. */
+  created: boolean;
+}
+
+export type JobState = 'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'dead_lettered' | 'unknown';
+
+export interface JobView {
+  id: string;
+  service: string;
+  operation: string;
+  state: JobState;
+  /** Ferry attempts used so far. */
+  attempts: number;
+  history: AttemptRecord[];
+  lastError: ErrorRecord | undefined;
+  result: JobResult | undefined;
+  /** Id in `{dead-letter}` when the job was dead-lettered. */
+  deadLetterId: string | undefined;
+  enqueuedAt: number;
+  tenant: string | undefined;
+  idempotencyKey: string | undefined;
+  metadata: Record<string, unknown> | undefined;
+}
+
+const TERMINAL: ReadonlySet<JobState> = new Set(['completed', 'dead_lettered']);
+
+/** Enqueues integration jobs. Imports no worker, HTTP or breaker code: safe to embed in any service. */
+export class Producer {
+  readonly prefix: string;
+  readonly #connection: RedisClient;
+  readonly #ownsConnection: boolean;
+  readonly #catalog: ServiceCatalog | undefined;
+  readonly #queues = new Map<string, Queue<JobData, JobResult>>();
+  #closed = false;
+
+  constructor(options: ProducerOptions) {
+    this.prefix = options.prefix ?? DEFAULT_PREFIX;
+    this.#catalog = options.services;
+    if (typeof options.connection === 'string') {
+      this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
+      this.#ownsConnection = true;
+    } else {
+      this.#connection = options.connection;
+      this.#ownsConnection = false;
+    }
+  }
+
+  /** Validates and enqueues one job. Throws ValidationError (with `field`) for a bad request. */
+  async enqueue(request: EnqueueRequest): Promise<EnqueueResult> {
+    const valid = validateEnqueueRequest(request, this.#catalog);
+    const [result] = await this.#add([valid]);
+    return result!;
+  }
+
+  /** Validates every request first; adds none if any is bad (the error's field is `[i].…`). */
+  async enqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+    const valid = requests.map((request, i) => validateEnqueueRequest(request, this.#catalog, `[${i}].`));
+    return this.#add(valid);
+  }
+
+  async get(service: string, id: string): Promise<JobView | undefined> {
+    await this.#ready();
+    const queue = this.#queue(service);
+    const job = await Job.fromId<JobData, JobResult>(queue, id);
+    if (job === undefined) return undefined;
+    const rawState = await job.getState();
+    const state: JobState =
+      rawState === 'failed' ? 'dead_lettered' : rawState === 'waiting-children' || rawState === 'unknown' ? 'unknown' : rawState === 'waiting' ? 'waiting' : rawState;
+    const delivery = job.data?.ferry;
+    const history = delivery?.attempts ?? [];
+    const failedAttempts = history.filter((a) => a.outcome === 'failed').length;
+    const result = state === 'completed' ? (job.returnvalue ?? undefined) : undefined;
+    const last = [...history].reverse().find((a) => a.type !== undefined);
+    const lastError: ErrorRecord | undefined =
+      state === 'dead_lettered'
+        ? (delivery?.final ?? parseFailedReason(job.failedReason, job.stalledCounter))
+        : last?.type === undefined
+          ? undefined
+          : { type: last.type, message: last.message, ...(last.status === undefined ? {} : { status: last.status }) };
+    return {
+      id,
+      service,
+      operation: job.name,
+      state,
+      attempts: result?.attempts ?? failedAttempts,
+      history,
+      lastError,
+      result,
+      deadLetterId: state === 'dead_lettered' ? deadLetterJobId(service, id) : undefined,
+      enqueuedAt: job.timestamp,
+      tenant: job.data?.tenant,
+      idempotencyKey: job.data?.idempotencyKey,
+      metadata: job.data?.metadata,
+    };
+  }
+
+  /**
+   * Resolves when the job completed or was dead-lettered; rejects after `timeoutMs` (default 30 s). Polls
+   * with a growing interval: cheap for a client that waits on a few jobs.
+   */
+  async waitFor(service: string, id: string, options: { timeoutMs?: number } = {}): Promise<JobView> {
+    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+    let interval = 20;
+    for (;;) {
+      const view = await this.get(service, id);
+      if (view !== undefined && TERMINAL.has(view.state)) return view;
+      if (Date.now() >= deadline) {
+        throw new Error(`job ${service}/${id} did not finish within ${options.timeoutMs ?? 30_000} ms (state: ${view?.state ?? 'missing'})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, interval));
+      interval = Math.min(interval * 2, 500);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#queues.values()].map((queue) => queue.close()));
+    if (this.#ownsConnection) this.#connection.disconnect();
+  }
+
+  async #add(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+    await this.#ready();
+    const byService = new Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>();
+    requests.forEach((request, index) => {
+      const list = byService.get(request.service) ?? [];
+      list.push({ index, request, enqueueId: randomUUID() });
+      byService.set(request.service, list);
+    });
+    const results: EnqueueResult[] = new Array<EnqueueResult>(requests.length);
+    await Promise.all(
+      [...byService].map(async ([service, items]) => {
+        const queue = this.#queue(service);
+        const jobs = await queue.addBulk(
+          items.map(({ request, enqueueId }) => ({ name: request.operation, data: toJobData(request, enqueueId), opts: jobOptions(request) })),
+        );
+        // An add with an existing jobId returns that id but keeps the first job's data: compare the enqueue
+        // id we wrote with the stored one to tell a repeat (DESIGN §8).
+        const client = this.#connection;
+        await Promise.all(
+          items.map(async (item, i) => {
+            const id = jobs[i]?.id ?? '';
+            let created = true;
+            if (item.request.idempotencyKey !== undefined) {
+              const stored = await client.hget(queue.toKey(id), 'data');
+              created = stored === null || (JSON.parse(stored) as JobData).enqueueId === item.enqueueId;
+            }
+            results[item.index] = { id, service, operation: item.request.operation, created };
+          }),
+        );
+      }),
+    );
+    return results;
+  }
+
+  #queue(service: string): Queue<JobData, JobResult> {
+    if (this.#closed) throw new Error('producer is closed');
+    let queue = this.#queues.get(service);
+    if (queue === undefined) {
+      queue = new Queue<JobData, JobResult>(serviceQueueName(service), { connection: this.#connection, prefix: this.prefix });
+      this.#queues.set(service, queue);
+    }
+    return queue;
+  }
+
+  async #ready(): Promise<void> {
+    if (this.#connection.status !== 'ready') await waitUntilReady(this.#connection, 5_000);
+  }
+}
+
+function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
+  const data: JobData = { input: request.input ?? null, enqueueId };
+  if (request.tenant !== undefined) data.tenant = request.tenant;
+  if (request.idempotencyKey !== undefined) data.idempotencyKey = request.idempotencyKey;
+  if (request.metadata !== undefined) data.metadata = request.metadata;
+  return data;
+}
+
+function jobOptions(request: EnqueueRequest): JobsOptions {
+  const options: JobsOptions = {};
+  if (request.idempotencyKey !== undefined) options.jobId = idempotentJobId(request.idempotencyKey);
+  if (request.delayMs !== undefined && request.delayMs > 0) options.delay = request.delayMs;
+  if (request.priority !== undefined && request.priority > 0) options.priority = request.priority;
+  return options;
+}
+
+/** The dead-letter queue's name, for tools that read it with plain BullMQ. */
+export const deadLetterQueueName = DEAD_LETTER_QUEUE;

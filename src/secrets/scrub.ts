@@ -1,0 +1,52 @@
+import type { SecretObserver } from './resolver.ts';
+
+const REPLACEMENT = '[redacted]';
+/** Shorter values would scrub ordinary text ("on", "1") and protect nothing. */
+const MIN_SCRUB_LENGTH = 4;
+
+/**
+ * Replaces every secret value this process has resolved, and its base64 and URL-encoded forms, in strings
+ * and nested values. Used on everything a downstream sends back before Ferry stores or logs it (an API that
+ * echoes the Authorization header must not put the token into a dead letter).
+ */
+export class Scrubber implements SecretObserver {
+  readonly #needles = new Set<string>();
+  #pattern: RegExp | undefined;
+
+  add(value: string): void {
+    if (value.length < MIN_SCRUB_LENGTH || this.#needles.has(value)) return;
+    for (const form of [value, Buffer.from(value).toString('base64'), encodeURIComponent(value)]) {
+      this.#needles.add(form);
+    }
+    this.#pattern = undefined;
+  }
+
+  get size(): number {
+    return this.#needles.size;
+  }
+
+  scrub(text: string): string {
+    if (this.#needles.size === 0) return text;
+    this.#pattern ??= new RegExp(
+      [...this.#needles]
+        .sort((a, b) => b.length - a.length)
+        .map((needle) => needle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('|'),
+      'g',
+    );
+    return text.replace(this.#pattern, REPLACEMENT);
+  }
+
+  /** Scrubs every string inside a JSON-like value; returns the same value when nothing changed. */
+  scrubValue<T>(value: T): T {
+    if (this.#needles.size === 0) return value;
+    if (typeof value === 'string') return this.scrub(value) as T;
+    if (Array.isArray(value)) return value.map((item: unknown) => this.scrubValue(item)) as T;
+    if (value !== null && typeof value === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const [key, item] of Object.entries(value)) out[this.scrub(key)] = this.scrubValue(item);
+      return out as T;
+    }
+    return value;
+  }
+}

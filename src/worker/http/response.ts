@@ -1,0 +1,87 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+import { ResponseTooLargeError } from '../../core/errors.ts';
+
+/** Response headers worth keeping in a result; everything else (cookies, auth echoes) is dropped. */
+const ALLOWED_HEADERS: ReadonlySet<string> = new Set([
+  'content-type',
+  'content-length',
+  'location',
+  'etag',
+  'last-modified',
+  'retry-after',
+  'x-request-id',
+  'request-id',
+  'x-correlation-id',
+  'x-ratelimit-limit',
+  'x-ratelimit-remaining',
+  'x-ratelimit-reset',
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'ratelimit-reset',
+]);
+
+/** A result's body is capped below the response cap: it is stored in Redis with the completed job. */
+export const RESULT_BODY_MAX_CHARS = 64 * 1024;
+
+export function allowListedHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of ALLOWED_HEADERS) {
+    const value = headers[name];
+    if (value !== undefined) out[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return out;
+}
+
+interface BodyStream extends AsyncIterable<Buffer> {
+  destroy(error?: Error): unknown;
+}
+
+/**
+ * Reads a response body under a byte cap. A declared length over the cap fails before reading; a body that
+ * grows past it is destroyed at once, so a hostile or broken downstream cannot fill the worker's memory.
+ */
+export async function readBodyCapped(body: BodyStream, headers: IncomingHttpHeaders, maxBytes: number, status: number): Promise<Buffer> {
+  const declared = Number(headers['content-length']);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    body.destroy();
+    throw new ResponseTooLargeError(`response declared ${declared} bytes, over the ${maxBytes}-byte cap`, { status });
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > maxBytes) {
+      body.destroy();
+      throw new ResponseTooLargeError(`response exceeded the ${maxBytes}-byte cap`, { status });
+    }
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
+
+export interface ParsedBody {
+  body: unknown;
+  truncated: boolean;
+}
+
+/** Parses JSON when the response says it is JSON and it parses; otherwise keeps text. Never throws. */
+export function parseBody(raw: Buffer, contentType: string | undefined): ParsedBody {
+  if (raw.length === 0) return { body: null, truncated: false };
+  const text = raw.toString('utf8');
+  if (contentType !== undefined && /[/+]json\b/i.test(contentType) && text.length <= RESULT_BODY_MAX_CHARS) {
+    try {
+      return { body: JSON.parse(text) as unknown, truncated: false };
+    } catch {
+      // Not JSON after all: keep it as text.
+    }
+  }
+  if (text.length > RESULT_BODY_MAX_CHARS) return { body: text.slice(0, RESULT_BODY_MAX_CHARS), truncated: true };
+  return { body: text, truncated: false };
+}
+
+/** A short, single-line excerpt of an error body for messages (dead letters, logs). */
+export function bodyExcerpt(raw: Buffer, maxChars = 300): string {
+  const text = raw.subarray(0, maxChars * 4).toString('utf8').replace(/\s+/g, ' ').trim();
+  return text.length > maxChars ? `${text.slice(0, maxChars)}…` : text;
+}

@@ -1,0 +1,226 @@
+/**
+ * One BullMQ Worker per service, each with its own undici pool and breaker. Only this module knows BullMQ's
+ * Worker; it installs no signal handlers (cli/ does) and never exits the process.
+ */
+import { EventEmitter } from 'node:events';
+
+import { Queue, Worker } from 'bullmq';
+
+import { createBreakerRegistry, type BreakerRegistry } from '../breakers/index.ts';
+import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
+import type { JobData, JobResult } from '../core/job.ts';
+import type { Logger } from '../core/logger.ts';
+import { serviceQueueName } from '../core/queue-layout.ts';
+import type { RedisClient } from '../core/redis.ts';
+import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
+import { type Clock, DAY, HOUR, MINUTE, SECOND, systemClock } from '../core/time.ts';
+import { reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
+import { DeadLetterWriter } from '../dead-letter/writer.ts';
+import type { SecretResolver } from '../secrets/resolver.ts';
+import { Scrubber } from '../secrets/scrub.ts';
+import { createDeliveryProcessor } from './delivery.ts';
+import { PoolSet } from './http/pools.ts';
+
+export interface WorkerPoolOptions {
+  config: ServicesConfig;
+  /** Services to work on; default all in the config. */
+  services?: readonly string[];
+  /** Shared non-blocking connection (worker role: `maxRetriesPerRequest: null`); BullMQ duplicates it for blocking reads. */
+  connection: RedisClient;
+  prefix: string;
+  secrets: SecretResolver;
+  logger: Logger;
+  clock?: Clock;
+  random?: () => number;
+  /** How long a job's lock lasts without renewal; a crashed worker's jobs are taken again after about this. Default 30 s. */
+  lockDurationMs?: number;
+  /** How often stalled jobs are looked for. Default 30 s. */
+  stalledIntervalMs?: number;
+  /** Stalls before BullMQ fails a job (the sweep then dead-letters it). Default 5: one crash must not dead-letter a job. */
+  maxStalledCount?: number;
+  /** How often failed sets are swept for jobs without a dead letter. Default 30 s. */
+  sweepIntervalMs?: number;
+  /** How long completed jobs are kept (and so how long an idempotency key deduplicates). Default 24 h. */
+  keepCompletedMs?: number;
+  /** How long failed jobs stay on their service queue (their dead letter stays until purged). Default 7 days. */
+  keepFailedMs?: number;
+}
+
+/** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
+const UNLIMITED_RATE = { max: 1_000_000_000, perMs: SECOND };
+const RATE_LIMIT_REAPPLY_MS = 5 * MINUTE;
+
+interface ServiceRuntime {
+  service: ServiceConfig;
+  queue: Queue<JobData, JobResult>;
+  worker: Worker<JobData, JobResult>;
+  pools: PoolSet;
+  lastSweepMs: number;
+}
+
+export interface WorkerPool {
+  readonly breakers: BreakerRegistry;
+  readonly services: readonly string[];
+  /** Applies queue settings, sweeps failed sets once, then starts taking jobs. */
+  start(): Promise<void>;
+  /**
+   * Stops taking jobs and waits for in-flight ones up to `deadlineMs`; past it, in-flight calls are aborted
+   * and their jobs put back (recorded as interrupted, no attempt used). Idempotent.
+   */
+  close(options?: { deadlineMs?: number }): Promise<void>;
+  /** Sweeps every service's failed set now (tests, ops). */
+  sweep(): Promise<number>;
+  on<E extends DeliveryEventName>(event: E, listener: (payload: DeliveryEventMap[E]) => void): WorkerPool;
+  off<E extends DeliveryEventName>(event: E, listener: (payload: DeliveryEventMap[E]) => void): WorkerPool;
+}
+
+export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? Math.random;
+  const { logger, prefix, connection } = options;
+  const lockDurationMs = options.lockDurationMs ?? 30 * SECOND;
+  const names = options.services ?? [...options.config.services.keys()];
+  for (const name of names) {
+    if (!options.config.services.has(name)) throw new Error(`unknown service "${name}" (not in the services file)`);
+  }
+  const emitter = new EventEmitter();
+  const scrubber = new Scrubber();
+  const writer = new DeadLetterWriter({ connection, prefix });
+  const breakers = createBreakerRegistry({ redis: connection, keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker` });
+  breakers.on('breaker:state:changed', (change) => {
+    logger.warn({ service: change.name, from: change.from.state, to: change.to.state, source: change.source }, `breaker ${change.to.state}`);
+  });
+  const emit = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]): void => {
+    emitter.emit(event, payload);
+  };
+
+  const runtimes: ServiceRuntime[] = names.map((name) => {
+    const service = options.config.services.get(name)!;
+    const queueName = serviceQueueName(name);
+    const queue = new Queue<JobData, JobResult>(queueName, { connection, prefix });
+    const pools = new PoolSet({ connections: service.concurrency });
+    const processor = createDeliveryProcessor({
+      service,
+      breaker: breakers.get(name, service.breaker),
+      secrets: options.secrets,
+      scrubber,
+      pools,
+      clock,
+      queue: queue as unknown as Queue<JobData>,
+      writer,
+      logger,
+      emit,
+      random,
+      lockDurationMs,
+    });
+    const worker = new Worker<JobData, JobResult>(queueName, processor, {
+      connection,
+      prefix,
+      autorun: false,
+      concurrency: service.concurrency,
+      lockDuration: lockDurationMs,
+      stalledInterval: options.stalledIntervalMs ?? 30 * SECOND,
+      maxStalledCount: options.maxStalledCount ?? 5,
+      removeOnComplete: { age: Math.ceil((options.keepCompletedMs ?? DAY) / SECOND) },
+      // Never `removeOnFail: true` (DESIGN §8): the sweep must find failed jobs to check their dead letters.
+      removeOnFail: { age: Math.ceil((options.keepFailedMs ?? 7 * DAY) / SECOND) },
+      // A hold (breaker open, Retry-After) can be long; do not cap it at BullMQ's 30 s default.
+      maximumRateLimitDelay: HOUR,
+    });
+    worker.on('error', (error) => logger.error({ service: name, err: error }, 'worker error'));
+    worker.on('stalled', (jobId) => logger.warn({ service: name, jobId }, 'job stalled; it will run again'));
+    worker.on('failed', (job) => {
+      // Jobs BullMQ fails itself (stalled too often) never reached our dead-letter write: do it now.
+      if (job?.id !== undefined && job.data?.ferry?.final === undefined) {
+        sweepOne(runtime, job.id).catch((error: unknown) => logger.error({ service: name, err: error }, 'dead-letter sweep failed'));
+      }
+    });
+    const runtime: ServiceRuntime = { service, queue, worker, pools, lastSweepMs: 0 };
+    return runtime;
+  });
+
+  async function sweepOne(runtime: ServiceRuntime, jobId: string): Promise<void> {
+    if (await reconcileJob(runtime.service.name, runtime.queue as unknown as Queue<JobData>, jobId, writer, clock.now())) {
+      logger.warn({ service: runtime.service.name, jobId }, 'dead-lettered a job BullMQ failed without running it');
+    }
+  }
+
+  async function sweepAll(): Promise<number> {
+    let written = 0;
+    for (const runtime of runtimes) {
+      const startedAt = clock.now();
+      // Overlap the previous window: a job can finish just as the last sweep read the set.
+      const since = runtime.lastSweepMs === 0 ? 0 : runtime.lastSweepMs - MINUTE;
+      const result = await sweepFailed(runtime.service.name, runtime.queue as unknown as Queue<JobData>, writer, since, clock.now());
+      runtime.lastSweepMs = startedAt;
+      for (const id of result.written) logger.warn({ service: runtime.service.name, jobId: id }, 'sweep dead-lettered a failed job that had no dead letter');
+      written += result.written.length;
+    }
+    return written;
+  }
+
+  async function applyRateLimits(): Promise<void> {
+    for (const { service, queue } of runtimes) {
+      const limit = service.rateLimit ?? UNLIMITED_RATE;
+      await queue.setGlobalRateLimit(limit.max, limit.perMs);
+    }
+  }
+
+  const timers: NodeJS.Timeout[] = [];
+  let closing: Promise<void> | undefined;
+
+  const pool: WorkerPool = {
+    breakers,
+    services: names,
+    async start() {
+      await applyRateLimits();
+      await sweepAll();
+      for (const { worker } of runtimes) {
+        worker.run().catch((error: unknown) => logger.error({ err: error }, 'worker stopped with an error'));
+      }
+      const every = (ms: number, task: () => Promise<unknown>, what: string): void => {
+        const timer = setInterval(() => {
+          task().catch((error: unknown) => logger.error({ err: error }, `${what} failed`));
+        }, ms);
+        timer.unref();
+        timers.push(timer);
+      };
+      // Rate-limit settings live in Redis and are lost with its data: re-apply them (DESIGN §8).
+      every(RATE_LIMIT_REAPPLY_MS, applyRateLimits, 'rate-limit re-apply');
+      every(options.sweepIntervalMs ?? 30 * SECOND, sweepAll, 'dead-letter sweep');
+      logger.info({ services: names, prefix }, 'worker pool started');
+    },
+    close({ deadlineMs = 30 * SECOND } = {}) {
+      closing ??= (async () => {
+        for (const timer of timers) clearInterval(timer);
+        const graceful = Promise.all(runtimes.map(({ worker }) => worker.close()));
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<'deadline'>((resolve) => {
+          timer = setTimeout(() => resolve('deadline'), deadlineMs);
+        });
+        if ((await Promise.race([graceful, deadline])) === 'deadline') {
+          logger.warn({ deadlineMs }, 'shutdown deadline passed; aborting in-flight calls and putting their jobs back');
+          for (const { worker } of runtimes) worker.cancelAllJobs('shutdown');
+          await graceful;
+        }
+        clearTimeout(timer);
+        await Promise.all(runtimes.map(({ queue }) => queue.close()));
+        await Promise.all(runtimes.map(({ pools }) => pools.close()));
+        await writer.close();
+        await breakers.close();
+        logger.info('worker pool closed');
+      })();
+      return closing;
+    },
+    sweep: sweepAll,
+    on(event, listener) {
+      emitter.on(event, listener as (payload: unknown) => void);
+      return pool;
+    },
+    off(event, listener) {
+      emitter.off(event, listener as (payload: unknown) => void);
+      return pool;
+    },
+  };
+  return pool;
+}

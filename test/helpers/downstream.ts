@@ -1,0 +1,113 @@
+import { once } from 'node:events';
+import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
+import { afterAll } from 'vitest';
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+/** What the fake service does with one request. */
+export interface Step {
+  status?: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Wait before answering. */
+  delayMs?: number;
+  /** Destroy the socket without answering (connection reset). */
+  reset?: boolean;
+  /** Send headers, then the body one byte per `dripMs` (slow drip). */
+  dripMs?: number;
+  /** Send this many bytes of body. */
+  bodyBytes?: number;
+}
+
+export type Script = (request: RecordedRequest, index: number) => Step;
+
+export interface Downstream {
+  readonly url: string;
+  readonly requests: RecordedRequest[];
+  /** Replaces how the server answers; `index` counts every request so far (0-based). */
+  script(script: Script): void;
+  close(): Promise<void>;
+}
+
+/** A scripted external service on 127.0.0.1:0 that records every request (undici's standalone-server pattern). */
+export async function startDownstream(initial: Script = () => ({ status: 200, body: { ok: true } })): Promise<Downstream> {
+  let script = initial;
+  const requests: RecordedRequest[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const recorded: RecordedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        at: Date.now(),
+      };
+      const index = requests.push(recorded) - 1;
+      const step = script(recorded, index);
+      const run = (): void => answer(res, step);
+      if (step.delayMs !== undefined && step.delayMs > 0) setTimeout(run, step.delayMs);
+      else run();
+    });
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  afterAll(close);
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    requests,
+    script(next) {
+      script = next;
+    },
+    close,
+  };
+}
+
+function answer(res: ServerResponse, step: Step): void {
+  if (res.destroyed) return;
+  if (step.reset === true) {
+    res.socket?.destroy();
+    return;
+  }
+  const status = step.status ?? 200;
+  if (step.dripMs !== undefined) {
+    res.writeHead(status, { 'content-type': 'text/plain', ...step.headers });
+    const timer = setInterval(() => {
+      if (res.destroyed) clearInterval(timer);
+      else res.write('x');
+    }, step.dripMs);
+    res.on('close', () => clearInterval(timer));
+    return;
+  }
+  if (step.bodyBytes !== undefined) {
+    res.writeHead(status, { 'content-type': 'text/plain', ...step.headers });
+    res.end(Buffer.alloc(step.bodyBytes, 'x'));
+    return;
+  }
+  const body = step.body === undefined ? '' : typeof step.body === 'string' ? step.body : JSON.stringify(step.body);
+  res.writeHead(status, { 'content-type': typeof step.body === 'string' ? 'text/plain' : 'application/json', ...step.headers });
+  res.end(body);
+}

@@ -1,0 +1,36 @@
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { Redis } from 'ioredis';
+import { afterAll } from 'vitest';
+
+import { type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+
+export interface TestRedis extends PrivateRedis {
+  /** A plain client for assertions; closed with the server. */
+  readonly client: Redis;
+  readonly dir: string;
+}
+
+/**
+ * Starts a private redis-server for this test file on a free port in a temp dir, stopped in afterAll.
+ * Never a shared 6379, never a mock.
+ */
+export async function startRedis(): Promise<TestRedis> {
+  const dir = join(tmpdir(), `ferry-test-redis-${randomUUID()}`);
+  const server = await startPrivateRedis({ dir, appendfsync: 'no' });
+  const client = new Redis(server.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+  afterAll(async () => {
+    client.disconnect();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return Object.assign(Object.create(null) as object, server, { client, dir }) as TestRedis;
+}
+
+/** A Redis key prefix unique to one test, so tests in a file never see each other's queues. */
+export function uniquePrefix(): string {
+  return `t${randomUUID().slice(0, 8)}`;
+}
