@@ -85,9 +85,11 @@ export class Producer {
   async get(service: string, id: string): Promise<JobView | undefined> {
     await this.#ready();
     const queue = this.#queue(service);
+    // State first, then the job: read the other way round, a job that completes in between would show as
+    // completed with the data it had while active (no result yet).
+    const rawState = await queue.getJobState(id);
     const job = await Job.fromId<JobData, JobResult>(queue, id);
     if (job === undefined) return undefined;
-    const rawState = await job.getState();
     const state: JobState =
       rawState === 'failed' ? 'dead_lettered' : rawState === 'waiting-children' || rawState === 'unknown' ? 'unknown' : rawState === 'waiting' ? 'waiting' : rawState;
     const delivery = job.data?.ferry;

@@ -60,6 +60,8 @@ interface ServiceRuntime {
 
 export interface WorkerPool {
   readonly breakers: BreakerRegistry;
+  /** The `{dead-letter}` queue writer (reads too: `get(service, sourceJobId)`). */
+  readonly deadLetters: DeadLetterWriter;
   readonly services: readonly string[];
   /** Applies queue settings, sweeps failed sets once, then starts taking jobs. */
   start(): Promise<void>;
@@ -171,6 +173,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
 
   const pool: WorkerPool = {
     breakers,
+    deadLetters: writer,
     services: names,
     async start() {
       await applyRateLimits();
