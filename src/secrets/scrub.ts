@@ -15,8 +15,8 @@ export class Scrubber implements SecretObserver {
 
   add(value: string): void {
     if (value.length < MIN_SCRUB_LENGTH || this.#needles.has(value)) return;
-    for (const form of [value, Buffer.from(value).toString('base64'), encodeURIComponent(value)]) {
-      this.#needles.add(form);
+    for (const form of [value, encodeURIComponent(value), ...base64Forms(value)]) {
+      if (form.length >= MIN_SCRUB_LENGTH) this.#needles.add(form);
     }
     this.#pattern = undefined;
   }
@@ -49,4 +49,22 @@ export class Scrubber implements SecretObserver {
     }
     return value;
   }
+}
+
+/**
+ * The base64 text of `value` wherever it sits in a larger encoded string. A secret embedded after other bytes
+ * (Basic auth's `user:password`) is encoded at one of three alignments; for each, keep only the characters
+ * that depend on the secret's bytes alone, so the needle matches inside any surrounding encoding.
+ */
+export function base64Forms(value: string): string[] {
+  const bytes = Buffer.from(value);
+  const forms: string[] = [];
+  for (let offset = 0; offset < 3; offset++) {
+    const encoded = Buffer.concat([Buffer.alloc(offset), bytes]).toString('base64');
+    const first = Math.ceil((8 * offset) / 6);
+    const end = Math.floor((8 * (offset + bytes.length)) / 6);
+    forms.push(encoded.slice(first, end));
+    if (offset === 0) forms.push(encoded.replace(/=+$/, ''));
+  }
+  return forms;
 }

@@ -1,0 +1,94 @@
+/** Secret values never reach Redis (job data, results, dead letters), logs or error messages. */
+import { describe, expect, it } from 'vitest';
+
+import { startDownstream } from '../helpers/downstream.ts';
+import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { startRedis } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+const TOKEN = 'tok_live_5f2a9c81d7e64b03';
+const PASSWORD = 'pw-0c7e1b9a44';
+
+/** Everything stored under a prefix, as text: every key name and every value of every type. */
+async function dumpRedis(prefix: string): Promise<string> {
+  const keys = await redis.client.keys(`${prefix}:*`);
+  const parts: string[] = [];
+  for (const key of keys) {
+    parts.push(key);
+    const type = await redis.client.type(key);
+    if (type === 'string') parts.push((await redis.client.get(key)) ?? '');
+    else if (type === 'hash') parts.push(JSON.stringify(await redis.client.hgetall(key)));
+    else if (type === 'list') parts.push(JSON.stringify(await redis.client.lrange(key, 0, -1)));
+    else if (type === 'set') parts.push(JSON.stringify(await redis.client.smembers(key)));
+    else if (type === 'zset') parts.push(JSON.stringify(await redis.client.zrange(key, 0, -1)));
+    else if (type === 'stream') parts.push(JSON.stringify(await redis.client.xrange(key, '-', '+')));
+  }
+  return parts.join('\n');
+}
+
+function forms(value: string): string[] {
+  return [value, Buffer.from(value).toString('base64'), encodeURIComponent(value)];
+}
+
+describe('secret values never leak', () => {
+  it('through echoed credentials in results, errors, dead letters, Redis and logs', async () => {
+    // A downstream that echoes what it was sent (several real APIs do, in errors especially).
+    const downstream = await startDownstream((request, index) => {
+      const echo = { youSent: request.headers.authorization, query: request.url };
+      return index % 3 === 2 ? { status: 200, body: echo } : { status: index % 3 === 0 ? 500 : 400, body: echo };
+    });
+    const env = { FERRY_SECRET_CRM_TOKEN: TOKEN, FERRY_SECRET_CRM_PASSWORD: PASSWORD };
+    const ferry = await createTestFerry(redis, {
+      env,
+      services: {
+        services: {
+          bearer: {
+            ...(oneService(downstream.url) as { services: { svc: object } }).services.svc,
+            auth: { type: 'bearer', token: '{{ secrets.crm_token }}' },
+          },
+          basic: {
+            ...(oneService(downstream.url) as { services: { svc: object } }).services.svc,
+            auth: { type: 'basic', username: 'apiuser', password: '{{ secrets.crm_password }}' },
+          },
+          query: {
+            ...(oneService(downstream.url) as { services: { svc: object } }).services.svc,
+            auth: { type: 'apiKey', query: 'api_key', value: '{{ secrets.crm_token }}' },
+          },
+        },
+      },
+    });
+    const jobs = await Promise.all(
+      ['bearer', 'basic', 'query'].flatMap((service) =>
+        Array.from({ length: 4 }, (_, i) => ferry.producer.enqueue({ service, operation: 'create', input: { i } }).then((job) => ({ service, job }))),
+      ),
+    );
+    const views = await Promise.all(jobs.map(({ service, job }) => ferry.producer.waitFor(service, job.id, { timeoutMs: 10_000 })));
+    // The workload really mixed outcomes, and the downstream really received the secrets.
+    expect(new Set(views.map((v) => v.state))).toEqual(new Set(['completed', 'dead_lettered']));
+    expect(downstream.requests.some((r) => r.headers.authorization === `Bearer ${TOKEN}`)).toBe(true);
+
+    const stored = await dumpRedis(ferry.prefix);
+    const logs = ferry.logs.join('\n');
+    const viewsText = JSON.stringify(views);
+    expect(stored).toContain("[redacted]");
+    for (const secret of [TOKEN, PASSWORD, `apiuser:${PASSWORD}`]) {
+      for (const form of forms(secret)) {
+        expect(stored).not.toContain(form);
+        expect(logs).not.toContain(form);
+        expect(viewsText).not.toContain(form);
+      }
+    }
+  });
+});
+
+describe('Scrubber', () => {
+  it.each(['', 'a', 'ab', 'abc', 'user:', 'apiuser:', 'x'.repeat(10)])('finds a secret inside base64 of %j + secret + suffix', async (prefix) => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(PASSWORD);
+    for (const suffix of ['', '!', '!!', '!!!']) {
+      const encoded = Buffer.from(`${prefix}${PASSWORD}${suffix}`).toString('base64');
+      expect(scrubber.scrub(`Basic ${encoded}`)).toContain('[redacted]');
+    }
+  });
+});
