@@ -22,13 +22,17 @@ export async function startDemoService(port = 0): Promise<DemoService> {
         res.writeHead(status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(payload));
       };
-      if (req.url?.startsWith('/echo') === true) return send(200, { received: safeJson(body), idempotencyKey: key });
+      if (req.url?.startsWith('/echo') === true)
+        return send(200, { received: safeJson(body), idempotencyKey: key });
       if (req.url?.startsWith('/flaky') === true) {
         const seen = (failures.get(key) ?? 0) + 1;
         failures.set(key, seen);
-        return seen <= 2 ? send(503, { error: `flaky: failure ${seen} of 2` }) : send(200, { ok: true, after: seen });
+        return seen <= 2
+          ? send(503, { error: `flaky: failure ${seen} of 2` })
+          : send(200, { ok: true, after: seen });
       }
-      if (req.url?.startsWith('/reject') === true) return send(422, { error: 'the demo service rejects this on purpose' });
+      if (req.url?.startsWith('/reject') === true)
+        return send(422, { error: 'the demo service rejects this on purpose' });
       send(404, { error: 'not found' });
     });
   });

@@ -29,6 +29,9 @@ try {
   } else {
     printError(error, program.opts<{ verbose?: boolean }>().verbose === true);
     // A mistake in what the caller typed (arguments, input) is a usage error; anything else a failure.
-    process.exitCode = error instanceof UsageError || (isFerryError(error) && error.type === 'ValidationError') ? EXIT_USAGE : EXIT_FAILURE;
+    process.exitCode =
+      error instanceof UsageError || (isFerryError(error) && error.type === 'ValidationError')
+        ? EXIT_USAGE
+        : EXIT_FAILURE;
   }
 }

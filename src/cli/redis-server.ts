@@ -46,14 +46,22 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
   const binary = options.binary ?? process.env.FERRY_REDIS_SERVER ?? 'redis-server';
   const fsync = options.appendfsync ?? 'always';
   const args = [
-    '--port', String(port),
-    '--bind', '127.0.0.1',
-    '--dir', options.dir,
-    '--save', '',
-    '--appendonly', fsync === 'no' ? 'no' : 'yes',
-    '--appendfsync', fsync === 'no' ? 'everysec' : fsync,
-    '--maxmemory-policy', 'noeviction',
-    '--logfile', join(options.dir, 'redis.log'),
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    options.dir,
+    '--save',
+    '',
+    '--appendonly',
+    fsync === 'no' ? 'no' : 'yes',
+    '--appendfsync',
+    fsync === 'no' ? 'everysec' : fsync,
+    '--maxmemory-policy',
+    'noeviction',
+    '--logfile',
+    join(options.dir, 'redis.log'),
   ];
   const child = spawn(binary, args, { stdio: 'ignore' });
   const spawnError = new Promise<never>((_, reject) => {
@@ -66,7 +74,13 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
           : error,
       );
     });
-    child.once('exit', (code) => reject(new Error(`redis-server exited with code ${code} before it was ready (see ${join(options.dir, 'redis.log')})`)));
+    child.once('exit', (code) =>
+      reject(
+        new Error(
+          `redis-server exited with code ${code} before it was ready (see ${join(options.dir, 'redis.log')})`,
+        ),
+      ),
+    );
   });
   spawnError.catch(() => undefined);
   await Promise.race([waitForPort(port, 10_000), spawnError]);
@@ -93,7 +107,8 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await answersPing(port)) return;
-    if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${port} within ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`redis-server did not answer on port ${port} within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }

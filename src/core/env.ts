@@ -14,22 +14,41 @@ const envSchema = z.object({
   /** Comma-separated `host:port` seeds of a Redis Cluster; takes precedence over REDIS_URL. */
   REDIS_CLUSTER_NODES: z.string().optional(),
   /** Key prefix of every Ferry key in Redis. */
-  FERRY_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}').default(DEFAULT_PREFIX),
+  FERRY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must match [A-Za-z0-9_-]{1,64}')
+    .default(DEFAULT_PREFIX),
   /** The services file. */
   FERRY_SERVICES: z.string().default('./ferry.services.yaml'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** `pretty` for human-readable logs (default under `ferry dev`), `json` otherwise. */
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
   /** How long SIGTERM/SIGINT waits for in-flight calls before aborting them. */
-  FERRY_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).default(25 * SECOND),
+  FERRY_SHUTDOWN_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(25 * SECOND),
   /** Job lock; a crashed worker's jobs run again after about this long. */
-  FERRY_LOCK_DURATION_MS: z.coerce.number().int().min(1000).default(30 * SECOND),
+  FERRY_LOCK_DURATION_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .default(30 * SECOND),
   /** How often stalled jobs are looked for. */
-  FERRY_STALLED_INTERVAL_MS: z.coerce.number().int().min(500).default(30 * SECOND),
+  FERRY_STALLED_INTERVAL_MS: z.coerce
+    .number()
+    .int()
+    .min(500)
+    .default(30 * SECOND),
   /** Stalls before a job is given up and dead-lettered. */
   FERRY_MAX_STALLED_COUNT: z.coerce.number().int().min(1).default(5),
   /** How often failed sets are swept for jobs without a dead letter. */
-  FERRY_SWEEP_INTERVAL_MS: z.coerce.number().int().min(500).default(30 * SECOND),
+  FERRY_SWEEP_INTERVAL_MS: z.coerce
+    .number()
+    .int()
+    .min(500)
+    .default(30 * SECOND),
 });
 
 export type Env = Readonly<z.infer<typeof envSchema>>;
@@ -45,6 +64,8 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
 }
 
 export function clusterNodes(env: Env): string[] | undefined {
-  const nodes = env.REDIS_CLUSTER_NODES?.split(',').map((node) => node.trim()).filter((node) => node !== '');
+  const nodes = env.REDIS_CLUSTER_NODES?.split(',')
+    .map((node) => node.trim())
+    .filter((node) => node !== '');
   return nodes === undefined || nodes.length === 0 ? undefined : nodes;
 }

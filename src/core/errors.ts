@@ -104,10 +104,7 @@ const errorTypeSet = new Set<string>(ERROR_TYPES);
 
 /** Brand check: works across module copies and on values that crossed Redis, unlike `instanceof`. */
 export function isFerryError(value: unknown): value is FerryError {
-  return (
-    value instanceof Error &&
-    errorTypeSet.has((value as unknown as { type?: unknown }).type as string)
-  );
+  return value instanceof Error && errorTypeSet.has((value as unknown as { type?: unknown }).type as string);
 }
 
 export function isErrorType(value: unknown): value is ErrorType {

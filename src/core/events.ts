@@ -12,11 +12,25 @@ interface JobEventBase {
 /** Job lifecycle events a worker pool emits, as `area:subject:verb` names with one typed payload each. */
 export interface DeliveryEventMap {
   'job:attempt:completed': JobEventBase & { attempt: number; durationMs: number; result: JobResult };
-  'job:attempt:retrying': JobEventBase & { attempt: number; durationMs: number; error: ErrorRecord; delayMs: number; nextAttemptAt: number };
-  'job:service:held': JobEventBase & { reason: 'circuitOpen' | 'rateLimited'; holdMs: number; until: number; error: ErrorRecord };
+  'job:attempt:retrying': JobEventBase & {
+    attempt: number;
+    durationMs: number;
+    error: ErrorRecord;
+    delayMs: number;
+    nextAttemptAt: number;
+  };
+  'job:service:held': JobEventBase & {
+    reason: 'circuitOpen' | 'rateLimited';
+    holdMs: number;
+    until: number;
+    error: ErrorRecord;
+  };
   'job:run:interrupted': JobEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
   'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
 }
 
 export type DeliveryEventName = keyof DeliveryEventMap;
-export type DeliveryEventListener = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]) => void;
+export type DeliveryEventListener = <E extends DeliveryEventName>(
+  event: E,
+  payload: DeliveryEventMap[E],
+) => void;

@@ -18,5 +18,8 @@ export function parseFailedReason(reason: string | undefined, stalledCounter: nu
   }
   const match = /^([A-Za-z]+Error): ([\s\S]*)$/.exec(text);
   if (match !== null && isErrorType(match[1])) return { type: match[1], message: match[2] ?? '' };
-  return { type: 'ConfigurationError', message: `the job failed outside Ferry's delivery path: ${text || 'no reason recorded'}` };
+  return {
+    type: 'ConfigurationError',
+    message: `the job failed outside Ferry's delivery path: ${text || 'no reason recorded'}`,
+  };
 }

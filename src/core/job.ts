@@ -35,7 +35,12 @@ export const enqueueRequestSchema = z.strictObject({
   input: z.unknown().optional(),
   idempotencyKey: idempotencyKey.optional(),
   tenant: tenant.optional(),
-  delayMs: z.number().int().min(0).max(365 * DAY).optional(),
+  delayMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(365 * DAY)
+    .optional(),
   priority: z.number().int().min(0).max(MAX_PRIORITY).optional(),
   metadata: metadata.optional(),
 });
@@ -120,6 +125,9 @@ export interface DeadLetterRecord {
 /** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */
 export function issuePath(path: readonly PropertyKey[], root?: string): string {
   const parts = path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p)));
-  const joined = parts.reduce((acc, part) => (part.startsWith('[') || acc === '' ? acc + part : `${acc}.${part}`), '');
+  const joined = parts.reduce(
+    (acc, part) => (part.startsWith('[') || acc === '' ? acc + part : `${acc}.${part}`),
+    '',
+  );
   return root === undefined ? joined : joined === '' ? root : `${root}.${joined}`.replace('.[', '[');
 }

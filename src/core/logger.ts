@@ -46,7 +46,13 @@ export function createLogger(options: LoggerFactoryOptions = {}): Logger {
   };
   if (options.destination !== undefined) return pino(config, options.destination);
   if (options.pretty === true && hasPinoPretty()) {
-    return pino({ ...config, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } });
+    return pino({
+      ...config,
+      transport: {
+        target: 'pino-pretty',
+        options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' },
+      },
+    });
   }
   // Asynchronous writes: no synchronous I/O on the worker's hot path. Flushed on shutdown.
   return pino(config, pino.destination({ dest: 1, sync: false }));

@@ -18,11 +18,19 @@ export type ConnectionRole = 'worker' | 'producer';
 
 const roleOptions: Record<ConnectionRole, RedisOptions> = {
   worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
-  producer: { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 5_000, connectTimeout: 5_000 },
+  producer: {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    commandTimeout: 5_000,
+    connectTimeout: 5_000,
+  },
 };
 
 export function createRedisConnection(target: RedisTarget, role: ConnectionRole, name?: string): RedisClient {
-  const options: RedisOptions = { ...roleOptions[role], ...(name === undefined ? {} : { connectionName: name }) };
+  const options: RedisOptions = {
+    ...roleOptions[role],
+    ...(name === undefined ? {} : { connectionName: name }),
+  };
   if (target.clusterNodes !== undefined && target.clusterNodes.length > 0) {
     const nodes: ClusterNode[] = target.clusterNodes.map((node) => {
       const [host, port] = node.split(':');

@@ -16,7 +16,10 @@ export class DeadLetterWriter {
 
   constructor(options: { connection: RedisClient; prefix: string }) {
     this.#connection = options.connection;
-    this.queue = new Queue<DeadLetterRecord>(DEAD_LETTER_QUEUE, { connection: options.connection, prefix: options.prefix });
+    this.queue = new Queue<DeadLetterRecord>(DEAD_LETTER_QUEUE, {
+      connection: options.connection,
+      prefix: options.prefix,
+    });
   }
 
   /** The raw connection, for reads BullMQ has no API for. */

@@ -1,5 +1,11 @@
 /** `ferry/producer`: everything a service needs to enqueue, and nothing of the worker (no undici, no opossum). */
-export { type EnqueueResult, type JobState, type JobView, Producer, type ProducerOptions } from './producer.ts';
+export {
+  type EnqueueResult,
+  type JobState,
+  type JobView,
+  Producer,
+  type ProducerOptions,
+} from './producer.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
 export {
   DEAD_LETTER_QUEUE,

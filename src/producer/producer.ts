@@ -4,7 +4,13 @@ import { Job, type JobsOptions, Queue } from 'bullmq';
 
 import type { ErrorRecord } from '../core/errors.ts';
 import type { AttemptRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
-import { DEAD_LETTER_QUEUE, deadLetterJobId, DEFAULT_PREFIX, idempotentJobId, serviceQueueName } from '../core/queue-layout.ts';
+import {
+  DEAD_LETTER_QUEUE,
+  deadLetterJobId,
+  DEFAULT_PREFIX,
+  idempotentJobId,
+  serviceQueueName,
+} from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
 import { type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
@@ -26,7 +32,8 @@ export interface EnqueueResult {
   created: boolean;
 }
 
-export type JobState = 'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'dead_lettered' | 'unknown';
+export type JobState =
+  'waiting' | 'active' | 'delayed' | 'prioritized' | 'completed' | 'dead_lettered' | 'unknown';
 
 export interface JobView {
   id: string;
@@ -91,7 +98,13 @@ export class Producer {
     const job = await Job.fromId<JobData, JobResult>(queue, id);
     if (job === undefined) return undefined;
     const state: JobState =
-      rawState === 'failed' ? 'dead_lettered' : rawState === 'waiting-children' || rawState === 'unknown' ? 'unknown' : rawState === 'waiting' ? 'waiting' : rawState;
+      rawState === 'failed'
+        ? 'dead_lettered'
+        : rawState === 'waiting-children' || rawState === 'unknown'
+          ? 'unknown'
+          : rawState === 'waiting'
+            ? 'waiting'
+            : rawState;
     const delivery = job.data?.ferry;
     const history = delivery?.attempts ?? [];
     const failedAttempts = history.filter((a) => a.outcome === 'failed').length;
@@ -102,7 +115,11 @@ export class Producer {
         ? (delivery?.final ?? parseFailedReason(job.failedReason, job.stalledCounter))
         : last?.type === undefined
           ? undefined
-          : { type: last.type, message: last.message, ...(last.status === undefined ? {} : { status: last.status }) };
+          : {
+              type: last.type,
+              message: last.message,
+              ...(last.status === undefined ? {} : { status: last.status }),
+            };
     return {
       id,
       service,
@@ -131,7 +148,9 @@ export class Producer {
       const view = await this.get(service, id);
       if (view !== undefined && TERMINAL.has(view.state)) return view;
       if (Date.now() >= deadline) {
-        throw new Error(`job ${service}/${id} did not finish within ${options.timeoutMs ?? 30_000} ms (state: ${view?.state ?? 'missing'})`);
+        throw new Error(
+          `job ${service}/${id} did not finish within ${options.timeoutMs ?? 30_000} ms (state: ${view?.state ?? 'missing'})`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, interval));
       interval = Math.min(interval * 2, 500);
@@ -158,7 +177,11 @@ export class Producer {
       [...byService].map(async ([service, items]) => {
         const queue = this.#queue(service);
         const jobs = await queue.addBulk(
-          items.map(({ request, enqueueId }) => ({ name: request.operation, data: toJobData(request, enqueueId), opts: jobOptions(request) })),
+          items.map(({ request, enqueueId }) => ({
+            name: request.operation,
+            data: toJobData(request, enqueueId),
+            opts: jobOptions(request),
+          })),
         );
         // An add with an existing jobId returns that id but keeps the first job's data: compare the enqueue
         // id we wrote with the stored one to tell a repeat (DESIGN §8).
@@ -183,7 +206,10 @@ export class Producer {
     if (this.#closed) throw new Error('producer is closed');
     let queue = this.#queues.get(service);
     if (queue === undefined) {
-      queue = new Queue<JobData, JobResult>(serviceQueueName(service), { connection: this.#connection, prefix: this.prefix });
+      queue = new Queue<JobData, JobResult>(serviceQueueName(service), {
+        connection: this.#connection,
+        prefix: this.prefix,
+      });
       this.#queues.set(service, queue);
     }
     return queue;

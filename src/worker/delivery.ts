@@ -31,7 +31,11 @@ export interface DeliveryDeps extends ProcessorDeps {
 /** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup). */
 const INTERNAL_RETRY_DELAY_MS = 1_000;
 
-export type DeliveryProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
+export type DeliveryProcessor = (
+  job: Job<JobData, JobResult>,
+  token?: string,
+  signal?: AbortSignal,
+) => Promise<JobResult>;
 
 export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   const { service, logger } = deps;
@@ -55,7 +59,16 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           return result;
         }
         case 'interrupted': {
-          state.attempts.push(record(attempt, 'interrupted', deps, outcome.durationMs, undefined, 'worker shut down during the call'));
+          state.attempts.push(
+            record(
+              attempt,
+              'interrupted',
+              deps,
+              outcome.durationMs,
+              undefined,
+              'worker shut down during the call',
+            ),
+          );
           deps.emit('job:run:interrupted', { ...base, attempt, reason: 'shutdown' });
           await persist(job, state);
           await job.moveToDelayed(deps.clock.now(), token);
@@ -73,9 +86,17 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           return await fail(job, token, state, outcome.error, attempt, outcome.durationMs, deps, base);
       }
     } catch (error) {
-      if (error instanceof DelayedError || error instanceof RateLimitError || error instanceof UnrecoverableError) throw error;
+      if (
+        error instanceof DelayedError ||
+        error instanceof RateLimitError ||
+        error instanceof UnrecoverableError
+      )
+        throw error;
       // Ferry could not record the outcome (Redis error). Never fail the job for it: put it back to run again.
-      logger.error({ ...base, err: error }, 'could not record the outcome of an attempt; the job will run again');
+      logger.error(
+        { ...base, err: error },
+        'could not record the outcome of an attempt; the job will run again',
+      );
       await job.moveToDelayed(deps.clock.now() + INTERNAL_RETRY_DELAY_MS, token);
       throw new DelayedError();
     }
@@ -95,12 +116,23 @@ async function fail(
   const decision = decideRetry(error, attempt, deps.service.retry, deps.random);
   const errorRecord = toErrorRecord(error, (text) => deps.scrubber.scrub(text));
   if (decision.kind === 'retry') {
-    state.attempts.push(record(attempt, 'failed', deps, durationMs, error, errorRecord.message, decision.delayMs));
+    state.attempts.push(
+      record(attempt, 'failed', deps, durationMs, error, errorRecord.message, decision.delayMs),
+    );
     await persist(job, state);
     const nextAttemptAt = deps.clock.now() + decision.delayMs;
-    await job.log(`attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`);
+    await job.log(
+      `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`,
+    );
     await job.moveToDelayed(nextAttemptAt, token);
-    deps.emit('job:attempt:retrying', { ...base, attempt, durationMs, error: errorRecord, delayMs: decision.delayMs, nextAttemptAt });
+    deps.emit('job:attempt:retrying', {
+      ...base,
+      attempt,
+      durationMs,
+      error: errorRecord,
+      delayMs: decision.delayMs,
+      nextAttemptAt,
+    });
     throw new DelayedError();
   }
   state.attempts.push(record(attempt, 'failed', deps, durationMs, error, errorRecord.message));
@@ -119,7 +151,9 @@ async function hold(
   state.heldMs += outcome.holdMs;
   if (outcome.error.type !== 'CircuitOpenError') {
     // The call was made (429/503 + Retry-After): keep it in the history, though it uses no attempt.
-    state.attempts.push(record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs));
+    state.attempts.push(
+      record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs),
+    );
   }
   await persist(job, state);
   await deps.queue.rateLimit(outcome.holdMs);
@@ -155,8 +189,21 @@ async function deadLetter(
   const dead = deadLetterFromJob(deps.service.name, job, deps.clock.now());
   await deps.writer.write(dead);
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
-  deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId: deadLetterJobId(deps.service.name, base.jobId) }, 'job dead-lettered');
-  deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId: deadLetterJobId(deps.service.name, base.jobId), error: finalError });
+  deps.logger.warn(
+    {
+      ...base,
+      attempt,
+      errorType: finalError.type,
+      deadLetterId: deadLetterJobId(deps.service.name, base.jobId),
+    },
+    'job dead-lettered',
+  );
+  deps.emit('job:dead:lettered', {
+    ...base,
+    attempt,
+    deadLetterId: deadLetterJobId(deps.service.name, base.jobId),
+    error: finalError,
+  });
   throw new UnrecoverableError(formatFailedReason(finalError));
 }
 
@@ -186,12 +233,26 @@ function usedAttempts(state: DeliveryState): number {
  * BullMQ counts stalls (a worker died or lost its lock mid-run) in stalledCounter. Each new one becomes an
  * `interrupted` entry: the history shows the lost run, and it uses no attempt (DESIGN §8).
  */
-function recordStalls(job: Job<JobData, JobResult>, state: DeliveryState, base: EventBase, deps: DeliveryDeps): void {
+function recordStalls(
+  job: Job<JobData, JobResult>,
+  state: DeliveryState,
+  base: EventBase,
+  deps: DeliveryDeps,
+): void {
   const stalls = job.stalledCounter ?? 0;
   if (stalls <= state.stallsSeen) return;
   const attempt = usedAttempts(state) + 1;
   for (let i = state.stallsSeen; i < stalls; i++) {
-    state.attempts.push(record(attempt, 'interrupted', deps, 0, undefined, 'the worker running this job was lost (crash or stall); it ran again'));
+    state.attempts.push(
+      record(
+        attempt,
+        'interrupted',
+        deps,
+        0,
+        undefined,
+        'the worker running this job was lost (crash or stall); it ran again',
+      ),
+    );
     deps.emit('job:run:interrupted', { ...base, attempt, reason: 'stalled' });
   }
   state.stallsSeen = stalls;
@@ -218,7 +279,14 @@ async function persist(job: Job<JobData, JobResult>, state: DeliveryState): Prom
 }
 
 function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
-  const fields = { service: base.service, operation: base.operation, jobId: base.jobId, tenant: base.tenant, attempt, durationMs: outcome.durationMs };
+  const fields = {
+    service: base.service,
+    operation: base.operation,
+    jobId: base.jobId,
+    tenant: base.tenant,
+    attempt,
+    durationMs: outcome.durationMs,
+  };
   switch (outcome.kind) {
     case 'completed':
       logger.info({ ...fields, outcome: 'completed', status: outcome.result.status }, 'attempt completed');
@@ -226,7 +294,13 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
     case 'failed':
     case 'held':
       logger.warn(
-        { ...fields, outcome: outcome.kind, status: outcome.error.status, errorType: outcome.error.type, err: { message: outcome.error.message } },
+        {
+          ...fields,
+          outcome: outcome.kind,
+          status: outcome.error.status,
+          errorType: outcome.error.type,
+          err: { message: outcome.error.message },
+        },
         `attempt ${outcome.kind}`,
       );
       return;

@@ -3,12 +3,7 @@
  * Outcome and never throws; it knows nothing of BullMQ (delivery.ts applies the outcome to the queue).
  */
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
-import {
-  CircuitOpenError,
-  type FerryError,
-  isFerryError,
-  ValidationError,
-} from '../core/errors.ts';
+import { CircuitOpenError, type FerryError, isFerryError, ValidationError } from '../core/errors.ts';
 import { issuePath, type JobData, jobDataSchema, type JobResult } from '../core/job.ts';
 import type { ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
@@ -48,14 +43,20 @@ export interface ProcessorDeps {
 /** How long another caller waits when the breaker is half-open and someone else is probing. */
 const MIN_HOLD_MS = 250;
 
-export async function runAttempt(job: AttemptJob, deps: ProcessorDeps, signal: AbortSignal | undefined): Promise<AttemptOutcome> {
+export async function runAttempt(
+  job: AttemptJob,
+  deps: ProcessorDeps,
+  signal: AbortSignal | undefined,
+): Promise<AttemptOutcome> {
   const startedAt = deps.clock.now();
   const elapsed = (): number => deps.clock.now() - startedAt;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
     if (operation === undefined) {
-      throw new ValidationError(`unknown operation "${job.name}" for service "${service.name}"`, { field: 'operation' });
+      throw new ValidationError(`unknown operation "${job.name}" for service "${service.name}"`, {
+        field: 'operation',
+      });
     }
     const parsed = jobDataSchema.safeParse(job.data);
     if (!parsed.success) {
@@ -80,7 +81,11 @@ export async function runAttempt(job: AttemptJob, deps: ProcessorDeps, signal: A
         signal,
         now: deps.clock.now,
       });
-    const response = deps.breaker === undefined ? await call() : await deps.breaker.execute(call, isUnhealthyFailure);
+    // A call this worker aborted for shutdown says nothing about the service's health: never count it.
+    const response =
+      deps.breaker === undefined
+        ? await call()
+        : await deps.breaker.execute(call, (error) => isUnhealthyFailure(error) && signal?.aborted !== true);
     const { body, truncated } = parseBody(response.raw, headerString(response.headers['content-type']));
     const result: Omit<JobResult, 'attempts'> = {
       status: response.status,
@@ -108,7 +113,10 @@ function breakerHold(error: BreakerOpenError, durationMs: number): AttemptOutcom
   const holdMs = Math.max(error.retryAfterMs, MIN_HOLD_MS);
   return {
     kind: 'held',
-    error: new CircuitOpenError(`circuit breaker for "${error.breaker}" is open`, { retryAfterMs: holdMs, cause: error }),
+    error: new CircuitOpenError(`circuit breaker for "${error.breaker}" is open`, {
+      retryAfterMs: holdMs,
+      cause: error,
+    }),
     holdMs,
     durationMs,
   };

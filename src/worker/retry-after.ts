@@ -3,7 +3,11 @@
  * `nowMs`, clamped to [0, maxMs], or undefined when absent or unparseable (a garbage header must not turn
  * into "retry now" or "wait forever").
  */
-export function parseRetryAfter(header: string | string[] | undefined, nowMs: number, maxMs: number): number | undefined {
+export function parseRetryAfter(
+  header: string | string[] | undefined,
+  nowMs: number,
+  maxMs: number,
+): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;
   if (value === undefined) return undefined;
   const trimmed = value.trim();

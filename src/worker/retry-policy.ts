@@ -26,7 +26,8 @@ export function isRetryable(error: FerryError, policy: Pick<RetryPolicy, 'retryO
   return ALWAYS_RETRYABLE_STATUSES.has(error.status) || policy.retryOn.includes(error.status);
 }
 
-export type RetryDecision = { kind: 'retry'; delayMs: number } | { kind: 'deadLetter'; reason: 'notRetryable' | 'exhausted' };
+export type RetryDecision =
+  { kind: 'retry'; delayMs: number } | { kind: 'deadLetter'; reason: 'notRetryable' | 'exhausted' };
 
 /**
  * What to do after attempt `attempt` failed with `error`. A Retry-After the downstream sent replaces the

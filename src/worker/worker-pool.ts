@@ -83,14 +83,21 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const lockDurationMs = options.lockDurationMs ?? 30 * SECOND;
   const names = options.services ?? [...options.config.services.keys()];
   for (const name of names) {
-    if (!options.config.services.has(name)) throw new Error(`unknown service "${name}" (not in the services file)`);
+    if (!options.config.services.has(name))
+      throw new Error(`unknown service "${name}" (not in the services file)`);
   }
   const emitter = new EventEmitter();
   const scrubber = new Scrubber();
   const writer = new DeadLetterWriter({ connection, prefix });
-  const breakers = createBreakerRegistry({ redis: connection, keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker` });
+  const breakers = createBreakerRegistry({
+    redis: connection,
+    keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker`,
+  });
   breakers.on('breaker:state:changed', (change) => {
-    logger.warn({ service: change.name, from: change.from.state, to: change.to.state, source: change.source }, `breaker ${change.to.state}`);
+    logger.warn(
+      { service: change.name, from: change.from.state, to: change.to.state, source: change.source },
+      `breaker ${change.to.state}`,
+    );
   });
   const emit = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]): void => {
     emitter.emit(event, payload);
@@ -134,7 +141,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     worker.on('failed', (job) => {
       // Jobs BullMQ fails itself (stalled too often) never reached our dead-letter write: do it now.
       if (job?.id !== undefined && job.data?.ferry?.final === undefined) {
-        sweepOne(runtime, job.id).catch((error: unknown) => logger.error({ service: name, err: error }, 'dead-letter sweep failed'));
+        sweepOne(runtime, job.id).catch((error: unknown) =>
+          logger.error({ service: name, err: error }, 'dead-letter sweep failed'),
+        );
       }
     });
     const runtime: ServiceRuntime = { service, queue, worker, pools, lastSweepMs: 0 };
@@ -142,8 +151,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   });
 
   async function sweepOne(runtime: ServiceRuntime, jobId: string): Promise<void> {
-    if (await reconcileJob(runtime.service.name, runtime.queue as unknown as Queue<JobData>, jobId, writer, clock.now())) {
-      logger.warn({ service: runtime.service.name, jobId }, 'dead-lettered a job BullMQ failed without running it');
+    if (
+      await reconcileJob(
+        runtime.service.name,
+        runtime.queue as unknown as Queue<JobData>,
+        jobId,
+        writer,
+        clock.now(),
+      )
+    ) {
+      logger.warn(
+        { service: runtime.service.name, jobId },
+        'dead-lettered a job BullMQ failed without running it',
+      );
     }
   }
 
@@ -153,9 +173,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       const startedAt = clock.now();
       // Overlap the previous window: a job can finish just as the last sweep read the set.
       const since = runtime.lastSweepMs === 0 ? 0 : runtime.lastSweepMs - MINUTE;
-      const result = await sweepFailed(runtime.service.name, runtime.queue as unknown as Queue<JobData>, writer, since, clock.now());
+      const result = await sweepFailed(
+        runtime.service.name,
+        runtime.queue as unknown as Queue<JobData>,
+        writer,
+        since,
+        clock.now(),
+      );
       runtime.lastSweepMs = startedAt;
-      for (const id of result.written) logger.warn({ service: runtime.service.name, jobId: id }, 'sweep dead-lettered a failed job that had no dead letter');
+      for (const id of result.written)
+        logger.warn(
+          { service: runtime.service.name, jobId: id },
+          'sweep dead-lettered a failed job that had no dead letter',
+        );
       written += result.written.length;
     }
     return written;
@@ -202,7 +232,10 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           timer = setTimeout(() => resolve('deadline'), deadlineMs);
         });
         if ((await Promise.race([graceful, deadline])) === 'deadline') {
-          logger.warn({ deadlineMs }, 'shutdown deadline passed; aborting in-flight calls and putting their jobs back');
+          logger.warn(
+            { deadlineMs },
+            'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
+          );
           for (const { worker } of runtimes) worker.cancelAllJobs('shutdown');
           await graceful;
         }

@@ -11,7 +11,11 @@ const redis = await startRedis();
 const downstream = await startDownstream();
 
 /** attempts 2, tiny backoff: a retryable class is called twice, a non-retryable one once. */
-const fast = { retry: { attempts: 2, backoff: { delayMs: 10, maxDelayMs: 20 } }, timeoutMs: 300, maxResponseBytes: 1024 };
+const fast = {
+  retry: { attempts: 2, backoff: { delayMs: 10, maxDelayMs: 20 } },
+  timeoutMs: 300,
+  maxResponseBytes: 1024,
+};
 
 describe('outcome classes against a real server', () => {
   it.each<[string, ErrorType, number, Step]>([
@@ -53,7 +57,12 @@ describe('outcome classes against a real server', () => {
   it('the whole-attempt timeout really aborts the request', async () => {
     let closedEarly = false;
     downstream.script(() => ({ status: 200, delayMs: 2_000 }));
-    const ferry = await createTestFerry(redis, { services: oneService(downstream.url, { ...fast, retry: { attempts: 1, backoff: { delayMs: 10, maxDelayMs: 10 } } }) });
+    const ferry = await createTestFerry(redis, {
+      services: oneService(downstream.url, {
+        ...fast,
+        retry: { attempts: 1, backoff: { delayMs: 10, maxDelayMs: 10 } },
+      }),
+    });
     const started = Date.now();
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
@@ -65,12 +74,18 @@ describe('outcome classes against a real server', () => {
 
   it('an unknown secret is a ConfigurationError, dead-lettered without a call', async () => {
     const ferry = await createTestFerry(redis, {
-      services: oneService(downstream.url, { ...fast, auth: { type: 'bearer', token: '{{ secrets.missing_key }}' } }),
+      services: oneService(downstream.url, {
+        ...fast,
+        auth: { type: 'bearer', token: '{{ secrets.missing_key }}' },
+      }),
     });
     const before = downstream.requests.length;
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
     const view = await ferry.producer.waitFor('svc', job.id);
-    expect(view.lastError).toMatchObject({ type: 'ConfigurationError', message: expect.stringContaining('missing_key') });
+    expect(view.lastError).toMatchObject({
+      type: 'ConfigurationError',
+      message: expect.stringContaining('missing_key'),
+    });
     expect(downstream.requests.length).toBe(before);
   });
 

@@ -39,7 +39,9 @@ describe('classifyError', () => {
   });
 
   it('finds the code on a cause', () => {
-    expect(classifyError(new Error('fetch failed', { cause: withCode('ECONNREFUSED') })).type).toBe('NetworkError');
+    expect(classifyError(new Error('fetch failed', { cause: withCode('ECONNREFUSED') })).type).toBe(
+      'NetworkError',
+    );
   });
 });
 

@@ -9,10 +9,19 @@ const downstream = await startDownstream();
 
 describe('delivery', () => {
   it('calls the downstream once and stores the result', async () => {
-    downstream.script(() => ({ status: 201, body: { id: 7 }, headers: { 'x-request-id': 'r1', 'set-cookie': 'a=b' } }));
+    downstream.script(() => ({
+      status: 201,
+      body: { id: 7 },
+      headers: { 'x-request-id': 'r1', 'set-cookie': 'a=b' },
+    }));
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
     const before = downstream.requests.length;
-    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { email: 'a@b.c' }, metadata: { order: 42 } });
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { email: 'a@b.c' },
+      metadata: { order: 42 },
+    });
     const view = await ferry.producer.waitFor('svc', job.id);
     expect(view.state).toBe('completed');
     expect(view.result).toMatchObject({ status: 201, body: { id: 7 }, attempts: 1, metadata: { order: 42 } });
@@ -27,9 +36,16 @@ describe('delivery', () => {
 
   it('retries a retryable failure and then succeeds, with the history kept', async () => {
     let n = 0;
-    downstream.script(() => (++n <= 2 ? { status: 500, body: { error: 'boom' } } : { status: 200, body: { ok: true } }));
+    downstream.script(() =>
+      ++n <= 2 ? { status: 500, body: { error: 'boom' } } : { status: 200, body: { ok: true } },
+    );
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
-    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {}, idempotencyKey: 'order-1' });
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: {},
+      idempotencyKey: 'order-1',
+    });
     const view = await ferry.producer.waitFor('svc', job.id);
     expect(view.state).toBe('completed');
     expect(view.result?.attempts).toBe(3);
@@ -41,13 +57,25 @@ describe('delivery', () => {
   it('dead-letters after the attempts run out, with every attempt recorded', async () => {
     downstream.script(() => ({ status: 503, body: 'down' }));
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
-    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { a: 1 }, tenant: 'acme' });
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { a: 1 },
+      tenant: 'acme',
+    });
     const view = await ferry.producer.waitFor('svc', job.id);
     expect(view.state).toBe('dead_lettered');
     expect(view.deadLetterId).toBe(`dl-svc.${job.id}`);
     const dl = await ferry.pool.deadLetters.get('svc', job.id);
     expect(dl?.name).toBe('svc.create');
-    expect(dl?.data).toMatchObject({ service: 'svc', operation: 'create', input: { a: 1 }, tenant: 'acme', sourceJobId: job.id, finalError: { type: 'ServerError', status: 503 } });
+    expect(dl?.data).toMatchObject({
+      service: 'svc',
+      operation: 'create',
+      input: { a: 1 },
+      tenant: 'acme',
+      sourceJobId: job.id,
+      finalError: { type: 'ServerError', status: 503 },
+    });
     expect(dl?.data.attempts.map((a) => [a.attempt, a.outcome, a.type, a.status])).toEqual([
       [1, 'failed', 'ServerError', 503],
       [2, 'failed', 'ServerError', 503],

@@ -14,7 +14,9 @@ const downstream = await startDownstream();
 describe('Retry-After', () => {
   it('a 429 with Retry-After holds the whole service for that long and uses no attempt', async () => {
     let n = 0;
-    downstream.script(() => (++n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200, body: { ok: true } }));
+    downstream.script(() =>
+      ++n === 1 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200, body: { ok: true } },
+    );
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url, { concurrency: 1 }) });
     const before = downstream.requests.length;
     const jobs = await ferry.producer.enqueueMany([
@@ -29,13 +31,17 @@ describe('Retry-After', () => {
     expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(950);
     expect(first.state).toBe('completed');
     expect(first.result?.attempts).toBe(1);
-    expect(first.history.map((a) => [a.outcome, a.type, a.status, a.retryDelayMs])).toEqual([['held', 'RateLimitedError', 429, 1000]]);
+    expect(first.history.map((a) => [a.outcome, a.type, a.status, a.retryDelayMs])).toEqual([
+      ['held', 'RateLimitedError', 429, 1000],
+    ]);
   });
 
   it('a 503 with an HTTP-date Retry-After is honoured as a hold too', async () => {
     let n = 0;
     downstream.script(() =>
-      ++n === 1 ? { status: 503, headers: { 'retry-after': new Date(Date.now() + 2_000).toUTCString() } } : { status: 200, body: {} },
+      ++n === 1
+        ? { status: 503, headers: { 'retry-after': new Date(Date.now() + 2_000).toUTCString() } }
+        : { status: 200, body: {} },
     );
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
     const before = downstream.requests.length;
@@ -51,7 +57,9 @@ describe('Retry-After', () => {
   it('holds are bounded by retry.maxHoldMs: a service that always says "later" ends in the dead-letter queue', async () => {
     downstream.script(() => ({ status: 429, headers: { 'retry-after': '1' } }));
     const ferry = await createTestFerry(redis, {
-      services: oneService(downstream.url, { retry: { attempts: 2, backoff: { delayMs: 10, maxDelayMs: 10 }, maxHoldMs: 1_000 } }),
+      services: oneService(downstream.url, {
+        retry: { attempts: 2, backoff: { delayMs: 10, maxDelayMs: 10 }, maxHoldMs: 1_000 },
+      }),
     });
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 15_000 });
@@ -75,12 +83,19 @@ describe('circuit breaker', () => {
       services: oneService(downstream.url, {
         concurrency: 2,
         retry: { attempts: 20, backoff: { delayMs: 20, maxDelayMs: 50 } },
-        breaker: { errorThresholdPercentage: 50, volumeThreshold: 4, rollingWindowMs: 10_000, resetTimeoutMs },
+        breaker: {
+          errorThresholdPercentage: 50,
+          volumeThreshold: 4,
+          rollingWindowMs: 10_000,
+          resetTimeoutMs,
+        },
       }),
       start: false,
     });
     const transitions: { to: BreakerState['state']; at: number }[] = [];
-    ferry.pool.breakers.on('breaker:state:changed', (change) => transitions.push({ to: change.to.state, at: Date.now() }));
+    ferry.pool.breakers.on('breaker:state:changed', (change) =>
+      transitions.push({ to: change.to.state, at: Date.now() }),
+    );
     const before = downstream.requests.length;
     const jobs = await ferry.producer.enqueueMany(
       Array.from({ length: 20 }, (_, i) => ({ service: 'svc', operation: 'create' as const, input: { i } })),
@@ -111,9 +126,18 @@ describe('circuit breaker', () => {
   it('4xx answers never open the breaker', async () => {
     downstream.script(() => ({ status: 422 }));
     const ferry = await createTestFerry(redis, {
-      services: oneService(downstream.url, { breaker: { errorThresholdPercentage: 10, volumeThreshold: 2, rollingWindowMs: 10_000, resetTimeoutMs: 5_000 } }),
+      services: oneService(downstream.url, {
+        breaker: {
+          errorThresholdPercentage: 10,
+          volumeThreshold: 2,
+          rollingWindowMs: 10_000,
+          resetTimeoutMs: 5_000,
+        },
+      }),
     });
-    const jobs = await ferry.producer.enqueueMany(Array.from({ length: 10 }, (_, i) => ({ service: 'svc', operation: 'create' as const, input: { i } })));
+    const jobs = await ferry.producer.enqueueMany(
+      Array.from({ length: 10 }, (_, i) => ({ service: 'svc', operation: 'create' as const, input: { i } })),
+    );
     await Promise.all(jobs.map((job) => ferry.producer.waitFor('svc', job.id)));
     expect(ferry.pool.breakers.list()).toEqual([{ name: 'svc', state: { state: 'closed' } }]);
   });

@@ -16,7 +16,7 @@ async function rawQueue(prefix: string): Promise<Queue> {
 }
 
 describe('raw BullMQ producer', () => {
-  it('a job added with plain Queue.add (default options: attempts 1) is processed and retried by Ferry\'s policy', async () => {
+  it("a job added with plain Queue.add (default options: attempts 1) is processed and retried by Ferry's policy", async () => {
     let n = 0;
     downstream.script(() => (++n === 1 ? { status: 500 } : { status: 200, body: { ok: true } }));
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
@@ -33,8 +33,17 @@ describe('raw BullMQ producer', () => {
     downstream.script(() => ({ status: 200, body: {} }));
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url), start: false });
     const queue = await rawQueue(ferry.prefix);
-    const raw = await queue.add('create', { input: {}, idempotencyKey: 'k-1' }, { jobId: idempotentJobId('k-1') });
-    const again = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {}, idempotencyKey: 'k-1' });
+    const raw = await queue.add(
+      'create',
+      { input: {}, idempotencyKey: 'k-1' },
+      { jobId: idempotentJobId('k-1') },
+    );
+    const again = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: {},
+      idempotencyKey: 'k-1',
+    });
     expect(again).toEqual({ id: raw.id, service: 'svc', operation: 'create', created: false });
     await queue.close();
   });
@@ -43,21 +52,29 @@ describe('raw BullMQ producer', () => {
     ['an unknown operation', 'nope', { input: {} }, 'operation'],
     ['data that is not an object', 'create', 'just a string', 'data'],
     ['a tenant of the wrong type', 'create', { input: {}, tenant: 42 }, 'data.tenant'],
-    ['an idempotency key that is too long', 'create', { input: {}, idempotencyKey: 'x'.repeat(201) }, 'data.idempotencyKey'],
-  ])('%s is dead-lettered at once with ValidationError, without a call', async (_name, operation, data, field) => {
-    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
-    const queue = await rawQueue(ferry.prefix);
-    const before = downstream.requests.length;
-    const job = await queue.add(operation, data);
-    const view = await ferry.producer.waitFor('svc', job.id!);
-    expect(view.state).toBe('dead_lettered');
-    expect(view.lastError?.type).toBe('ValidationError');
-    expect(view.lastError?.message).toContain(field);
-    expect(downstream.requests.length).toBe(before);
-    const dead = await ferry.pool.deadLetters.get('svc', job.id!);
-    expect(dead?.data.finalError.type).toBe('ValidationError');
-    await queue.close();
-  });
+    [
+      'an idempotency key that is too long',
+      'create',
+      { input: {}, idempotencyKey: 'x'.repeat(201) },
+      'data.idempotencyKey',
+    ],
+  ])(
+    '%s is dead-lettered at once with ValidationError, without a call',
+    async (_name, operation, data, field) => {
+      const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+      const queue = await rawQueue(ferry.prefix);
+      const before = downstream.requests.length;
+      const job = await queue.add(operation, data);
+      const view = await ferry.producer.waitFor('svc', job.id!);
+      expect(view.state).toBe('dead_lettered');
+      expect(view.lastError?.type).toBe('ValidationError');
+      expect(view.lastError?.message).toContain(field);
+      expect(downstream.requests.length).toBe(before);
+      const dead = await ferry.pool.deadLetters.get('svc', job.id!);
+      expect(dead?.data.finalError.type).toBe('ValidationError');
+      await queue.close();
+    },
+  );
 
   it('a bad raw job does not stop the worker: the next good job is delivered', async () => {
     downstream.script(() => ({ status: 200, body: {} }));

@@ -1,10 +1,23 @@
 import { describe, expect, it } from 'vitest';
 
-import { ClientError, NetworkError, RateLimitedError, ServerError, ValidationError } from '../../src/core/errors.ts';
+import {
+  ClientError,
+  NetworkError,
+  RateLimitedError,
+  ServerError,
+  ValidationError,
+} from '../../src/core/errors.ts';
 import type { RetryPolicy } from '../../src/core/services/types.ts';
 import { computeBackoffMs, decideRetry, isRetryable } from '../../src/worker/retry-policy.ts';
 
-const policy: RetryPolicy = { attempts: 5, delayMs: 1000, maxDelayMs: 10_000, retryOn: [409], maxRetryAfterMs: 60_000, maxHoldMs: 60_000 };
+const policy: RetryPolicy = {
+  attempts: 5,
+  delayMs: 1000,
+  maxDelayMs: 10_000,
+  retryOn: [409],
+  maxRetryAfterMs: 60_000,
+  maxHoldMs: 60_000,
+};
 
 describe('computeBackoffMs: exponential, full jitter, capped', () => {
   it.each([
@@ -39,15 +52,23 @@ describe('isRetryable (DESIGN §4)', () => {
 
 describe('decideRetry', () => {
   it('retries a retryable error with backoff while attempts remain', () => {
-    expect(decideRetry(new ServerError('x', { status: 500 }), 1, policy, () => 0.5)).toEqual({ kind: 'retry', delayMs: 500 });
+    expect(decideRetry(new ServerError('x', { status: 500 }), 1, policy, () => 0.5)).toEqual({
+      kind: 'retry',
+      delayMs: 500,
+    });
   });
   it('honours Retry-After instead of the backoff', () => {
-    expect(decideRetry(new ServerError('x', { status: 503, retryAfterMs: 7000 }), 1, policy, () => 0.5)).toEqual({ kind: 'retry', delayMs: 7000 });
+    expect(
+      decideRetry(new ServerError('x', { status: 503, retryAfterMs: 7000 }), 1, policy, () => 0.5),
+    ).toEqual({ kind: 'retry', delayMs: 7000 });
   });
   it('dead-letters when attempts are used up', () => {
     expect(decideRetry(new ServerError('x'), 5, policy)).toEqual({ kind: 'deadLetter', reason: 'exhausted' });
   });
   it('dead-letters a non-retryable error at once', () => {
-    expect(decideRetry(new ClientError('x', { status: 422 }), 1, policy)).toEqual({ kind: 'deadLetter', reason: 'notRetryable' });
+    expect(decideRetry(new ClientError('x', { status: 422 }), 1, policy)).toEqual({
+      kind: 'deadLetter',
+      reason: 'notRetryable',
+    });
   });
 });

@@ -20,7 +20,7 @@ async function dumpRedis(prefix: string): Promise<string> {
     else if (type === 'hash') parts.push(JSON.stringify(await redis.client.hgetall(key)));
     else if (type === 'list') parts.push(JSON.stringify(await redis.client.lrange(key, 0, -1)));
     else if (type === 'set') parts.push(JSON.stringify(await redis.client.smembers(key)));
-    else if (type === 'zset') parts.push(JSON.stringify(await redis.client.zrange(key, 0, -1)));
+    else if (type === 'zset') parts.push(JSON.stringify(await redis.client.zrange(key, '0', '-1')));
     else if (type === 'stream') parts.push(JSON.stringify(await redis.client.xrange(key, '-', '+')));
   }
   return parts.join('\n');
@@ -35,7 +35,9 @@ describe('secret values never leak', () => {
     // A downstream that echoes what it was sent (several real APIs do, in errors especially).
     const downstream = await startDownstream((request, index) => {
       const echo = { youSent: request.headers.authorization, query: request.url };
-      return index % 3 === 2 ? { status: 200, body: echo } : { status: index % 3 === 0 ? 500 : 400, body: echo };
+      return index % 3 === 2
+        ? { status: 200, body: echo }
+        : { status: index % 3 === 0 ? 500 : 400, body: echo };
     });
     const env = { FERRY_SECRET_CRM_TOKEN: TOKEN, FERRY_SECRET_CRM_PASSWORD: PASSWORD };
     const ferry = await createTestFerry(redis, {
@@ -59,10 +61,16 @@ describe('secret values never leak', () => {
     });
     const jobs = await Promise.all(
       ['bearer', 'basic', 'query'].flatMap((service) =>
-        Array.from({ length: 4 }, (_, i) => ferry.producer.enqueue({ service, operation: 'create', input: { i } }).then((job) => ({ service, job }))),
+        Array.from({ length: 4 }, (_, i) =>
+          ferry.producer
+            .enqueue({ service, operation: 'create', input: { i } })
+            .then((job) => ({ service, job })),
+        ),
       ),
     );
-    const views = await Promise.all(jobs.map(({ service, job }) => ferry.producer.waitFor(service, job.id, { timeoutMs: 10_000 })));
+    const views = await Promise.all(
+      jobs.map(({ service, job }) => ferry.producer.waitFor(service, job.id, { timeoutMs: 10_000 })),
+    );
     // The workload really mixed outcomes, and the downstream really received the secrets.
     expect(new Set(views.map((v) => v.state))).toEqual(new Set(['completed', 'dead_lettered']));
     expect(downstream.requests.some((r) => r.headers.authorization === `Bearer ${TOKEN}`)).toBe(true);
@@ -70,7 +78,7 @@ describe('secret values never leak', () => {
     const stored = await dumpRedis(ferry.prefix);
     const logs = ferry.logs.join('\n');
     const viewsText = JSON.stringify(views);
-    expect(stored).toContain("[redacted]");
+    expect(stored).toContain('[redacted]');
     for (const secret of [TOKEN, PASSWORD, `apiuser:${PASSWORD}`]) {
       for (const form of forms(secret)) {
         expect(stored).not.toContain(form);
@@ -82,13 +90,16 @@ describe('secret values never leak', () => {
 });
 
 describe('Scrubber', () => {
-  it.each(['', 'a', 'ab', 'abc', 'user:', 'apiuser:', 'x'.repeat(10)])('finds a secret inside base64 of %j + secret + suffix', async (prefix) => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(PASSWORD);
-    for (const suffix of ['', '!', '!!', '!!!']) {
-      const encoded = Buffer.from(`${prefix}${PASSWORD}${suffix}`).toString('base64');
-      expect(scrubber.scrub(`Basic ${encoded}`)).toContain('[redacted]');
-    }
-  });
+  it.each(['', 'a', 'ab', 'abc', 'user:', 'apiuser:', 'x'.repeat(10)])(
+    'finds a secret inside base64 of %j + secret + suffix',
+    async (prefix) => {
+      const { Scrubber } = await import('../../src/secrets/scrub.ts');
+      const scrubber = new Scrubber();
+      scrubber.add(PASSWORD);
+      for (const suffix of ['', '!', '!!', '!!!']) {
+        const encoded = Buffer.from(`${prefix}${PASSWORD}${suffix}`).toString('base64');
+        expect(scrubber.scrub(`Basic ${encoded}`)).toContain('[redacted]');
+      }
+    },
+  );
 });

@@ -2,19 +2,23 @@ import { join } from 'node:path';
 
 import type { Command } from 'commander';
 
-import { waitUntilReady } from '../../core/redis.ts';
 import { Producer } from '../../producer/producer.ts';
 import { startDemoService } from '../demo-service.ts';
 import { startPrivateRedis } from '../redis-server.ts';
-import { connect, loadRuntime, startWorkers } from '../runtime.ts';
+import { connect, connectReady, loadRuntime, startWorkers } from '../runtime.ts';
 import { onShutdownSignal } from '../shutdown.ts';
 
 export function registerDevCommand(program: Command): void {
   program
     .command('dev')
-    .description('run Ferry locally in one process: a private redis-server (when REDIS_URL is unset), the demo service, and workers')
+    .description(
+      'run Ferry locally in one process: a private redis-server (when REDIS_URL is unset), the demo service, and workers',
+    )
     .option('--no-demo-jobs', 'do not enqueue the three demo jobs at start')
-    .addHelpText('after', '\nExamples:\n  $ ferry dev\n  $ REDIS_URL=redis://127.0.0.1:6379 ferry dev --no-demo-jobs\n')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry dev\n  $ REDIS_URL=redis://127.0.0.1:6379 ferry dev --no-demo-jobs\n',
+    )
     .action(async (options: { demoJobs: boolean }) => {
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
@@ -37,29 +41,41 @@ export function registerDevCommand(program: Command): void {
         lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
       }
       const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
-      const connection = connect(runtime.env, 'worker', 'ferry-dev');
-      await waitUntilReady(connection, 30_000);
+      const connection = await connectReady(runtime.env, 'worker', 'ferry-dev');
       const pool = startWorkers(runtime, connection, undefined);
       await pool.start();
       const services = [...runtime.config.services.keys()];
       lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
       lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
-      const producer = new Producer({ connection: connect(runtime.env, 'producer', 'ferry-dev-producer'), prefix: runtime.env.FERRY_PREFIX, services: runtime.config.services });
+      const producer = new Producer({
+        connection: connect(runtime.env, 'producer', 'ferry-dev-producer'),
+        prefix: runtime.env.FERRY_PREFIX,
+        services: runtime.config.services,
+      });
       onShutdownSignal(runtime.logger, async () => {
         await producer.close();
         await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
         connection.disconnect();
         for (const stop of stops.reverse()) await stop();
       });
-      process.stdout.write(`\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n\n`);
-      if (options.demoJobs && demoUrl !== undefined && runtime.config.services.get('demo')?.operations.has('echo') === true) {
+      process.stdout.write(
+        `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n\n`,
+      );
+      if (
+        options.demoJobs &&
+        demoUrl !== undefined &&
+        runtime.config.services.get('demo')?.operations.has('echo') === true
+      ) {
         void runDemoJobs(producer, runtime.logger);
       }
     });
 }
 
 /** One job that succeeds, one that retries then succeeds, one that is dead-lettered: the whole pipeline at a glance. */
-async function runDemoJobs(producer: Producer, logger: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void }): Promise<void> {
+async function runDemoJobs(
+  producer: Producer,
+  logger: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void },
+): Promise<void> {
   try {
     const jobs = await producer.enqueueMany([
       { service: 'demo', operation: 'echo', input: { hello: 'world' } },
@@ -69,7 +85,13 @@ async function runDemoJobs(producer: Producer, logger: { info(obj: object, msg: 
     for (const job of jobs) {
       const view = await producer.waitFor('demo', job.id, { timeoutMs: 60_000 });
       logger.info(
-        { jobId: view.id, operation: view.operation, state: view.state, attempts: view.attempts, error: view.lastError?.type },
+        {
+          jobId: view.id,
+          operation: view.operation,
+          state: view.state,
+          attempts: view.attempts,
+          error: view.lastError?.type,
+        },
         `demo job ${view.operation}: ${view.state}`,
       );
     }

@@ -37,34 +37,52 @@ export function registerEnqueueCommand(program: Command): void {
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
       const env = readEnv();
-      if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined) throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set');
+      if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined)
+        throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set');
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };
       if (options.input !== undefined) request.input = await readInput(options.input);
       if (options.tenant !== undefined) request.tenant = options.tenant;
       if (options.idempotencyKey !== undefined) request.idempotencyKey = options.idempotencyKey;
       if (options.delayMs !== undefined) request.delayMs = Number(options.delayMs);
-      const producer = new Producer({ connection: connect(env, 'producer', 'ferry-cli'), prefix: env.FERRY_PREFIX, services: config.services });
+      const connection = connect(env, 'producer', 'ferry-cli');
+      const producer = new Producer({ connection, prefix: env.FERRY_PREFIX, services: config.services });
       try {
         const result = await producer.enqueue(request);
         if (options.wait !== true) {
           if (options.json === true) printJson(result);
-          else process.stdout.write(`${result.created ? 'enqueued' : 'already enqueued (idempotency key)'}: ${service}/${result.id}\n`);
+          else
+            process.stdout.write(
+              `${result.created ? 'enqueued' : 'already enqueued (idempotency key)'}: ${service}/${result.id}\n`,
+            );
           return;
         }
         const view = await producer.waitFor(service, result.id, { timeoutMs: Number(options.timeoutMs) });
         if (options.json === true) printJson(view);
-        else if (view.state === 'completed') process.stdout.write(`completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n`);
-        else process.stdout.write(`dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n`);
+        else if (view.state === 'completed')
+          process.stdout.write(
+            `completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n`,
+          );
+        else
+          process.stdout.write(
+            `dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n`,
+          );
         if (view.state !== 'completed') process.exitCode = EXIT_FAILURE;
       } finally {
         await producer.close();
+        // The producer does not own a connection it was given: without this the process never exits.
+        connection.disconnect();
       }
     });
 }
 
 async function readInput(value: string): Promise<unknown> {
-  const raw = value === '-' ? await text(process.stdin) : value.startsWith('@') ? await readFile(value.slice(1), 'utf8') : value;
+  const raw =
+    value === '-'
+      ? await text(process.stdin)
+      : value.startsWith('@')
+        ? await readFile(value.slice(1), 'utf8')
+        : value;
   try {
     return JSON.parse(raw) as unknown;
   } catch (error) {

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 
-import { waitUntilReady } from '../../core/redis.ts';
+import { readEnv } from '../../core/env.ts';
 import { UsageError } from '../output.ts';
-import { connect, loadRuntime, startWorkers } from '../runtime.ts';
+import { connectReady, loadRuntime, startWorkers } from '../runtime.ts';
 import { onShutdownSignal } from '../shutdown.ts';
 
 export function registerWorkerCommand(program: Command): void {
@@ -10,17 +10,30 @@ export function registerWorkerCommand(program: Command): void {
     .command('worker')
     .description('run workers for the services in the services file (all, or --services a,b)')
     .option('--services <names>', 'comma-separated services to work on')
-    .addHelpText('after', '\nExamples:\n  $ ferry worker\n  $ FERRY_SERVICES=./prod.services.yaml ferry worker --services crm,billing\n')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry worker\n  $ FERRY_SERVICES=./prod.services.yaml ferry worker --services crm,billing\n',
+    )
     .action(async (options: { services?: string }) => {
-      const runtime = await loadRuntime({ name: 'ferry-worker' });
-      if (runtime.env.REDIS_URL === undefined && runtime.env.REDIS_CLUSTER_NODES === undefined) {
-        throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use');
+      // Checked before the services file is read: a missing REDIS_URL is the caller's mistake (exit 2), and it
+      // must not be hidden behind a "services file not found" failure (exit 1).
+      const preflight = readEnv();
+      if (preflight.REDIS_URL === undefined && preflight.REDIS_CLUSTER_NODES === undefined) {
+        throw new UsageError(
+          'REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use',
+        );
       }
-      const services = options.services?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      const runtime = await loadRuntime({ name: 'ferry-worker' });
+      const services = options.services
+        ?.split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
       const unknown = services?.filter((s) => !runtime.config.services.has(s)) ?? [];
-      if (unknown.length > 0) throw new UsageError(`--services: unknown service(s) ${unknown.join(', ')} (not in ${runtime.env.FERRY_SERVICES})`);
-      const connection = connect(runtime.env, 'worker', 'ferry-worker');
-      await waitUntilReady(connection, 30_000);
+      if (unknown.length > 0)
+        throw new UsageError(
+          `--services: unknown service(s) ${unknown.join(', ')} (not in ${runtime.env.FERRY_SERVICES})`,
+        );
+      const connection = await connectReady(runtime.env, 'worker', 'ferry-worker');
       const pool = startWorkers(runtime, connection, services);
       onShutdownSignal(runtime.logger, async () => {
         await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });

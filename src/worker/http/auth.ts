@@ -17,7 +17,10 @@ export function renderAuth(auth: AuthConfig, context: TemplateContext): AuthPart
       return { headers: [['authorization', `Bearer ${String(auth.token.render(context))}`]], query: [] };
     case 'basic': {
       const credentials = `${String(auth.username.render(context))}:${String(auth.password.render(context))}`;
-      return { headers: [['authorization', `Basic ${Buffer.from(credentials).toString('base64')}`]], query: [] };
+      return {
+        headers: [['authorization', `Basic ${Buffer.from(credentials).toString('base64')}`]],
+        query: [],
+      };
     }
     case 'apiKey': {
       const value = String(auth.value.render(context));

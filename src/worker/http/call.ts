@@ -26,7 +26,11 @@ export interface CallResponse {
  * One HTTP call. Resolves with a 2xx response; rejects with a classified FerryError otherwise. undici's
  * body timeout restarts on every chunk, so a slow-drip response is bounded by our own whole-attempt timer.
  */
-export async function callDownstream(pools: PoolSet, request: OutboundRequest, options: CallOptions): Promise<CallResponse> {
+export async function callDownstream(
+  pools: PoolSet,
+  request: OutboundRequest,
+  options: CallOptions,
+): Promise<CallResponse> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new AttemptAbortedError('timeout')), options.timeoutMs);
   const onOuterAbort = (): void => controller.abort(new AttemptAbortedError(abortReasonOf(options.signal)));
@@ -42,7 +46,12 @@ export async function callDownstream(pools: PoolSet, request: OutboundRequest, o
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
     });
-    const raw = await readBodyCapped(response.body, response.headers, options.maxResponseBytes, response.statusCode);
+    const raw = await readBodyCapped(
+      response.body,
+      response.headers,
+      options.maxResponseBytes,
+      response.statusCode,
+    );
     if (response.statusCode >= 200 && response.statusCode < 300) {
       return { status: response.statusCode, headers: response.headers, raw };
     }

@@ -26,27 +26,44 @@ export class AttemptAbortedError extends Error {
 export function classifyStatus(status: number, retryAfterMs: number | undefined): FerryError {
   const options = { status, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
   if (status === 429) return new RateLimitedError('downstream answered 429 Too Many Requests', options);
-  if (status === 401 || status === 403) return new AuthenticationError(`downstream answered ${status}`, options);
+  if (status === 401 || status === 403)
+    return new AuthenticationError(`downstream answered ${status}`, options);
   if (status >= 500) return new ServerError(`downstream answered ${status}`, options);
-  if (status >= 300 && status < 400) return new ClientError(`downstream answered ${status} (redirects are not followed)`, options);
+  if (status >= 300 && status < 400)
+    return new ClientError(`downstream answered ${status} (redirects are not followed)`, options);
   return new ClientError(`downstream answered ${status}`, options);
 }
 
 /** undici error codes → class. Anything unknown from the network layer is a NetworkError (retryable). */
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
-const INVALID_REQUEST_CODES = new Set(['UND_ERR_INVALID_ARG', 'ERR_INVALID_URL', 'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN']);
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT',
+]);
+const INVALID_REQUEST_CODES = new Set([
+  'UND_ERR_INVALID_ARG',
+  'ERR_INVALID_URL',
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+]);
 
 /** Classifies anything thrown while calling: undici errors, system errors, aborts. */
 export function classifyError(error: unknown): FerryError {
   if (isFerryError(error)) return error;
   if (error instanceof AttemptAbortedError) {
-    return new TimeoutError(error.reason === 'timeout' ? 'attempt exceeded its timeout' : `attempt aborted (${error.reason})`, { cause: error });
+    return new TimeoutError(
+      error.reason === 'timeout' ? 'attempt exceeded its timeout' : `attempt aborted (${error.reason})`,
+      { cause: error },
+    );
   }
   const code = errorCode(error);
   const message = error instanceof Error ? error.message : String(error);
   // undici refuses CR/LF in header values itself; that is a bad job or template, not a network fault.
-  if (code !== undefined && INVALID_REQUEST_CODES.has(code)) return new ValidationError(`invalid request: ${message}`, { cause: error });
-  if (code !== undefined && TIMEOUT_CODES.has(code)) return new TimeoutError(`${code}: ${message}`, { cause: error });
+  if (code !== undefined && INVALID_REQUEST_CODES.has(code))
+    return new ValidationError(`invalid request: ${message}`, { cause: error });
+  if (code !== undefined && TIMEOUT_CODES.has(code))
+    return new TimeoutError(`${code}: ${message}`, { cause: error });
   return new NetworkError(code === undefined ? message : `${code}: ${message}`, { cause: error });
 }
 
@@ -62,5 +79,8 @@ function errorCode(error: unknown): string | undefined {
 
 /** Failures that say the service is unhealthy; only these count toward opening its breaker (DESIGN §4). */
 export function isUnhealthyFailure(error: unknown): boolean {
-  return isFerryError(error) && (error.type === 'TimeoutError' || error.type === 'NetworkError' || error.type === 'ServerError');
+  return (
+    isFerryError(error) &&
+    (error.type === 'TimeoutError' || error.type === 'NetworkError' || error.type === 'ServerError')
+  );
 }

@@ -55,14 +55,17 @@ export function buildRequest(
   const query: [string, string][] = [];
   for (const [name, template] of operation.query) {
     const value = template.render(context);
-    if (value !== undefined && value !== null) query.push([name, typeof value === 'string' ? value : JSON.stringify(value)]);
+    if (value !== undefined && value !== null)
+      query.push([name, typeof value === 'string' ? value : JSON.stringify(value)]);
   }
   query.push(...auth.query);
   if (query.length > 0) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(query).toString();
 
   const headers: Record<string, string> = { 'user-agent': USER_AGENT };
-  for (const [name, template] of service.headers) headers[name.toLowerCase()] = String(template.render(context));
-  for (const [name, template] of operation.headers) headers[name.toLowerCase()] = String(template.render(context));
+  for (const [name, template] of service.headers)
+    headers[name.toLowerCase()] = String(template.render(context));
+  for (const [name, template] of operation.headers)
+    headers[name.toLowerCase()] = String(template.render(context));
   for (const [name, value] of auth.headers) headers[name] = value;
   // The same key on every attempt and replay makes at-least-once delivery safe downstream.
   headers['idempotency-key'] = context.job.idempotencyKey;

@@ -41,11 +41,18 @@ interface BodyStream extends AsyncIterable<Buffer> {
  * Reads a response body under a byte cap. A declared length over the cap fails before reading; a body that
  * grows past it is destroyed at once, so a hostile or broken downstream cannot fill the worker's memory.
  */
-export async function readBodyCapped(body: BodyStream, headers: IncomingHttpHeaders, maxBytes: number, status: number): Promise<Buffer> {
+export async function readBodyCapped(
+  body: BodyStream,
+  headers: IncomingHttpHeaders,
+  maxBytes: number,
+  status: number,
+): Promise<Buffer> {
   const declared = Number(headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) {
     body.destroy();
-    throw new ResponseTooLargeError(`response declared ${declared} bytes, over the ${maxBytes}-byte cap`, { status });
+    throw new ResponseTooLargeError(`response declared ${declared} bytes, over the ${maxBytes}-byte cap`, {
+      status,
+    });
   }
   const chunks: Buffer[] = [];
   let size = 0;
@@ -76,12 +83,17 @@ export function parseBody(raw: Buffer, contentType: string | undefined): ParsedB
       // Not JSON after all: keep it as text.
     }
   }
-  if (text.length > RESULT_BODY_MAX_CHARS) return { body: text.slice(0, RESULT_BODY_MAX_CHARS), truncated: true };
+  if (text.length > RESULT_BODY_MAX_CHARS)
+    return { body: text.slice(0, RESULT_BODY_MAX_CHARS), truncated: true };
   return { body: text, truncated: false };
 }
 
 /** A short, single-line excerpt of an error body for messages (dead letters, logs). */
 export function bodyExcerpt(raw: Buffer, maxChars = 300): string {
-  const text = raw.subarray(0, maxChars * 4).toString('utf8').replace(/\s+/g, ' ').trim();
+  const text = raw
+    .subarray(0, maxChars * 4)
+    .toString('utf8')
+    .replace(/\s+/g, ' ')
+    .trim();
   return text.length > maxChars ? `${text.slice(0, maxChars)}…` : text;
 }

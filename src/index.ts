@@ -1,0 +1,58 @@
+/** Ferry's public library surface. Named exports only; `ferry/producer` is the lighter entry for services that only enqueue. */
+export {
+  type EnqueueResult,
+  type JobState,
+  type JobView,
+  Producer,
+  type ProducerOptions,
+} from './producer/producer.ts';
+export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
+export {
+  DEAD_LETTER_QUEUE,
+  deadLetterJobId,
+  deadLetterJobName,
+  DEFAULT_PREFIX,
+  displayQueueName,
+  idempotentJobId,
+  serviceFromQueueName,
+  serviceQueueName,
+} from './core/queue-layout.ts';
+export type {
+  AttemptRecord,
+  DeadLetterRecord,
+  DeliveryState,
+  EnqueueRequest,
+  JobData,
+  JobResult,
+} from './core/job.ts';
+export {
+  AuthenticationError,
+  CircuitOpenError,
+  ClientError,
+  ConfigurationError,
+  ERROR_TYPES,
+  type ErrorRecord,
+  type ErrorType,
+  FerryError,
+  isFerryError,
+  NetworkError,
+  RateLimitedError,
+  ResponseTooLargeError,
+  ServerError,
+  TimeoutError,
+  toErrorRecord,
+  ValidationError,
+} from './core/errors.ts';
+export type { DeliveryEventMap, DeliveryEventName } from './core/events.ts';
+export {
+  checkServicesFile,
+  loadServicesFile,
+  parseServicesConfig,
+  ServicesFileError,
+} from './core/services/load.ts';
+export type { ServiceConfig, ServicesConfig } from './core/services/types.ts';
+export { createLogger, type Logger } from './core/logger.ts';
+export { createRedisConnection, type RedisClient } from './core/redis.ts';
+export { createEnvSecretResolver } from './secrets/env-provider.ts';
+export type { SecretResolver } from './secrets/resolver.ts';
+export { createWorkerPool, type WorkerPool, type WorkerPoolOptions } from './worker/worker-pool.ts';
