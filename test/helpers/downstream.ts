@@ -38,7 +38,9 @@ export interface Downstream {
 }
 
 /** A scripted external service on 127.0.0.1:0 that records every request (undici's standalone-server pattern). */
-export async function startDownstream(initial: Script = () => ({ status: 200, body: { ok: true } })): Promise<Downstream> {
+export async function startDownstream(
+  initial: Script = () => ({ status: 200, body: { ok: true } }),
+): Promise<Downstream> {
   let script = initial;
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -107,7 +109,11 @@ function answer(res: ServerResponse, step: Step): void {
     res.end(Buffer.alloc(step.bodyBytes, 'x'));
     return;
   }
-  const body = step.body === undefined ? '' : typeof step.body === 'string' ? step.body : JSON.stringify(step.body);
-  res.writeHead(status, { 'content-type': typeof step.body === 'string' ? 'text/plain' : 'application/json', ...step.headers });
+  const body =
+    step.body === undefined ? '' : typeof step.body === 'string' ? step.body : JSON.stringify(step.body);
+  res.writeHead(status, {
+    'content-type': typeof step.body === 'string' ? 'text/plain' : 'application/json',
+    ...step.headers,
+  });
   res.end(body);
 }

@@ -11,11 +11,19 @@ describe('Producer validation', () => {
     ['unknown service', { service: 'nope', operation: 'create' }, 'service'],
     ['unknown operation', { service: 'svc', operation: 'nope' }, 'operation'],
     ['bad service name', { service: 'Bad Name', operation: 'create' }, 'service'],
-    ['idempotency key too long', { service: 'svc', operation: 'create', idempotencyKey: 'k'.repeat(201) }, 'idempotencyKey'],
+    [
+      'idempotency key too long',
+      { service: 'svc', operation: 'create', idempotencyKey: 'k'.repeat(201) },
+      'idempotencyKey',
+    ],
     ['empty idempotency key', { service: 'svc', operation: 'create', idempotencyKey: '' }, 'idempotencyKey'],
     ['negative delay', { service: 'svc', operation: 'create', delayMs: -1 }, 'delayMs'],
     ['unknown field', { service: 'svc', operation: 'create', extra: 1 }, 'job'],
-    ['input too large', { service: 'svc', operation: 'create', input: { blob: 'x'.repeat(300 * 1024) } }, 'input'],
+    [
+      'input too large',
+      { service: 'svc', operation: 'create', input: { blob: 'x'.repeat(300 * 1024) } },
+      'input',
+    ],
   ])('%s → ValidationError naming %s', async (_name, request, field) => {
     const ferry = await createTestFerry(redis, { services: oneService('http://127.0.0.1:9'), start: false });
     const error = await ferry.producer.enqueue(request as never).catch((e: unknown) => e);
@@ -39,9 +47,24 @@ describe('Producer validation', () => {
 describe('idempotency', () => {
   it('a repeat with the same key returns the first job and adds nothing', async () => {
     const ferry = await createTestFerry(redis, { services: oneService('http://127.0.0.1:9'), start: false });
-    const first = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { v: 1 }, idempotencyKey: 'order-42' });
-    const second = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { v: 2 }, idempotencyKey: 'order-42' });
-    const other = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { v: 3 }, idempotencyKey: 'order-43' });
+    const first = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { v: 1 },
+      idempotencyKey: 'order-42',
+    });
+    const second = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { v: 2 },
+      idempotencyKey: 'order-42',
+    });
+    const other = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { v: 3 },
+      idempotencyKey: 'order-43',
+    });
     expect(first.created).toBe(true);
     expect(second).toEqual({ ...first, created: false });
     expect(other.id).not.toBe(first.id);
