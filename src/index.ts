@@ -1,31 +1,5 @@
 /** Ferry's public library surface. Named exports only; `ferry/producer` is the lighter entry for services that only enqueue. */
 export {
-  type EnqueueResult,
-  type JobState,
-  type JobView,
-  Producer,
-  type ProducerOptions,
-} from './producer/producer.ts';
-export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
-export {
-  DEAD_LETTER_QUEUE,
-  deadLetterJobId,
-  deadLetterJobName,
-  DEFAULT_PREFIX,
-  displayQueueName,
-  idempotentJobId,
-  serviceFromQueueName,
-  serviceQueueName,
-} from './core/queue-layout.ts';
-export type {
-  AttemptRecord,
-  DeadLetterRecord,
-  DeliveryState,
-  EnqueueRequest,
-  JobData,
-  JobResult,
-} from './core/job.ts';
-export {
   AuthenticationError,
   CircuitOpenError,
   ClientError,
@@ -44,6 +18,26 @@ export {
   ValidationError,
 } from './core/errors.ts';
 export type { DeliveryEventMap, DeliveryEventName } from './core/events.ts';
+export type {
+  AttemptRecord,
+  DeadLetterRecord,
+  DeliveryState,
+  EnqueueRequest,
+  JobData,
+  JobResult,
+} from './core/job.ts';
+export { createLogger, type Logger } from './core/logger.ts';
+export {
+  DEAD_LETTER_QUEUE,
+  deadLetterJobId,
+  deadLetterJobName,
+  DEFAULT_PREFIX,
+  displayQueueName,
+  idempotentJobId,
+  serviceFromQueueName,
+  serviceQueueName,
+} from './core/queue-layout.ts';
+export { createRedisConnection, type RedisClient } from './core/redis.ts';
 export {
   checkServicesFile,
   loadServicesFile,
@@ -51,8 +45,14 @@ export {
   ServicesFileError,
 } from './core/services/load.ts';
 export type { ServiceConfig, ServicesConfig } from './core/services/types.ts';
-export { createLogger, type Logger } from './core/logger.ts';
-export { createRedisConnection, type RedisClient } from './core/redis.ts';
+export {
+  type EnqueueResult,
+  type JobState,
+  type JobView,
+  Producer,
+  type ProducerOptions,
+} from './producer/producer.ts';
+export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
 export { createEnvSecretResolver } from './secrets/env-provider.ts';
 export type { SecretResolver } from './secrets/resolver.ts';
 export { createWorkerPool, type WorkerPool, type WorkerPoolOptions } from './worker/worker-pool.ts';

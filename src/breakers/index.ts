@@ -8,7 +8,7 @@ export {
   BreakerRegistryClosedError,
   isBreakerOpenError,
 } from './errors.ts';
-export { type BreakerOptions, breakerDefaults } from './options.ts';
+export { breakerDefaults, type BreakerOptions } from './options.ts';
 export {
   type BreakerRegistry,
   type BreakerRegistryEventMap,

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 
 import { BreakerRegistryClosedError } from './errors.ts';
-import { type BreakerOptions, breakerDefaults, resolveBreakerOptions } from './options.ts';
+import { breakerDefaults, type BreakerOptions, resolveBreakerOptions } from './options.ts';
 import {
   Breaker,
   type BreakerContext,

@@ -3,7 +3,7 @@
  * Workers block on Redis and must never give up a command (`maxRetriesPerRequest: null`); producers behind
  * an API must fail fast instead of queueing commands while Redis is down.
  */
-import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis';
+import { Cluster, type ClusterNode, Redis, type RedisOptions } from 'ioredis';
 
 export type RedisClient = Redis | Cluster;
 

@@ -1,12 +1,6 @@
 /** `ferry/producer`: everything a service needs to enqueue, and nothing of the worker (no undici, no opossum). */
-export {
-  type EnqueueResult,
-  type JobState,
-  type JobView,
-  Producer,
-  type ProducerOptions,
-} from './producer.ts';
-export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
+export { type ErrorRecord, type ErrorType, isFerryError, ValidationError } from '../core/errors.ts';
+export type { AttemptRecord, DeadLetterRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
 export {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -15,5 +9,11 @@ export {
   idempotentJobId,
   serviceQueueName,
 } from '../core/queue-layout.ts';
-export type { AttemptRecord, DeadLetterRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
-export { type ErrorRecord, type ErrorType, isFerryError, ValidationError } from '../core/errors.ts';
+export {
+  type EnqueueResult,
+  type JobState,
+  type JobView,
+  Producer,
+  type ProducerOptions,
+} from './producer.ts';
+export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Job, type JobsOptions, Queue } from 'bullmq';
 
 import type { ErrorRecord } from '../core/errors.ts';
+import { parseFailedReason } from '../core/failed-reason.ts';
 import type { AttemptRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
 import {
   DEAD_LETTER_QUEUE,
@@ -12,7 +13,6 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
-import { parseFailedReason } from '../core/failed-reason.ts';
 import { type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
 
 export interface ProducerOptions {

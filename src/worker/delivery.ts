@@ -9,10 +9,10 @@ import { DelayedError, type Job, type Queue, RateLimitError, UnrecoverableError 
 
 import { type ErrorRecord, type FerryError, toErrorRecord } from '../core/errors.ts';
 import type { DeliveryEventListener } from '../core/events.ts';
+import { formatFailedReason } from '../core/failed-reason.ts';
 import type { AttemptRecord, DeliveryState, JobData, JobResult } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
-import { formatFailedReason } from '../core/failed-reason.ts';
 import { deadLetterFromJob } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';

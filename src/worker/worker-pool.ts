@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 
 import { Queue, Worker } from 'bullmq';
 
-import { createBreakerRegistry, type BreakerRegistry } from '../breakers/index.ts';
+import { type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';

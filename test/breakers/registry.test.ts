@@ -1,13 +1,13 @@
-import { Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { describe, expect, expectTypeOf, it, vi } from 'vitest';
 
 import {
+  breakerDefaults,
   BreakerOpenError,
-  BreakerRegistryClosedError,
   type BreakerOptions,
   type BreakerRegistry,
+  BreakerRegistryClosedError,
   type BreakerState,
-  breakerDefaults,
   isBreakerOpenError,
   type RedisLike,
   type ServiceBreaker,

@@ -5,9 +5,9 @@ import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 
 import {
+  breakerDefaults,
   type BreakerOptions,
   type BreakerRegistry,
-  breakerDefaults,
   isBreakerOpenError,
   type RedisLike,
   type ServiceBreaker,

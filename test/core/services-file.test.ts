@@ -9,8 +9,8 @@ import {
   loadServicesFile,
   parseServicesConfig,
   parseServicesYaml,
-  serviceUrlEnvName,
   ServicesFileError,
+  serviceUrlEnvName,
 } from '../../src/core/services/load.ts';
 import { SERVICE_DEFAULTS } from '../../src/core/services/schema.ts';
 import type { ServiceConfig, TemplateContext } from '../../src/core/services/types.ts';

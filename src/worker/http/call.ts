@@ -1,10 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
 
-import { classifyError, classifyStatus, AttemptAbortedError, type AbortReason } from './classify.ts';
+import { parseRetryAfter } from '../retry-after.ts';
+import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
 import type { OutboundRequest } from './request.ts';
 import { bodyExcerpt, readBodyCapped } from './response.ts';
-import { parseRetryAfter } from '../retry-after.ts';
 
 export interface CallOptions {
   /** Whole attempt: connect + headers + body. The request is really aborted when it passes. */
