@@ -299,7 +299,8 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
           outcome: outcome.kind,
           status: outcome.error.status,
           errorType: outcome.error.type,
-          err: { message: outcome.error.message },
+          // Not `err`: pino's error serializer would dress this plain record up as an Error with an empty stack.
+          errorMessage: outcome.error.message,
         },
         `attempt ${outcome.kind}`,
       );

@@ -275,6 +275,15 @@ describe('unknown options suggest the right one', () => {
     ).toEqual(['services.crm.rateLimit.xyzzy: unknown option (expected one of max, perMs)']);
   });
 
+  it('refuses the one service name whose queue would be the dead-letter queue', () => {
+    const services = {
+      'dead-letter': { baseUrl: 'https://a.example.com', operations: { x: { method: 'GET', path: '/' } } },
+    };
+    expect(issuesOf(() => parseServicesConfig({ services }, {}))).toEqual([
+      'services.dead-letter: "dead-letter" is reserved: its queue would be the dead-letter queue',
+    ]);
+  });
+
   it('does not let a __proto__ key pollute anything', () => {
     const text = 'services:\n  crm:\n    baseUrl: https://a.example.com\n    __proto__: { polluted: true }\n';
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([

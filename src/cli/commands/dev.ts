@@ -90,7 +90,7 @@ async function runDemoJobs(
           operation: view.operation,
           state: view.state,
           attempts: view.attempts,
-          error: view.lastError?.type,
+          lastErrorType: view.lastError?.type,
         },
         `demo job ${view.operation}: ${view.state}`,
       );

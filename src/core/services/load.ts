@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import yaml from 'js-yaml';
 import type { z } from 'zod';
 
-import { SERVICE_NAME_PATTERN } from '../queue-layout.ts';
+import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../queue-layout.ts';
 import { deepFreeze } from '../time.ts';
 import {
   SERVICE_DEFAULTS,
@@ -139,6 +139,11 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
       const prefix = ['services', name];
       if (!SERVICE_NAME_PATTERN.test(name))
         issues.push({ path: formatPath(prefix), message: SERVICE_NAME_MESSAGE });
+      else if (serviceQueueName(name) === DEAD_LETTER_QUEUE)
+        issues.push({
+          path: formatPath(prefix),
+          message: `"${name}" is reserved: its queue would be the dead-letter queue`,
+        });
       const merged = isPlainObject(raw) && isPlainObject(defaultsRaw) ? mergeService(defaultsRaw, raw) : raw;
       const envName = serviceUrlEnvName(name);
       const override = env[envName];
