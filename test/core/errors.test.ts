@@ -37,7 +37,8 @@ const ALL: FerryError[] = [
 async function documentedTypes(): Promise<Map<string, boolean>> {
   const text = await readFile(new URL('../../docs/errors.md', import.meta.url), 'utf8');
   const rows = new Map<string, boolean>();
-  for (const match of text.matchAll(/^\| `(\w+)` \| (yes|no) \|/gm)) rows.set(match[1]!, match[2] === 'yes');
+  for (const match of text.matchAll(/^\|\s*`(\w+)`\s*\|\s*(yes|no)\s*\|/gm))
+    rows.set(match[1]!, match[2] === 'yes');
   return rows;
 }
 
