@@ -31,6 +31,22 @@ describe('outcome classes against a real server', () => {
     ['slow drip body', 'TimeoutError', 2, { status: 200, dripMs: 50 }],
     ['connection reset', 'NetworkError', 2, { reset: true }],
     ['body over the cap', 'ResponseTooLargeError', 1, { status: 200, bodyBytes: 4096 }],
+    // Refused before reading: this path once killed the worker process (undici's destroyed body emitted an
+    // unhandled 'error').
+    [
+      'declared length over the cap',
+      'ResponseTooLargeError',
+      1,
+      { status: 200, bodyBytes: 4096, headers: { 'content-length': '4096' } },
+    ],
+    // A big error page is classified by its status, not by its size.
+    ['502 with a body over the cap', 'ServerError', 2, { status: 502, bodyBytes: 8192 }],
+    [
+      '503 declaring a body over the cap',
+      'ServerError',
+      2,
+      { status: 503, bodyBytes: 8192, headers: { 'content-length': '8192' } },
+    ],
   ])('%s → %s after %i call(s)', async (_name, type, calls, step) => {
     downstream.script(() => step);
     const ferry = await createTestFerry(redis, { services: oneService(downstream.url, fast) });

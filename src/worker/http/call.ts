@@ -1,10 +1,11 @@
+import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 
 import { parseRetryAfter } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
 import type { OutboundRequest } from './request.ts';
-import { bodyExcerpt, readBodyCapped } from './response.ts';
+import { bodyExcerpt, readBodyCapped, readBodyPrefix } from './response.ts';
 
 export interface CallOptions {
   /** Whole attempt: connect + headers + body. The request is really aborted when it passes. */
@@ -31,7 +32,7 @@ export async function callDownstream(
   request: OutboundRequest,
   options: CallOptions,
 ): Promise<CallResponse> {
-  const controller = new AbortController();
+  const controller = new AttemptAbort();
   const timer = setTimeout(() => controller.abort(new AttemptAbortedError('timeout')), options.timeoutMs);
   const onOuterAbort = (): void => controller.abort(new AttemptAbortedError(abortReasonOf(options.signal)));
   if (options.signal?.aborted === true) onOuterAbort();
@@ -42,19 +43,20 @@ export async function callDownstream(
       method: request.method,
       headers: request.headers,
       body: request.body,
-      signal: controller.signal,
+      signal: controller,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
     });
-    const raw = await readBodyCapped(
-      response.body,
-      response.headers,
-      options.maxResponseBytes,
-      response.statusCode,
-    );
     if (response.statusCode >= 200 && response.statusCode < 300) {
+      const raw = await readBodyCapped(
+        response.body,
+        response.headers,
+        options.maxResponseBytes,
+        response.statusCode,
+      );
       return { status: response.statusCode, headers: response.headers, raw };
     }
+    const raw = await readBodyPrefix(response.body);
     const retryAfterMs =
       response.statusCode === 429 || response.statusCode === 503
         ? parseRetryAfter(response.headers['retry-after'], options.now(), options.maxRetryAfterMs)
@@ -65,11 +67,28 @@ export async function callDownstream(
     throw error;
   } catch (error) {
     // Whatever undici threw on abort, the reason we aborted with is the truth.
-    if (controller.signal.aborted) throw classifyError(controller.signal.reason);
+    if (controller.aborted) throw classifyError(controller.reason);
     throw classifyError(error);
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+}
+
+/**
+ * The abort signal of one call: undici takes an EventEmitter with `aborted`, `reason` and an `abort` event as
+ * well as an AbortSignal, and aborts with `reason` just the same. One is made per call, and an AbortController
+ * (an EventTarget) costs several times more to create and to add and remove undici's listener on.
+ */
+class AttemptAbort extends EventEmitter {
+  aborted = false;
+  reason: AttemptAbortedError | undefined;
+
+  abort(reason: AttemptAbortedError): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.emit('abort');
   }
 }
 

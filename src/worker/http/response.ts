@@ -35,6 +35,21 @@ export function allowListedHeaders(headers: IncomingHttpHeaders): Record<string,
 
 interface BodyStream extends AsyncIterable<Buffer> {
   destroy(error?: Error): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/** Bytes of a non-2xx body kept for the error message; the rest is never read. */
+export const ERROR_BODY_MAX_BYTES = 4 * 1024;
+
+function ignore(): void {}
+
+/**
+ * Stops reading a body. undici's body emits `error` (RequestAbortedError) when destroyed: with no listener,
+ * that is an uncaught exception that kills the worker process and every job in it.
+ */
+function discard(body: BodyStream): void {
+  body.on('error', ignore);
+  body.destroy();
 }
 
 /**
@@ -49,7 +64,7 @@ export async function readBodyCapped(
 ): Promise<Buffer> {
   const declared = Number(headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) {
-    body.destroy();
+    discard(body);
     throw new ResponseTooLargeError(`response declared ${declared} bytes, over the ${maxBytes}-byte cap`, {
       status,
     });
@@ -59,12 +74,31 @@ export async function readBodyCapped(
   for await (const chunk of body) {
     size += chunk.length;
     if (size > maxBytes) {
-      body.destroy();
+      discard(body);
       throw new ResponseTooLargeError(`response exceeded the ${maxBytes}-byte cap`, { status });
     }
     chunks.push(chunk);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
+
+/**
+ * The first `maxBytes` of an error response, for its message. A 502 page of any size is still a 502: it must
+ * be classified by its status (retryable, counted by the breaker), never as ResponseTooLargeError.
+ */
+export async function readBodyPrefix(body: BodyStream, maxBytes = ERROR_BODY_MAX_BYTES): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size >= maxBytes) {
+      discard(body);
+      break;
+    }
+  }
+  const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  return all.subarray(0, maxBytes);
 }
 
 export interface ParsedBody {
