@@ -27,6 +27,20 @@ export class Scrubber implements SecretObserver {
 
   scrub(text: string): string {
     if (this.#needles.size === 0) return text;
+    return text.replace(this.#compiled(), REPLACEMENT);
+  }
+
+  /**
+   * Scrubs every string (keys included) inside a JSON-like value. Returns the very same value when nothing
+   * matched (no copy of a large body in the common case); changed objects are rebuilt with own data properties, so a
+   * `__proto__` key in a downstream's JSON stays a key instead of becoming a prototype.
+   */
+  scrubValue<T>(value: T): T {
+    if (this.#needles.size === 0) return value;
+    return this.#scrubIn(value, this.#compiled()) as T;
+  }
+
+  #compiled(): RegExp {
     this.#pattern ??= new RegExp(
       [...this.#needles]
         .sort((a, b) => b.length - a.length)
@@ -34,18 +48,33 @@ export class Scrubber implements SecretObserver {
         .join('|'),
       'g',
     );
-    return text.replace(this.#pattern, REPLACEMENT);
+    return this.#pattern;
   }
 
-  /** Scrubs every string inside a JSON-like value; returns the same value when nothing changed. */
-  scrubValue<T>(value: T): T {
-    if (this.#needles.size === 0) return value;
-    if (typeof value === 'string') return this.scrub(value) as T;
-    if (Array.isArray(value)) return value.map((item: unknown) => this.scrubValue(item)) as T;
+  #scrubIn(value: unknown, pattern: RegExp): unknown {
+    if (typeof value === 'string') {
+      pattern.lastIndex = 0;
+      return pattern.test(value) ? value.replace(pattern, REPLACEMENT) : value;
+    }
+    if (Array.isArray(value)) {
+      let out: unknown[] | undefined;
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        const scrubbed = this.#scrubIn(item, pattern);
+        if (scrubbed !== item) (out ??= [...value])[i] = scrubbed;
+      }
+      return out ?? value;
+    }
     if (value !== null && typeof value === 'object') {
-      const out: Record<string, unknown> = {};
-      for (const [key, item] of Object.entries(value)) out[this.scrub(key)] = this.scrubValue(item);
-      return out as T;
+      const entries = Object.entries(value);
+      let changed = false;
+      const scrubbed = entries.map(([key, item]): [string, unknown] => {
+        const newKey = this.#scrubIn(key, pattern) as string;
+        const newItem = this.#scrubIn(item, pattern);
+        if (newKey !== key || newItem !== item) changed = true;
+        return [newKey, newItem];
+      });
+      return changed ? Object.fromEntries(scrubbed) : value;
     }
     return value;
   }

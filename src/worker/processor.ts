@@ -89,7 +89,8 @@ export async function runAttempt(
     const { body, truncated } = parseBody(response.raw, headerString(response.headers['content-type']));
     const result: Omit<JobResult, 'attempts'> = {
       status: response.status,
-      headers: allowListedHeaders(response.headers),
+      // A Location or request-id header can echo a query-string API key back.
+      headers: deps.scrubber.scrubValue(allowListedHeaders(response.headers)),
       body: deps.scrubber.scrubValue(body),
       durationMs: elapsed(),
     };

@@ -35,8 +35,9 @@ describe('secret values never leak', () => {
     // A downstream that echoes what it was sent (several real APIs do, in errors especially).
     const downstream = await startDownstream((request, index) => {
       const echo = { youSent: request.headers.authorization, query: request.url };
+      // Location echoes the query string, API key and all: headers kept in a result are scrubbed too.
       return index % 3 === 2
-        ? { status: 200, body: echo }
+        ? { status: 201, body: echo, headers: { location: request.url } }
         : { status: index % 3 === 0 ? 500 : 400, body: echo };
     });
     const env = { FERRY_SECRET_CRM_TOKEN: TOKEN, FERRY_SECRET_CRM_PASSWORD: PASSWORD };
@@ -102,4 +103,33 @@ describe('Scrubber', () => {
       }
     },
   );
+});
+
+describe('Scrubber.scrubValue', () => {
+  it('returns the same value when nothing matched, and rebuilds only what changed', async () => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(TOKEN);
+    const clean = { a: [1, 'two', { three: null }], b: 'text' };
+    expect(scrubber.scrubValue(clean)).toBe(clean);
+    const dirty = { keep: clean, list: ['x', `Bearer ${TOKEN}`], [TOKEN]: 1 };
+    const scrubbed = scrubber.scrubValue(dirty);
+    expect(scrubbed).toEqual({ keep: clean, list: ['x', 'Bearer [redacted]'], '[redacted]': 1 });
+    expect(scrubbed.keep).toBe(clean);
+    expect(dirty.list[1]).toBe(`Bearer ${TOKEN}`); // the input is never mutated
+  });
+
+  it("keeps a downstream's __proto__ key as a key, never as a prototype", async () => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(TOKEN);
+    const body = JSON.parse(`{"__proto__": {"polluted": true}, "token": "${TOKEN}"}`) as Record<
+      string,
+      unknown
+    >;
+    const scrubbed = scrubber.scrubValue(body);
+    expect(Object.getPrototypeOf(scrubbed)).toBe(Object.prototype);
+    expect(Object.keys(scrubbed)).toEqual(['__proto__', 'token']);
+    expect(JSON.stringify(scrubbed)).toBe('{"__proto__":{"polluted":true},"token":"[redacted]"}');
+  });
 });
