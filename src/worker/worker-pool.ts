@@ -49,6 +49,31 @@ export interface WorkerPoolOptions {
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
 const UNLIMITED_RATE = { max: 1_000_000_000, perMs: SECOND };
 const RATE_LIMIT_REAPPLY_MS = 5 * MINUTE;
+/** After the shutdown deadline: how long cancelled jobs and closing connections get before we stop waiting. */
+const FORCE_CLOSE_AFTER_MS = 5 * SECOND;
+
+/** Resolves when `promise` settles (either way) or after `ms`, whichever comes first. */
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    return await Promise.race([promise.then(settled, settled), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function settled(): 'settled' {
+  return 'settled';
+}
+
+function longestTimeoutMs(service: ServiceConfig): number {
+  let longest = service.timeoutMs;
+  for (const operation of service.operations.values()) longest = Math.max(longest, operation.timeoutMs);
+  return longest;
+}
 
 interface ServiceRuntime {
   service: ServiceConfig;
@@ -93,14 +118,28 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     redis: connection,
     keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker`,
   });
+  breakers.on('breaker:sync:error', (event) => {
+    logger.error(
+      { service: event.name, operation: event.operation, err: event.error },
+      'breaker could not sync its state with Redis',
+    );
+  });
   breakers.on('breaker:state:changed', (change) => {
     logger.warn(
       { service: change.name, from: change.from.state, to: change.to.state, source: change.source },
       `breaker ${change.to.state}`,
     );
   });
+  // A listener's bug must never reach delivery: a throw from here would be taken for a failure to record the
+  // outcome, and the job would run again. Every listener runs; errors are logged.
   const emit = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]): void => {
-    emitter.emit(event, payload);
+    for (const listener of emitter.listeners(event)) {
+      try {
+        (listener as (payload: DeliveryEventMap[E]) => void)(payload);
+      } catch (error) {
+        logger.error({ event, err: error }, 'delivery event listener threw');
+      }
+    }
   };
 
   const runtimes: ServiceRuntime[] = names.map((name) => {
@@ -110,7 +149,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const pools = new PoolSet({ connections: service.concurrency });
     const processor = createDeliveryProcessor({
       service,
-      breaker: breakers.get(name, service.breaker),
+      breaker: breakers.get(name, {
+        ...service.breaker,
+        // The probe is one call: its lock must outlive the slowest operation, or a second process probes too.
+        probeTimeoutMs: Math.max(30 * SECOND, longestTimeoutMs(service) + 5 * SECOND),
+      }),
       secrets: options.secrets,
       scrubber,
       pools,
@@ -137,12 +180,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       maximumRateLimitDelay: HOUR,
     });
     worker.on('error', (error) => logger.error({ service: name, err: error }, 'worker error'));
-    worker.on('stalled', (jobId) => logger.warn({ service: name, jobId }, 'job stalled; it will run again'));
+    // BullMQ 6.7 reports a job it fails for stalling too often only as 'stalled' (never 'failed'), and such a
+    // job never reached our dead-letter write: look at once instead of waiting for the next periodic sweep.
+    worker.on('stalled', (jobId) => {
+      logger.warn({ service: name, jobId }, 'job stalled');
+      sweepOne(runtime, jobId).catch((error: unknown) =>
+        logger.error({ service: name, jobId, err: error }, 'dead-letter sweep failed'),
+      );
+    });
     worker.on('failed', (job) => {
-      // Jobs BullMQ fails itself (stalled too often) never reached our dead-letter write: do it now.
+      // Anything else that failed outside the processor's own dead-letter write.
       if (job?.id !== undefined && job.data?.ferry?.final === undefined) {
         sweepOne(runtime, job.id).catch((error: unknown) =>
-          logger.error({ service: name, err: error }, 'dead-letter sweep failed'),
+          logger.error({ service: name, jobId: job.id, err: error }, 'dead-letter sweep failed'),
         );
       }
     });
@@ -150,7 +200,10 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     return runtime;
   });
 
+  /** Writes the dead letter of one job if it is in the failed set without one. */
   async function sweepOne(runtime: ServiceRuntime, jobId: string): Promise<void> {
+    const failedAt = await connection.zscore(runtime.queue.toKey('failed'), jobId);
+    if (failedAt === null) return; // stalled and taken again, or not failed at all
     if (
       await reconcileJob(
         runtime.service.name,
@@ -207,10 +260,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     services: names,
     async start() {
       await applyRateLimits();
-      await sweepAll();
       for (const { worker } of runtimes) {
         worker.run().catch((error: unknown) => logger.error({ err: error }, 'worker stopped with an error'));
       }
+      // The first sweep reads the whole failed set (days of failures): in the background, not before work starts.
+      sweepAll().catch((error: unknown) => logger.error({ err: error }, 'dead-letter sweep failed'));
       const every = (ms: number, task: () => Promise<unknown>, what: string): void => {
         const timer = setInterval(() => {
           task().catch((error: unknown) => logger.error({ err: error }, `${what} failed`));
@@ -226,6 +280,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     close({ deadlineMs = 30 * SECOND } = {}) {
       closing ??= (async () => {
         for (const timer of timers) clearInterval(timer);
+        let graceEnds = Date.now() + FORCE_CLOSE_AFTER_MS + deadlineMs;
         const graceful = Promise.all(runtimes.map(({ worker }) => worker.close()));
         let timer: NodeJS.Timeout | undefined;
         const deadline = new Promise<'deadline'>((resolve) => {
@@ -237,13 +292,27 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
             'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
           );
           for (const { worker } of runtimes) worker.cancelAllJobs('shutdown');
-          await graceful;
+          // An aborted job still records its interrupted run in Redis; if Redis does not answer, that never
+          // returns, and neither would close(). Within one bounded grace period, force-close: the jobs' locks
+          // expire and they run again elsewhere (at-least-once), nothing is lost.
+          graceEnds = Date.now() + FORCE_CLOSE_AFTER_MS;
+          if ((await settleWithin(graceful, (FORCE_CLOSE_AFTER_MS * 2) / 3)) === 'timeout') {
+            logger.warn('in-flight jobs did not settle after being aborted; force-closing');
+            await settleWithin(
+              Promise.all(runtimes.map(({ worker }) => worker.close(true))),
+              graceEnds - Date.now(),
+            );
+          }
         }
         clearTimeout(timer);
-        await Promise.all(runtimes.map(({ queue }) => queue.close()));
-        await Promise.all(runtimes.map(({ pools }) => pools.close()));
-        await writer.close();
-        await breakers.close();
+        const rest = Promise.all([
+          ...runtimes.map(({ queue }) => queue.close()),
+          ...runtimes.map(({ pools }) => pools.close()),
+          writer.close(),
+          breakers.close(),
+        ]);
+        if ((await settleWithin(rest, Math.max(graceEnds - Date.now(), 500))) === 'timeout')
+          logger.warn('queues and connections did not close in time; leaving them to the process exit');
         logger.info('worker pool closed');
       })();
       return closing;

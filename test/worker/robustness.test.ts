@@ -1,0 +1,51 @@
+/** Things outside a job's control that must never lose it, re-run it, or hang the worker. */
+import { describe, expect, it } from 'vitest';
+
+import { startDownstream } from '../helpers/downstream.ts';
+import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { startRedis } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+
+describe('worker robustness', () => {
+  it('a delivery-event listener that throws neither fails nor repeats the job', async () => {
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    let calls = 0;
+    ferry.pool.on('job:attempt:completed', () => {
+      calls++;
+      throw new Error('listener bug');
+    });
+    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n: 1 } });
+    const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    // Once retried as "could not record the outcome", the job would call again within about a second.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(downstream.requests).toHaveLength(1);
+    expect(calls).toBe(1);
+    expect(ferry.logs.some((line) => line.includes('delivery event listener threw'))).toBe(true);
+  });
+
+  it('close() returns even when Redis stops answering mid-shutdown', { timeout: 30_000 }, async () => {
+    // Its own Redis: this test freezes it.
+    const frozen = await startRedis();
+    const downstream = await startDownstream(() => ({ status: 200, delayMs: 3_000 }));
+    const ferry = await createTestFerry(frozen, {
+      services: oneService(downstream.url, { timeoutMs: 10_000 }),
+    });
+    await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
+    while (downstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    frozen.process.kill('SIGSTOP');
+    try {
+      const started = Date.now();
+      const outcome = await Promise.race([
+        ferry.pool.close({ deadlineMs: 300 }).then(() => 'closed'),
+        new Promise((resolve) => setTimeout(() => resolve('hung'), 20_000)),
+      ]);
+      expect(outcome).toBe('closed');
+      expect(Date.now() - started).toBeLessThan(20_000);
+    } finally {
+      frozen.process.kill('SIGCONT');
+    }
+  });
+});
