@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 
-import type { ErrorRecord, ErrorType } from './errors.ts';
+import { type ErrorRecord, type ErrorType, isErrorType } from './errors.ts';
 import { MAX_IDEMPOTENCY_KEY_LENGTH, SERVICE_NAME_PATTERN } from './queue-layout.ts';
 import { DAY } from './time.ts';
 
@@ -75,7 +75,43 @@ export interface DeliveryState {
   stallsSeen: number;
   /** Set just before the dead letter is written, so a re-run after a crash writes it without calling again. */
   final?: ErrorRecord;
+  /** Times Ferry itself failed to record an outcome (bounded: see delivery.ts). */
+  internalErrors?: number;
 }
+
+const errorType = z.custom<ErrorType>((value) => isErrorType(value), 'must be a Ferry error type');
+const errorRecordSchema = z.object({
+  type: errorType,
+  message: z.string(),
+  status: z.number().int().optional(),
+  retryAfterMs: z.number().min(0).optional(),
+  field: z.string().optional(),
+});
+const count = z.number().int().min(0);
+
+/**
+ * Ferry's bookkeeping as read back from Redis. Only the worker writes it, but job data is anyone's to write
+ * (a raw producer can set `ferry` by mistake): it is checked before it is trusted, so a malformed one can
+ * neither crash a run nor loop it.
+ */
+export const deliveryStateSchema: z.ZodType<DeliveryState> = z.object({
+  attempts: z.array(
+    z.object({
+      attempt: z.number().int().min(1),
+      outcome: z.enum(['failed', 'held', 'interrupted']),
+      at: z.number(),
+      durationMs: z.number().min(0),
+      type: errorType.optional(),
+      status: z.number().int().optional(),
+      message: z.string(),
+      retryDelayMs: z.number().min(0).optional(),
+    }),
+  ),
+  heldMs: z.number().min(0),
+  stallsSeen: count,
+  final: errorRecordSchema.optional(),
+  internalErrors: count.optional(),
+});
 
 /** Job data on a service queue (DESIGN §3): the contract for raw BullMQ producers. */
 export const jobDataSchema = z.looseObject({

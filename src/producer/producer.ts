@@ -4,7 +4,13 @@ import { Job, type JobsOptions, Queue } from 'bullmq';
 
 import type { ErrorRecord } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
-import type { AttemptRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
+import {
+  type AttemptRecord,
+  deliveryStateSchema,
+  type EnqueueRequest,
+  type JobData,
+  type JobResult,
+} from '../core/job.ts';
 import {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -105,7 +111,9 @@ export class Producer {
           : rawState === 'waiting'
             ? 'waiting'
             : rawState;
-    const delivery = job.data?.ferry;
+    // The worker's bookkeeping, checked like the worker checks it: job data is anyone's to write.
+    const parsed = deliveryStateSchema.safeParse(job.data?.ferry);
+    const delivery = parsed.success ? parsed.data : undefined;
     const history = delivery?.attempts ?? [];
     const failedAttempts = history.filter((a) => a.outcome === 'failed').length;
     const result = state === 'completed' ? (job.returnvalue ?? undefined) : undefined;

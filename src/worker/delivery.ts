@@ -7,10 +7,23 @@
  */
 import { DelayedError, type Job, type Queue, RateLimitError, UnrecoverableError } from 'bullmq';
 
-import { type ErrorRecord, type FerryError, toErrorRecord } from '../core/errors.ts';
+import {
+  ConfigurationError,
+  type ErrorRecord,
+  type FerryError,
+  toErrorRecord,
+  ValidationError,
+} from '../core/errors.ts';
 import type { DeliveryEventListener } from '../core/events.ts';
 import { formatFailedReason } from '../core/failed-reason.ts';
-import type { AttemptRecord, DeliveryState, JobData, JobResult } from '../core/job.ts';
+import {
+  type AttemptRecord,
+  type DeliveryState,
+  deliveryStateSchema,
+  issuePath,
+  type JobData,
+  type JobResult,
+} from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
 import { deadLetterFromJob } from '../dead-letter/reconciler.ts';
@@ -28,8 +41,11 @@ export interface DeliveryDeps extends ProcessorDeps {
   lockDurationMs: number;
 }
 
-/** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup). */
+/** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup); doubles. */
 const INTERNAL_RETRY_DELAY_MS = 1_000;
+const MAX_INTERNAL_RETRY_DELAY_MS = 60_000;
+/** Failures to record an outcome before the job is dead-lettered instead of run again. */
+const MAX_INTERNAL_ERRORS = 5;
 
 export type DeliveryProcessor = (
   job: Job<JobData, JobResult>,
@@ -39,19 +55,28 @@ export type DeliveryProcessor = (
 
 export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   const { service, logger } = deps;
+  // The one log line every job writes skips pino's redaction, which costs more than the rest of the line: pino
+  // runs every field through the wildcard `*.x` redactors, numbers and strings included. It could never change
+  // this line: logAttempt writes only fixed keys (none named like a REDACT_PATHS entry) with primitive values,
+  // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
+  const attemptLogger = logger.child({}, { redact: [] });
   return async (job, token, signal) => {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
-    const state = readState(job.data);
+    const { state, problem } = readState(job.data);
     try {
       recordStalls(job, state, base, deps);
+      if (problem !== undefined) {
+        const error = new ValidationError(`bad job data: ferry${problem}`, { field: 'ferry' });
+        return await deadLetter(job, token, state, toErrorRecord(error), deps, base);
+      }
       if (state.final !== undefined) {
         // A previous run decided to dead-letter but died before the job reached failed: finish that, no new call.
         return await deadLetter(job, token, state, state.final, deps, base);
       }
       const attempt = usedAttempts(state) + 1;
       const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, deps, signal);
-      logAttempt(logger, base, attempt, outcome);
+      logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
         case 'completed': {
           const result: JobResult = { ...outcome.result, attempts: attempt };
@@ -70,13 +95,13 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
             ),
           );
           deps.emit('job:run:interrupted', { ...base, attempt, reason: 'shutdown' });
-          await persist(job, state);
+          await persistOwned(job, token, state, deps);
           await job.moveToDelayed(deps.clock.now(), token);
           throw new DelayedError();
         }
         case 'held': {
           if (state.heldMs + outcome.holdMs <= service.retry.maxHoldMs) {
-            return await hold(job, state, outcome, attempt, deps, base);
+            return await hold(job, token, state, outcome, attempt, deps, base);
           }
           // Held longer than the service allows: from now on a hold uses attempts, so a service that never
           // recovers still ends in the dead-letter queue.
@@ -89,15 +114,34 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
       if (
         error instanceof DelayedError ||
         error instanceof RateLimitError ||
-        error instanceof UnrecoverableError
+        error instanceof UnrecoverableError ||
+        error instanceof LostLockError
       )
         throw error;
-      // Ferry could not record the outcome (Redis error). Never fail the job for it: put it back to run again.
+      // Ferry could not record the outcome. Never fail the job for it: put it back to run again, with a
+      // backoff, and a bound: an error that is not a passing Redis hiccup (a bug) would otherwise call the
+      // downstream again and again. (A Redis that is really down cannot record anything: the job's lock
+      // expires and BullMQ's stall handling takes over.)
+      const internalErrors = (state.internalErrors ?? 0) + 1;
+      state.internalErrors = internalErrors;
+      const reason = error instanceof Error ? error.message : String(error);
+      if (internalErrors >= MAX_INTERNAL_ERRORS) {
+        logger.error({ ...base, err: error, internalErrors }, 'could not record the outcome of an attempt');
+        const final = new ConfigurationError(
+          `Ferry could not record this job's outcome ${internalErrors} times; last error: ${reason}`,
+        );
+        return await deadLetter(job, token, state, toErrorRecord(final, scrub(deps)), deps, base);
+      }
+      const delayMs = Math.min(
+        INTERNAL_RETRY_DELAY_MS * 2 ** (internalErrors - 1),
+        MAX_INTERNAL_RETRY_DELAY_MS,
+      );
       logger.error(
-        { ...base, err: error },
+        { ...base, err: error, internalErrors, delayMs },
         'could not record the outcome of an attempt; the job will run again',
       );
-      await job.moveToDelayed(deps.clock.now() + INTERNAL_RETRY_DELAY_MS, token);
+      await persist(job, state).catch(() => undefined);
+      await job.moveToDelayed(deps.clock.now() + delayMs, token);
       throw new DelayedError();
     }
   };
@@ -119,7 +163,7 @@ async function fail(
     state.attempts.push(
       record(attempt, 'failed', deps, durationMs, error, errorRecord.message, decision.delayMs),
     );
-    await persist(job, state);
+    await persistOwned(job, token, state, deps);
     const nextAttemptAt = deps.clock.now() + decision.delayMs;
     await job.log(
       `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`,
@@ -141,6 +185,7 @@ async function fail(
 
 async function hold(
   job: Job<JobData, JobResult>,
+  token: string | undefined,
   state: DeliveryState,
   outcome: Extract<AttemptOutcome, { kind: 'held' }>,
   attempt: number,
@@ -155,7 +200,7 @@ async function hold(
       record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs),
     );
   }
-  await persist(job, state);
+  await persistOwned(job, token, state, deps);
   await deps.queue.rateLimit(outcome.holdMs);
   const until = deps.clock.now() + outcome.holdMs;
   deps.emit('job:service:held', {
@@ -177,14 +222,13 @@ async function deadLetter(
   base: EventBase,
 ): Promise<never> {
   const attempt = usedAttempts(state);
-  if (state.final === undefined) {
-    state.final = finalError;
-    await persist(job, state);
-  }
   // A run that lost its lock (Redis stalled longer than the lock) was abandoned: another run owns the job
   // now and must be the one to decide. Writing a dead letter here could dead-letter a job that succeeds.
-  if (token !== undefined && (await job.extendLock(token, deps.lockDurationMs)) !== 1) {
-    throw new Error(`lost the lock of job ${job.id ?? ''}; leaving it to the run that owns it`);
+  if (state.final === undefined) {
+    state.final = finalError;
+    await persistOwned(job, token, state, deps);
+  } else {
+    await assertOwned(job, token, deps);
   }
   const dead = deadLetterFromJob(deps.service.name, job, deps.clock.now());
   await deps.writer.write(dead);
@@ -209,13 +253,22 @@ async function deadLetter(
 
 type EventBase = { service: string; operation: string; jobId: string; tenant: string | undefined };
 
-function readState(data: JobData | undefined): DeliveryState {
-  const state = data?.ferry;
+/**
+ * Ferry's state from the job data, checked (anyone can write job data). A malformed one is replaced by a fresh
+ * state and reported as `problem` (`.attempts[0]: ...`), so the job is dead-lettered instead of crashing or
+ * looping the run.
+ */
+function readState(data: JobData | undefined): { state: DeliveryState; problem?: string } {
+  const raw: unknown = data?.ferry;
+  const fresh: DeliveryState = { attempts: [], heldMs: 0, stallsSeen: 0 };
+  if (raw === undefined) return { state: fresh };
+  const parsed = deliveryStateSchema.safeParse(raw);
+  if (parsed.success) return { state: { ...parsed.data, attempts: [...parsed.data.attempts] } };
+  const issue = parsed.error.issues[0];
+  const where = issue === undefined ? '' : issuePath(issue.path);
   return {
-    attempts: Array.isArray(state?.attempts) ? [...state.attempts] : [],
-    heldMs: typeof state?.heldMs === 'number' ? state.heldMs : 0,
-    stallsSeen: typeof state?.stallsSeen === 'number' ? state.stallsSeen : 0,
-    ...(state?.final === undefined ? {} : { final: state.final }),
+    state: fresh,
+    problem: `${where === '' ? '' : where.startsWith('[') ? where : `.${where}`}: ${issue?.message ?? 'invalid'}`,
   };
 }
 
@@ -278,6 +331,40 @@ async function persist(job: Job<JobData, JobResult>, state: DeliveryState): Prom
   await job.updateData({ ...job.data, ferry: state });
 }
 
+/**
+ * Thrown by a run that lost its job's lock: it must write nothing (DESIGN §8). BullMQ then cannot move the
+ * job either, and leaves it to the run that owns it.
+ */
+class LostLockError extends Error {
+  override readonly name = 'LostLockError';
+}
+
+async function assertOwned(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  deps: DeliveryDeps,
+): Promise<void> {
+  if (token !== undefined && (await job.extendLock(token, deps.lockDurationMs)) !== 1) {
+    throw new LostLockError(`lost the lock of job ${job.id ?? ''}; leaving it to the run that owns it`);
+  }
+}
+
+/** Writes Ferry's state only while this run still holds the job's lock. */
+async function persistOwned(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  state: DeliveryState,
+  deps: DeliveryDeps,
+): Promise<void> {
+  await assertOwned(job, token, deps);
+  await persist(job, state);
+}
+
+function scrub(deps: DeliveryDeps): (text: string) => string {
+  return (text) => deps.scrubber.scrub(text);
+}
+
+/** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
 function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
   const fields = {
     service: base.service,

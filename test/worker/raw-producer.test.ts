@@ -58,6 +58,20 @@ describe('raw BullMQ producer', () => {
       { input: {}, idempotencyKey: 'x'.repeat(201) },
       'data.idempotencyKey',
     ],
+    // `ferry` is the worker's own bookkeeping: a malformed one must neither crash nor loop the run.
+    [
+      'a malformed ferry state (null attempt)',
+      'create',
+      { input: {}, ferry: { attempts: [null], heldMs: 0, stallsSeen: 0 } },
+      'ferry.attempts[0]',
+    ],
+    [
+      'a malformed ferry state (null final)',
+      'create',
+      { input: {}, ferry: { attempts: [], heldMs: 0, stallsSeen: 0, final: null } },
+      'ferry.final',
+    ],
+    ['a ferry state that is not an object', 'create', { input: {}, ferry: 'x' }, 'ferry:'],
   ])(
     '%s is dead-lettered at once with ValidationError, without a call',
     async (_name, operation, data, field) => {
