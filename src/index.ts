@@ -50,7 +50,9 @@ export {
   type JobState,
   type JobView,
   Producer,
+  ProducerClosedError,
   type ProducerOptions,
+  WaitTimeoutError,
 } from './producer/producer.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
 export { createEnvSecretResolver } from './secrets/env-provider.ts';

@@ -14,6 +14,8 @@ export {
   type JobState,
   type JobView,
   Producer,
+  ProducerClosedError,
   type ProducerOptions,
+  WaitTimeoutError,
 } from './producer.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';

@@ -59,6 +59,27 @@ export interface JobView {
   metadata: Record<string, unknown> | undefined;
 }
 
+/** `waitFor` gave up: the job is still running (or was never there). `job` is its last known view. */
+export class WaitTimeoutError extends Error {
+  readonly type = 'WaitTimeoutError';
+  readonly job: JobView | undefined;
+  constructor(message: string, job: JobView | undefined) {
+    super(message);
+    this.job = job;
+  }
+  override get name(): string {
+    return this.type;
+  }
+}
+
+/** A call on a Producer after `close()`. */
+export class ProducerClosedError extends Error {
+  readonly type = 'ProducerClosedError';
+  override get name(): string {
+    return this.type;
+  }
+}
+
 const TERMINAL: ReadonlySet<JobState> = new Set(['completed', 'dead_lettered']);
 
 /** Enqueues integration jobs. Imports no worker, HTTP or breaker code: safe to embed in any service. */
@@ -96,6 +117,7 @@ export class Producer {
   }
 
   async get(service: string, id: string): Promise<JobView | undefined> {
+    this.#assertOpen();
     await this.#ready();
     const queue = this.#queue(service);
     // State first, then the job: read the other way round, a job that completes in between would show as
@@ -156,8 +178,9 @@ export class Producer {
       const view = await this.get(service, id);
       if (view !== undefined && TERMINAL.has(view.state)) return view;
       if (Date.now() >= deadline) {
-        throw new Error(
+        throw new WaitTimeoutError(
           `job ${service}/${id} did not finish within ${options.timeoutMs ?? 30_000} ms (state: ${view?.state ?? 'missing'})`,
+          view,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, interval));
@@ -173,6 +196,7 @@ export class Producer {
   }
 
   async #add(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+    this.#assertOpen();
     await this.#ready();
     const byService = new Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>();
     requests.forEach((request, index) => {
@@ -210,8 +234,12 @@ export class Producer {
     return results;
   }
 
+  #assertOpen(): void {
+    if (this.#closed) throw new ProducerClosedError('producer is closed');
+  }
+
   #queue(service: string): Queue<JobData, JobResult> {
-    if (this.#closed) throw new Error('producer is closed');
+    this.#assertOpen();
     let queue = this.#queues.get(service);
     if (queue === undefined) {
       queue = new Queue<JobData, JobResult>(serviceQueueName(service), {

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
-import { Producer, ValidationError } from '../../src/producer/index.ts';
+import {
+  Producer,
+  ProducerClosedError,
+  ValidationError,
+  WaitTimeoutError,
+} from '../../src/producer/index.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
@@ -93,5 +98,25 @@ describe('Producer without a services catalog (a client service that has no serv
     } finally {
       await producer.close();
     }
+  });
+});
+
+describe('Producer errors a caller can branch on', () => {
+  it('waitFor gives up with WaitTimeoutError carrying the last view of the job', async () => {
+    const ferry = await createTestFerry(redis, { services: oneService('http://127.0.0.1:9'), start: false });
+    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
+    const error = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 100 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WaitTimeoutError);
+    expect((error as WaitTimeoutError).type).toBe('WaitTimeoutError');
+    expect((error as WaitTimeoutError).job?.state).toBe('waiting');
+    expect((error as Error).message).toContain(`svc/${job.id}`);
+  });
+
+  it('a closed producer refuses work with ProducerClosedError', async () => {
+    const producer = new Producer({ connection: redis.url, prefix: uniquePrefix() });
+    await producer.close();
+    const error = await producer.enqueue({ service: 'svc', operation: 'create' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ProducerClosedError);
+    expect((error as ProducerClosedError).type).toBe('ProducerClosedError');
   });
 });
