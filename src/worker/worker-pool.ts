@@ -180,8 +180,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       maximumRateLimitDelay: HOUR,
     });
     worker.on('error', (error) => logger.error({ service: name, err: error }, 'worker error'));
-    // BullMQ 6.7 reports a job it fails for stalling too often only as 'stalled' (never 'failed'), and such a
-    // job never reached our dead-letter write: look at once instead of waiting for the next periodic sweep.
+    // A job that stalls too often is failed by BullMQ without calling the processor, so it never reaches our
+    // dead-letter write. Check a stalled job's state at once (BullMQ 6.7 fails it when it is next fetched, and
+    // that worker's 'failed' handler checks again) rather than waiting for the periodic sweep.
     worker.on('stalled', (jobId) => {
       logger.warn({ service: name, jobId }, 'job stalled');
       sweepOne(runtime, jobId).catch((error: unknown) =>

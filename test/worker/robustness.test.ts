@@ -6,6 +6,9 @@ import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
+// A second server for the test that freezes one (SIGSTOP). Started here, at the top level, so that its
+// afterAll stop is registered (one registered from inside a running test never runs).
+const frozen = await startRedis();
 
 describe('worker robustness', () => {
   it('a delivery-event listener that throws neither fails nor repeats the job', async () => {
@@ -27,8 +30,6 @@ describe('worker robustness', () => {
   });
 
   it('close() returns even when Redis stops answering mid-shutdown', { timeout: 30_000 }, async () => {
-    // Its own Redis: this test freezes it.
-    const frozen = await startRedis();
     const downstream = await startDownstream(() => ({ status: 200, delayMs: 3_000 }));
     const ferry = await createTestFerry(frozen, {
       services: oneService(downstream.url, { timeoutMs: 10_000 }),
