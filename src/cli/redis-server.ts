@@ -64,8 +64,12 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
     join(options.dir, 'redis.log'),
   ];
   const child = spawn(binary, args, { stdio: 'ignore' });
+  // Once the child failed to start or exited, stop polling its port: the poll's timers would otherwise keep
+  // the process alive for the whole timeout after the error was reported.
+  const gaveUp = new AbortController();
   const spawnError = new Promise<never>((_, reject) => {
     child.once('error', (error: NodeJS.ErrnoException) => {
+      gaveUp.abort();
       reject(
         error.code === 'ENOENT'
           ? new RedisServerNotInstalledError(
@@ -74,16 +78,23 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
           : error,
       );
     });
-    child.once('exit', (code) =>
+    child.once('exit', (code) => {
+      gaveUp.abort();
       reject(
         new Error(
           `redis-server exited with code ${code} before it was ready (see ${join(options.dir, 'redis.log')})`,
         ),
-      ),
-    );
+      );
+    });
   });
   spawnError.catch(() => undefined);
-  await Promise.race([waitForPort(port, 10_000), spawnError]);
+  try {
+    await Promise.race([waitForPort(port, 10_000, gaveUp.signal), spawnError]);
+  } catch (error) {
+    // Never leave behind a server that did not become ready.
+    child.kill('SIGKILL');
+    throw error;
+  }
   child.removeAllListeners('exit');
 
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -103,9 +114,10 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
   };
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+async function waitForPort(port: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    if (signal.aborted) return;
     if (await answersPing(port)) return;
     if (Date.now() > deadline)
       throw new Error(`redis-server did not answer on port ${port} within ${timeoutMs} ms`);

@@ -7,7 +7,7 @@
 import { Job, type Queue } from 'bullmq';
 
 import { parseFailedReason } from '../core/failed-reason.ts';
-import type { DeadLetterRecord, JobData } from '../core/job.ts';
+import type { AttemptRecord, DeadLetterRecord, JobData } from '../core/job.ts';
 import type { DeadLetterWriter } from './writer.ts';
 
 export interface SweepResult {
@@ -18,13 +18,15 @@ export interface SweepResult {
 export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: number): DeadLetterRecord {
   const data = job.data ?? ({} as JobData);
   const state = data.ferry;
+  // Job data is anyone's to write: never trust the history to be a list.
+  const recorded = Array.isArray(state?.attempts) ? state.attempts : [];
   const record: DeadLetterRecord = {
     service,
     operation: job.name,
     input: data.input ?? null,
     sourceJobId: job.id ?? '',
     sourceQueue: job.queueName,
-    attempts: state?.attempts ?? [],
+    attempts: [...recorded, ...unrecordedStalls(job, recorded, state?.stallsSeen, nowMs)],
     finalError: state?.final ?? parseFailedReason(job.failedReason, job.stalledCounter),
     deadLetteredAt: nowMs,
     enqueuedAt: job.timestamp,
@@ -33,6 +35,33 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
   if (data.idempotencyKey !== undefined) record.idempotencyKey = data.idempotencyKey;
   if (data.metadata !== undefined) record.metadata = data.metadata;
   return record;
+}
+
+/**
+ * Stalls BullMQ counted that no run of Ferry recorded. The worker records a stall as an `interrupted` run at
+ * the start of the run that follows it (DESIGN §8); when BullMQ fails a job for stalling too often, that run
+ * never comes, and without this the dead letter of a job that was run (and may have called the downstream)
+ * several times would show no attempt at all.
+ */
+function unrecordedStalls(
+  job: Job<JobData>,
+  recorded: readonly AttemptRecord[],
+  stallsSeen: unknown,
+  nowMs: number,
+): AttemptRecord[] {
+  const seen = typeof stallsSeen === 'number' ? stallsSeen : 0;
+  const stalls = job.stalledCounter ?? 0;
+  if (stalls <= seen) return [];
+  const attempt = recorded.filter((entry) => entry.outcome === 'failed').length + 1;
+  // When the stalls happened is not recorded; the job failed (finishedOn) just after the last one was seen.
+  const at = job.finishedOn ?? nowMs;
+  return Array.from({ length: stalls - seen }, () => ({
+    attempt,
+    outcome: 'interrupted' as const,
+    at,
+    durationMs: 0,
+    message: 'the worker running this job was lost (crash or stall) before the run finished',
+  }));
 }
 
 /** Writes a dead letter for one failed job when it has none. Idempotent. */

@@ -200,6 +200,11 @@ export class FerryProcess {
     return JSON.parse(line) as LogEntry;
   }
 
+  /** How many JSON log entries so far match (poll it with `expect.poll`). */
+  countLogs(match: (entry: LogEntry) => boolean): number {
+    return this.logs().filter(match).length;
+  }
+
   /** `worker pool started`: the worker takes jobs from now on. */
   waitUntilStarted(timeoutMs = 15_000): Promise<LogEntry> {
     return this.waitForLog((entry) => entry.msg === 'worker pool started', timeoutMs);
@@ -313,4 +318,15 @@ function toPredicate(match: LineMatch): (line: string) => boolean {
   if (typeof match === 'string') return (line) => line.includes(match);
   if (match instanceof RegExp) return (line) => match.test(line);
   return match;
+}
+
+/** Whether a process with this pid exists (signal 0 checks without sending anything). */
+export function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -1,0 +1,206 @@
+/**
+ * The `ferry` CLI as ops scripts drive it (DESIGN §6): output, and exit codes 0 ok, 1 failure, 2 usage.
+ * Every case runs the built CLI as a child process; errors are one `type: message` line, never a stack.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import type { JobView } from '../../src/index.ts';
+import { startDownstream } from '../helpers/downstream.ts';
+import { ROOT, runFerry, spawnFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+const FIXTURES = join(ROOT, 'test', 'fixtures', 'services');
+const fixture = (name: string): string => join(FIXTURES, name);
+
+/** A stack trace line, as Node prints it. */
+const STACK_LINE = /^\s+at /m;
+
+/** The `# expect: <line>` comments a fixture starts with; `{file}` stands for its path. */
+async function expectedIssues(path: string): Promise<string[]> {
+  const expected: string[] = [];
+  for (const line of (await readFile(path, 'utf8')).split('\n')) {
+    if (!line.startsWith('# expect: ')) break;
+    expected.push(line.slice('# expect: '.length).replaceAll('{file}', path));
+  }
+  return expected;
+}
+
+describe('ferry config check', () => {
+  it('a valid file: prints ok with its services, exit 0', async () => {
+    const path = fixture('valid.yaml');
+    const run = await runFerry(['config', 'check', path]);
+    expect(run.code, run.process.output()).toBe(0);
+    expect(run.stdout).toBe(`ok: ${path} (2 service(s): crm, mailer)`);
+    expect(run.stderr).toBe('');
+  });
+
+  it.each(['invalid-attempts.yaml', 'invalid-many.yaml', 'invalid-yaml-syntax.yaml'])(
+    '%s: prints every problem with its path, exit 1',
+    async (name) => {
+      const path = fixture(name);
+      const expected = await expectedIssues(path);
+      expect(expected.length).toBeGreaterThan(0);
+      const run = await runFerry(['config', 'check', path]);
+      expect(run.code, run.process.output()).toBe(1);
+      expect(run.stdout).toBe('');
+      const lines = run.stderr.split('\n');
+      expect(lines[0]).toMatch(new RegExp(`^${escape(path)}: \\d+ problem\\(s\\)$`));
+      for (const issue of expected) expect(lines.map((line) => line.trim())).toContain(issue);
+      expect(run.stderr).not.toMatch(STACK_LINE);
+    },
+  );
+
+  it('with no argument it checks FERRY_SERVICES; --json gives the issues as data', async () => {
+    const path = fixture('invalid-attempts.yaml');
+    const run = await runFerry(['config', 'check', '--json'], { env: { FERRY_SERVICES: path } });
+    expect(run.code, run.process.output()).toBe(1);
+    expect(JSON.parse(run.stdout)).toEqual({
+      file: path,
+      ok: false,
+      issues: [{ path: 'services.crm.retry.attempts', message: 'must be an integer >= 1' }],
+    });
+  });
+
+  it('a missing file: one clear line naming it, exit 1', async () => {
+    const path = join(FIXTURES, 'does-not-exist.yaml');
+    const run = await runFerry(['config', 'check', path]);
+    expect(run.code, run.process.output()).toBe(1);
+    expect(run.stderr).toContain(`${path}: services file not found`);
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+});
+
+describe('usage errors exit 2', () => {
+  it.each([
+    ['an unknown command', ['bogus'], /unknown command 'bogus'/],
+    ['an unknown option', ['worker', '--bogus'], /unknown option '--bogus'/],
+    ['a missing argument', ['enqueue', 'svc'], /missing required argument 'operation'/],
+  ])('%s', async (_name, args, message) => {
+    const run = await runFerry(args);
+    expect(run.code, run.process.output()).toBe(2);
+    expect(run.stderr).toMatch(message);
+    // Commander shows the usage after the error, so the caller sees what it should have typed.
+    expect(run.stderr).toContain('Usage: ferry');
+  });
+
+  it('ferry worker without REDIS_URL: exit 2 and says what to set', async () => {
+    const run = await runFerry(['worker'], { env: { FERRY_SERVICES: fixture('valid.yaml') } });
+    expect(run.code, run.process.output()).toBe(2);
+    expect(run.stderr.split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(/REDIS_URL \(or REDIS_CLUSTER_NODES\) is not set/);
+    expect(run.stderr).toMatch(/ferry dev/);
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+});
+
+const downstream = await startDownstream((request) =>
+  request.url === '/refuse'
+    ? { status: 422, body: { error: 'refused on purpose' } }
+    : { status: 201, body: { id: 7, received: JSON.parse(request.body) as unknown } },
+);
+const services = {
+  services: {
+    svc: {
+      baseUrl: downstream.url,
+      timeoutMs: 5_000,
+      retry: { attempts: 2, backoff: { delayMs: 50, maxDelayMs: 100 } },
+      operations: {
+        create: { method: 'POST', path: '/things', body: '{{ input }}' },
+        refuse: { method: 'POST', path: '/refuse', body: '{{ input }}' },
+      },
+    },
+  },
+};
+const servicesFile = await writeServicesFile(services);
+
+describe('ferry enqueue', () => {
+  it('--wait against a running worker: prints the result, exit 0; a dead-lettered job exits 1', async () => {
+    const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
+    const worker = spawnFerry(['worker'], { env });
+    await worker.waitUntilStarted(30_000);
+
+    const [json, human, dead] = await Promise.all([
+      runFerry(['enqueue', 'svc', 'create', '--input', '{"email":"a@b.c"}', '--wait', '--json'], { env }),
+      runFerry(['enqueue', 'svc', 'create', '--input', '{"n":2}', '--wait'], { env }),
+      runFerry(['enqueue', 'svc', 'refuse', '--input', '{"n":3}', '--wait'], { env }),
+    ]);
+
+    expect(json.code, json.process.output()).toBe(0);
+    const view = JSON.parse(json.stdout) as JobView;
+    expect(view).toMatchObject({
+      service: 'svc',
+      operation: 'create',
+      state: 'completed',
+      attempts: 1,
+      result: { status: 201, body: { id: 7, received: { email: 'a@b.c' } }, attempts: 1 },
+    });
+    const call = downstream.requests.find((request) => request.headers['idempotency-key'] === view.id);
+    expect(call?.body).toBe('{"email":"a@b.c"}');
+
+    expect(human.code, human.process.output()).toBe(0);
+    expect(human.stdout).toMatch(/^completed: svc\/\S+ status 201 after 1 attempt\(s\)$/);
+
+    expect(dead.code, dead.process.output()).toBe(1);
+    expect(dead.stdout).toMatch(/^dead-lettered: svc\/\S+ ClientError: downstream answered 422/);
+    expect(dead.stderr).toBe('');
+
+    worker.terminate();
+    expect((await worker.waitForExit()).code).toBe(0);
+  }, 60_000);
+
+  it.each([
+    ['service', ['nope', 'create'], 'service: unknown service "nope"'],
+    ['operation', ['svc', 'nope'], 'operation: unknown operation "nope" for service "svc"'],
+  ])('an unknown %s: one line naming it, exit 2, nothing enqueued', async (_what, args, message) => {
+    const prefix = uniquePrefix();
+    const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix });
+    const run = await runFerry(['enqueue', ...args, '--input', '{}'], { env });
+    expect(run.code, run.process.output()).toBe(2);
+    expect(run.stderr).toBe(`ValidationError: ${message}`);
+    expect(run.stdout).toBe('');
+    expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
+  });
+
+  it('input that is not JSON: exit 2, naming --input', async () => {
+    const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
+    const run = await runFerry(['enqueue', 'svc', 'create', '--input', '{not json'], { env });
+    expect(run.code, run.process.output()).toBe(2);
+    expect(run.stderr).toMatch(/^UsageError: --input: not valid JSON/);
+    expect(run.stderr).not.toMatch(STACK_LINE);
+  });
+});
+
+describe('--help', () => {
+  it('ferry --help lists the commands, exit 0; --version prints it', async () => {
+    const [help, version] = await Promise.all([runFerry(['--help']), runFerry(['--version'])]);
+    expect(help.code, help.process.output()).toBe(0);
+    for (const command of ['dev', 'worker', 'enqueue', 'config']) {
+      expect(help.stdout).toMatch(new RegExp(`^\\s+${command}\\b`, 'm'));
+    }
+    expect(version.code).toBe(0);
+    expect(version.stdout).toBe('0.1.0');
+  });
+
+  it.each([
+    ['dev', 'ferry dev [options]'],
+    ['worker', 'ferry worker [options]'],
+    ['enqueue', 'ferry enqueue [options] <service> <operation>'],
+    ['config check', 'ferry config check [options] [file]'],
+  ])('ferry %s --help: usage and examples, exit 0', async (command, usage) => {
+    const run = await runFerry([...command.split(' '), '--help']);
+    expect(run.code, run.process.output()).toBe(0);
+    expect(run.stdout).toContain(`Usage: ${usage}`);
+    const examples = run.stdout.split('Examples:')[1];
+    expect(examples, 'an Examples: section').toBeDefined();
+    // Each example is a runnable command line of this very command.
+    expect(examples).toMatch(new RegExp(`^\\s+\\$ .*ferry ${command}\\b`, 'm'));
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
