@@ -29,6 +29,7 @@ export type {
 export { createLogger, type Logger } from './core/logger.ts';
 export {
   DEAD_LETTER_QUEUE,
+  DEAD_LETTERED_FIELD,
   deadLetterJobId,
   deadLetterJobName,
   DEFAULT_PREFIX,

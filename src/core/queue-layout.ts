@@ -36,13 +36,22 @@ export function idempotentJobId(idempotencyKey: string): string {
 }
 
 /**
- * Dead-letter job id for a source job. Fixed per source job so that every writer (the worker, the sweep, a
- * re-run after a crash) adds the same job and none is duplicated. `.` cannot occur in a service name, so the
- * id splits unambiguously.
+ * Dead-letter job id for one source job: fixed per job so that every writer (the worker, the sweep, a re-run
+ * after a crash) adds the same dead letter and none is duplicated. The source job's creation time is part of
+ * it because job ids come back: an idempotency key's id is free again once its job is removed, and a second
+ * job under that id that also fails needs a dead letter of its own. `.` cannot occur in a service name and the
+ * last part is digits, so the id splits unambiguously.
  */
-export function deadLetterJobId(service: string, sourceJobId: string): string {
-  return `dl-${service}.${sourceJobId}`;
+export function deadLetterJobId(service: string, sourceJobId: string, sourceCreatedAt: number): string {
+  return `dl-${service}.${sourceJobId}.${sourceCreatedAt}`;
 }
+
+/**
+ * Field set on a source job's hash once its dead letter is written (value: the dead letter's id). The sweep
+ * trusts it instead of looking for the dead letter, so a dead letter an operator purged or replayed is never
+ * written again.
+ */
+export const DEAD_LETTERED_FIELD = 'ferryDeadLetter';
 
 /** BullMQ job name of a dead letter: `<service>.<operation>`. */
 export function deadLetterJobName(service: string, operation: string): string {

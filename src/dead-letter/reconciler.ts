@@ -7,7 +7,8 @@
 import { Job, type Queue } from 'bullmq';
 
 import { parseFailedReason } from '../core/failed-reason.ts';
-import type { AttemptRecord, DeadLetterRecord, JobData } from '../core/job.ts';
+import { type AttemptRecord, type DeadLetterRecord, deliveryStateSchema, type JobData } from '../core/job.ts';
+import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
 import type { DeadLetterWriter } from './writer.ts';
 
 export interface SweepResult {
@@ -17,9 +18,10 @@ export interface SweepResult {
 
 export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: number): DeadLetterRecord {
   const data = job.data ?? ({} as JobData);
-  const state = data.ferry;
-  // Job data is anyone's to write: never trust the history to be a list.
-  const recorded = Array.isArray(state?.attempts) ? state.attempts : [];
+  // Job data is anyone's to write: a malformed state is ignored (the failed reason still says what happened).
+  const parsed = deliveryStateSchema.safeParse(data.ferry);
+  const state = parsed.success ? parsed.data : undefined;
+  const recorded = state?.attempts ?? [];
   const record: DeadLetterRecord = {
     service,
     operation: job.name,
@@ -64,7 +66,23 @@ function unrecordedStalls(
   }));
 }
 
-/** Writes a dead letter for one failed job when it has none. Idempotent. */
+/** Records on the source job that its dead letter exists (see DEAD_LETTERED_FIELD). */
+export async function markDeadLettered(
+  writer: DeadLetterWriter,
+  queue: Pick<Queue, 'toKey'>,
+  jobId: string,
+  deadLetterId: string,
+): Promise<void> {
+  // HSET on a job that was removed meanwhile would create a stray hash: only mark one that still exists.
+  await writer.connection.eval(MARK_IF_EXISTS, 1, queue.toKey(jobId), DEAD_LETTERED_FIELD, deadLetterId);
+}
+
+const MARK_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
+
+/**
+ * Writes a dead letter for one failed job unless it has one (or had one that was purged or replayed).
+ * Idempotent; true when it wrote one.
+ */
 export async function reconcileJob(
   service: string,
   queue: Queue<JobData>,
@@ -72,11 +90,22 @@ export async function reconcileJob(
   writer: DeadLetterWriter,
   nowMs: number,
 ): Promise<boolean> {
-  if (await writer.exists(service, jobId)) return false;
-  const job = await Job.fromId<JobData>(queue, jobId);
-  if (job === undefined) return false;
-  await writer.write(deadLetterFromJob(service, job, nowMs));
-  return true;
+  const [createdAt, marked] = await writer.connection.hmget(
+    queue.toKey(jobId),
+    'timestamp',
+    DEAD_LETTERED_FIELD,
+  );
+  if (createdAt === null || marked !== null) return false;
+  const id = deadLetterJobId(service, jobId, Number(createdAt));
+  // Written before a crash stopped the worker from marking it: mark it now.
+  const existed = await writer.exists(id);
+  if (!existed) {
+    const job = await Job.fromId<JobData>(queue, jobId);
+    if (job === undefined) return false;
+    await writer.write(deadLetterFromJob(service, job, nowMs));
+  }
+  await markDeadLettered(writer, queue, jobId, id);
+  return !existed;
 }
 
 /**

@@ -5,8 +5,8 @@ import { DEAD_LETTER_QUEUE, deadLetterJobId, deadLetterJobName } from '../core/q
 import type { RedisClient } from '../core/redis.ts';
 
 /**
- * Writes dead letters to `{dead-letter}`. The job id is fixed per source job, so the worker, the failed-set
- * sweep and a re-run after a crash all write the same dead letter and none is ever duplicated. The queue is
+ * Writes dead letters to `{dead-letter}`. The job id is fixed per source job (deadLetterJobId), so the worker,
+ * the failed-set sweep and a re-run after a crash all write the same dead letter and none is ever duplicated. The queue is
  * paused: no worker consumes it; operators inspect, replay or purge it.
  */
 export class DeadLetterWriter {
@@ -30,7 +30,7 @@ export class DeadLetterWriter {
   async write(record: DeadLetterRecord): Promise<{ id: string }> {
     this.#paused ??= this.queue.pause();
     await this.#paused;
-    const id = deadLetterJobId(record.service, record.sourceJobId);
+    const id = deadLetterJobId(record.service, record.sourceJobId, record.enqueuedAt);
     await this.queue.add(deadLetterJobName(record.service, record.operation), record, {
       jobId: id,
       // Kept until an operator replays or purges it.
@@ -40,12 +40,13 @@ export class DeadLetterWriter {
     return { id };
   }
 
-  async exists(service: string, sourceJobId: string): Promise<boolean> {
-    return (await this.#connection.exists(this.queue.toKey(deadLetterJobId(service, sourceJobId)))) === 1;
+  async exists(id: string): Promise<boolean> {
+    return (await this.#connection.exists(this.queue.toKey(id))) === 1;
   }
 
-  async get(service: string, sourceJobId: string): Promise<Job<DeadLetterRecord> | undefined> {
-    return this.queue.getJob(deadLetterJobId(service, sourceJobId));
+  /** A dead letter by its id (`deadLetterJobId`, or a JobView's `deadLetterId`). */
+  async get(id: string): Promise<Job<DeadLetterRecord> | undefined> {
+    return this.queue.getJob(id);
   }
 
   close(): Promise<void> {

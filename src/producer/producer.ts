@@ -159,7 +159,7 @@ export class Producer {
       history,
       lastError,
       result,
-      deadLetterId: state === 'dead_lettered' ? deadLetterJobId(service, id) : undefined,
+      deadLetterId: state === 'dead_lettered' ? deadLetterJobId(service, id, job.timestamp) : undefined,
       enqueuedAt: job.timestamp,
       tenant: job.data?.tenant,
       idempotencyKey: job.data?.idempotencyKey,

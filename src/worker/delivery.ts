@@ -25,8 +25,8 @@ import {
   type JobResult,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
-import { deadLetterJobId } from '../core/queue-layout.ts';
-import { deadLetterFromJob } from '../dead-letter/reconciler.ts';
+import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
+import { deadLetterFromJob, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { decideRetry } from './retry-policy.ts';
@@ -224,30 +224,24 @@ async function deadLetter(
   const attempt = usedAttempts(state);
   // A run that lost its lock (Redis stalled longer than the lock) was abandoned: another run owns the job
   // now and must be the one to decide. Writing a dead letter here could dead-letter a job that succeeds.
-  if (state.final === undefined) {
+  const rerun = state.final !== undefined;
+  if (!rerun) {
     state.final = finalError;
     await persistOwned(job, token, state, deps);
   } else {
     await assertOwned(job, token, deps);
   }
-  const dead = deadLetterFromJob(deps.service.name, job, deps.clock.now());
-  await deps.writer.write(dead);
+  const deadLetterId = deadLetterJobId(deps.service.name, base.jobId, job.timestamp);
+  // A re-run of a job whose dead letter was written (and maybe purged since) before the crash: write none.
+  const written =
+    rerun && (await deps.writer.connection.hget(deps.queue.toKey(base.jobId), DEAD_LETTERED_FIELD)) !== null;
+  if (!written) {
+    await deps.writer.write(deadLetterFromJob(deps.service.name, job, deps.clock.now()));
+    await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
+  }
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
-  deps.logger.warn(
-    {
-      ...base,
-      attempt,
-      errorType: finalError.type,
-      deadLetterId: deadLetterJobId(deps.service.name, base.jobId),
-    },
-    'job dead-lettered',
-  );
-  deps.emit('job:dead:lettered', {
-    ...base,
-    attempt,
-    deadLetterId: deadLetterJobId(deps.service.name, base.jobId),
-    error: finalError,
-  });
+  deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
+  deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
   throw new UnrecoverableError(formatFailedReason(finalError));
 }
 

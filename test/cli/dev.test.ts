@@ -83,7 +83,10 @@ describe('ferry dev', () => {
     });
     const [rejected] = await queue.getJobs(['failed']);
     expect(rejected?.name).toBe('reject');
-    const dead = await Job.fromId<DeadLetterRecord>(deadLetters, deadLetterJobId('demo', rejected!.id!));
+    const dead = await Job.fromId<DeadLetterRecord>(
+      deadLetters,
+      deadLetterJobId('demo', rejected!.id!, rejected!.timestamp),
+    );
     expect(dead?.data.finalError).toMatchObject({ type: 'ClientError', status: 422 });
     await queue.close();
     await deadLetters.close();

@@ -26,6 +26,9 @@ describe('queue layout (DESIGN §3)', () => {
   });
 
   it('keeps dead-letter ids unambiguous when service names contain dashes', () => {
-    expect(deadLetterJobId('a', 'b-c')).not.toBe(deadLetterJobId('a-b', 'c'));
+    expect(deadLetterJobId('a', 'b-c', 1)).not.toBe(deadLetterJobId('a-b', 'c', 1));
+    expect(deadLetterJobId('crm', 'idem-x', 1763895000000)).toBe('dl-crm.idem-x.1763895000000');
+    // The same id under another creation time is another job: it gets its own dead letter.
+    expect(deadLetterJobId('crm', '7', 1)).not.toBe(deadLetterJobId('crm', '7', 2));
   });
 });

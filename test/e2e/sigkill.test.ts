@@ -88,6 +88,8 @@ interface Stored {
   result: JobResult | undefined;
   failedReason: string | undefined;
   stalledCounter: number;
+  /** BullMQ's `timestamp`: part of the dead letter's id. */
+  createdAt: number;
 }
 
 /** Reads the source jobs and every dead letter straight from Redis, the way any BullMQ tool would. */
@@ -123,6 +125,7 @@ class Inspector {
       result: job.returnvalue ?? undefined,
       failedReason: job.failedReason,
       stalledCounter: job.stalledCounter,
+      createdAt: job.timestamp,
     };
   }
 
@@ -268,7 +271,9 @@ describe('SIGKILL of worker processes', () => {
 
     // Exactly one dead letter per failed job, none for a completed one, none duplicated.
     const deadLetterIds = await inspect.deadLetterIds();
-    expect(deadLetterIds).toEqual(failed.map((job) => deadLetterJobId(SERVICE, job.id)).sort());
+    expect(deadLetterIds).toEqual(
+      failed.map((job) => deadLetterJobId(SERVICE, job.id, job.createdAt)).sort(),
+    );
     const waitList = await redis.client.lrange(inspect.deadLetters.toKey('wait'), 0, -1);
     expect([...waitList].sort()).toEqual(deadLetterIds);
 
@@ -300,7 +305,7 @@ describe('SIGKILL of worker processes', () => {
       );
       expect(job.failedReason, context).toBe(`${final?.type}: ${final?.message}`);
 
-      const dead = await inspect.deadLetter(deadLetterJobId(SERVICE, job.id));
+      const dead = await inspect.deadLetter(deadLetterJobId(SERVICE, job.id, job.createdAt));
       expect(dead?.name, context).toBe(deadLetterJobName(SERVICE, kind));
       const record = dead!.data;
       expect(record, context).toMatchObject({
@@ -372,8 +377,8 @@ describe('SIGKILL of worker processes', () => {
 
     await expect
       .poll(() => inspect.deadLetterIds(), { timeout: 30_000 })
-      .toEqual([deadLetterJobId(SERVICE, id)]);
-    const dead = await inspect.deadLetter(deadLetterJobId(SERVICE, id));
+      .toEqual([deadLetterJobId(SERVICE, id, job.createdAt)]);
+    const dead = await inspect.deadLetter(deadLetterJobId(SERVICE, id, job.createdAt));
     expect(dead?.name).toBe(deadLetterJobName(SERVICE, 'slow'));
     expect(dead?.data).toMatchObject({
       service: SERVICE,

@@ -174,7 +174,7 @@ describe('SIGTERM to a worker process', () => {
     expect(job?.data.ferry?.final).toBeUndefined();
     expect(job?.stalledCounter).toBe(0);
     expect((await queue.getJobCounts('failed')).failed).toBe(0);
-    const deadLetterKey = `${prefix}:${DEAD_LETTER_QUEUE}:${deadLetterJobId(SERVICE, id)}`;
+    const deadLetterKey = `${prefix}:${DEAD_LETTER_QUEUE}:${deadLetterJobId(SERVICE, id, job!.timestamp)}`;
     expect(await redis.client.exists(deadLetterKey)).toBe(0);
 
     // A new worker completes it, as attempt 1, with the same idempotency key.

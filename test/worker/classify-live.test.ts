@@ -56,7 +56,7 @@ describe('outcome classes against a real server', () => {
     expect(view.state).toBe('dead_lettered');
     expect(view.lastError?.type).toBe(type);
     expect(downstream.requests.length - before).toBe(calls);
-    const dead = await ferry.pool.deadLetters.get('svc', job.id);
+    const dead = await ferry.pool.deadLetters.get(view.deadLetterId!);
     expect(dead?.data.finalError.type).toBe(type);
     expect(dead?.data.attempts.filter((a) => a.outcome === 'failed')).toHaveLength(calls);
   });

@@ -84,7 +84,7 @@ describe('raw BullMQ producer', () => {
       expect(view.lastError?.type).toBe('ValidationError');
       expect(view.lastError?.message).toContain(field);
       expect(downstream.requests.length).toBe(before);
-      const dead = await ferry.pool.deadLetters.get('svc', job.id!);
+      const dead = await ferry.pool.deadLetters.get(view.deadLetterId!);
       expect(dead?.data.finalError.type).toBe('ValidationError');
       await queue.close();
     },
