@@ -8,9 +8,26 @@ import { registerEnqueueCommand } from './commands/enqueue.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
 import { EXIT_FAILURE, EXIT_USAGE, printError, UsageError } from './output.ts';
 
+// `ferry ... | head -1` closes our stdout early: that is the reader's choice, not an error worth a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
 const program = new Command('ferry')
   .description('Ferry: queue-based integration worker')
   .version('0.1.0')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  $ ferry dev                                   # everything locally, with a private redis-server
+  $ REDIS_URL=redis://127.0.0.1:6379 ferry worker --services crm
+  $ ferry enqueue crm createContact --input '{"email":"ada@example.com"}' --wait
+  $ ferry config check ./ferry.services.yaml
+
+Environment: REDIS_URL, FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README).`,
+  )
   .option('--verbose', 'print stack traces with errors')
   .exitOverride()
   .showHelpAfterError();

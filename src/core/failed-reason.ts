@@ -13,7 +13,7 @@ export function parseFailedReason(reason: string | undefined, stalledCounter: nu
   if (/stalled more than allowable limit/i.test(text)) {
     return {
       type: 'TimeoutError',
-      message: `the job was lost by a worker ${stalledCounter} times (crash or stall) before any run finished; the downstream may or may not have received it`,
+      message: `the job was lost by a worker ${stalledCounter} times (crash or stall) and BullMQ gave up on it; the downstream may or may not have received the last call`,
     };
   }
   const match = /^([A-Za-z]+Error): ([\s\S]*)$/.exec(text);

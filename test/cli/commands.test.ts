@@ -142,10 +142,13 @@ describe('ferry enqueue', () => {
     expect(call?.body).toBe('{"email":"a@b.c"}');
 
     expect(human.code, human.process.output()).toBe(0);
-    expect(human.stdout).toMatch(/^completed: svc\/\S+ status 201 after 1 attempt\(s\)$/);
+    const [headline, ...body] = human.stdout.split('\n');
+    expect(headline).toMatch(/^completed: svc\/\S+ status 201 after 1 attempt\(s\)$/);
+    expect(JSON.parse(body.join('\n'))).toMatchObject({ received: { n: 2 } });
 
     expect(dead.code, dead.process.output()).toBe(1);
     expect(dead.stdout).toMatch(/^dead-lettered: svc\/\S+ ClientError: downstream answered 422/);
+    expect(dead.stdout).toMatch(/\ndead letter: dl-svc\.\S+\.\d+$/);
     expect(dead.stderr).toBe('');
 
     worker.terminate();

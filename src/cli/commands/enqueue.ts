@@ -61,11 +61,13 @@ export function registerEnqueueCommand(program: Command): void {
         if (options.json === true) printJson(view);
         else if (view.state === 'completed')
           process.stdout.write(
-            `completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n`,
+            `completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n` +
+              `${JSON.stringify(view.result?.body ?? null, null, 2)}\n`,
           );
         else
           process.stdout.write(
-            `dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n`,
+            `dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n` +
+              `dead letter: ${view.deadLetterId ?? '(being written)'}\n`,
           );
         if (view.state !== 'completed') process.exitCode = EXIT_FAILURE;
       } finally {
