@@ -39,6 +39,8 @@ export interface DeliveryDeps extends ProcessorDeps {
   random: () => number;
   /** Lock duration of the worker, to re-check the lock before a dead letter is written. */
   lockDurationMs: number;
+  /** Aborted (reason `shutdown`) when the worker pool's shutdown deadline passes: in-flight calls stop. */
+  shutdownSignal?: AbortSignal;
 }
 
 /** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup); doubles. */
@@ -47,11 +49,13 @@ const MAX_INTERNAL_RETRY_DELAY_MS = 60_000;
 /** Failures to record an outcome before the job is dead-lettered instead of run again. */
 const MAX_INTERNAL_ERRORS = 5;
 
-export type DeliveryProcessor = (
-  job: Job<JobData, JobResult>,
-  token?: string,
-  signal?: AbortSignal,
-) => Promise<JobResult>;
+/**
+ * Two parameters on purpose: BullMQ gives a processor that declares a third one an AbortController of its
+ * own for every job, among the largest costs per job in Node 20 (bench/README.md). Cancellation on shutdown
+ * comes from `deps.shutdownSignal`, one for the whole pool, instead (BullMQ's per-job signals only served
+ * cancelAllJobs).
+ */
+export type DeliveryProcessor = (job: Job<JobData, JobResult>, token?: string) => Promise<JobResult>;
 
 export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   const { service, logger } = deps;
@@ -60,7 +64,8 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   // this line: logAttempt writes only fixed keys (none named like a REDACT_PATHS entry) with primitive values,
   // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
   const attemptLogger = logger.child({}, { redact: [] });
-  return async (job, token, signal) => {
+  const signal = deps.shutdownSignal;
+  return async (job, token) => {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
     const { state, problem } = readState(job.data);

@@ -2,7 +2,7 @@
  * One BullMQ Worker per service, each with its own undici pool and breaker. Only this module knows BullMQ's
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 
 import { Queue, Worker } from 'bullmq';
 
@@ -142,6 +142,12 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     }
   };
 
+  // Aborted when the shutdown deadline passes: every in-flight call of every service stops and its job is put
+  // back. One signal for the pool rather than BullMQ's one per job (see DeliveryProcessor); each call adds a
+  // listener while it runs, so up to the sum of the services' concurrency at once.
+  const shutdown = new AbortController();
+  setMaxListeners(0, shutdown.signal);
+
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
@@ -164,6 +170,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       emit,
       random,
       lockDurationMs,
+      shutdownSignal: shutdown.signal,
     });
     const worker = new Worker<JobData, JobResult>(queueName, processor, {
       connection,
@@ -292,7 +299,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
             { deadlineMs },
             'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
           );
-          for (const { worker } of runtimes) worker.cancelAllJobs('shutdown');
+          shutdown.abort('shutdown');
           // An aborted job still records its interrupted run in Redis; if Redis does not answer, that never
           // returns, and neither would close(). Within one bounded grace period, force-close: the jobs' locks
           // expire and they run again elsewhere (at-least-once), nothing is lost.
