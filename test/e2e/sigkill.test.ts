@@ -5,7 +5,6 @@
  * fails itself (stalled more than maxStalledCount) without ever calling Ferry's processor: the failed-set
  * sweep dead-letters those.
  */
-import { once } from 'node:events';
 import { createServer, type IncomingMessage } from 'node:http';
 
 import { Job, Queue } from 'bullmq';
@@ -23,6 +22,7 @@ import {
   serviceQueueName,
 } from '../../src/index.ts';
 import { type RecordedRequest, startDownstream } from '../helpers/downstream.ts';
+import { listenForTest } from '../helpers/listen.ts';
 import {
   type FerryProcess,
   type LogEntry,
@@ -409,16 +409,6 @@ async function startHangingService(): Promise<{ url: string; requests: string[] 
     requests.push(String(req.headers['idempotency-key']));
     req.resume();
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  onTestFinished(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  return { url: `http://127.0.0.1:${address.port}`, requests };
+  const url = await listenForTest(server);
+  return { url, requests };
 }

@@ -3,7 +3,6 @@
  * lets in-flight calls finish and takes no new job; past FERRY_SHUTDOWN_TIMEOUT_MS the call is aborted and
  * the job is put back as an `interrupted` run that uses no attempt, for another worker to complete.
  */
-import { once } from 'node:events';
 import { createServer, type ServerResponse } from 'node:http';
 
 import { Job, Queue } from 'bullmq';
@@ -18,6 +17,7 @@ import {
   serviceQueueName,
 } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
+import { listenForTest } from '../helpers/listen.ts';
 import { type FerryProcess, spawnFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
@@ -229,19 +229,9 @@ async function startHoldingService(): Promise<{ url: string; requests: HeldReque
     requests.push({ key: String(req.headers['idempotency-key']), closedUnanswered });
     if (answering) answer(res);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  onTestFinished(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
+  const url = await listenForTest(server);
   return {
-    url: `http://127.0.0.1:${address.port}`,
+    url,
     requests,
     answerNow() {
       answering = true;
