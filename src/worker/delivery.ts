@@ -365,6 +365,23 @@ function scrub(deps: DeliveryDeps): (text: string) => string {
 
 /** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
 function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
+  if (outcome.kind === 'completed') {
+    // The line of every successful job: one object, built in the order of the other lines' keys.
+    logger.info(
+      {
+        service: base.service,
+        operation: base.operation,
+        jobId: base.jobId,
+        tenant: base.tenant,
+        attempt,
+        durationMs: outcome.durationMs,
+        outcome: 'completed',
+        status: outcome.result.status,
+      },
+      'attempt completed',
+    );
+    return;
+  }
   const fields = {
     service: base.service,
     operation: base.operation,
@@ -374,9 +391,6 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
     durationMs: outcome.durationMs,
   };
   switch (outcome.kind) {
-    case 'completed':
-      logger.info({ ...fields, outcome: 'completed', status: outcome.result.status }, 'attempt completed');
-      return;
     case 'failed':
     case 'held':
       logger.warn(
