@@ -143,8 +143,8 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   };
 
   // Aborted when the shutdown deadline passes: every in-flight call of every service stops and its job is put
-  // back. One signal for the pool rather than BullMQ's one per job (see DeliveryProcessor); each call adds a
-  // listener while it runs, so up to the sum of the services' concurrency at once.
+  // back. One signal for the pool rather than BullMQ's one per job (see DeliveryProcessor); calls follow it
+  // through one listener per signal (see callDownstream).
   const shutdown = new AbortController();
   setMaxListeners(0, shutdown.signal);
 

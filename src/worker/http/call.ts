@@ -34,9 +34,11 @@ export async function callDownstream(
 ): Promise<CallResponse> {
   const controller = new AttemptAbort();
   const timer = setTimeout(() => controller.abort(new AttemptAbortedError('timeout')), options.timeoutMs);
-  const onOuterAbort = (): void => controller.abort(new AttemptAbortedError(abortReasonOf(options.signal)));
-  if (options.signal?.aborted === true) onOuterAbort();
-  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const outer = options.signal;
+  if (outer !== undefined) {
+    if (outer.aborted) controller.abort(new AttemptAbortedError(abortReasonOf(outer)));
+    else followAbort(outer, controller);
+  }
   try {
     const response = await pools.get(request.origin).request({
       path: request.path,
@@ -71,8 +73,39 @@ export async function callDownstream(
     throw classifyError(error);
   } finally {
     clearTimeout(timer);
-    options.signal?.removeEventListener('abort', onOuterAbort);
+    if (outer !== undefined) unfollowAbort(outer, controller);
   }
+}
+
+/**
+ * The calls in flight under each outer signal (the worker pool's one shutdown signal). One `abort` listener
+ * per signal aborts them all: adding and removing a listener on an AbortSignal (an EventTarget) for every
+ * call costs several µs each, a Set costs next to nothing.
+ */
+const followers = new WeakMap<AbortSignal, Set<AttemptAbort>>();
+
+function followAbort(signal: AbortSignal, controller: AttemptAbort): void {
+  let calls = followers.get(signal);
+  if (calls === undefined) {
+    const set = new Set<AttemptAbort>();
+    calls = set;
+    followers.set(signal, set);
+    signal.addEventListener(
+      'abort',
+      () => {
+        followers.delete(signal);
+        const reason = abortReasonOf(signal);
+        for (const call of set) call.abort(new AttemptAbortedError(reason));
+        set.clear();
+      },
+      { once: true },
+    );
+  }
+  calls.add(controller);
+}
+
+function unfollowAbort(signal: AbortSignal, controller: AttemptAbort): void {
+  followers.get(signal)?.delete(controller);
 }
 
 /**
