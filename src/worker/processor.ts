@@ -4,7 +4,13 @@
  */
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
 import { CircuitOpenError, type FerryError, isFerryError, ValidationError } from '../core/errors.ts';
-import { issuePath, type JobData, jobDataSchema, type JobResult } from '../core/job.ts';
+import {
+  issuePath,
+  isTriviallyValidJobData,
+  type JobData,
+  jobDataSchema,
+  type JobResult,
+} from '../core/job.ts';
 import type { ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
@@ -58,13 +64,7 @@ export async function runAttempt(
         field: 'operation',
       });
     }
-    const parsed = jobDataSchema.safeParse(job.data);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const field = issue === undefined ? 'data' : issuePath(issue.path, 'data');
-      throw new ValidationError(`bad job data: ${field}: ${issue?.message ?? 'invalid'}`, { field });
-    }
-    const data = parsed.data;
+    const data = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
     const secrets = await resolveSecrets(deps.secrets, service.secretNames, data.tenant, deps.scrubber);
     const context: TemplateContext = {
       input: data.input,
@@ -108,6 +108,17 @@ export async function runAttempt(
     }
     return { kind: 'failed', error, durationMs };
   }
+}
+
+/** Job data through the schema; a ValidationError naming the first bad field. */
+function parseJobData(raw: unknown): JobData {
+  const parsed = jobDataSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = issue === undefined ? 'data' : issuePath(issue.path, 'data');
+    throw new ValidationError(`bad job data: ${field}: ${issue?.message ?? 'invalid'}`, { field });
+  }
+  return parsed.data;
 }
 
 function breakerHold(error: BreakerOpenError, durationMs: number): AttemptOutcome {
