@@ -104,8 +104,9 @@ describe('circuit breaker', () => {
     await expect.poll(() => transitions.some((t) => t.to === 'open'), { timeout: 5_000 }).toBe(true);
     const openedAt = transitions.find((t) => t.to === 'open')!.at;
     const queue = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix: ferry.prefix });
-    // While open: the service's queue is held (rate-limited) for every worker.
-    expect(await queue.getRateLimitTtl()).toBeGreaterThan(0);
+    // While open: the service's queue is held (rate-limited) for every worker, from the moment a worker takes
+    // the next job and finds the breaker open (a moment after the breaker opened, on a busy machine).
+    await expect.poll(() => queue.getRateLimitTtl(), { timeout: 1_000, interval: 20 }).toBeGreaterThan(0);
     healthy = true;
     await Promise.all(jobs.map((job) => ferry.producer.waitFor('svc', job.id, { timeoutMs: 15_000 })));
     const calls = downstream.requests.slice(before);
