@@ -18,11 +18,21 @@ export function createEnvSecretResolver(env: NodeJS.ProcessEnv = process.env): S
   for (const [key, value] of Object.entries(env)) {
     if (key.startsWith('FERRY_SECRET_') && value !== undefined) values.set(key, value);
   }
+  // Names and tenants repeat job after job: their env forms are computed once.
+  const names = new Map<string, string>();
+  const scopes = new Map<string, string | undefined>();
   return {
     resolve(name, tenant) {
-      const secret = envName(name);
+      let secret = names.get(name);
+      if (secret === undefined) names.set(name, (secret = envName(name)));
       if (tenant !== undefined) {
-        const scope = tenantScope(tenant);
+        let scope = scopes.get(tenant);
+        if (scope === undefined && !scopes.has(tenant)) {
+          scope = tenantScope(tenant);
+          // Bounded: tenants are many in a large deployment, but the cache must not grow without limit.
+          if (scopes.size >= 10_000) scopes.clear();
+          scopes.set(tenant, scope);
+        }
         if (scope !== undefined) {
           const scoped = values.get(`FERRY_SECRET_TENANT_${scope}__${secret}`);
           if (scoped !== undefined) return scoped;

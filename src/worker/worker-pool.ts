@@ -133,6 +133,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // A listener's bug must never reach delivery: a throw from here would be taken for a failure to record the
   // outcome, and the job would run again. Every listener runs; errors are logged.
   const emit = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]): void => {
+    if (emitter.listenerCount(event) === 0) return;
     for (const listener of emitter.listeners(event)) {
       try {
         (listener as (payload: DeliveryEventMap[E]) => void)(payload);
