@@ -88,7 +88,16 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           // twice as much. The keys come out in the same order (attempts last).
           const result = outcome.result as JobResult;
           result.attempts = attempt;
-          deps.emit('job:attempt:completed', { ...base, attempt, durationMs: outcome.durationMs, result });
+          // Fields listed, not `{ ...base }`: in the bench's profile the spread cost ~6 µs on every job.
+          deps.emit('job:attempt:completed', {
+            service: base.service,
+            operation: base.operation,
+            jobId: base.jobId,
+            tenant: base.tenant,
+            attempt,
+            durationMs: outcome.durationMs,
+            result,
+          });
           return result;
         }
         case 'interrupted': {
