@@ -37,7 +37,9 @@ export class Scrubber implements SecretObserver {
    */
   scrubValue<T>(value: T): T {
     if (this.#needles.size === 0) return value;
-    return this.#scrubIn(value, this.#compiled()) as T;
+    const pattern = this.#compiled();
+    // Nearly every value is clean: find that out with a read-only walk, which allocates nothing.
+    return this.#contains(value, pattern) ? (this.#scrubIn(value, pattern) as T) : value;
   }
 
   #compiled(): RegExp {
@@ -49,6 +51,26 @@ export class Scrubber implements SecretObserver {
       'g',
     );
     return this.#pattern;
+  }
+
+  #contains(value: unknown, pattern: RegExp): boolean {
+    if (typeof value === 'string') {
+      pattern.lastIndex = 0;
+      return pattern.test(value);
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) if (this.#contains(value[i], pattern)) return true;
+      return false;
+    }
+    if (value !== null && typeof value === 'object') {
+      const keys = Object.keys(value);
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!;
+        if (this.#contains(key, pattern) || this.#contains((value as Record<string, unknown>)[key], pattern))
+          return true;
+      }
+    }
+    return false;
   }
 
   #scrubIn(value: unknown, pattern: RegExp): unknown {

@@ -119,6 +119,21 @@ describe('Scrubber.scrubValue', () => {
     expect(dirty.list[1]).toBe(`Bearer ${TOKEN}`); // the input is never mutated
   });
 
+  it.each<[string, unknown]>([
+    ['a key alone', { deep: { [TOKEN]: 1 } }],
+    ['a string deep in arrays', { a: [[{ b: ['x', { c: `t=${TOKEN}` }] }]] }],
+    ['a bare string', `echo ${TOKEN}`],
+    ['an array item', ['x', TOKEN]],
+  ])('finds the secret as %s', async (_what, value) => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(TOKEN);
+    const scrubbed = scrubber.scrubValue(value);
+    expect(scrubbed).not.toBe(value);
+    expect(JSON.stringify(scrubbed)).not.toContain(TOKEN);
+    expect(JSON.stringify(scrubbed)).toContain('[redacted]');
+  });
+
   it("keeps a downstream's __proto__ key as a key, never as a prototype", async () => {
     const { Scrubber } = await import('../../src/secrets/scrub.ts');
     const scrubber = new Scrubber();
