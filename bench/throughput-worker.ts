@@ -11,8 +11,8 @@
  *   status and returns `{ status, body }`; failures are retried by BullMQ through the jobs' `attempts`.
  * - `ferry`: Ferry's createWorkerPool on the services file the orchestrator wrote (loaded with the real
  *   loader), secrets from the environment through the env secret provider, breaker on, pino at level `info`
- *   writing one line per attempt to a file through an asynchronous SonicBoom destination (what Ferry does
- *   with stdout by default).
+ *   writing one line per attempt to a file through Ferry's own log destination (createLogDestination:
+ *   asynchronous, buffered as by default), what Ferry does with stdout.
  * - `ferry-silent`: the same with the logger at level `silent`, to show what logging costs. Not the headline.
  */
 import { readFileSync } from 'node:fs';
@@ -21,11 +21,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { Pool } from 'undici';
 
 import type { JobData } from '../src/core/job.ts';
-import { createLogger } from '../src/core/logger.ts';
+import { createLogDestination, createLogger } from '../src/core/logger.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
 import { loadServicesFile } from '../src/core/services/load.ts';
 import { createEnvSecretResolver } from '../src/secrets/env-provider.ts';
@@ -179,9 +178,9 @@ async function createFerrySide(spec: RunSpec, connection: Redis): Promise<BenchS
   // The real loader on a real file; FERRY_SECRET_BENCH_TOKEN comes from our environment, like a deployment's.
   const config = await loadServicesFile(spec.servicesFile, process.env);
   const silent = spec.side === 'ferry-silent';
-  // Ferry's default destination is stdout written asynchronously (SonicBoom); a file on the same terms keeps
-  // the bench's own output readable and lets us count the lines.
-  const destination = pino.destination({ dest: spec.logFile, sync: false, mkdir: true });
+  // Ferry's own destination (asynchronous, buffered as by default) on a file instead of stdout: the bench's
+  // output stays readable and the lines can be counted.
+  const destination = createLogDestination({ dest: spec.logFile });
   const logger = createLogger({ level: silent ? 'silent' : 'info', destination });
   const pool = createWorkerPool({
     config,

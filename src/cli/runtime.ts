@@ -18,6 +18,7 @@ export async function loadRuntime(options: { pretty?: boolean; name: string }): 
   const logger = createLogger({
     level: env.LOG_LEVEL,
     pretty: env.LOG_FORMAT === undefined ? options.pretty === true : env.LOG_FORMAT === 'pretty',
+    bufferBytes: env.FERRY_LOG_BUFFER_BYTES,
     name: options.name,
   });
   const config = await loadServicesFile(env.FERRY_SERVICES);
