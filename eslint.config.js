@@ -54,7 +54,7 @@ const dependencyZones = [
 export default defineConfig(
   {
     name: 'ferry/ignores',
-    ignores: ['dist/', 'node_modules/', '.ferry/', 'coverage/', 'test/artifacts/'],
+    ignores: ['dist/', '.bench-build/', 'node_modules/', '.ferry/', 'coverage/', 'test/artifacts/'],
   },
 
   ...tseslint.configs.recommended,

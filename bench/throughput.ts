@@ -41,8 +41,15 @@ import {
   SIDES,
 } from './throughput-spec.ts';
 
-const WORKER_FILE = fileURLToPath(new URL('./throughput-worker.ts', import.meta.url));
-const DOWNSTREAM_FILE = fileURLToPath(new URL('./downstream.ts', import.meta.url));
+// `npm run bench:throughput` runs this file as tsc compiles it (.bench-build/, what `npm start` runs is also
+// tsc's output): the children are then plain JavaScript too. From source (tsx) they run through tsx, whose
+// esbuild transform wraps every closure in a `__name` helper (keepNames), a per-closure cost production code
+// does not pay and that weighs on Ferry more than on the bare worker; good for a quick look, not for figures.
+const COMPILED = import.meta.url.endsWith('.js');
+const EXT = COMPILED ? '.js' : '.ts';
+const NODE_ARGS: readonly string[] = COMPILED ? [] : ['--import', 'tsx'];
+const WORKER_FILE = fileURLToPath(new URL(`./throughput-worker${EXT}`, import.meta.url));
+const DOWNSTREAM_FILE = fileURLToPath(new URL(`./downstream${EXT}`, import.meta.url));
 
 /** One payload for every job of every run: a typical "create contact" body, about 300 bytes of JSON. */
 const PAYLOAD = {
@@ -207,7 +214,7 @@ interface Downstream {
 
 async function startDownstream(latencyMs: number): Promise<Downstream> {
   const child = track(
-    spawn(process.execPath, ['--import', 'tsx', DOWNSTREAM_FILE, '--latency', String(latencyMs)], {
+    spawn(process.execPath, [...NODE_ARGS, DOWNSTREAM_FILE, '--latency', String(latencyMs)], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
       env: CHILD_ENV,
     }),
@@ -294,7 +301,7 @@ async function runSide(spec: RunSpec, cpuProfDir: string | undefined): Promise<R
 
 function runChild(spec: RunSpec, profile: readonly string[]): Promise<RunResult> {
   const child = track(
-    spawn(process.execPath, ['--import', 'tsx', ...profile, WORKER_FILE], {
+    spawn(process.execPath, [...NODE_ARGS, ...profile, WORKER_FILE], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
         ...CHILD_ENV,
