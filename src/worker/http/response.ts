@@ -25,8 +25,10 @@ const ALLOWED_HEADERS: ReadonlySet<string> = new Set([
 export const RESULT_BODY_MAX_CHARS = 64 * 1024;
 
 export function allowListedHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  // Walks the response's few headers rather than the fifteen allowed names (undici's names are lower-case).
   const out: Record<string, string> = {};
-  for (const name of ALLOWED_HEADERS) {
+  for (const name in headers) {
+    if (!ALLOWED_HEADERS.has(name)) continue;
     const value = headers[name];
     if (value !== undefined) out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
