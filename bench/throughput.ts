@@ -477,13 +477,19 @@ async function main(): Promise<number> {
     const ratio = median(ferry.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec));
     ratios.push(ratio);
     // Runs of one round are neighbours in time, so their ratio shares the machine's state of the moment.
-    const perRound = ferry.map((r, i) => (r.jobsPerSec / bare[i]!.jobsPerSec).toFixed(2));
+    const roundRatios = ferry.map((r, i) => r.jobsPerSec / bare[i]!.jobsPerSec);
+    const perRound = roundRatios.map((value) => value.toFixed(2));
+    // CPU per job is what decides throughput when the worker is the bottleneck, and varies less than jobs/s.
+    const cpuRatio =
+      median(bare.map((r) => r.workerCpuUs / r.jobs)) / median(ferry.map((r) => r.workerCpuUs / r.jobs));
     for (const side of options.sides) summary.push(summaryRow(latencyMs, side, bySide.get(side)!));
     summary.push(
       `${`${latencyMs} ms`.padEnd(9)}ratio ferry/bare ${ratio.toFixed(2)} (medians; per round ${perRound.join(', ')})` +
         (options.sides.includes('ferry-silent')
           ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec))).toFixed(2)}`
           : ''),
+      `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)}; ` +
+        `worker CPU per job bare/ferry ${cpuRatio.toFixed(2)}`,
     );
   }
   admin.disconnect();
