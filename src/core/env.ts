@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { ValidationError } from './errors.ts';
+import { DEFAULT_LOG_BUFFER_BYTES, MAX_LOG_BUFFER_BYTES } from './logger.ts';
 import { DEFAULT_PREFIX } from './queue-layout.ts';
 import { SECOND } from './time.ts';
 
@@ -23,8 +24,13 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** `pretty` for human-readable logs (default under `ferry dev`), `json` otherwise. */
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
-  /** Log lines collected before a write (at most 100 ms); 0 writes each line at once. */
-  FERRY_LOG_BUFFER_BYTES: z.coerce.number().int().min(0).max(65_536).default(4096),
+  /** Log lines collected before a write (at most 100 ms); 0 writes each line at once. Below SonicBoom's maxWrite. */
+  FERRY_LOG_BUFFER_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_LOG_BUFFER_BYTES)
+    .default(DEFAULT_LOG_BUFFER_BYTES),
   /** How long SIGTERM/SIGINT waits for in-flight calls before aborting them. */
   FERRY_SHUTDOWN_TIMEOUT_MS: z.coerce
     .number()

@@ -42,6 +42,8 @@ export interface LoggerFactoryOptions {
 
 /** Default of FERRY_LOG_BUFFER_BYTES. */
 export const DEFAULT_LOG_BUFFER_BYTES = 4096;
+/** SonicBoom refuses a minLength that is not below its maxWrite (16 KiB by default). */
+export const MAX_LOG_BUFFER_BYTES = 16 * 1024 - 1;
 /** The longest a buffered line waits for the buffer to fill before it is written anyway. */
 export const LOG_FLUSH_INTERVAL_MS = 100;
 
@@ -55,12 +57,14 @@ export interface LogDestinationOptions {
    * process is SIGKILLed are lost; shutdown, exit and uncaught errors flush them.
    */
   bufferBytes?: number;
+  /** How long a buffered line may wait; default LOG_FLUSH_INTERVAL_MS. */
+  flushIntervalMs?: number;
 }
 
 /** Ferry's log destination: asynchronous (no synchronous I/O on the worker's hot path), buffered. */
-export function createLogDestination(options: LogDestinationOptions = {}): DestinationStream & {
-  flushSync(): void;
-} {
+export type LogDestination = ReturnType<typeof pino.destination>;
+
+export function createLogDestination(options: LogDestinationOptions = {}): LogDestination {
   const bufferBytes = options.bufferBytes ?? DEFAULT_LOG_BUFFER_BYTES;
   const dest = options.dest ?? 1;
   return pino.destination({
@@ -68,7 +72,7 @@ export function createLogDestination(options: LogDestinationOptions = {}): Desti
     sync: false,
     mkdir: typeof dest === 'string',
     minLength: bufferBytes,
-    periodicFlush: bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0,
+    periodicFlush: bufferBytes > 0 ? (options.flushIntervalMs ?? LOG_FLUSH_INTERVAL_MS) : 0,
   });
 }
 

@@ -3,6 +3,7 @@
  * an uncaught error; bufferBytes 0 writes each line without waiting.
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { createLogDestination, createLogger, LOG_FLUSH_INTERVAL_MS } from '../../src/core/logger.ts';
+import { readEnv } from '../../src/core/env.ts';
+import { createLogDestination, createLogger, MAX_LOG_BUFFER_BYTES } from '../../src/core/logger.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'ferry-logger-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
@@ -56,23 +58,55 @@ async function runChild(
 }
 
 describe('createLogDestination', () => {
-  it('buffers lines and writes them within the flush interval', async () => {
+  it('keeps lines in the buffer until a flush, and writes them together', async () => {
     const file = join(dir, 'buffered.log');
-    const destination = createLogDestination({ dest: file });
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
+    await once(destination, 'ready');
     const logger = createLogger({ destination });
     logger.info({ n: 1 }, 'one');
     logger.info({ n: 2 }, 'two');
-    const found = await waitForLines(file, 2, LOG_FLUSH_INTERVAL_MS * 20);
+    await sleep(50);
+    expect(await lines(file)).toEqual([]);
+    const written = once(destination, 'write');
+    destination.flush();
+    await written;
+    const found = await lines(file);
     expect(found.map((line) => (JSON.parse(line) as { msg: string }).msg)).toEqual(['one', 'two']);
-    destination.flushSync();
+    destination.end();
   });
 
-  it('with bufferBytes 0, writes a line without waiting for the interval', async () => {
+  it('writes buffered lines on its own after the flush interval', async () => {
+    const file = join(dir, 'periodic.log');
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 20 });
+    await once(destination, 'ready');
+    createLogger({ destination }).info('later');
+    expect(await waitForLines(file, 1, 10_000)).toHaveLength(1);
+    destination.end();
+  });
+
+  it('with bufferBytes 0, writes each line without a flush', async () => {
     const file = join(dir, 'unbuffered.log');
-    const destination = createLogDestination({ dest: file, bufferBytes: 0 });
+    const destination = createLogDestination({ dest: file, bufferBytes: 0, flushIntervalMs: 60_000 });
+    await once(destination, 'ready');
+    const written = once(destination, 'write');
     createLogger({ destination }).info('at once');
-    expect(await waitForLines(file, 1, LOG_FLUSH_INTERVAL_MS / 2)).toHaveLength(1);
-    destination.flushSync();
+    await written;
+    expect(await lines(file)).toHaveLength(1);
+    destination.end();
+  });
+
+  it('accepts the largest buffer FERRY_LOG_BUFFER_BYTES allows', () => {
+    expect(readEnv({ FERRY_LOG_BUFFER_BYTES: String(MAX_LOG_BUFFER_BYTES) }).FERRY_LOG_BUFFER_BYTES).toBe(
+      MAX_LOG_BUFFER_BYTES,
+    );
+    const destination = createLogDestination({
+      dest: join(dir, 'max.log'),
+      bufferBytes: MAX_LOG_BUFFER_BYTES,
+    });
+    destination.end();
+    expect(() => readEnv({ FERRY_LOG_BUFFER_BYTES: String(MAX_LOG_BUFFER_BYTES + 1) })).toThrow(
+      'FERRY_LOG_BUFFER_BYTES',
+    );
   });
 
   it.each(['exit', 'throw'] as const)(
