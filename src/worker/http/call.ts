@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 
 import { parseRetryAfter } from '../retry-after.ts';
@@ -109,19 +108,43 @@ function unfollowAbort(signal: AbortSignal, controller: AttemptAbort): void {
 }
 
 /**
- * The abort signal of one call: undici takes an EventEmitter with `aborted`, `reason` and an `abort` event as
- * well as an AbortSignal, and aborts with `reason` just the same. One is made per call, and an AbortController
- * (an EventTarget) costs several times more to create and to add and remove undici's listener on.
+ * The abort signal of one call. undici takes any object with `aborted`, `reason` and EventEmitter-style
+ * `on` / `once` / `removeListener` for 'abort' as a signal, and aborts with `reason` just as for an
+ * AbortSignal. One is made per call: an AbortController (an EventTarget) costs several times more to create
+ * and to add and remove undici's listener on, and so does an EventEmitter's `once` wrapper. undici adds one
+ * listener per request; a list keeps any number correct.
  */
-class AttemptAbort extends EventEmitter {
+class AttemptAbort {
   aborted = false;
   reason: AttemptAbortedError | undefined;
+  #listeners: (() => void)[] | undefined;
+
+  on(_event: 'abort', listener: () => void): this {
+    (this.#listeners ??= []).push(listener);
+    return this;
+  }
+
+  once(event: 'abort', listener: () => void): this {
+    // Listeners run at most once anyway: abort() happens once and drops them.
+    return this.on(event, listener);
+  }
+
+  removeListener(_event: 'abort', listener: () => void): this {
+    const listeners = this.#listeners;
+    if (listeners !== undefined) {
+      const at = listeners.indexOf(listener);
+      if (at !== -1) listeners.splice(at, 1);
+    }
+    return this;
+  }
 
   abort(reason: AttemptAbortedError): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = reason;
-    this.emit('abort');
+    const listeners = this.#listeners;
+    this.#listeners = undefined;
+    if (listeners !== undefined) for (const listener of listeners) listener();
   }
 }
 
