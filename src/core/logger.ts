@@ -61,9 +61,9 @@ export interface LogDestinationOptions {
   flushIntervalMs?: number;
 }
 
-/** Ferry's log destination: asynchronous (no synchronous I/O on the worker's hot path), buffered. */
 export type LogDestination = ReturnType<typeof pino.destination>;
 
+/** Ferry's log destination: asynchronous (no synchronous I/O on the worker's hot path), buffered. */
 export function createLogDestination(options: LogDestinationOptions = {}): LogDestination {
   const bufferBytes = options.bufferBytes ?? DEFAULT_LOG_BUFFER_BYTES;
   const dest = options.dest ?? 1;
