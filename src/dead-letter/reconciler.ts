@@ -77,6 +77,15 @@ export async function markDeadLettered(
   await writer.connection.eval(MARK_IF_EXISTS, 1, queue.toKey(jobId), DEAD_LETTERED_FIELD, deadLetterId);
 }
 
+/** Whether the source job carries the mark of markDeadLettered (its dead letter was written, maybe purged since). */
+export async function isDeadLettered(
+  writer: DeadLetterWriter,
+  queue: Pick<Queue, 'toKey'>,
+  jobId: string,
+): Promise<boolean> {
+  return (await writer.connection.hget(queue.toKey(jobId), DEAD_LETTERED_FIELD)) !== null;
+}
+
 const MARK_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
 
 /**

@@ -25,8 +25,8 @@ import {
   type JobResult,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
-import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
-import { deadLetterFromJob, markDeadLettered } from '../dead-letter/reconciler.ts';
+import { deadLetterJobId } from '../core/queue-layout.ts';
+import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { decideRetry } from './retry-policy.ts';
@@ -175,7 +175,7 @@ async function fail(
   base: EventBase,
 ): Promise<never> {
   const decision = decideRetry(error, attempt, deps.service.retry, deps.random);
-  const errorRecord = toErrorRecord(error, (text) => deps.scrubber.scrub(text));
+  const errorRecord = toErrorRecord(error, scrub(deps));
   if (decision.kind === 'retry') {
     state.attempts.push(
       record(attempt, 'failed', deps, durationMs, error, errorRecord.message, decision.delayMs),
@@ -209,7 +209,7 @@ async function hold(
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
-  const errorRecord = toErrorRecord(outcome.error, (text) => deps.scrubber.scrub(text));
+  const errorRecord = toErrorRecord(outcome.error, scrub(deps));
   state.heldMs += outcome.holdMs;
   if (outcome.error.type !== 'CircuitOpenError') {
     // The call was made (429/503 + Retry-After): keep it in the history, though it uses no attempt.
@@ -250,8 +250,7 @@ async function deadLetter(
   }
   const deadLetterId = deadLetterJobId(deps.service.name, base.jobId, job.timestamp);
   // A re-run of a job whose dead letter was written (and maybe purged since) before the crash: write none.
-  const written =
-    rerun && (await deps.writer.connection.hget(deps.queue.toKey(base.jobId), DEAD_LETTERED_FIELD)) !== null;
+  const written = rerun && (await isDeadLettered(deps.writer, deps.queue, base.jobId));
   if (!written) {
     await deps.writer.write(deadLetterFromJob(deps.service.name, job, deps.clock.now()));
     await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
@@ -377,47 +376,54 @@ function scrub(deps: DeliveryDeps): (text: string) => string {
 
 /** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
 function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
-  if (outcome.kind === 'completed') {
-    // The line of every successful job: one object, built in the order of the other lines' keys.
-    logger.info(
-      {
-        service: base.service,
-        operation: base.operation,
-        jobId: base.jobId,
-        tenant: base.tenant,
-        attempt,
-        durationMs: outcome.durationMs,
-        outcome: 'completed',
-        status: outcome.result.status,
-      },
-      'attempt completed',
-    );
-    return;
+  switch (outcome.kind) {
+    case 'completed':
+      logger.info(
+        attemptLine(base, attempt, outcome.durationMs, 'completed', outcome.result.status),
+        'attempt completed',
+      );
+      return;
+    case 'failed':
+    case 'held': {
+      const { status, type, message } = outcome.error;
+      logger.warn(
+        attemptLine(base, attempt, outcome.durationMs, outcome.kind, status, type, message),
+        `attempt ${outcome.kind}`,
+      );
+      return;
+    }
+    case 'interrupted':
+      logger.warn(
+        attemptLine(base, attempt, outcome.durationMs, 'interrupted'),
+        'attempt interrupted by shutdown',
+      );
   }
-  const fields = {
+}
+
+/**
+ * The fields of an attempt's log line, as one literal with every key (pino leaves out the undefined ones):
+ * the same shape for every line, and no spread, which pino serialised about 15 µs/job slower.
+ */
+function attemptLine(
+  base: EventBase,
+  attempt: number,
+  durationMs: number,
+  outcome: AttemptOutcome['kind'],
+  status?: number,
+  errorType?: string,
+  errorMessage?: string,
+) {
+  return {
     service: base.service,
     operation: base.operation,
     jobId: base.jobId,
     tenant: base.tenant,
     attempt,
-    durationMs: outcome.durationMs,
+    durationMs,
+    outcome,
+    status,
+    errorType,
+    // Not `err`: pino's error serializer would dress this plain message up as an Error with an empty stack.
+    errorMessage,
   };
-  switch (outcome.kind) {
-    case 'failed':
-    case 'held':
-      logger.warn(
-        {
-          ...fields,
-          outcome: outcome.kind,
-          status: outcome.error.status,
-          errorType: outcome.error.type,
-          // Not `err`: pino's error serializer would dress this plain record up as an Error with an empty stack.
-          errorMessage: outcome.error.message,
-        },
-        `attempt ${outcome.kind}`,
-      );
-      return;
-    case 'interrupted':
-      logger.warn({ ...fields, outcome: 'interrupted' }, 'attempt interrupted by shutdown');
-  }
 }

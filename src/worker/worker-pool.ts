@@ -291,11 +291,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         for (const timer of timers) clearInterval(timer);
         let graceEnds = Date.now() + FORCE_CLOSE_AFTER_MS + deadlineMs;
         const graceful = Promise.all(runtimes.map(({ worker }) => worker.close()));
-        let timer: NodeJS.Timeout | undefined;
-        const deadline = new Promise<'deadline'>((resolve) => {
-          timer = setTimeout(() => resolve('deadline'), deadlineMs);
-        });
-        if ((await Promise.race([graceful, deadline])) === 'deadline') {
+        if ((await settleWithin(graceful, deadlineMs)) === 'settled') {
+          await graceful; // a worker that failed to close fails close() too
+        } else {
           logger.warn(
             { deadlineMs },
             'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
@@ -313,7 +311,6 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
             );
           }
         }
-        clearTimeout(timer);
         const rest = Promise.all([
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
