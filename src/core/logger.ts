@@ -45,7 +45,7 @@ export const DEFAULT_LOG_BUFFER_BYTES = 4096;
 /** SonicBoom refuses a minLength that is not below its maxWrite (16 KiB by default). */
 export const MAX_LOG_BUFFER_BYTES = 16 * 1024 - 1;
 /** The longest a buffered line waits for the buffer to fill before it is written anyway. */
-export const LOG_FLUSH_INTERVAL_MS = 100;
+const LOG_FLUSH_INTERVAL_MS = 100;
 
 export interface LogDestinationOptions {
   /** A file path or descriptor; default 1 (stdout). */

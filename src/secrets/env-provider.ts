@@ -18,25 +18,13 @@ export function createEnvSecretResolver(env: NodeJS.ProcessEnv = process.env): S
   for (const [key, value] of Object.entries(env)) {
     if (key.startsWith('FERRY_SECRET_') && value !== undefined) values.set(key, value);
   }
-  // Names and tenants repeat job after job: their env forms are computed once.
-  const names = new Map<string, string>();
-  const scopes = new Map<string, string | undefined>();
   return {
     resolve(name, tenant) {
-      let secret = names.get(name);
-      if (secret === undefined) names.set(name, (secret = envName(name)));
-      if (tenant !== undefined) {
-        let scope = scopes.get(tenant);
-        if (scope === undefined && !scopes.has(tenant)) {
-          scope = tenantScope(tenant);
-          // Bounded: tenants are many in a large deployment, but the cache must not grow without limit.
-          if (scopes.size >= 10_000) scopes.clear();
-          scopes.set(tenant, scope);
-        }
-        if (scope !== undefined) {
-          const scoped = values.get(`FERRY_SECRET_TENANT_${scope}__${secret}`);
-          if (scoped !== undefined) return scoped;
-        }
+      const secret = envName(name);
+      const scope = tenant === undefined ? undefined : tenantScope(tenant);
+      if (scope !== undefined) {
+        const scoped = values.get(`FERRY_SECRET_TENANT_${scope}__${secret}`);
+        if (scoped !== undefined) return scoped;
       }
       return values.get(`FERRY_SECRET_${secret}`);
     },
@@ -44,12 +32,12 @@ export function createEnvSecretResolver(env: NodeJS.ProcessEnv = process.env): S
 }
 
 /** The env form of a secret name: `crm.api-key` → `CRM_API_KEY`. */
-export function envName(name: string): string {
+function envName(name: string): string {
   return name.toUpperCase().replace(/[-.]/g, '_');
 }
 
 /** The env form of a tenant (case kept), or undefined when it could be confused at the `__` separator. */
-export function tenantScope(tenant: string): string | undefined {
+function tenantScope(tenant: string): string | undefined {
   const scope = tenant.replace(/[-.]/g, '_');
   return scope.includes('__') || scope.endsWith('_') ? undefined : scope;
 }

@@ -37,9 +37,7 @@ export class Scrubber implements SecretObserver {
    */
   scrubValue<T>(value: T): T {
     if (this.#needles.size === 0) return value;
-    const pattern = this.#compiled();
-    // Nearly every value is clean: find that out with a read-only walk, which allocates nothing.
-    return this.#contains(value, pattern) ? (this.#scrubIn(value, pattern) as T) : value;
+    return this.#scrubIn(value, this.#compiled()) as T;
   }
 
   #compiled(): RegExp {
@@ -51,26 +49,6 @@ export class Scrubber implements SecretObserver {
       'g',
     );
     return this.#pattern;
-  }
-
-  #contains(value: unknown, pattern: RegExp): boolean {
-    if (typeof value === 'string') {
-      pattern.lastIndex = 0;
-      return pattern.test(value);
-    }
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) if (this.#contains(value[i], pattern)) return true;
-      return false;
-    }
-    if (value !== null && typeof value === 'object') {
-      const keys = Object.keys(value);
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
-        if (this.#contains(key, pattern) || this.#contains((value as Record<string, unknown>)[key], pattern))
-          return true;
-      }
-    }
-    return false;
   }
 
   #scrubIn(value: unknown, pattern: RegExp): unknown {
@@ -88,15 +66,19 @@ export class Scrubber implements SecretObserver {
       return out ?? value;
     }
     if (value !== null && typeof value === 'object') {
-      const entries = Object.entries(value);
-      let changed = false;
-      const scrubbed = entries.map(([key, item]): [string, unknown] => {
+      // Copied only from the first change on: a clean value (nearly every one) allocates no entries.
+      const keys = Object.keys(value);
+      let out: [string, unknown][] | undefined;
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!;
+        const item: unknown = (value as Record<string, unknown>)[key];
         const newKey = this.#scrubIn(key, pattern) as string;
         const newItem = this.#scrubIn(item, pattern);
-        if (newKey !== key || newItem !== item) changed = true;
-        return [newKey, newItem];
-      });
-      return changed ? Object.fromEntries(scrubbed) : value;
+        if (out === undefined && (newKey !== key || newItem !== item))
+          out = keys.slice(0, i).map((k): [string, unknown] => [k, (value as Record<string, unknown>)[k]]);
+        out?.push([newKey, newItem]);
+      }
+      return out === undefined ? value : Object.fromEntries(out);
     }
     return value;
   }
