@@ -66,6 +66,13 @@ export interface AttemptRecord {
   retryDelayMs?: number;
 }
 
+/** Attempts used: failed runs only (held and interrupted runs use none, DESIGN §8). */
+export function usedAttempts(attempts: readonly AttemptRecord[]): number {
+  let used = 0;
+  for (const attempt of attempts) if (attempt.outcome === 'failed') used++;
+  return used;
+}
+
 /** Ferry's own bookkeeping inside the job data; producers never set it. */
 export interface DeliveryState {
   attempts: AttemptRecord[];

@@ -7,7 +7,13 @@
 import { Job, type Queue } from 'bullmq';
 
 import { parseFailedReason } from '../core/failed-reason.ts';
-import { type AttemptRecord, type DeadLetterRecord, deliveryStateSchema, type JobData } from '../core/job.ts';
+import {
+  type AttemptRecord,
+  type DeadLetterRecord,
+  deliveryStateSchema,
+  type JobData,
+  usedAttempts,
+} from '../core/job.ts';
 import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
 import type { DeadLetterWriter } from './writer.ts';
 
@@ -28,7 +34,7 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
     input: data.input ?? null,
     sourceJobId: job.id ?? '',
     sourceQueue: job.queueName,
-    attempts: [...recorded, ...unrecordedStalls(job, recorded, state?.stallsSeen, nowMs)],
+    attempts: [...recorded, ...unrecordedStalls(job, recorded, state?.stallsSeen ?? 0, nowMs)],
     finalError: state?.final ?? parseFailedReason(job.failedReason, job.stalledCounter),
     deadLetteredAt: nowMs,
     enqueuedAt: job.timestamp,
@@ -48,13 +54,12 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
 function unrecordedStalls(
   job: Job<JobData>,
   recorded: readonly AttemptRecord[],
-  stallsSeen: unknown,
+  seen: number,
   nowMs: number,
 ): AttemptRecord[] {
-  const seen = typeof stallsSeen === 'number' ? stallsSeen : 0;
   const stalls = job.stalledCounter ?? 0;
   if (stalls <= seen) return [];
-  const attempt = recorded.filter((entry) => entry.outcome === 'failed').length + 1;
+  const attempt = usedAttempts(recorded) + 1;
   // When the stalls happened is not recorded; the job failed (finishedOn) just after the last one was seen.
   const at = job.finishedOn ?? nowMs;
   return Array.from({ length: stalls - seen }, () => ({

@@ -10,6 +10,7 @@ import {
   type EnqueueRequest,
   type JobData,
   type JobResult,
+  usedAttempts,
 } from '../core/job.ts';
 import {
   DEAD_LETTER_QUEUE,
@@ -137,7 +138,7 @@ export class Producer {
     const parsed = deliveryStateSchema.safeParse(job.data?.ferry);
     const delivery = parsed.success ? parsed.data : undefined;
     const history = delivery?.attempts ?? [];
-    const failedAttempts = history.filter((a) => a.outcome === 'failed').length;
+    const failedAttempts = usedAttempts(history);
     const result = state === 'completed' ? (job.returnvalue ?? undefined) : undefined;
     const last = [...history].reverse().find((a) => a.type !== undefined);
     const lastError: ErrorRecord | undefined =

@@ -23,6 +23,7 @@ import {
   issuePath,
   type JobData,
   type JobResult,
+  usedAttempts,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
@@ -79,7 +80,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         // A previous run decided to dead-letter but died before the job reached failed: finish that, no new call.
         return await deadLetter(job, token, state, state.final, deps, base);
       }
-      const attempt = usedAttempts(state) + 1;
+      const attempt = usedAttempts(state.attempts) + 1;
       const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, deps, signal);
       logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
@@ -238,7 +239,7 @@ async function deadLetter(
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
-  const attempt = usedAttempts(state);
+  const attempt = usedAttempts(state.attempts);
   // A run that lost its lock (Redis stalled longer than the lock) was abandoned: another run owns the job
   // now and must be the one to decide. Writing a dead letter here could dead-letter a job that succeeds.
   const rerun = state.final !== undefined;
@@ -286,12 +287,6 @@ function readTenant(data: JobData | undefined): string | undefined {
   return typeof data?.tenant === 'string' ? data.tenant : undefined;
 }
 
-function usedAttempts(state: DeliveryState): number {
-  let used = 0;
-  for (const attempt of state.attempts) if (attempt.outcome === 'failed') used++;
-  return used;
-}
-
 /**
  * BullMQ counts stalls (a worker died or lost its lock mid-run) in stalledCounter. Each new one becomes an
  * `interrupted` entry: the history shows the lost run, and it uses no attempt (DESIGN §8).
@@ -304,7 +299,7 @@ function recordStalls(
 ): void {
   const stalls = job.stalledCounter ?? 0;
   if (stalls <= state.stallsSeen) return;
-  const attempt = usedAttempts(state) + 1;
+  const attempt = usedAttempts(state.attempts) + 1;
   for (let i = state.stallsSeen; i < stalls; i++) {
     state.attempts.push(
       record(
