@@ -6,6 +6,7 @@ import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { createEnvSecretResolver } from '../secrets/env-provider.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
+import { UsageError } from './output.ts';
 
 export interface Runtime {
   env: Env;
@@ -13,8 +14,22 @@ export interface Runtime {
   config: ServicesConfig;
 }
 
-export async function loadRuntime(options: { pretty?: boolean; name: string }): Promise<Runtime> {
+/**
+ * The environment of a command that needs a Redis it does not start itself. Checked before the services file
+ * is read: a missing REDIS_URL is the caller's mistake (exit 2), not to be hidden behind a later failure.
+ */
+export function readEnvWithRedis(): Env {
   const env = readEnv();
+  if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined) {
+    throw new UsageError(
+      'REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use',
+    );
+  }
+  return env;
+}
+
+export async function loadRuntime(options: { pretty?: boolean; name: string; env?: Env }): Promise<Runtime> {
+  const env = options.env ?? readEnv();
   const logger = createLogger({
     level: env.LOG_LEVEL,
     pretty: env.LOG_FORMAT === undefined ? options.pretty === true : env.LOG_FORMAT === 'pretty',
@@ -35,9 +50,8 @@ export function connect(env: Env, role: 'worker' | 'producer', name: string): Re
 }
 
 /**
- * connect() + wait until Redis answers. On failure the connection is closed (ioredis would otherwise retry
- * forever and the process would never exit) and the error says why; while waiting, connection errors are
- * collected instead of printed by ioredis as "Unhandled error event" stack traces.
+ * connect() + wait until Redis answers (waitUntilReady says why it did not). On failure the connection is
+ * closed: ioredis would otherwise retry forever and the process would never exit.
  */
 export async function connectReady(
   env: Env,
@@ -46,20 +60,11 @@ export async function connectReady(
   timeoutMs = 30_000,
 ): Promise<RedisClient> {
   const connection = connect(env, role, name);
-  let lastError: Error | undefined;
-  const onError = (error: Error): void => {
-    lastError = error;
-  };
-  connection.on('error', onError);
   try {
     await waitUntilReady(connection, timeoutMs);
-  } catch {
+  } catch (error) {
     connection.disconnect();
-    throw new Error(
-      `Redis was not ready within ${timeoutMs} ms${lastError === undefined ? '' : ` (${lastError.message})`}`,
-    );
-  } finally {
-    connection.off('error', onError);
+    throw error;
   }
   return connection;
 }

@@ -42,22 +42,33 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
   return new Redis(target.url, options);
 }
 
-/** Resolves when the client is ready, rejects after timeoutMs (a producer must not hang at start-up). */
+/**
+ * Resolves when the client is ready, rejects after timeoutMs (a producer must not hang at start-up) with the
+ * last connection error in the message. While waiting, connection errors are collected here instead of being
+ * printed by ioredis as "Unhandled error event" stack traces.
+ */
 export async function waitUntilReady(client: RedisClient, timeoutMs = 10_000): Promise<void> {
   if (client.status === 'ready') return;
   await new Promise<void>((resolve, reject) => {
+    let lastError: Error | undefined;
     const timer = setTimeout(() => {
       cleanup();
-      reject(new Error(`Redis was not ready within ${timeoutMs} ms`));
+      const why = lastError === undefined ? '' : ` (${lastError.message})`;
+      reject(new Error(`Redis was not ready within ${timeoutMs} ms${why}`));
     }, timeoutMs);
     const onReady = (): void => {
       cleanup();
       resolve();
     };
+    const onError = (error: Error): void => {
+      lastError = error;
+    };
     const cleanup = (): void => {
       clearTimeout(timer);
       client.off('ready', onReady);
+      client.off('error', onError);
     };
     client.on('ready', onReady);
+    client.on('error', onError);
   });
 }
