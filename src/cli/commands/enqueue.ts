@@ -3,12 +3,11 @@ import { text } from 'node:stream/consumers';
 
 import type { Command } from 'commander';
 
-import { readEnv } from '../../core/env.ts';
 import type { EnqueueRequest } from '../../core/job.ts';
 import { loadServicesFile } from '../../core/services/load.ts';
 import { Producer } from '../../producer/producer.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
-import { connect } from '../runtime.ts';
+import { connect, readEnvWithRedis } from '../runtime.ts';
 
 interface EnqueueOptions {
   input?: string;
@@ -36,9 +35,7 @@ export function registerEnqueueCommand(program: Command): void {
       `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n`,
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
-      const env = readEnv();
-      if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined)
-        throw new UsageError('REDIS_URL (or REDIS_CLUSTER_NODES) is not set');
+      const env = readEnvWithRedis();
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };
       if (options.input !== undefined) request.input = await readInput(options.input);

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 
-import { readEnv } from '../../core/env.ts';
 import { UsageError } from '../output.ts';
-import { connectReady, loadRuntime, startWorkers } from '../runtime.ts';
+import { connectReady, loadRuntime, readEnvWithRedis, startWorkers } from '../runtime.ts';
 import { onShutdownSignal } from '../shutdown.ts';
 
 export function registerWorkerCommand(program: Command): void {
@@ -15,15 +14,7 @@ export function registerWorkerCommand(program: Command): void {
       '\nExamples:\n  $ ferry worker\n  $ FERRY_SERVICES=./prod.services.yaml ferry worker --services crm,billing\n',
     )
     .action(async (options: { services?: string }) => {
-      // Checked before the services file is read: a missing REDIS_URL is the caller's mistake (exit 2), and it
-      // must not be hidden behind a "services file not found" failure (exit 1).
-      const preflight = readEnv();
-      if (preflight.REDIS_URL === undefined && preflight.REDIS_CLUSTER_NODES === undefined) {
-        throw new UsageError(
-          'REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use',
-        );
-      }
-      const runtime = await loadRuntime({ name: 'ferry-worker' });
+      const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
       const services = options.services
         ?.split(',')
         .map((s) => s.trim())
