@@ -14,6 +14,8 @@
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 
+import { BENCH_TOKEN_ENV } from './throughput-spec.ts';
+
 function readLatency(): number {
   const args = process.argv.slice(2);
   const at = args.indexOf('--latency');
@@ -27,7 +29,7 @@ function readLatency(): number {
 }
 
 const latencyMs = readLatency();
-const token = process.env.FERRY_SECRET_BENCH_TOKEN;
+const token = process.env[BENCH_TOKEN_ENV];
 const expectedAuthorization = token === undefined ? undefined : `Bearer ${token}`;
 let requests = 0;
 let authorized = 0;

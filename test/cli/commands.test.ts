@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { JobView } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { ROOT, runFerry, spawnFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
+import { ROOT, runFerry, startWorker, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -120,8 +120,7 @@ const servicesFile = await writeServicesFile(services);
 describe('ferry enqueue', () => {
   it('--wait against a running worker: prints the result, exit 0; a dead-lettered job exits 1', async () => {
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
-    const worker = spawnFerry(['worker'], { env });
-    await worker.waitUntilStarted(30_000);
+    const worker = await startWorker(env);
 
     const [json, human, dead] = await Promise.all([
       runFerry(['enqueue', 'svc', 'create', '--input', '{"email":"a@b.c"}', '--wait', '--json'], { env }),

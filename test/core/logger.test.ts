@@ -25,15 +25,6 @@ async function lines(file: string): Promise<string[]> {
   return text.split('\n').filter((line) => line !== '');
 }
 
-async function waitForLines(file: string, count: number, withinMs: number): Promise<string[]> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const found = await lines(file);
-    if (found.length >= count || Date.now() > deadline) return found;
-    await sleep(10);
-  }
-}
-
 /**
  * Runs a child that logs `count` lines through Ferry's default destination (stdout, buffered) and then ends as
  * `how`; resolves with its exit code and the JSON lines it printed.
@@ -80,7 +71,7 @@ describe('createLogDestination', () => {
     const destination = createLogDestination({ dest: file, flushIntervalMs: 20 });
     await once(destination, 'ready');
     createLogger({ destination }).info('later');
-    expect(await waitForLines(file, 1, 10_000)).toHaveLength(1);
+    await expect.poll(async () => (await lines(file)).length, { timeout: 10_000 }).toBe(1);
     destination.end();
   });
 

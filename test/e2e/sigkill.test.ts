@@ -26,7 +26,7 @@ import { listenForTest } from '../helpers/listen.ts';
 import {
   type FerryProcess,
   type LogEntry,
-  spawnFerry,
+  startWorker,
   workerEnv,
   writeServicesFile,
 } from '../helpers/processes.ts';
@@ -164,12 +164,6 @@ async function producer(prefix: string): Promise<Producer> {
 
 const isAttemptLog = (entry: LogEntry): boolean =>
   entry.msg === 'attempt completed' || entry.msg === 'attempt failed';
-
-async function startWorker(env: Record<string, string | undefined>): Promise<FerryProcess> {
-  const worker = spawnFerry(['worker'], { env });
-  await worker.waitUntilStarted(30_000);
-  return worker;
-}
 
 /** Waits until `worker` has finished at least `count` attempts of its own, so it is busy when killed. */
 async function whenBusy(worker: FerryProcess, count: number): Promise<void> {

@@ -18,7 +18,7 @@ import {
 } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { listenForTest } from '../helpers/listen.ts';
-import { type FerryProcess, spawnFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
+import { startWorker, withTimeout, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -58,12 +58,6 @@ async function setup(baseUrl: string, concurrency: number, extra: Record<string,
   });
   onTestFinished(() => queue.close());
   return { prefix, env, producer, queue };
-}
-
-async function startWorker(env: Record<string, string | undefined>): Promise<FerryProcess> {
-  const worker = spawnFerry(['worker'], { env });
-  await worker.waitUntilStarted(30_000);
-  return worker;
 }
 
 async function enqueue(producer: Producer, count: number, from: number): Promise<string[]> {
@@ -155,7 +149,11 @@ describe('SIGTERM to a worker process', () => {
     worker.terminate();
 
     // The downstream sees its connection closed before it answered: the call was really aborted.
-    await within(service.requests[0]!.closedUnanswered, 10_000, 'the held call to be aborted');
+    await withTimeout(
+      service.requests[0]!.closedUnanswered,
+      10_000,
+      () => 'timed out after 10000 ms waiting for the held call to be aborted',
+    );
     const exit = await worker.waitForExit(15_000);
     expect(exit, worker.output()).toEqual({ code: 0, signal: null });
     expect(worker.countLogs((entry) => /deadline passed/.test(String(entry.msg)))).toBe(1);
@@ -189,21 +187,6 @@ describe('SIGTERM to a worker process', () => {
     expect((await next.waitForExit()).code).toBe(0);
   }, 60_000);
 });
-
-async function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)),
-      timeoutMs,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 interface HeldRequest {
   key: string;

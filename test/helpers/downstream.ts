@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-import { afterAll } from 'vitest';
+import { registerCleanup } from './cleanup.ts';
 
 export interface RecordedRequest {
   method: string;
@@ -77,7 +77,7 @@ export async function startDownstream(
     for (const socket of sockets) socket.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
-  afterAll(close);
+  registerCleanup(close);
   return {
     url: `http://127.0.0.1:${address.port}`,
     requests,

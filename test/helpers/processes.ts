@@ -12,11 +12,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { afterAll, onTestFinished } from 'vitest';
+import { registerCleanup } from './cleanup.ts';
 
 /** The repository root and the built CLI (vitest's globalSetup builds dist/ before any test file runs). */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
 export interface Exit {
   code: number | null;
@@ -47,15 +47,6 @@ function installExitHook(): void {
   process.once('exit', () => {
     for (const child of live) child.kill('SIGKILL');
   });
-}
-
-/** Registers cleanup on the current test, or on the file when called outside a test. */
-function registerCleanup(cleanup: () => Promise<void>): void {
-  try {
-    onTestFinished(cleanup);
-  } catch {
-    afterAll(cleanup);
-  }
 }
 
 export class FerryProcess {
@@ -105,10 +96,6 @@ export class FerryProcess {
         });
       });
     });
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1;
   }
 
   get running(): boolean {
@@ -222,19 +209,12 @@ export class FerryProcess {
   }
 
   /** Resolves with the exit; rejects (leaving the process running for cleanup) after timeoutMs. */
-  async waitForExit(timeoutMs = 15_000): Promise<Exit> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`process did not exit within ${timeoutMs} ms\n${this.output()}`)),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  waitForExit(timeoutMs = 15_000): Promise<Exit> {
+    return withTimeout(
+      this.exited,
+      timeoutMs,
+      () => `process did not exit within ${timeoutMs} ms\n${this.output()}`,
+    );
   }
 
   #capture(stream: NodeJS.ReadableStream, into: string[], name: 'stdout' | 'stderr'): Promise<void> {
@@ -329,4 +309,28 @@ export function isProcessAlive(pid: number): boolean {
     // EPERM: it exists but belongs to someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** `promise`, or a rejection with `message()` after `timeoutMs`. */
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  message: () => string,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `ferry worker` with `env`, once it says it started. */
+export async function startWorker(env: Record<string, string | undefined>): Promise<FerryProcess> {
+  const worker = spawnFerry(['worker'], { env });
+  await worker.waitUntilStarted(30_000);
+  return worker;
 }

@@ -78,7 +78,7 @@ describe('circuit breaker', () => {
       served500++;
       return { status: 500, body: 'down' };
     });
-    const resetTimeoutMs = 1_500;
+    const resetTimeoutMs = 3_000;
     const ferry = await createTestFerry(redis, {
       services: oneService(downstream.url, {
         concurrency: 2,
@@ -106,7 +106,7 @@ describe('circuit breaker', () => {
     const queue = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix: ferry.prefix });
     // While open: the service's queue is held (rate-limited) for every worker, from the moment a worker takes
     // the next job and finds the breaker open (a moment after the breaker opened, on a busy machine).
-    await expect.poll(() => queue.getRateLimitTtl(), { timeout: 1_000, interval: 20 }).toBeGreaterThan(0);
+    await expect.poll(() => queue.getRateLimitTtl(), { timeout: 2_000, interval: 20 }).toBeGreaterThan(0);
     healthy = true;
     await Promise.all(jobs.map((job) => ferry.producer.waitFor('svc', job.id, { timeoutMs: 15_000 })));
     const calls = downstream.requests.slice(before);

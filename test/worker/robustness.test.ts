@@ -21,9 +21,9 @@ describe('worker robustness', () => {
     });
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n: 1 } });
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    // Taken for "could not record the outcome", the job would have been delayed and run again before it
+    // completed: a completed job with one call was never repeated.
     expect(view.state).toBe('completed');
-    // Once retried as "could not record the outcome", the job would call again within about a second.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
     expect(downstream.requests).toHaveLength(1);
     expect(calls).toBe(1);
     expect(ferry.logs.some((line) => line.includes('delivery event listener threw'))).toBe(true);
@@ -35,16 +35,16 @@ describe('worker robustness', () => {
       services: oneService(downstream.url, { timeoutMs: 10_000 }),
     });
     await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
-    while (downstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    await expect.poll(() => downstream.requests.length, { timeout: 10_000 }).toBe(1);
     frozen.process.kill('SIGSTOP');
     try {
-      const started = Date.now();
+      let timer: NodeJS.Timeout | undefined;
       const outcome = await Promise.race([
         ferry.pool.close({ deadlineMs: 300 }).then(() => 'closed'),
-        new Promise((resolve) => setTimeout(() => resolve('hung'), 20_000)),
+        new Promise((resolve) => (timer = setTimeout(() => resolve('hung'), 20_000))),
       ]);
+      clearTimeout(timer);
       expect(outcome).toBe('closed');
-      expect(Date.now() - started).toBeLessThan(20_000);
     } finally {
       frozen.process.kill('SIGCONT');
     }
