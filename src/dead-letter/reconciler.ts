@@ -104,13 +104,30 @@ export async function reconcileJob(
   writer: DeadLetterWriter,
   nowMs: number,
 ): Promise<boolean> {
-  const [createdAt, marked] = await writer.connection.hmget(
-    queue.toKey(jobId),
-    'timestamp',
-    DEAD_LETTERED_FIELD,
-  );
+  const [createdAt, marked] = await readMark(writer, queue, jobId);
   if (createdAt === null || marked !== null) return false;
-  const id = deadLetterJobId(service, jobId, Number(createdAt));
+  return writeMissing(service, queue, jobId, Number(createdAt), writer, nowMs);
+}
+
+/** The source job's creation time and dead-letter mark (both null when the job is gone). */
+function readMark(
+  writer: DeadLetterWriter,
+  queue: Pick<Queue, 'toKey'>,
+  jobId: string,
+): Promise<(string | null)[]> {
+  return writer.connection.hmget(queue.toKey(jobId), 'timestamp', DEAD_LETTERED_FIELD);
+}
+
+/** For an existing, unmarked failed job: writes its dead letter unless one exists, then marks it. */
+async function writeMissing(
+  service: string,
+  queue: Queue<JobData>,
+  jobId: string,
+  createdAt: number,
+  writer: DeadLetterWriter,
+  nowMs: number,
+): Promise<boolean> {
+  const id = deadLetterJobId(service, jobId, createdAt);
   // Written before a crash stopped the worker from marking it: mark it now.
   const existed = await writer.exists(id);
   if (!existed) {
@@ -138,9 +155,13 @@ export async function sweepFailed(
   const pageSize = 500;
   for (let offset = 0; ; offset += pageSize) {
     const ids = await client.zrangebyscore(queue.toKey('failed'), sinceMs, '+inf', 'LIMIT', offset, pageSize);
-    for (const id of ids) {
+    // The page's marks (nearly all set) read together, pipelined, not one round trip per job.
+    const marks = await Promise.all(ids.map((id) => readMark(writer, queue, id)));
+    for (const [i, id] of ids.entries()) {
       result.checked++;
-      if (await reconcileJob(service, queue, id, writer, nowMs)) result.written.push(id);
+      const [createdAt, marked] = marks[i]!;
+      if (createdAt === null || createdAt === undefined || marked !== null) continue;
+      if (await writeMissing(service, queue, id, Number(createdAt), writer, nowMs)) result.written.push(id);
     }
     if (ids.length < pageSize) return result;
   }
