@@ -1,8 +1,9 @@
 /**
  * opossum as this process's failure-rate detector, used only while the breaker is closed. Which rejections
- * count is decided per call (`isFailure`), while opossum's `errorFilter` is per breaker: a rejection that does
- * not count travels through opossum wrapped in UncountedRejection (filtered: opossum records it as a success,
- * the service answered) and is unwrapped before the caller sees it.
+ * count is decided per call (`isFailure`), while opossum's `errorFilter` is per breaker: opossum passes the
+ * fired arguments to the filter too (lib/circuit.js handleError, opossum 9), so the call's own `isFailure`
+ * travels as the second argument and the filter asks it. A filtered rejection is recorded as a success (the
+ * service answered) and reaches the caller unchanged.
  */
 import CircuitBreaker from 'opossum';
 
@@ -19,27 +20,18 @@ export interface FailureDetector {
 
 type Action = () => Promise<unknown>;
 
-class UncountedRejection {
-  readonly error: unknown;
-  constructor(error: unknown) {
-    this.error = error;
-  }
+function runAction(fn: Action, _isFailure: IsFailure): Promise<unknown> {
+  return fn();
 }
 
-const isUncounted = (error: unknown): boolean => error instanceof UncountedRejection;
-
-async function runCounted(fn: Action, isFailure: IsFailure): Promise<unknown> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw isFailure(error) ? error : new UncountedRejection(error);
-  }
+function isNotFailure(error: unknown, _fn: Action, isFailure: IsFailure): boolean {
+  return !isFailure(error);
 }
 
 /**
  * @param onTripped the failure rate crossed the threshold.
- * @param refusal the error for a call opossum itself refused (open or shut down). It cannot refuse while the
- *   caller only uses a detector that has not tripped, but the mapping keeps opossum's errors away from callers.
+ * @param refusal the error for a call opossum itself would refuse (open or shut down). It cannot refuse while
+ *   the caller only uses a detector that has not tripped, but the check keeps opossum's errors away from callers.
  */
 export function createFailureDetector(
   name: string,
@@ -48,19 +40,15 @@ export function createFailureDetector(
   refusal: () => Error,
 ): FailureDetector {
   const breaker = new CircuitBreaker<[Action, IsFailure], unknown>(
-    runCounted,
-    toOpossumOptions(name, options, isUncounted),
+    runAction,
+    toOpossumOptions(name, options, isNotFailure as (error: unknown) => boolean),
   );
   breaker.on('open', onTripped);
   return {
-    async run<T>(fn: () => Promise<T>, isFailure: IsFailure): Promise<T> {
-      try {
-        return (await breaker.fire(fn, isFailure)) as T;
-      } catch (error) {
-        if (error instanceof UncountedRejection) throw error.error;
-        if (error instanceof Error && CircuitBreaker.isOurError(error)) throw refusal();
-        throw error;
-      }
+    run<T>(fn: () => Promise<T>, isFailure: IsFailure): Promise<T> {
+      // Checked here, not by catching opossum's rejection: the hot path then adds no promise of its own.
+      if (breaker.isShutdown || !(breaker.closed || breaker.pendingClose)) return Promise.reject(refusal());
+      return breaker.fire(fn, isFailure) as Promise<T>;
     },
     shutdown(): void {
       breaker.shutdown();
