@@ -65,7 +65,8 @@ export async function runAttempt(
       });
     }
     const data = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
-    const secrets = await resolveSecrets(deps.secrets, service.secretNames, data.tenant, deps.scrubber);
+    const resolved = resolveSecrets(deps.secrets, service.secretNames, data.tenant, deps.scrubber);
+    const secrets = resolved instanceof Promise ? await resolved : resolved;
     const context: TemplateContext = {
       input: data.input,
       secrets,
