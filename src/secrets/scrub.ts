@@ -66,22 +66,33 @@ export class Scrubber implements SecretObserver {
       return out ?? value;
     }
     if (value !== null && typeof value === 'object') {
-      // Copied only from the first change on: a clean value (nearly every one) allocates no entries.
-      const keys = Object.keys(value);
+      // A clean value (nearly every one) is walked without allocating: no key list, no copy. JSON gives plain
+      // objects whose enumerable keys are all their own, so for-in sees Object.keys' keys in the same order.
+      // From the first change on, entries are collected (each value scrubbed once) and rebuilt with own data
+      // properties, so a `__proto__` key stays a key.
+      const record = value as Record<string, unknown>;
       let out: [string, unknown][] | undefined;
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
-        const item: unknown = (value as Record<string, unknown>)[key];
+      for (const key in record) {
+        const item = record[key];
         const newKey = this.#scrubIn(key, pattern) as string;
         const newItem = this.#scrubIn(item, pattern);
-        if (out === undefined && (newKey !== key || newItem !== item))
-          out = keys.slice(0, i).map((k): [string, unknown] => [k, (value as Record<string, unknown>)[k]]);
+        if (out === undefined && (newKey !== key || newItem !== item)) out = entriesBefore(record, key);
         out?.push([newKey, newItem]);
       }
       return out === undefined ? value : Object.fromEntries(out);
     }
     return value;
   }
+}
+
+/** The entries of `record` before `key`, unchanged. */
+function entriesBefore(record: Record<string, unknown>, key: string): [string, unknown][] {
+  const entries: [string, unknown][] = [];
+  for (const earlier in record) {
+    if (earlier === key) break;
+    entries.push([earlier, record[earlier]]);
+  }
+  return entries;
 }
 
 /**

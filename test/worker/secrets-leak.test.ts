@@ -134,6 +134,19 @@ describe('Scrubber.scrubValue', () => {
     expect(JSON.stringify(scrubbed)).toContain('[redacted]');
   });
 
+  it('scrubs a secret at the bottom of deeply nested JSON, each level walked once', async () => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(TOKEN);
+    // A walk that re-scrubbed a changed child would take 2^500 steps here and never finish.
+    let body: unknown = { before: 'x', token: TOKEN, after: 'y' };
+    for (let i = 0; i < 500; i++) body = { before: i, child: body, after: i };
+    const scrubbed = JSON.stringify(scrubber.scrubValue(body));
+    expect(scrubbed).not.toContain(TOKEN);
+    expect(scrubbed).toContain('{"before":"x","token":"[redacted]","after":"y"}');
+    expect(scrubbed.indexOf('"before":499')).toBeLessThan(scrubbed.indexOf('"after":499'));
+  });
+
   it("keeps a downstream's __proto__ key as a key, never as a prototype", async () => {
     const { Scrubber } = await import('../../src/secrets/scrub.ts');
     const scrubber = new Scrubber();
