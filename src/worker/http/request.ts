@@ -52,14 +52,16 @@ export function buildRequest(
   let path = base.basePath + (renderedPath.startsWith('/') ? renderedPath : `/${renderedPath}`);
 
   const auth = renderAuth(service.auth, context);
-  const query: [string, string][] = [];
-  for (const [name, template] of operation.query) {
-    const value = template.render(context);
-    if (value !== undefined && value !== null)
-      query.push([name, typeof value === 'string' ? value : JSON.stringify(value)]);
+  if (operation.query.size > 0 || auth.query.length > 0) {
+    const query: [string, string][] = [];
+    for (const [name, template] of operation.query) {
+      const value = template.render(context);
+      if (value !== undefined && value !== null)
+        query.push([name, typeof value === 'string' ? value : JSON.stringify(value)]);
+    }
+    for (const pair of auth.query) query.push(pair);
+    if (query.length > 0) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(query).toString();
   }
-  query.push(...auth.query);
-  if (query.length > 0) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(query).toString();
 
   const headers: Record<string, string> = { 'user-agent': USER_AGENT };
   for (const [name, template] of service.headers)
