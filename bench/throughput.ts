@@ -404,6 +404,27 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/**
+ * A 95% percentile-bootstrap interval for the median of `values`: how far the headline could move on this
+ * machine by luck of the rounds alone (a VM's speed can swing by half within a minute). Seeded, so the same
+ * rounds always print the same interval.
+ */
+function bootstrapMedianInterval(values: readonly number[], resamples = 2_000): [number, number] {
+  let seed = 0x9e3779b9;
+  const random = (): number => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  const medians: number[] = [];
+  for (let i = 0; i < resamples; i++)
+    medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
+  medians.sort((a, b) => a - b);
+  return [medians[Math.floor(resamples * 0.025)]!, medians[Math.ceil(resamples * 0.975) - 1]!];
+}
+
 // ---- main ----
 
 async function main(): Promise<number> {
@@ -488,7 +509,10 @@ async function main(): Promise<number> {
         (options.sides.includes('ferry-silent')
           ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec))).toFixed(2)}`
           : ''),
-      `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)}; ` +
+      `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)} ` +
+        `(95% bootstrap interval ${bootstrapMedianInterval(roundRatios)
+          .map((value) => value.toFixed(2))
+          .join('-')}); ` +
         `worker CPU per job bare/ferry ${cpuRatio.toFixed(2)}`,
     );
   }
