@@ -32,7 +32,7 @@ export async function callDownstream(
   options: CallOptions,
 ): Promise<CallResponse> {
   const controller = new AttemptAbort();
-  const timer = setTimeout(() => controller.abort(new AttemptAbortedError('timeout')), options.timeoutMs);
+  const timer = setTimeout(abortForTimeout, options.timeoutMs, controller);
   const outer = options.signal;
   if (outer !== undefined) {
     if (outer.aborted) controller.abort(new AttemptAbortedError(abortReasonOf(outer)));
@@ -146,6 +146,11 @@ class AttemptAbort {
     this.#listeners = undefined;
     if (listeners !== undefined) for (const listener of listeners) listener();
   }
+}
+
+/** The whole-attempt timer's callback: one function for every call rather than a closure per call. */
+function abortForTimeout(controller: AttemptAbort): void {
+  controller.abort(new AttemptAbortedError('timeout'));
 }
 
 function abortReasonOf(signal: AbortSignal | undefined): AbortReason {
