@@ -41,7 +41,7 @@ export function createFailureDetector(
 ): FailureDetector {
   const breaker = new CircuitBreaker<[Action, IsFailure], unknown>(
     runAction,
-    toOpossumOptions(name, options, isNotFailure as (error: unknown) => boolean),
+    toOpossumOptions(name, options, isNotFailure),
   );
   breaker.on('open', onTripped);
   return {

@@ -91,7 +91,8 @@ export function sharedStateTtlMs(options: ResolvedBreakerOptions, untilMs: numbe
 export function toOpossumOptions(
   name: string,
   options: ResolvedBreakerOptions,
-  errorFilter: (error: unknown) => boolean,
+  /** opossum calls it with the error, then the arguments the call was fired with. */
+  errorFilter: (error: unknown, ...firedWith: never[]) => boolean,
 ): CircuitBreaker.Options {
   return {
     name,
