@@ -66,13 +66,14 @@ export class Scrubber implements SecretObserver {
       return out ?? value;
     }
     if (value !== null && typeof value === 'object') {
-      // A clean value (nearly every one) is walked without allocating: no key list, no copy. JSON gives plain
-      // objects whose enumerable keys are all their own, so for-in sees Object.keys' keys in the same order.
-      // From the first change on, entries are collected (each value scrubbed once) and rebuilt with own data
-      // properties, so a `__proto__` key stays a key.
+      // A clean value (nearly every one) is walked without allocating: no key list, no copy. for-in with the
+      // own-key check sees Object.keys' keys in the same order. From the first change on, entries are
+      // collected (each value scrubbed once) and rebuilt with own data properties, so a `__proto__` key stays
+      // a key.
       const record = value as Record<string, unknown>;
       let out: [string, unknown][] | undefined;
       for (const key in record) {
+        if (!Object.hasOwn(record, key)) continue;
         const item = record[key];
         const newKey = this.#scrubIn(key, pattern) as string;
         const newItem = this.#scrubIn(item, pattern);
@@ -90,7 +91,7 @@ function entriesBefore(record: Record<string, unknown>, key: string): [string, u
   const entries: [string, unknown][] = [];
   for (const earlier in record) {
     if (earlier === key) break;
-    entries.push([earlier, record[earlier]]);
+    if (Object.hasOwn(record, earlier)) entries.push([earlier, record[earlier]]);
   }
   return entries;
 }

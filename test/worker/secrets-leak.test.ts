@@ -147,6 +147,19 @@ describe('Scrubber.scrubValue', () => {
     expect(scrubbed.indexOf('"before":499')).toBeLessThan(scrubbed.indexOf('"after":499'));
   });
 
+  it('walks own keys only, like JSON.stringify: an inherited enumerable key is neither scrubbed nor copied', async () => {
+    const { Scrubber } = await import('../../src/secrets/scrub.ts');
+    const scrubber = new Scrubber();
+    scrubber.add(TOKEN);
+    const clean = Object.assign(Object.create({ inherited: TOKEN }) as Record<string, unknown>, { own: 'x' });
+    expect(scrubber.scrubValue(clean)).toBe(clean);
+    const dirty = Object.assign(Object.create({ inherited: 'y' }) as Record<string, unknown>, {
+      a: 1,
+      b: TOKEN,
+    });
+    expect(scrubber.scrubValue(dirty)).toEqual({ a: 1, b: '[redacted]' });
+  });
+
   it("keeps a downstream's __proto__ key as a key, never as a prototype", async () => {
     const { Scrubber } = await import('../../src/secrets/scrub.ts');
     const scrubber = new Scrubber();
