@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 
-import { checkServicesFile } from '../../core/services/load.ts';
 import { EXIT_FAILURE, printJson } from '../output.ts';
 
 export function registerConfigCommand(program: Command): void {
@@ -16,6 +15,7 @@ export function registerConfigCommand(program: Command): void {
       '\nExamples:\n  $ ferry config check\n  $ ferry config check ./prod.services.yaml --json\n',
     )
     .action(async (file: string | undefined, options: { json?: boolean }) => {
+      const { checkServicesFile } = await import('../../core/services/load.ts');
       const path = file ?? process.env.FERRY_SERVICES ?? './ferry.services.yaml';
       const result = await checkServicesFile(path);
       if (options.json === true) {

@@ -2,11 +2,7 @@ import { join } from 'node:path';
 
 import type { Command } from 'commander';
 
-import { Producer } from '../../producer/producer.ts';
-import { startDemoService } from '../demo-service.ts';
-import { startPrivateRedis } from '../redis-server.ts';
-import { connect, connectReady, loadRuntime, startWorkers } from '../runtime.ts';
-import { onShutdownSignal } from '../shutdown.ts';
+import type { Producer } from '../../producer/producer.ts';
 
 export function registerDevCommand(program: Command): void {
   program
@@ -20,6 +16,15 @@ export function registerDevCommand(program: Command): void {
       '\nExamples:\n  $ ferry dev\n  $ REDIS_URL=redis://127.0.0.1:6379 ferry dev --no-demo-jobs\n',
     )
     .action(async (options: { demoJobs: boolean }) => {
+      const [{ Producer }, { startDemoService }, { startPrivateRedis }, runtimeModule, { onShutdownSignal }] =
+        await Promise.all([
+          import('../../producer/producer.ts'),
+          import('../demo-service.ts'),
+          import('../redis-server.ts'),
+          import('../runtime.ts'),
+          import('../shutdown.ts'),
+        ]);
+      const { connect, connectReady, loadRuntime, startWorkers } = runtimeModule;
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
       if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {

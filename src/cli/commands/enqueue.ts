@@ -4,10 +4,7 @@ import { text } from 'node:stream/consumers';
 import type { Command } from 'commander';
 
 import type { EnqueueRequest } from '../../core/job.ts';
-import { loadServicesFile } from '../../core/services/load.ts';
-import { Producer } from '../../producer/producer.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
-import { connect, readEnvWithRedis } from '../runtime.ts';
 
 interface EnqueueOptions {
   input?: string;
@@ -35,6 +32,11 @@ export function registerEnqueueCommand(program: Command): void {
       `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n`,
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
+      const [{ loadServicesFile }, { Producer }, { connect, readEnvWithRedis }] = await Promise.all([
+        import('../../core/services/load.ts'),
+        import('../../producer/producer.ts'),
+        import('../runtime.ts'),
+      ]);
       const env = readEnvWithRedis();
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };

@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
 
 import { UsageError } from '../output.ts';
-import { connectReady, loadRuntime, readEnvWithRedis, startWorkers } from '../runtime.ts';
-import { onShutdownSignal } from '../shutdown.ts';
 
 export function registerWorkerCommand(program: Command): void {
   program
@@ -14,6 +12,9 @@ export function registerWorkerCommand(program: Command): void {
       '\nExamples:\n  $ ferry worker\n  $ FERRY_SERVICES=./prod.services.yaml ferry worker --services crm,billing\n',
     )
     .action(async (options: { services?: string }) => {
+      // Loaded when the command runs: `ferry --help` and the other commands do not pay for BullMQ and undici.
+      const { connectReady, loadRuntime, readEnvWithRedis, startWorkers } = await import('../runtime.ts');
+      const { onShutdownSignal } = await import('../shutdown.ts');
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
       const services = options.services
         ?.split(',')
