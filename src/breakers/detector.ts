@@ -24,8 +24,20 @@ function runAction(fn: Action, _isFailure: IsFailure): Promise<unknown> {
   return fn();
 }
 
+/**
+ * Whether `error` counts toward opening. A test that throws counts the error: it runs inside opossum's own
+ * promise handlers, where a throw would leave the call never settling (and an unhandled rejection).
+ */
+export function isCounted(isFailure: IsFailure, error: unknown): boolean {
+  try {
+    return isFailure(error);
+  } catch {
+    return true;
+  }
+}
+
 function isNotFailure(error: unknown, _fn: Action, isFailure: IsFailure): boolean {
-  return !isFailure(error);
+  return !isCounted(isFailure, error);
 }
 
 /**
@@ -46,7 +58,9 @@ export function createFailureDetector(
   breaker.on('open', onTripped);
   return {
     run<T>(fn: () => Promise<T>, isFailure: IsFailure): Promise<T> {
-      // Checked here, not by catching opossum's rejection: the hot path then adds no promise of its own.
+      // Checked here, not by catching opossum's rejection: the hot path then adds no promise of its own. These
+      // are the only refusals opossum can make with the options toOpossumOptions gives it (no timeout, no
+      // capacity limit).
       if (breaker.isShutdown || !(breaker.closed || breaker.pendingClose)) return Promise.reject(refusal());
       return breaker.fire(fn, isFailure) as Promise<T>;
     },

@@ -96,6 +96,8 @@ export function toOpossumOptions(
 ): CircuitBreaker.Options {
   return {
     name,
+    // No timeout and no capacity limit: the detector relies on opossum refusing a call only when it is open or
+    // shut down (see createFailureDetector). Ferry enforces its own whole-attempt deadline.
     timeout: false,
     errorThresholdPercentage: options.errorThresholdPercentage,
     volumeThreshold: options.volumeThreshold,

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import { createFailureDetector, type FailureDetector, type IsFailure } from './detector.ts';
+import { createFailureDetector, type FailureDetector, type IsFailure, isCounted } from './detector.ts';
 import { BreakerOpenError, BreakerRegistryClosedError } from './errors.ts';
 import { breakerDefaults, type ResolvedBreakerOptions, sharedStateTtlMs } from './options.ts';
 import {
@@ -365,14 +365,6 @@ export class Breaker implements ServiceBreaker {
     return state.state === 'open'
       ? new BreakerOpenError(this.name, remainingOpenMs(state, nowMs), 'open')
       : this.#probingError();
-  }
-}
-
-function isCounted(isFailure: IsFailure, error: unknown): boolean {
-  try {
-    return isFailure(error);
-  } catch {
-    return true;
   }
 }
 

@@ -99,6 +99,20 @@ describe('failure detection (opossum, local)', () => {
     expect(await redis.client.exists(key)).toBe(0);
   });
 
+  it('counts an error whose failure test throws, and the call still settles with the error', async () => {
+    const { breaker, transitions } = setup();
+    const throwingTest = (): boolean => {
+      throw new Error('bug in the failure test');
+    };
+    for (let i = 0; i < options.volumeThreshold; i += 1) {
+      const error = new UnhealthyError('502');
+      // A hang here (the call never settling) fails the test by its timeout.
+      await expect(breaker.execute(() => Promise.reject(error), throwingTest)).rejects.toBe(error);
+    }
+    expect(breaker.state().state).toBe('open');
+    expect(transitions).toEqual(['crm: closed→open (local)']);
+  });
+
   it('returns the value of a successful call', async () => {
     const { breaker } = setup();
     await expect(breaker.execute(() => Promise.resolve({ status: 200 }), isFailure)).resolves.toEqual({
