@@ -405,24 +405,32 @@ function median(values: readonly number[]): number {
 }
 
 /**
- * A 95% percentile-bootstrap interval for the median of `values`: how far the headline could move on this
- * machine by luck of the rounds alone (a VM's speed can swing by half within a minute). Seeded, so the same
- * rounds always print the same interval.
+ * A distribution-free interval of at least 95% confidence for the median of `values`: the k-th smallest and
+ * the k-th largest, with k the largest for which Binomial(n, 1/2) puts at most 2.5% below k (n = 24: the 7th
+ * and 18th, 97.7%). It says how far the median of the per-round ratios could move by the luck of the rounds
+ * alone; it does not cover the drift between whole runs, which on a VM can be larger. None below 6 values.
  */
-function bootstrapMedianInterval(values: readonly number[], resamples = 2_000): [number, number] {
-  let seed = 0x9e3779b9;
-  const random = (): number => {
-    // mulberry32
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-  const medians: number[] = [];
-  for (let i = 0; i < resamples; i++)
-    medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
-  medians.sort((a, b) => a - b);
-  return [medians[Math.floor(resamples * 0.025)]!, medians[Math.ceil(resamples * 0.975) - 1]!];
+function medianInterval(values: readonly number[]): [number, number] | undefined {
+  const n = values.length;
+  let k = 0;
+  let below = 0; // P(X < j) for X ~ Binomial(n, 1/2)
+  let term = 0.5 ** n; // P(X = j)
+  for (let j = 0; j < n; j++) {
+    below += term;
+    if (below > 0.025) break;
+    k = j + 1;
+    term = (term * (n - j)) / (j + 1);
+  }
+  if (k === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return [sorted[k - 1]!, sorted[n - k]!];
+}
+
+function formatInterval(values: readonly number[]): string {
+  const interval = medianInterval(values);
+  return interval === undefined
+    ? 'no 95% interval below 6 rounds'
+    : `95% interval ${interval.map((value) => value.toFixed(2)).join('-')}`;
 }
 
 // ---- main ----
@@ -510,9 +518,7 @@ async function main(): Promise<number> {
           ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec))).toFixed(2)}`
           : ''),
       `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)} ` +
-        `(95% bootstrap interval ${bootstrapMedianInterval(roundRatios)
-          .map((value) => value.toFixed(2))
-          .join('-')}); ` +
+        `(${formatInterval(roundRatios)}); ` +
         `worker CPU per job bare/ferry ${cpuRatio.toFixed(2)}`,
     );
   }

@@ -41,9 +41,14 @@ describe('resolveSecrets', () => {
   });
 
   it('a missing secret is a ConfigurationError naming it and the tenant, never its neighbours\u2019 values', async () => {
-    expect(() => resolveSecrets(syncResolver, ['a', 'missing'], 'acme')).toThrow(
-      new ConfigurationError('unknown secret "missing" (tenant "acme")'),
-    );
+    let thrown: unknown;
+    try {
+      resolveSecrets(syncResolver, ['a', 'missing'], 'acme');
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigurationError);
+    expect((thrown as Error).message).toBe('unknown secret "missing" (tenant "acme")');
     const rejected = resolveSecrets(mixedResolver, ['b', 'missing'], undefined);
     await expect(rejected).rejects.toBeInstanceOf(ConfigurationError);
     await expect(rejected).rejects.toThrow('unknown secret "missing"');

@@ -13,8 +13,8 @@ export function registerWorkerCommand(program: Command): void {
     )
     .action(async (options: { services?: string }) => {
       // Loaded when the command runs: `ferry --help` and the other commands do not pay for BullMQ and undici.
-      const { connectReady, loadRuntime, readEnvWithRedis, startWorkers } = await import('../runtime.ts');
-      const { onShutdownSignal } = await import('../shutdown.ts');
+      const [{ connectReady, loadRuntime, readEnvWithRedis, startWorkers }, { onShutdownSignal }] =
+        await Promise.all([import('../runtime.ts'), import('../shutdown.ts')]);
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
       const services = options.services
         ?.split(',')
