@@ -43,7 +43,7 @@ describe('resolveSecrets', () => {
   it('a missing secret is a ConfigurationError naming it and the tenant, never its neighbours\u2019 values', async () => {
     let thrown: unknown;
     try {
-      resolveSecrets(syncResolver, ['a', 'missing'], 'acme');
+      void resolveSecrets(syncResolver, ['a', 'missing'], 'acme'); // throws before returning anything
     } catch (error) {
       thrown = error;
     }
