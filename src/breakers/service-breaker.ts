@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import { createFailureDetector, type FailureDetector, isCounted,type IsFailure } from './detector.ts';
+import { createFailureDetector, type FailureDetector, isCounted, type IsFailure } from './detector.ts';
 import { BreakerOpenError, BreakerRegistryClosedError } from './errors.ts';
 import { breakerDefaults, type ResolvedBreakerOptions, sharedStateTtlMs } from './options.ts';
 import {
