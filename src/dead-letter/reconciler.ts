@@ -104,18 +104,26 @@ export async function reconcileJob(
   writer: DeadLetterWriter,
   nowMs: number,
 ): Promise<boolean> {
-  const [createdAt, marked] = await readMark(writer, queue, jobId);
-  if (createdAt === null || marked !== null) return false;
-  return writeMissing(service, queue, jobId, Number(createdAt), writer, nowMs);
+  const createdAt = await unmarkedCreatedAt(writer, queue, jobId);
+  if (createdAt === undefined) return false;
+  return writeMissing(service, queue, jobId, createdAt, writer, nowMs);
 }
 
-/** The source job's creation time and dead-letter mark (both null when the job is gone). */
-function readMark(
+/**
+ * The source job's creation time when it still exists and carries no dead-letter mark; undefined when it is
+ * gone or already marked (nothing to write).
+ */
+async function unmarkedCreatedAt(
   writer: DeadLetterWriter,
   queue: Pick<Queue, 'toKey'>,
   jobId: string,
-): Promise<(string | null)[]> {
-  return writer.connection.hmget(queue.toKey(jobId), 'timestamp', DEAD_LETTERED_FIELD);
+): Promise<number | undefined> {
+  const [createdAt, marked] = await writer.connection.hmget(
+    queue.toKey(jobId),
+    'timestamp',
+    DEAD_LETTERED_FIELD,
+  );
+  return createdAt === null || createdAt === undefined || marked !== null ? undefined : Number(createdAt);
 }
 
 /** For an existing, unmarked failed job: writes its dead letter unless one exists, then marks it. */
@@ -156,12 +164,12 @@ export async function sweepFailed(
   for (let offset = 0; ; offset += pageSize) {
     const ids = await client.zrangebyscore(queue.toKey('failed'), sinceMs, '+inf', 'LIMIT', offset, pageSize);
     // The page's marks (nearly all set) read together, pipelined, not one round trip per job.
-    const marks = await Promise.all(ids.map((id) => readMark(writer, queue, id)));
+    const createdAts = await Promise.all(ids.map((id) => unmarkedCreatedAt(writer, queue, id)));
     for (const [i, id] of ids.entries()) {
       result.checked++;
-      const [createdAt, marked] = marks[i]!;
-      if (createdAt === null || createdAt === undefined || marked !== null) continue;
-      if (await writeMissing(service, queue, id, Number(createdAt), writer, nowMs)) result.written.push(id);
+      const createdAt = createdAts[i];
+      if (createdAt === undefined) continue;
+      if (await writeMissing(service, queue, id, createdAt, writer, nowMs)) result.written.push(id);
     }
     if (ids.length < pageSize) return result;
   }

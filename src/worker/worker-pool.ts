@@ -2,7 +2,7 @@
  * One BullMQ Worker per service, each with its own undici pool and breaker. Only this module knows BullMQ's
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
-import { EventEmitter, setMaxListeners } from 'node:events';
+import { EventEmitter } from 'node:events';
 
 import { Queue, Worker } from 'bullmq';
 
@@ -85,7 +85,7 @@ interface ServiceRuntime {
 
 export interface WorkerPool {
   readonly breakers: BreakerRegistry;
-  /** The `{dead-letter}` queue writer (reads too: `get(service, sourceJobId)`). */
+  /** The `{dead-letter}` queue writer (reads too: `get(deadLetterId)`). */
   readonly deadLetters: DeadLetterWriter;
   readonly services: readonly string[];
   /** Applies queue settings, sweeps failed sets once, then starts taking jobs. */
@@ -147,7 +147,6 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // back. One signal for the pool rather than BullMQ's one per job (see DeliveryProcessor); calls follow it
   // through one listener per signal (see callDownstream).
   const shutdown = new AbortController();
-  setMaxListeners(0, shutdown.signal);
 
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
