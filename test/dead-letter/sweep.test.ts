@@ -1,27 +1,42 @@
 /** Dead letters are written once per failed job: never missing, never duplicated, never brought back. */
 import { Queue } from 'bullmq';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 import type { JobData } from '../../src/core/job.ts';
 import { DEAD_LETTERED_FIELD, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { sweepFailed } from '../../src/dead-letter/reconciler.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 const downstream = await startDownstream(() => ({ status: 422, body: { error: 'no' } }));
 
+/** A Ferry whose own periodic sweep stays out of the way: each test sweeps when it means to. */
+function ferryWithoutBackgroundSweep(): Promise<TestFerry> {
+  return createTestFerry(redis, {
+    services: oneService(downstream.url),
+    pool: { sweepIntervalMs: 3_600_000 },
+  });
+}
+
+/** The service's queue on the test's prefix, closed when the test ends (passed or not). */
+function serviceQueue(ferry: TestFerry): Queue<JobData> {
+  const queue = new Queue<JobData>(serviceQueueName('svc'), {
+    connection: redis.client,
+    prefix: ferry.prefix,
+  });
+  onTestFinished(() => queue.close());
+  return queue;
+}
+
 describe('dead-letter sweep', () => {
   it('never writes again a dead letter an operator purged, not even from a full start-up sweep', async () => {
-    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    const ferry = await ferryWithoutBackgroundSweep();
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n: 1 } });
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
     expect(view.state).toBe('dead_lettered');
-    const queue = new Queue<JobData>(serviceQueueName('svc'), {
-      connection: redis.client,
-      prefix: ferry.prefix,
-    });
+    const queue = serviceQueue(ferry);
     // The source job records that its dead letter was written.
     expect(await redis.client.hget(queue.toKey(job.id), DEAD_LETTERED_FIELD)).toBe(view.deadLetterId);
 
@@ -33,17 +48,13 @@ describe('dead-letter sweep', () => {
     expect(swept.written).toEqual([]);
     expect(await ferry.pool.sweep()).toBe(0);
     expect(await ferry.pool.deadLetters.exists(view.deadLetterId!)).toBe(false);
-    await queue.close();
   });
 
   it('writes the missing dead letter of a failed job exactly once, however often it sweeps', async () => {
-    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    const ferry = await ferryWithoutBackgroundSweep();
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n: 2 } });
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
-    const queue = new Queue<JobData>(serviceQueueName('svc'), {
-      connection: redis.client,
-      prefix: ferry.prefix,
-    });
+    const queue = serviceQueue(ferry);
     // As if the worker was killed after the job failed but before its dead letter was written.
     await ferry.pool.deadLetters.queue.remove(view.deadLetterId!);
     await redis.client.hdel(queue.toKey(job.id), DEAD_LETTERED_FIELD);
@@ -59,18 +70,14 @@ describe('dead-letter sweep', () => {
       finalError: { type: 'ClientError' },
     });
     expect(await ferry.pool.deadLetters.queue.getJobCountByTypes('wait')).toBe(1);
-    await queue.close();
   });
 
   it('gives a job id that comes back (idempotency key reused after removal) a dead letter of its own', async () => {
-    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    const ferry = await ferryWithoutBackgroundSweep();
     const request = { service: 'svc', operation: 'create', idempotencyKey: 'order-42' } as const;
     const first = await ferry.producer.enqueue({ ...request, input: { n: 1 } });
     const firstView = await ferry.producer.waitFor('svc', first.id, { timeoutMs: 10_000 });
-    const queue = new Queue<JobData>(serviceQueueName('svc'), {
-      connection: redis.client,
-      prefix: ferry.prefix,
-    });
+    const queue = serviceQueue(ferry);
     // Failed jobs are removed after a retention period; the dead letter stays.
     await queue.remove(first.id);
     await new Promise((resolve) => setTimeout(resolve, 5)); // a new creation time, as days later
@@ -82,6 +89,5 @@ describe('dead-letter sweep', () => {
     expect(secondView.deadLetterId).not.toBe(firstView.deadLetterId);
     expect((await ferry.pool.deadLetters.get(firstView.deadLetterId!))?.data.input).toEqual({ n: 1 });
     expect((await ferry.pool.deadLetters.get(secondView.deadLetterId!))?.data.input).toEqual({ n: 2 });
-    await queue.close();
   });
 });

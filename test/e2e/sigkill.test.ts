@@ -22,7 +22,7 @@ import {
   serviceQueueName,
 } from '../../src/index.ts';
 import { type RecordedRequest, startDownstream } from '../helpers/downstream.ts';
-import { listenForTest } from '../helpers/listen.ts';
+import { listenOnFreePort } from '../helpers/listen.ts';
 import {
   type FerryProcess,
   type LogEntry,
@@ -403,6 +403,6 @@ async function startHangingService(): Promise<{ url: string; requests: string[] 
     requests.push(String(req.headers['idempotency-key']));
     req.resume();
   });
-  const url = await listenForTest(server);
+  const { url } = await listenOnFreePort(server);
   return { url, requests };
 }

@@ -17,7 +17,7 @@ import {
   serviceQueueName,
 } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { listenForTest } from '../helpers/listen.ts';
+import { listenOnFreePort } from '../helpers/listen.ts';
 import { startWorker, withTimeout, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
@@ -212,7 +212,7 @@ async function startHoldingService(): Promise<{ url: string; requests: HeldReque
     requests.push({ key: String(req.headers['idempotency-key']), closedUnanswered });
     if (answering) answer(res);
   });
-  const url = await listenForTest(server);
+  const { url } = await listenOnFreePort(server);
   return {
     url,
     requests,

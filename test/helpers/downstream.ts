@@ -1,8 +1,6 @@
-import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 
-import { registerCleanup } from './cleanup.ts';
+import { listenOnFreePort } from './listen.ts';
 
 export interface RecordedRequest {
   method: string;
@@ -43,7 +41,6 @@ export async function startDownstream(
 ): Promise<Downstream> {
   let script = initial;
   const requests: RecordedRequest[] = [];
-  const sockets = new Set<Socket>();
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -62,24 +59,9 @@ export async function startDownstream(
       else run();
     });
   });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
-  registerCleanup(close);
+  const { url, close } = await listenOnFreePort(server);
   return {
-    url: `http://127.0.0.1:${address.port}`,
+    url,
     requests,
     script(next) {
       script = next;

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { withTimeout } from '../helpers/processes.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -38,13 +39,13 @@ describe('worker robustness', () => {
     await expect.poll(() => downstream.requests.length, { timeout: 10_000 }).toBe(1);
     frozen.process.kill('SIGSTOP');
     try {
-      let timer: NodeJS.Timeout | undefined;
-      const outcome = await Promise.race([
-        ferry.pool.close({ deadlineMs: 300 }).then(() => 'closed'),
-        new Promise((resolve) => (timer = setTimeout(() => resolve('hung'), 20_000))),
-      ]);
-      clearTimeout(timer);
-      expect(outcome).toBe('closed');
+      await expect(
+        withTimeout(
+          ferry.pool.close({ deadlineMs: 300 }),
+          20_000,
+          () => 'pool.close() hung past its deadline',
+        ),
+      ).resolves.toBeUndefined();
     } finally {
       frozen.process.kill('SIGCONT');
     }

@@ -1,6 +1,7 @@
 /** Secret values never reach Redis (job data, results, dead letters), logs or error messages. */
 import { describe, expect, it } from 'vitest';
 
+import { Scrubber } from '../../src/secrets/scrub.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -24,6 +25,13 @@ async function dumpRedis(prefix: string): Promise<string> {
     else if (type === 'stream') parts.push(JSON.stringify(await redis.client.xrange(key, '-', '+')));
   }
   return parts.join('\n');
+}
+
+/** A scrubber that has seen `secret`, as a worker's has once it resolved it. */
+function scrubberFor(secret: string): Scrubber {
+  const scrubber = new Scrubber();
+  scrubber.add(secret);
+  return scrubber;
 }
 
 function forms(value: string): string[] {
@@ -94,9 +102,7 @@ describe('Scrubber', () => {
   it.each(['', 'a', 'ab', 'abc', 'user:', 'apiuser:', 'x'.repeat(10)])(
     'finds a secret inside base64 of %j + secret + suffix',
     async (prefix) => {
-      const { Scrubber } = await import('../../src/secrets/scrub.ts');
-      const scrubber = new Scrubber();
-      scrubber.add(PASSWORD);
+      const scrubber = scrubberFor(PASSWORD);
       for (const suffix of ['', '!', '!!', '!!!']) {
         const encoded = Buffer.from(`${prefix}${PASSWORD}${suffix}`).toString('base64');
         expect(scrubber.scrub(`Basic ${encoded}`)).toContain('[redacted]');
@@ -107,9 +113,7 @@ describe('Scrubber', () => {
 
 describe('Scrubber.scrubValue', () => {
   it('returns the same value when nothing matched, and rebuilds only what changed', async () => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(TOKEN);
+    const scrubber = scrubberFor(TOKEN);
     const clean = { a: [1, 'two', { three: null }], b: 'text' };
     expect(scrubber.scrubValue(clean)).toBe(clean);
     const dirty = { keep: clean, list: ['x', `Bearer ${TOKEN}`], [TOKEN]: 1 };
@@ -125,9 +129,7 @@ describe('Scrubber.scrubValue', () => {
     ['a bare string', `echo ${TOKEN}`],
     ['an array item', ['x', TOKEN]],
   ])('finds the secret as %s', async (_what, value) => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(TOKEN);
+    const scrubber = scrubberFor(TOKEN);
     const scrubbed = scrubber.scrubValue(value);
     expect(scrubbed).not.toBe(value);
     expect(JSON.stringify(scrubbed)).not.toContain(TOKEN);
@@ -135,9 +137,7 @@ describe('Scrubber.scrubValue', () => {
   });
 
   it('scrubs a secret at the bottom of deeply nested JSON, each level walked once', async () => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(TOKEN);
+    const scrubber = scrubberFor(TOKEN);
     // A walk that re-scrubbed a changed child would take 2^500 steps here and never finish.
     let body: unknown = { before: 'x', token: TOKEN, after: 'y' };
     for (let i = 0; i < 500; i++) body = { before: i, child: body, after: i };
@@ -148,9 +148,7 @@ describe('Scrubber.scrubValue', () => {
   });
 
   it('walks own keys only, like JSON.stringify: an inherited enumerable key is neither scrubbed nor copied', async () => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(TOKEN);
+    const scrubber = scrubberFor(TOKEN);
     const clean = Object.assign(Object.create({ inherited: TOKEN }) as Record<string, unknown>, { own: 'x' });
     expect(scrubber.scrubValue(clean)).toBe(clean);
     const dirty = Object.assign(Object.create({ inherited: 'y' }) as Record<string, unknown>, {
@@ -161,9 +159,7 @@ describe('Scrubber.scrubValue', () => {
   });
 
   it("keeps a downstream's __proto__ key as a key, never as a prototype", async () => {
-    const { Scrubber } = await import('../../src/secrets/scrub.ts');
-    const scrubber = new Scrubber();
-    scrubber.add(TOKEN);
+    const scrubber = scrubberFor(TOKEN);
     const body = JSON.parse(`{"__proto__": {"polluted": true}, "token": "${TOKEN}"}`) as Record<
       string,
       unknown
