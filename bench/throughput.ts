@@ -503,7 +503,8 @@ async function main(): Promise<number> {
 
     const bare = bySide.get('bare')!;
     const ferry = bySide.get('ferry')!;
-    const ratio = median(ferry.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec));
+    const bareRate = median(bare.map((r) => r.jobsPerSec));
+    const ratio = median(ferry.map((r) => r.jobsPerSec)) / bareRate;
     ratios.push(ratio);
     // Runs of one round are neighbours in time, so their ratio shares the machine's state of the moment.
     const roundRatios = ferry.map((r, i) => r.jobsPerSec / bare[i]!.jobsPerSec);
@@ -515,7 +516,7 @@ async function main(): Promise<number> {
     summary.push(
       `${`${latencyMs} ms`.padEnd(9)}ratio ferry/bare ${ratio.toFixed(2)} (medians; per round ${perRound.join(', ')})` +
         (options.sides.includes('ferry-silent')
-          ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / median(bare.map((r) => r.jobsPerSec))).toFixed(2)}`
+          ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / bareRate).toFixed(2)}`
           : ''),
       `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)} ` +
         `(${formatInterval(roundRatios)}); ` +
