@@ -1,13 +1,16 @@
 import type { IncomingHttpHeaders } from 'node:http';
 
+import type { Dispatcher } from 'undici';
+
+import { type FerryError, ResponseTooLargeError } from '../../core/errors.ts';
 import { parseRetryAfter } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
 import type { OutboundRequest } from './request.ts';
-import { bodyExcerpt, readBodyCapped, readBodyPrefix } from './response.ts';
+import { bodyExcerpt, ERROR_BODY_MAX_BYTES } from './response.ts';
 
 export interface CallOptions {
-  /** Whole attempt: connect + headers + body. The request is really aborted when it passes. */
+  /** Whole attempt: waiting for a socket + connect + headers + body. The request is really aborted when it passes. */
   timeoutMs: number;
   maxResponseBytes: number;
   maxRetryAfterMs: number;
@@ -23,56 +26,163 @@ export interface CallResponse {
 }
 
 /**
- * One HTTP call. Resolves with a 2xx response; rejects with a classified FerryError otherwise. undici's
- * body timeout restarts on every chunk, so a slow-drip response is bounded by our own whole-attempt timer.
+ * One HTTP call. Resolves with a 2xx response and its whole body; rejects with a classified FerryError
+ * otherwise. undici's body timeout restarts on every chunk, so a slow-drip response is bounded by our own
+ * whole-attempt timer.
  */
-export async function callDownstream(
+export function callDownstream(
   pools: PoolSet,
   request: OutboundRequest,
   options: CallOptions,
 ): Promise<CallResponse> {
-  const controller = new AttemptAbort();
-  const timer = setTimeout(abortForTimeout, options.timeoutMs, controller);
-  const outer = options.signal;
-  if (outer !== undefined) {
-    if (outer.aborted) controller.abort(new AttemptAbortedError(abortReasonOf(outer)));
-    else followAbort(outer, controller);
-  }
-  try {
-    const response = await pools.get(request.origin).request({
-      path: request.path,
-      method: request.method,
-      headers: request.headers,
-      body: request.body,
-      signal: controller,
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-    });
-    if (response.statusCode >= 200 && response.statusCode < 300) {
-      const raw = await readBodyCapped(
-        response.body,
-        response.headers,
-        options.maxResponseBytes,
-        response.statusCode,
-      );
-      return { status: response.statusCode, headers: response.headers, raw };
+  return new Promise<CallResponse>((resolve, reject) => {
+    const call = new DownstreamCall(options, resolve, reject);
+    pools.get(request.origin).dispatch(
+      {
+        path: request.path,
+        method: request.method,
+        headers: request.headers,
+        body: request.body,
+        headersTimeout: options.timeoutMs,
+        bodyTimeout: options.timeoutMs,
+      },
+      call,
+    );
+  });
+}
+
+/**
+ * One call as an undici dispatch handler rather than through `request()`: the body arrives as chunks in
+ * onResponseData and is kept under the byte cap right there. `request()` puts a Readable stream, an
+ * AsyncResource and an abort-signal adapter between the socket and those chunks, the largest cost of a call
+ * with a small body in the throughput bench (bench/README.md), and its abort only takes effect once a queued
+ * request gets a socket; this call settles the moment Ferry aborts it.
+ *
+ * Settles exactly once; whatever undici reports after that (the error of an abort Ferry made, say) is ignored.
+ */
+class DownstreamCall implements Dispatcher.DispatchHandler {
+  readonly #options: CallOptions;
+  readonly #resolve: (response: CallResponse) => void;
+  readonly #reject: (error: FerryError) => void;
+  readonly #timer: NodeJS.Timeout;
+  #controller: Dispatcher.DispatchController | undefined;
+  /** Why Ferry aborted the call, once it has: undici is told when the request starts, if not before. */
+  #abortedWith: AttemptAbortedError | undefined;
+  #settled = false;
+  #status = 0;
+  #headers: IncomingHttpHeaders = {};
+  #chunks: Buffer[] = [];
+  #size = 0;
+  /** Bytes to read at most: the response cap for a 2xx, the error excerpt's source otherwise. */
+  #limit = 0;
+
+  constructor(
+    options: CallOptions,
+    resolve: (response: CallResponse) => void,
+    reject: (error: FerryError) => void,
+  ) {
+    this.#options = options;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.#timer = setTimeout(abortForTimeout, options.timeoutMs, this);
+    const outer = options.signal;
+    if (outer !== undefined) {
+      if (outer.aborted) this.abort(new AttemptAbortedError(abortReasonOf(outer)));
+      else followAbort(outer, this);
     }
-    const raw = await readBodyPrefix(response.body);
+  }
+
+  /** Ferry's own abort (whole-attempt timeout, shutdown): the call rejects now, whatever undici is doing. */
+  abort(reason: AttemptAbortedError): void {
+    if (this.#settled) return;
+    this.#abortedWith = reason;
+    this.#fail(classifyError(reason));
+    this.#controller?.abort(reason);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    // Aborted while the request waited for a free socket: drop it before anything is sent.
+    if (this.#abortedWith !== undefined) controller.abort(this.#abortedWith);
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    if (this.#settled) return;
+    this.#status = statusCode;
+    this.#headers = headers;
+    if (statusCode < 200 || statusCode >= 300) {
+      // A 502 page of any size is still a 502: classified by its status, never as ResponseTooLargeError.
+      this.#limit = ERROR_BODY_MAX_BYTES;
+      return;
+    }
+    const max = this.#options.maxResponseBytes;
+    this.#limit = max;
+    const declared = Number(headers['content-length']);
+    if (Number.isFinite(declared) && declared > max)
+      this.#refuse(controller, `response declared ${declared} bytes, over the ${max}-byte cap`);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled) return;
+    this.#chunks.push(chunk);
+    this.#size += chunk.length;
+    if (this.#status >= 200 && this.#status < 300) {
+      // Stopped at once, so a hostile or broken downstream cannot fill the worker's memory.
+      if (this.#size > this.#limit) this.#refuse(controller, `response exceeded the ${this.#limit}-byte cap`);
+    } else if (this.#size >= this.#limit) {
+      // Enough of the error page for its message; the rest is never read.
+      this.#complete();
+      controller.abort(new Error('error response read up to its excerpt'));
+    }
+  }
+
+  onResponseEnd(): void {
+    if (!this.#settled) this.#complete();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
+    if (!this.#settled) this.#fail(classifyError(error));
+  }
+
+  #complete(): void {
+    const chunks = this.#chunks;
+    const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size);
+    const status = this.#status;
+    if (status >= 200 && status < 300) {
+      this.#settle();
+      this.#resolve({ status, headers: this.#headers, raw });
+      return;
+    }
     const retryAfterMs =
-      response.statusCode === 429 || response.statusCode === 503
-        ? parseRetryAfter(response.headers['retry-after'], options.now(), options.maxRetryAfterMs)
+      status === 429 || status === 503
+        ? parseRetryAfter(this.#headers['retry-after'], this.#options.now(), this.#options.maxRetryAfterMs)
         : undefined;
-    const error = classifyStatus(response.statusCode, retryAfterMs);
-    const excerpt = bodyExcerpt(raw);
+    const error = classifyStatus(status, retryAfterMs);
+    const excerpt = bodyExcerpt(raw.subarray(0, ERROR_BODY_MAX_BYTES));
     if (excerpt !== '') error.message = `${error.message}: ${excerpt}`;
-    throw error;
-  } catch (error) {
-    // Whatever undici threw on abort, the reason we aborted with is the truth.
-    if (controller.aborted) throw classifyError(controller.reason);
-    throw classifyError(error);
-  } finally {
-    clearTimeout(timer);
-    if (outer !== undefined) unfollowAbort(outer, controller);
+    this.#fail(error);
+  }
+
+  #refuse(controller: Dispatcher.DispatchController, message: string): void {
+    const error = new ResponseTooLargeError(message, { status: this.#status });
+    this.#fail(error);
+    controller.abort(error);
+  }
+
+  #fail(error: FerryError): void {
+    this.#settle();
+    this.#reject(error);
+  }
+
+  #settle(): void {
+    this.#settled = true;
+    clearTimeout(this.#timer);
+    const outer = this.#options.signal;
+    if (outer !== undefined) unfollowAbort(outer, this);
   }
 }
 
@@ -81,12 +191,12 @@ export async function callDownstream(
  * per signal aborts them all: adding and removing a listener on an AbortSignal (an EventTarget) for every
  * call costs several µs each, a Set costs next to nothing.
  */
-const followers = new WeakMap<AbortSignal, Set<AttemptAbort>>();
+const followers = new WeakMap<AbortSignal, Set<DownstreamCall>>();
 
-function followAbort(signal: AbortSignal, controller: AttemptAbort): void {
+function followAbort(signal: AbortSignal, call: DownstreamCall): void {
   let calls = followers.get(signal);
   if (calls === undefined) {
-    const set = new Set<AttemptAbort>();
+    const set = new Set<DownstreamCall>();
     calls = set;
     followers.set(signal, set);
     signal.addEventListener(
@@ -94,63 +204,22 @@ function followAbort(signal: AbortSignal, controller: AttemptAbort): void {
       () => {
         followers.delete(signal);
         const reason = abortReasonOf(signal);
-        for (const call of set) call.abort(new AttemptAbortedError(reason));
+        for (const each of set) each.abort(new AttemptAbortedError(reason));
         set.clear();
       },
       { once: true },
     );
   }
-  calls.add(controller);
+  calls.add(call);
 }
 
-function unfollowAbort(signal: AbortSignal, controller: AttemptAbort): void {
-  followers.get(signal)?.delete(controller);
-}
-
-/**
- * The abort signal of one call. undici takes any object with `aborted`, `reason` and EventEmitter-style
- * `on` / `once` / `removeListener` for 'abort' as a signal, and aborts with `reason` just as for an
- * AbortSignal. One is made per call: an AbortController (an EventTarget) costs several times more to create
- * and to add and remove undici's listener on, and so does an EventEmitter's `once` wrapper. undici adds one
- * listener per request; a list keeps any number correct.
- */
-class AttemptAbort {
-  aborted = false;
-  reason: AttemptAbortedError | undefined;
-  #listeners: (() => void)[] | undefined;
-
-  on(_event: 'abort', listener: () => void): this {
-    (this.#listeners ??= []).push(listener);
-    return this;
-  }
-
-  once(event: 'abort', listener: () => void): this {
-    // Listeners run at most once anyway: abort() happens once and drops them.
-    return this.on(event, listener);
-  }
-
-  removeListener(_event: 'abort', listener: () => void): this {
-    const listeners = this.#listeners;
-    if (listeners !== undefined) {
-      const at = listeners.indexOf(listener);
-      if (at !== -1) listeners.splice(at, 1);
-    }
-    return this;
-  }
-
-  abort(reason: AttemptAbortedError): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    const listeners = this.#listeners;
-    this.#listeners = undefined;
-    if (listeners !== undefined) for (const listener of listeners) listener();
-  }
+function unfollowAbort(signal: AbortSignal, call: DownstreamCall): void {
+  followers.get(signal)?.delete(call);
 }
 
 /** The whole-attempt timer's callback: one function for every call rather than a closure per call. */
-function abortForTimeout(controller: AttemptAbort): void {
-  controller.abort(new AttemptAbortedError('timeout'));
+function abortForTimeout(call: DownstreamCall): void {
+  call.abort(new AttemptAbortedError('timeout'));
 }
 
 function abortReasonOf(signal: AbortSignal | undefined): AbortReason {

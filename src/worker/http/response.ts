@@ -1,7 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
 
-import { ResponseTooLargeError } from '../../core/errors.ts';
-
 /** Response headers worth keeping in a result; everything else (cookies, auth echoes) is dropped. */
 const ALLOWED_HEADERS: ReadonlySet<string> = new Set([
   'content-type',
@@ -35,99 +33,8 @@ export function allowListedHeaders(headers: IncomingHttpHeaders): Record<string,
   return out;
 }
 
-interface BodyStream extends AsyncIterable<Buffer> {
-  destroy(error?: Error): unknown;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
-  once(event: 'end', listener: () => void): unknown;
-  once(event: 'error', listener: (error: Error) => void): unknown;
-  once(event: 'close', listener: () => void): unknown;
-  off(event: 'data', listener: (chunk: Buffer) => void): unknown;
-  off(event: 'end', listener: () => void): unknown;
-}
-
 /** Bytes of a non-2xx body kept for the error message; the rest is never read. */
 export const ERROR_BODY_MAX_BYTES = 4 * 1024;
-
-function ignore(): void {}
-
-/**
- * Stops reading a body. undici's body emits `error` (RequestAbortedError) when destroyed: with no listener,
- * that is an uncaught exception that kills the worker process and every job in it.
- */
-function discard(body: BodyStream): void {
-  body.on('error', ignore);
-  body.destroy();
-}
-
-/**
- * Reads a response body under a byte cap. A declared length over the cap fails before reading; a body that
- * grows past it is destroyed at once, so a hostile or broken downstream cannot fill the worker's memory.
- */
-export async function readBodyCapped(
-  body: BodyStream,
-  headers: IncomingHttpHeaders,
-  maxBytes: number,
-  status: number,
-): Promise<Buffer> {
-  const declared = Number(headers['content-length']);
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    discard(body);
-    throw new ResponseTooLargeError(`response declared ${declared} bytes, over the ${maxBytes}-byte cap`, {
-      status,
-    });
-  }
-  // 'data' / 'end' listeners rather than `for await`: in the throughput bench's profile the stream's async
-  // iterator (and the end-of-stream machinery behind it) cost several µs per response, the most of anything
-  // on a small body's way in.
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        body.off('data', onData);
-        body.off('end', onEnd);
-        discard(body);
-        reject(new ResponseTooLargeError(`response exceeded the ${maxBytes}-byte cap`, { status }));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    let ended = false;
-    const onEnd = (): void => {
-      ended = true;
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-    };
-    body.on('data', onData);
-    body.once('end', onEnd);
-    body.once('error', reject);
-    // A socket that closes mid-body without an error. 'close' follows every 'end' too: building the Error
-    // there anyway (a stack trace per response) was the largest single cost in the bench's profile.
-    body.once('close', () => {
-      if (!ended) reject(new Error('the response body ended early (connection closed)'));
-    });
-  });
-}
-
-/**
- * The first `maxBytes` of an error response, for its message. A 502 page of any size is still a 502: it must
- * be classified by its status (retryable, counted by the breaker), never as ResponseTooLargeError.
- */
-export async function readBodyPrefix(body: BodyStream, maxBytes = ERROR_BODY_MAX_BYTES): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size >= maxBytes) {
-      discard(body);
-      break;
-    }
-  }
-  const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-  return all.subarray(0, maxBytes);
-}
 
 export interface ParsedBody {
   body: unknown;
