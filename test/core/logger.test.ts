@@ -86,6 +86,50 @@ describe('createLogDestination', () => {
     destination.end();
   });
 
+  it('writes a batch as soon as the buffer fills, without waiting for the interval, in order', async () => {
+    const file = join(dir, 'full.log');
+    const destination = createLogDestination({ dest: file, bufferBytes: 500, flushIntervalMs: 60_000 });
+    await once(destination, 'ready');
+    const logger = createLogger({ destination });
+    const numbers = async (): Promise<number[]> =>
+      (await lines(file)).map((line) => (JSON.parse(line) as { i: number }).i);
+    // Each line is about 100 characters: the buffer fills at the fifth or sixth, the rest waits.
+    for (let i = 0; i < 10; i++) logger.info({ i }, 'a line long enough to count');
+    await expect.poll(async () => (await numbers()).length, { timeout: 10_000 }).toBeGreaterThan(0);
+    const first = await numbers();
+    expect(first.length).toBeLessThan(10);
+    expect(first).toEqual([...first.keys()]);
+    destination.flush();
+    await expect.poll(numbers, { timeout: 10_000 }).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    destination.end();
+  });
+
+  it('writes nothing while there is nothing to write', async () => {
+    const file = join(dir, 'idle.log');
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 10 });
+    await once(destination, 'ready');
+    let writes = 0;
+    destination.on('write', () => writes++);
+    createLogger({ destination }).info('one');
+    await expect.poll(() => writes, { timeout: 10_000 }).toBe(1);
+    await sleep(100);
+    expect(writes).toBe(1);
+    destination.end();
+  });
+
+  it('drops a line logged after end instead of throwing from its timer', async () => {
+    const file = join(dir, 'ended.log');
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 10 });
+    await once(destination, 'ready');
+    const logger = createLogger({ destination });
+    logger.info('before');
+    destination.end();
+    logger.info('after');
+    await once(destination, 'close');
+    await sleep(50);
+    expect((await lines(file)).map((line) => (JSON.parse(line) as { msg: string }).msg)).toEqual(['before']);
+  });
+
   it('accepts the largest buffer FERRY_LOG_BUFFER_BYTES allows', () => {
     expect(readEnv({ FERRY_LOG_BUFFER_BYTES: String(MAX_LOG_BUFFER_BYTES) }).FERRY_LOG_BUFFER_BYTES).toBe(
       MAX_LOG_BUFFER_BYTES,
