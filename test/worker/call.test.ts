@@ -22,6 +22,8 @@ interface TestServer {
   url: string;
   /** Requests the server has received so far. */
   received: number;
+  /** TCP connections the server has accepted so far. */
+  connections: number;
   /** Resolves when the socket of the nth request (1-based) closes. */
   closed(nth: number): Promise<void>;
 }
@@ -33,10 +35,12 @@ async function serve(handler: Handler): Promise<TestServer> {
     sockets.push(request.socket);
     handler(request, response);
   });
+  server.on('connection', () => state.connections++);
   const { url } = await listenOnFreePort(server);
   const state: TestServer = {
     url,
     received: 0,
+    connections: 0,
     closed: async (nth) => {
       const socket = sockets[nth - 1];
       if (socket === undefined) throw new Error(`no request ${nth}`);
@@ -156,6 +160,19 @@ describe('callDownstream', () => {
     expect(error.message.endsWith('…')).toBe(true);
   });
 
+  it('keeps the connection after an error body of exactly the excerpt size', async () => {
+    const server = await serve((_request, response) => {
+      response.writeHead(500, { 'Content-Type': 'text/plain' });
+      response.end('z'.repeat(ERROR_BODY_MAX_BYTES));
+    });
+    const pools = poolsFor(1);
+    for (let i = 0; i < 2; i++) {
+      const error = await failure(callDownstream(pools, post(server.url), options));
+      expect(error.type).toBe('ServerError');
+    }
+    expect(server.connections).toBe(1);
+  });
+
   it('reads Retry-After on a 429', async () => {
     const server = await serve((_request, response) => {
       response.writeHead(429, { 'Retry-After': '7' });
@@ -195,9 +212,11 @@ describe('callDownstream', () => {
     expect(error.type).toBe('TimeoutError');
     release?.();
     expect((await first).raw.toString()).toBe('first');
-    // The queued request was dropped when it reached the socket: a later call is the second one received.
+    // The queued request was dropped when it reached the socket, and the socket kept: a later call is the
+    // second request received, on the same connection.
     await callDownstream(pools, post(server.url), options);
     expect(server.received).toBe(2);
+    expect(server.connections).toBe(1);
   });
 
   it('aborts calls in flight when the outer signal aborts, and closes their connections', async () => {
@@ -229,6 +248,8 @@ describe('callDownstream', () => {
     expect(error.message).toBe('attempt aborted (shutdown)');
     await callDownstream(pools, post(server.url), options);
     expect(server.received).toBe(1);
+    // Not even a socket was taken for the aborted call.
+    expect(server.connections).toBe(1);
   });
 
   it('rejects with NetworkError when nothing listens', async () => {

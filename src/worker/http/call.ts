@@ -36,8 +36,11 @@ export function callDownstream(
   options: CallOptions,
 ): Promise<CallResponse> {
   return new Promise<CallResponse>((resolve, reject) => {
+    const pool = pools.get(request.origin);
     const call = new DownstreamCall(options, resolve, reject);
-    pools.get(request.origin).dispatch(
+    // Aborted before it started (shutdown already under way): no socket is taken for it.
+    if (call.settled) return;
+    pool.dispatch(
       {
         path: request.path,
         method: request.method,
@@ -92,6 +95,10 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     }
   }
 
+  get settled(): boolean {
+    return this.#settled;
+  }
+
   /** Ferry's own abort (whole-attempt timeout, shutdown): the call rejects now, whatever undici is doing. */
   abort(reason: AttemptAbortedError): void {
     if (this.#settled) return;
@@ -101,9 +108,11 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
+    // Aborted while the request waited for a free socket: drop it before anything is sent. Thrown rather than
+    // controller.abort(): undici then fails only this request (client-h1 catches a throw from onConnect) and
+    // keeps the healthy keep-alive socket, where an abort would destroy it. call.test.ts pins this.
+    if (this.#abortedWith !== undefined) throw this.#abortedWith;
     this.#controller = controller;
-    // Aborted while the request waited for a free socket: drop it before anything is sent.
-    if (this.#abortedWith !== undefined) controller.abort(this.#abortedWith);
   }
 
   onResponseStart(
@@ -133,8 +142,9 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     if (this.#status >= 200 && this.#status < 300) {
       // Stopped at once, so a hostile or broken downstream cannot fill the worker's memory.
       if (this.#size > this.#limit) this.#refuse(controller, `response exceeded the ${this.#limit}-byte cap`);
-    } else if (this.#size >= this.#limit) {
-      // Enough of the error page for its message; the rest is never read.
+    } else if (this.#size > this.#limit) {
+      // More than enough of the error page for its message; the rest is never read. (Strictly more: an error
+      // body of exactly the excerpt's size has ended, and its connection is kept.)
       this.#complete();
       controller.abort(new Error('error response read up to its excerpt'));
     }
