@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +41,43 @@ async function runChild(
     ${how === 'exit' ? 'process.exit(0);' : "setImmediate(() => { throw new Error('boom'); });"}
   `;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return { code, lines: out.split('\n').filter((line) => line.startsWith('{')) };
+}
+
+/**
+ * Like runChild, but stdout is a pipe nobody reads for half a second, filled almost to the brim before the
+ * lines are logged (as with a slow log collector): a batch handed to an asynchronous write then is still in
+ * flight when the process ends, unless the exit path writes it synchronously. `flush` ends the way Ferry's
+ * shutdown does (logger.flush, then exit).
+ */
+async function runChildBehindSlowPipe(
+  how: 'exit' | 'throw' | 'flush',
+): Promise<{ code: number | null; lines: string[] }> {
+  const end = {
+    exit: 'process.exit(0);',
+    throw: "throw new Error('boom');",
+    flush: 'setTimeout(() => process.exit(0), 5000).unref(); logger.flush(() => process.exit(0));',
+  }[how];
+  const script = `
+    const { writeSync } = await import('node:fs');
+    const { createLogger } = await import(${JSON.stringify(LOGGER_MODULE)});
+    const logger = createLogger();
+    writeSync(1, 'f'.repeat(65000) + '\\n');
+    setTimeout(() => {
+      for (let i = 0; i < 10; i++) logger.info({ i, pad: 'p'.repeat(150) }, 'line');
+      logger.info('last');
+      ${end}
+    }, 100);
+  `;
+  const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', script]
+    .map((arg) => `'${arg.replaceAll("'", `'\\''`)}'`)
+    .join(' ');
+  const child = spawn('sh', ['-c', `${node} 2>/dev/null | (sleep 0.5; cat)`], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   let out = '';
@@ -142,6 +180,53 @@ describe('createLogDestination', () => {
     expect(() => readEnv({ FERRY_LOG_BUFFER_BYTES: String(MAX_LOG_BUFFER_BYTES + 1) })).toThrow(
       'FERRY_LOG_BUFFER_BYTES',
     );
+  });
+
+  it.each(['exit', 'throw', 'flush'] as const)(
+    'loses no line behind a backed-up stdout when the process ends by %s',
+    async (how) => {
+      const { lines: found } = await runChildBehindSlowPipe(how);
+      expect(found.map((line) => (JSON.parse(line) as { msg: string }).msg)).toEqual([
+        ...Array<string>(10).fill('line'),
+        'last',
+      ]);
+    },
+    20_000,
+  );
+
+  it('calls a flush back only once the lines are written', async () => {
+    const file = join(dir, 'flushed.log');
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
+    await once(destination, 'ready');
+    const logger = createLogger({ destination });
+    const events: string[] = [];
+    destination.on('write', () => events.push('write'));
+    for (let i = 0; i < 3; i++) logger.info({ i }, 'line');
+    await new Promise<void>((resolve) =>
+      logger.flush(() => {
+        events.push('flushed');
+        resolve();
+      }),
+    );
+    expect(events).toEqual(['write', 'flushed']);
+    expect(await lines(file)).toHaveLength(3);
+    destination.end();
+  });
+
+  it('writes the buffered lines before flushSync returns, with no write left in flight', async () => {
+    const file = join(dir, 'flushed-sync.log');
+    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
+    await once(destination, 'ready');
+    const logger = createLogger({ destination });
+    let asyncWrites = 0;
+    destination.on('write', () => asyncWrites++);
+    for (let i = 0; i < 3; i++) logger.info({ i }, 'line');
+    destination.flushSync();
+    expect(readFileSync(file, 'utf8').split('\n').filter(Boolean)).toHaveLength(3);
+    // An asynchronous write started by flushSync is one an exit would lose (flushSync does not wait for it).
+    await sleep(50);
+    expect(asyncWrites).toBe(0);
+    destination.end();
   });
 
   it.each(['exit', 'throw'] as const)(
