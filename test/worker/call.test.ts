@@ -252,6 +252,18 @@ describe('callDownstream', () => {
     expect(server.connections).toBe(1);
   });
 
+  it('settles calls in flight and queued when their pool closes', async () => {
+    const server = await serve(() => {
+      // Never answers.
+    });
+    const pools = poolsFor(1);
+    const inFlight = failure(callDownstream(pools, post(server.url), options));
+    const queued = failure(callDownstream(pools, post(server.url), options));
+    await expect.poll(() => server.received).toBe(1);
+    await pools.close();
+    for (const error of await Promise.all([inFlight, queued])) expect(error.type).toBe('NetworkError');
+  });
+
   it('rejects with NetworkError when nothing listens', async () => {
     const error = await failure(callDownstream(poolsFor(), post('http://127.0.0.1:1'), options));
     expect(error.type).toBe('NetworkError');
