@@ -14,7 +14,14 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { readEnv } from '../../src/core/env.ts';
-import { createLogDestination, createLogger, MAX_LOG_BUFFER_BYTES } from '../../src/core/logger.ts';
+import {
+  createLogDestination,
+  createLogger,
+  type LogDestination,
+  type LogDestinationOptions,
+  type Logger,
+  MAX_LOG_BUFFER_BYTES,
+} from '../../src/core/logger.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'ferry-logger-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
@@ -24,6 +31,17 @@ const LOGGER_MODULE = fileURLToPath(new URL('../../src/core/logger.ts', import.m
 async function lines(file: string): Promise<string[]> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return text.split('\n').filter((line) => line !== '');
+}
+
+/** A destination on a fresh file in the test's dir, open, and a logger on it. */
+async function openLog(
+  name: string,
+  options: Omit<LogDestinationOptions, 'dest'>,
+): Promise<{ file: string; destination: LogDestination; logger: Logger }> {
+  const file = join(dir, name);
+  const destination = createLogDestination({ ...options, dest: file });
+  await once(destination, 'ready');
+  return { file, destination, logger: createLogger({ destination }) };
 }
 
 /**
@@ -88,10 +106,7 @@ async function runChildBehindSlowPipe(
 
 describe('createLogDestination', () => {
   it('keeps lines in the buffer until a flush, and writes them together', async () => {
-    const file = join(dir, 'buffered.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
-    await once(destination, 'ready');
-    const logger = createLogger({ destination });
+    const { file, destination, logger } = await openLog('buffered.log', { flushIntervalMs: 60_000 });
     logger.info({ n: 1 }, 'one');
     logger.info({ n: 2 }, 'two');
     await sleep(50);
@@ -105,30 +120,29 @@ describe('createLogDestination', () => {
   });
 
   it('writes buffered lines on its own after the flush interval', async () => {
-    const file = join(dir, 'periodic.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 20 });
-    await once(destination, 'ready');
-    createLogger({ destination }).info('later');
+    const { file, destination, logger } = await openLog('periodic.log', { flushIntervalMs: 20 });
+    logger.info('later');
     await expect.poll(async () => (await lines(file)).length, { timeout: 10_000 }).toBe(1);
     destination.end();
   });
 
   it('with bufferBytes 0, writes each line without a flush', async () => {
-    const file = join(dir, 'unbuffered.log');
-    const destination = createLogDestination({ dest: file, bufferBytes: 0, flushIntervalMs: 60_000 });
-    await once(destination, 'ready');
+    const { file, destination, logger } = await openLog('unbuffered.log', {
+      bufferBytes: 0,
+      flushIntervalMs: 60_000,
+    });
     const written = once(destination, 'write');
-    createLogger({ destination }).info('at once');
+    logger.info('at once');
     await written;
     expect(await lines(file)).toHaveLength(1);
     destination.end();
   });
 
   it('writes a batch as soon as the buffer fills, without waiting for the interval, in order', async () => {
-    const file = join(dir, 'full.log');
-    const destination = createLogDestination({ dest: file, bufferBytes: 500, flushIntervalMs: 60_000 });
-    await once(destination, 'ready');
-    const logger = createLogger({ destination });
+    const { file, destination, logger } = await openLog('full.log', {
+      bufferBytes: 500,
+      flushIntervalMs: 60_000,
+    });
     const numbers = async (): Promise<number[]> =>
       (await lines(file)).map((line) => (JSON.parse(line) as { i: number }).i);
     // Each line is about 100 characters: the buffer fills at the fifth or sixth, the rest waits.
@@ -143,12 +157,10 @@ describe('createLogDestination', () => {
   });
 
   it('writes nothing while there is nothing to write', async () => {
-    const file = join(dir, 'idle.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 10 });
-    await once(destination, 'ready');
+    const { destination, logger } = await openLog('idle.log', { flushIntervalMs: 10 });
     let writes = 0;
     destination.on('write', () => writes++);
-    createLogger({ destination }).info('one');
+    logger.info('one');
     await expect.poll(() => writes, { timeout: 10_000 }).toBe(1);
     await sleep(100);
     expect(writes).toBe(1);
@@ -156,10 +168,7 @@ describe('createLogDestination', () => {
   });
 
   it('drops a line logged after end instead of throwing from its timer', async () => {
-    const file = join(dir, 'ended.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 10 });
-    await once(destination, 'ready');
-    const logger = createLogger({ destination });
+    const { file, destination, logger } = await openLog('ended.log', { flushIntervalMs: 10 });
     logger.info('before');
     destination.end();
     logger.info('after');
@@ -195,10 +204,7 @@ describe('createLogDestination', () => {
   );
 
   it('calls a flush back only once the lines are written', async () => {
-    const file = join(dir, 'flushed.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
-    await once(destination, 'ready');
-    const logger = createLogger({ destination });
+    const { file, destination, logger } = await openLog('flushed.log', { flushIntervalMs: 60_000 });
     const events: string[] = [];
     destination.on('write', () => events.push('write'));
     for (let i = 0; i < 3; i++) logger.info({ i }, 'line');
@@ -214,10 +220,7 @@ describe('createLogDestination', () => {
   });
 
   it('writes the buffered lines before flushSync returns, with no write left in flight', async () => {
-    const file = join(dir, 'flushed-sync.log');
-    const destination = createLogDestination({ dest: file, flushIntervalMs: 60_000 });
-    await once(destination, 'ready');
-    const logger = createLogger({ destination });
+    const { file, destination, logger } = await openLog('flushed-sync.log', { flushIntervalMs: 60_000 });
     let asyncWrites = 0;
     destination.on('write', () => asyncWrites++);
     for (let i = 0; i < 3; i++) logger.info({ i }, 'line');
