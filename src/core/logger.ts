@@ -51,11 +51,11 @@ export interface LogDestinationOptions {
   /** A file path or descriptor; default 1 (stdout). */
   dest?: string | number;
   /**
-   * Lines are collected up to about this many bytes (counted as characters: no pass over each line to count
-   * its UTF-8 bytes) or for LOG_FLUSH_INTERVAL_MS, and written together; 0
-   * writes each line as soon as the previous write is done. One write per line was the largest single cost of
-   * a job in the throughput bench (a write system call on the libuv pool per line). Lines still buffered when
-   * the process is SIGKILLed are lost; shutdown, exit and uncaught errors flush them.
+   * Lines are collected up to about this many bytes (counted as characters, so no line is scanned for its
+   * UTF-8 length) or for LOG_FLUSH_INTERVAL_MS, and written together; 0 writes each line as soon as the
+   * previous write is done. One write per line was the largest single cost of a job in the throughput bench (a
+   * write system call on the libuv pool per line). Lines still buffered when the process is SIGKILLed are lost;
+   * shutdown, exit and uncaught errors flush them.
    */
   bufferBytes?: number;
   /** How long a buffered line may wait; default LOG_FLUSH_INTERVAL_MS. */
@@ -89,8 +89,8 @@ export function createLogDestination(options: LogDestinationOptions = {}): LogDe
 function batchLines(stream: LogDestination, bufferBytes: number, flushIntervalMs: number): void {
   const writeNow = stream.write.bind(stream);
   let pending: string[] = [];
-  let ended = false;
   let pendingLength = 0;
+  let ended = false;
   const takePending = (): void => {
     if (pending.length === 0) return;
     // Lines logged after end(): SonicBoom would throw, and from the timer that would crash the process.
@@ -104,7 +104,6 @@ function batchLines(stream: LogDestination, bufferBytes: number, flushIntervalMs
     pendingLength = 0;
     writeNow(batch);
   };
-  // String length, not bytes: close enough for a batch size, and it needs no pass over the line.
   stream.write = (line: string): boolean => {
     pending.push(line);
     pendingLength += line.length;

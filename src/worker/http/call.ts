@@ -10,7 +10,11 @@ import type { OutboundRequest } from './request.ts';
 import { bodyExcerpt, ERROR_BODY_MAX_BYTES } from './response.ts';
 
 export interface CallOptions {
-  /** Whole attempt: waiting for a socket + connect + headers + body. The request is really aborted when it passes. */
+  /**
+   * Whole attempt: waiting for a socket + connect + headers + body. When it passes the call settles and the
+   * request is aborted (a socket still connecting goes on to connect or fail, bounded by the pool's
+   * connectTimeout, and then serves the next call).
+   */
   timeoutMs: number;
   maxResponseBytes: number;
   maxRetryAfterMs: number;
