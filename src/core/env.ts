@@ -24,7 +24,7 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** `pretty` for human-readable logs (default under `ferry dev`), `json` otherwise. */
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
-  /** Log lines collected before a write (at most 100 ms); 0 writes each line at once. Below SonicBoom's maxWrite. */
+  /** Log lines collected before a write (about this many bytes, at most 100 ms); 0 writes each line at once. */
   FERRY_LOG_BUFFER_BYTES: z.coerce
     .number()
     .int()

@@ -77,6 +77,8 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
   #abortedWith: AttemptAbortedError | undefined;
   #settled = false;
   #status = 0;
+  /** 2xx: the body is the result, read whole under the cap. Otherwise only an excerpt is read. */
+  #ok = false;
   #headers: IncomingHttpHeaders = {};
   #chunks: Buffer[] = [];
   #size = 0;
@@ -127,7 +129,8 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     this.#status = statusCode;
     this.#headers = headers;
-    if (statusCode < 200 || statusCode >= 300) {
+    this.#ok = statusCode >= 200 && statusCode < 300;
+    if (!this.#ok) {
       // A 502 page of any size is still a 502: classified by its status, never as ResponseTooLargeError.
       this.#limit = ERROR_BODY_MAX_BYTES;
       return;
@@ -143,7 +146,7 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     this.#chunks.push(chunk);
     this.#size += chunk.length;
-    if (this.#status >= 200 && this.#status < 300) {
+    if (this.#ok) {
       // Stopped at once, so a hostile or broken downstream cannot fill the worker's memory.
       if (this.#size > this.#limit) this.#refuse(controller, `response exceeded the ${this.#limit}-byte cap`);
     } else if (this.#size > this.#limit) {
@@ -166,7 +169,7 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     const chunks = this.#chunks;
     const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#size);
     const status = this.#status;
-    if (status >= 200 && status < 300) {
+    if (this.#ok) {
       this.#settle();
       this.#resolve({ status, headers: this.#headers, raw });
       return;
