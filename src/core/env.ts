@@ -57,6 +57,24 @@ const envSchema = z.object({
     .int()
     .min(500)
     .default(30 * SECOND),
+  /** Port of the HTTP API (`ferry api`, `ferry dev`). */
+  PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
+  /** Address the HTTP API listens on; loopback by default, `0.0.0.0` in a container. */
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** API bearer tokens as JSON: `[{ name, token | sha256, scopes, services?, tenants? }]`. */
+  FERRY_API_TOKENS: z.string().optional(),
+  /** A YAML file with the same list as FERRY_API_TOKENS (used when that is unset). */
+  FERRY_API_TOKENS_FILE: z.string().optional(),
+  /** Largest HTTP request body the API accepts (a batch of 1000 jobs must fit). */
+  FERRY_API_BODY_LIMIT_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(16 * 1024 * 1024),
+  /** Port of a worker's own `/metrics` (and `/healthz`) server; 0 turns it off. */
+  FERRY_METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9464),
+  /** Address the worker's metrics server listens on. */
+  FERRY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
 });
 
 export type Env = Readonly<z.infer<typeof envSchema>>;
