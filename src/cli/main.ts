@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { isFerryError } from '../core/errors.ts';
+import { registerApiCommand } from './commands/api.ts';
 import { registerConfigCommand } from './commands/config.ts';
 import { registerDevCommand } from './commands/dev.ts';
 import { registerEnqueueCommand } from './commands/enqueue.ts';
@@ -23,6 +24,7 @@ const program = new Command('ferry')
 Examples:
   $ ferry dev                                   # everything locally, with a private redis-server
   $ REDIS_URL=redis://127.0.0.1:6379 ferry worker --services crm
+  $ REDIS_URL=redis://127.0.0.1:6379 FERRY_API_TOKENS_FILE=./tokens.yaml ferry api
   $ ferry enqueue crm createContact --input '{"email":"ada@example.com"}' --wait
   $ ferry config check ./ferry.services.yaml
 
@@ -34,6 +36,7 @@ Environment: REDIS_URL, FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README).`,
 
 registerDevCommand(program);
 registerWorkerCommand(program);
+registerApiCommand(program);
 registerEnqueueCommand(program);
 registerConfigCommand(program);
 

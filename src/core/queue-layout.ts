@@ -57,3 +57,8 @@ export const DEAD_LETTERED_FIELD = 'ferryDeadLetter';
 export function deadLetterJobName(service: string, operation: string): string {
   return `${service}.${operation}`;
 }
+
+/** Redis key of a service's shared breaker state (src/breakers/shared-state.ts): in the service queue's slot. */
+export function breakerKey(prefix: string, service: string): string {
+  return `${prefix}:${serviceQueueName(service)}:breaker`;
+}

@@ -30,16 +30,16 @@ export function validateEnqueueRequest(
   const request = parsed.data;
   const service = catalog?.get(request.service);
   if (catalog !== undefined && service === undefined) {
+    // 422: the request is well-formed but names what does not exist (the API answers with this status).
     throw new ValidationError(`${fieldPrefix}service: unknown service "${request.service}"`, {
       field: `${fieldPrefix}service`,
+      status: 422,
     });
   }
   if (service !== undefined && !service.operations.has(request.operation)) {
     throw new ValidationError(
       `${fieldPrefix}operation: unknown operation "${request.operation}" for service "${request.service}"`,
-      {
-        field: `${fieldPrefix}operation`,
-      },
+      { field: `${fieldPrefix}operation`, status: 422 },
     );
   }
   const maxInputBytes = service?.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;

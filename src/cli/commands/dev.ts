@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 
 import type { Command } from 'commander';
@@ -8,7 +9,7 @@ export function registerDevCommand(program: Command): void {
   program
     .command('dev')
     .description(
-      'run Ferry locally in one process: a private redis-server (when REDIS_URL is unset), the demo service, and workers',
+      'run Ferry locally in one process: a private redis-server (when REDIS_URL is unset), the demo service, workers, and the HTTP API with Bull Board',
     )
     .option('--no-demo-jobs', 'do not enqueue the three demo jobs at start')
     .addHelpText(
@@ -16,14 +17,23 @@ export function registerDevCommand(program: Command): void {
       '\nExamples:\n  $ ferry dev\n  $ REDIS_URL=redis://127.0.0.1:6379 ferry dev --no-demo-jobs\n',
     )
     .action(async (options: { demoJobs: boolean }) => {
-      const [{ Producer }, { startDemoService }, { startPrivateRedis }, runtimeModule, { onShutdownSignal }] =
-        await Promise.all([
-          import('../../producer/producer.ts'),
-          import('../demo-service.ts'),
-          import('../redis-server.ts'),
-          import('../runtime.ts'),
-          import('../shutdown.ts'),
-        ]);
+      const [
+        { Producer },
+        { startDemoService },
+        { startPrivateRedis },
+        runtimeModule,
+        { onShutdownSignal },
+        { startApi },
+        { loadTokenSet, TokenSet },
+      ] = await Promise.all([
+        import('../../producer/producer.ts'),
+        import('../demo-service.ts'),
+        import('../redis-server.ts'),
+        import('../runtime.ts'),
+        import('../shutdown.ts'),
+        import('../api-server.ts'),
+        import('../../api/auth.ts'),
+      ]);
       const { connect, connectReady, loadRuntime, startWorkers } = runtimeModule;
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
@@ -52,19 +62,41 @@ export function registerDevCommand(program: Command): void {
       const services = [...runtime.config.services.keys()];
       lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
       lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
+      const producerConnection = connect(runtime.env, 'producer', 'ferry-dev-producer');
       const producer = new Producer({
-        connection: connect(runtime.env, 'producer', 'ferry-dev-producer'),
+        connection: producerConnection,
         prefix: runtime.env.FERRY_PREFIX,
         services: runtime.config.services,
       });
+      // Tokens from the environment when set; otherwise one admin token for this run, printed below.
+      let devToken: string | undefined;
+      let tokens = await loadTokenSet(runtime.env);
+      if (tokens === undefined) {
+        devToken = randomBytes(24).toString('base64url');
+        tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
+      }
+      const api = await startApi(runtime, { connection: producerConnection, tokens });
+      lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
+      lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
+      lines.push(
+        devToken === undefined
+          ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
+          : `token     ${devToken}  (admin, this run only)`,
+      );
       onShutdownSignal(runtime.logger, async () => {
+        await api.close();
         await producer.close();
         await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
         connection.disconnect();
+        producerConnection.disconnect();
         for (const stop of stops.reverse()) await stop();
       });
+      const token = devToken ?? '<your token>';
       process.stdout.write(
-        `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n\n`,
+        `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:\n` +
+          `  curl -s -H 'authorization: Bearer ${token}' -H 'content-type: application/json' \\\n` +
+          `    -d '{"service":"demo","operation":"echo","input":{"hello":"world"}}' ${api.url}/v1/jobs\n` +
+          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n\n`,
       );
       if (
         options.demoJobs &&

@@ -1,0 +1,137 @@
+/**
+ * The HTTP API (DESIGN §6): builds a Fastify instance and never listens (cli/ does; tests use real listens or
+ * inject()). Every route declares what it needs in its config: `scope` (a token scope, `any` valid token, or
+ * `public`) and `redis` (answer 503 + Retry-After at once while Redis is down instead of waiting on it).
+ */
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+
+import type { Logger } from '../core/logger.ts';
+import { waitUntilReady } from '../core/redis.ts';
+import { SECOND } from '../core/time.ts';
+import { authenticate, type Principal, requireScope, type Scope, type TokenSet } from './auth.ts';
+import type { ApiContext } from './context.ts';
+import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
+import { healthRoutes, type MetricsSource } from './routes/health.ts';
+import { jobRoutes } from './routes/jobs.ts';
+import { serviceRoutes } from './routes/services.ts';
+import { serializerCompiler, validatorCompiler } from './schemas.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may call the route: a scope, `any` valid token, or `public` (no token). Default `any`. */
+    scope?: Scope | 'any' | 'public';
+    /** The route needs Redis: while it is down, answer 503 + Retry-After within REDIS_WAIT_MS. */
+    redis?: boolean;
+  }
+  interface FastifyRequest {
+    /** The caller, set by the auth hook for every route but `public` ones. */
+    principal: Principal | undefined;
+  }
+}
+
+/** A route the API mounts from another module (SSE, dead letters, Bull Board): registered after the core routes. */
+export type ApiPlugin = (app: FastifyInstance, ctx: ApiContext) => void | Promise<void>;
+
+export interface ApiOptions {
+  ctx: ApiContext;
+  tokens: TokenSet;
+  logger: Logger;
+  metrics?: MetricsSource;
+  /** Extra route modules (job events, dead letters, Bull Board). */
+  plugins?: readonly ApiPlugin[];
+  /** Paths whose routes authenticate themselves (Bull Board answers browsers with a Basic challenge). */
+  selfAuthenticatedPrefixes?: readonly string[];
+  /** Largest request body. Default 16 MiB (a batch of 1000 jobs). */
+  bodyLimitBytes?: number;
+}
+
+export const API_VERSION = '0.1.0';
+
+export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
+  const { ctx, tokens } = options;
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // One line per request at info would cost more than the enqueue itself; errors are logged by handleError.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.bodyLimitBytes ?? 16 * 1024 * 1024,
+    // 0 would disable Node's own request timeout (DESIGN §8): a client that never finishes its body is cut off.
+    requestTimeout: 30 * SECOND,
+    // SSE streams are long-lived; the keep-alive timeout only applies between requests.
+    keepAliveTimeout: 72 * SECOND,
+    return503OnClosing: true,
+  });
+  // JSON only: Fastify's default text/plain parser would hand a string to routes that expect objects (415).
+  app.removeContentTypeParser('text/plain');
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler((request) => {
+    throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`);
+  });
+  app.decorateRequest('principal', undefined);
+
+  const selfAuthenticated = options.selfAuthenticatedPrefixes ?? [];
+  app.addHook('onRequest', async (request, reply) => {
+    const config = request.routeOptions.config;
+    const scope = config.scope ?? 'any';
+    if (scope === 'public') return;
+    const url = request.routeOptions.url ?? request.url;
+    if (selfAuthenticated.some((prefix) => url.startsWith(prefix))) return;
+    try {
+      request.principal = authenticate(tokens, request.headers.authorization);
+    } catch (error) {
+      // Bearer for API clients; Basic lets a browser open /docs with the token as password.
+      void reply.header('www-authenticate', 'Bearer realm="ferry", Basic realm="ferry"');
+      throw error;
+    }
+    if (scope !== 'any') requireScope(request.principal, scope);
+  });
+  app.addHook('preHandler', async (request) => {
+    if (request.routeOptions.config.redis !== true || ctx.connection.status === 'ready') return;
+    try {
+      await waitUntilReady(ctx.connection, REDIS_WAIT_MS);
+    } catch {
+      throw new UnavailableError('Redis is unavailable; retry later');
+    }
+  });
+  app.addHook('onClose', async () => {
+    await ctx.close();
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Ferry API',
+        version: API_VERSION,
+        description:
+          'Enqueue integration jobs, follow them, and operate Ferry. Every route but /healthz needs a bearer ' +
+          'token (FERRY_API_TOKENS) with the scope it names; errors are `{ error: { type, message, field? } }`.',
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer' },
+          basic: { type: 'http', scheme: 'basic', description: 'any user name, the token as password' },
+        },
+      },
+      security: [{ bearer: [] }, { basic: [] }],
+      tags: [
+        { name: 'jobs', description: 'enqueue, read and cancel jobs' },
+        { name: 'events', description: 'Server-Sent Events of jobs' },
+        { name: 'dead-letters', description: 'jobs that will not succeed' },
+        { name: 'services', description: 'configured services and their breakers' },
+        { name: 'queues', description: 'service queues' },
+        { name: 'health', description: 'liveness, readiness, metrics' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  healthRoutes(app, ctx, options.metrics);
+  jobRoutes(app, ctx);
+  serviceRoutes(app, ctx);
+  for (const plugin of options.plugins ?? []) await plugin(app, ctx);
+  return app;
+}

@@ -1,0 +1,242 @@
+/** Jobs: enqueue (one or a batch), read, cancel. */
+import { Job } from 'bullmq';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+
+import { isFerryError } from '../../core/errors.ts';
+import type { EnqueueRequest } from '../../core/job.ts';
+import type { EnqueueResult, JobView } from '../../producer/producer.ts';
+import { validateEnqueueRequest } from '../../producer/validate.ts';
+import { canAccessService, canAccessTenant, requireAccess } from '../auth.ts';
+import type { ApiContext } from '../context.ts';
+import { ConflictError, type ErrorBody, ForbiddenError, NotFoundError, toErrorResponse } from '../errors.ts';
+import {
+  acceptedSchema,
+  batchBodySchema,
+  batchResultSchema,
+  enqueueBody,
+  errorBodySchema,
+  jobParamsSchema,
+  jobViewSchema,
+  jsonSchema,
+} from '../schemas.ts';
+
+type Accepted = ReturnType<typeof accepted>;
+
+function accepted(result: EnqueueResult): {
+  id: string;
+  service: string;
+  operation: string;
+  status: 'queued' | 'existing';
+  statusUrl: string;
+  eventsUrl: string;
+} {
+  const statusUrl = `/v1/jobs/${result.service}/${encodeURIComponent(result.id)}`;
+  return {
+    id: result.id,
+    service: result.service,
+    operation: result.operation,
+    status: result.created ? 'queued' : 'existing',
+    statusUrl,
+    eventsUrl: `${statusUrl}/events`,
+  };
+}
+
+const errors = (...codes: number[]): Record<number, unknown> =>
+  Object.fromEntries(codes.map((code) => [code, jsonSchema(errorBodySchema, { validate: false })]));
+
+export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  const catalog = ctx.config.services;
+
+  /** The job a token may read, or 404 (another tenant's job does not exist for a tenant-limited token). */
+  async function readableJob(
+    principal: Parameters<typeof canAccessTenant>[0],
+    service: string,
+    id: string,
+  ): Promise<JobView> {
+    ctx.assertService(service);
+    if (!canAccessService(principal, service)) {
+      throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
+    }
+    const view = await ctx.producer.get(service, id);
+    if (view === undefined || !canAccessTenant(principal, view.tenant)) {
+      throw new NotFoundError(`job "${id}" of service "${service}" not found`);
+    }
+    return view;
+  }
+
+  /**
+   * An idempotent repeat returns the existing job, unless that job belongs to a tenant the token may not see:
+   * idempotency keys are per service, so another tenant's key is a conflict, and nothing about it is shown.
+   */
+  async function existingOrConflict(
+    principal: Parameters<typeof canAccessTenant>[0],
+    result: EnqueueResult,
+  ): Promise<{ view: JobView | undefined }> {
+    const view = await ctx.producer.get(result.service, result.id);
+    if (view !== undefined && !canAccessTenant(principal, view.tenant)) {
+      throw new ConflictError('idempotencyKey is already used by another job');
+    }
+    return { view };
+  }
+
+  app.post(
+    '/v1/jobs',
+    {
+      config: { scope: 'jobs:write', redis: true },
+      schema: {
+        summary: 'Enqueue one job',
+        description:
+          '202 with the new job; 200 with the existing job when idempotencyKey matches one enqueued before.',
+        tags: ['jobs'],
+        body: enqueueBody,
+        response: {
+          202: jsonSchema(acceptedSchema, { validate: false }),
+          200: jsonSchema(acceptedSchema.extend({ job: jobViewSchema }), { validate: false }),
+          ...errors(400, 401, 403, 409, 413, 415, 422, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = request.principal!;
+      const job = validateEnqueueRequest(request.body, catalog);
+      requireAccess(principal, job.service, job.tenant);
+      const result = await ctx.producer.enqueue(job);
+      const body = accepted(result);
+      if (result.created) return reply.code(202).header('location', body.statusUrl).send(body);
+      const { view } = await existingOrConflict(principal, result);
+      return reply
+        .code(200)
+        .header('location', body.statusUrl)
+        .send({ ...body, job: view });
+    },
+  );
+
+  app.post(
+    '/v1/jobs/batch',
+    {
+      config: { scope: 'jobs:write', redis: true },
+      schema: {
+        summary: 'Enqueue up to 1000 jobs',
+        description:
+          'Every job is validated before any is added. Valid jobs are added and refused ones get their error ' +
+          '(per-item results); with atomic: true, one refused job means none is added (422).',
+        tags: ['jobs'],
+        body: jsonSchema(batchBodySchema),
+        response: {
+          200: jsonSchema(batchResultSchema, { validate: false }),
+          ...errors(400, 401, 403, 413, 415, 422, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = request.principal!;
+      const body = request.body as { jobs: unknown[]; atomic?: boolean };
+      type Item = { index: number; status: number; job?: Accepted; error?: ErrorBody['error'] };
+      const items: Item[] = new Array<Item>(body.jobs.length);
+      const valid: { index: number; job: EnqueueRequest }[] = [];
+      body.jobs.forEach((raw, index) => {
+        try {
+          const job = validateEnqueueRequest(raw, catalog, `jobs[${index}].`);
+          requireAccess(principal, job.service, job.tenant);
+          valid.push({ index, job });
+        } catch (error) {
+          if (!isFerryError(error) && !(error instanceof ForbiddenError)) throw error;
+          const mapped = toErrorResponse(error);
+          items[index] = { index, status: mapped.statusCode, error: mapped.body.error };
+        }
+      });
+      const rejected = body.jobs.length - valid.length;
+      if (body.atomic === true && rejected > 0) {
+        const first = items.find((item) => item !== undefined)!;
+        return (reply as FastifyReply).code(422).send({
+          error: {
+            type: 'ValidationError',
+            message: `${rejected} of ${body.jobs.length} jobs refused; none added (atomic). First: ${first.error?.message ?? ''}`,
+            field: first.error?.field ?? `jobs[${first.index}]`,
+          },
+          results: items.filter((item) => item !== undefined),
+        });
+      }
+      const results = valid.length === 0 ? [] : await ctx.producer.enqueueMany(valid.map((v) => v.job));
+      await Promise.all(
+        results.map(async (result, i) => {
+          const index = valid[i]!.index;
+          if (result.created) {
+            items[index] = { index, status: 202, job: accepted(result) };
+            return;
+          }
+          try {
+            await existingOrConflict(principal, result);
+            items[index] = { index, status: 200, job: accepted(result) };
+          } catch (error) {
+            const mapped = toErrorResponse(error);
+            items[index] = { index, status: mapped.statusCode, error: mapped.body.error };
+          }
+        }),
+      );
+      const acceptedCount = items.filter((item) => item.status < 300).length;
+      return reply.code(200).send({
+        accepted: acceptedCount,
+        rejected: items.length - acceptedCount,
+        results: items,
+      });
+    },
+  );
+
+  app.get(
+    '/v1/jobs/:service/:id',
+    {
+      config: { scope: 'jobs:read', redis: true },
+      schema: {
+        summary: 'A job: state, attempts, last error, result, dead-letter reference',
+        tags: ['jobs'],
+        params: jsonSchema(jobParamsSchema),
+        response: { 200: jsonSchema(jobViewSchema, { validate: false }), ...errors(400, 401, 403, 404, 503) },
+      },
+    },
+    async (request) => {
+      const { service, id } = request.params as { service: string; id: string };
+      return readableJob(request.principal!, service, id);
+    },
+  );
+
+  app.delete(
+    '/v1/jobs/:service/:id',
+    {
+      config: { scope: 'jobs:write', redis: true },
+      schema: {
+        summary: 'Cancel a job that is waiting or delayed',
+        description: '204 when removed; 409 when it is active, completed or dead-lettered.',
+        tags: ['jobs'],
+        params: jsonSchema(jobParamsSchema),
+        response: {
+          204: { type: 'null', description: 'cancelled' },
+          ...errors(400, 401, 403, 404, 409, 503),
+        },
+      },
+    },
+    async (request, reply: FastifyReply) => {
+      const { service, id } = request.params as { service: string; id: string };
+      const view = await readableJob(request.principal!, service, id);
+      const cancellable =
+        view.state === 'waiting' || view.state === 'delayed' || view.state === 'prioritized';
+      if (!cancellable)
+        throw new ConflictError(
+          `job "${id}" is ${view.state}; only waiting or delayed jobs can be cancelled`,
+        );
+      const queue = ctx.queue(service);
+      const job = await Job.fromId(queue, id);
+      try {
+        // BullMQ refuses to remove a locked job: one a worker took since we read its state.
+        await job?.remove();
+      } catch (error) {
+        if (error instanceof Error && /locked|active/i.test(error.message)) {
+          throw new ConflictError(`job "${id}" became active; it can no longer be cancelled`);
+        }
+        throw error;
+      }
+      request.log.info({ service, jobId: id, token: request.principal!.name }, 'job cancelled');
+      return reply.code(204).send();
+    },
+  );
+}

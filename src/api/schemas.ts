@@ -1,0 +1,154 @@
+/**
+ * Route schemas. Each is a zod schema (core/job.ts is the one source of the job shapes) turned into JSON Schema
+ * for Fastify's route definitions, from which @fastify/swagger builds the OpenAPI document. Validation runs
+ * the zod schema itself (validatorCompiler below), so the API's messages and fields are the Producer's.
+ */
+import type { FastifySchemaCompiler } from 'fastify';
+import { z } from 'zod';
+
+import { ERROR_TYPES, ValidationError } from '../core/errors.ts';
+import { enqueueRequestSchema, issuePath } from '../core/job.ts';
+import { SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
+
+type JsonSchema = Record<string, unknown>;
+
+const validators = new WeakMap<object, z.ZodType>();
+
+/**
+ * JSON Schema of a zod schema for a route definition. With `validate` (the default) the route validates with
+ * the zod schema; without, the schema only documents (the handler validates, e.g. against the services file).
+ */
+export function jsonSchema(schema: z.ZodType, options: { validate?: boolean } = {}): JsonSchema {
+  const json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+  delete json.$schema;
+  if (options.validate !== false) validators.set(json, schema);
+  return json;
+}
+
+/** Fastify validator: the zod schema registered for the JSON Schema, or none (documentation only). */
+export const validatorCompiler: FastifySchemaCompiler<unknown> = ({ schema, httpPart }) => {
+  const zod = validators.get(schema as object);
+  if (zod === undefined) return (data: unknown) => ({ value: data });
+  const root = httpPart === 'querystring' ? 'query' : httpPart === 'params' ? 'path' : undefined;
+  return (data: unknown) => {
+    const parsed = zod.safeParse(data);
+    if (parsed.success) return { value: parsed.data };
+    const issue = parsed.error.issues[0]!;
+    const path = issuePath(issue.path);
+    const field = path === '' ? (root ?? 'body') : path;
+    const message =
+      issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message;
+    return {
+      error: new ValidationError(`${root === undefined ? '' : `${root} `}${field}: ${message}`, { field }),
+    };
+  };
+};
+
+/** Responses are written with JSON.stringify: response schemas document, they never strip fields. */
+export function serializerCompiler(): (data: unknown) => string {
+  return (data) => JSON.stringify(data);
+}
+
+// ---- shared pieces ----------------------------------------------------------------------------------------
+
+export const serviceName = z.string().regex(SERVICE_NAME_PATTERN, 'must be a service name');
+export const jobId = z.string().min(1).max(300);
+
+export const errorBodySchema = z.object({
+  error: z.object({
+    type: z
+      .string()
+      .describe('Stable error type: a delivery type (docs/errors.md) or an API type (docs/api.md)'),
+    message: z.string(),
+    field: z.string().optional().describe('The request field at fault: `input.email`, `jobs[3].service`'),
+  }),
+});
+
+const errorRecordSchema = z.object({
+  type: z.enum(ERROR_TYPES as [string, ...string[]]),
+  message: z.string(),
+  status: z.number().int().optional(),
+  retryAfterMs: z.number().optional(),
+  field: z.string().optional(),
+});
+
+const attemptSchema = z.object({
+  attempt: z.number().int(),
+  outcome: z.enum(['failed', 'held', 'interrupted']),
+  at: z.number().describe('epoch ms'),
+  durationMs: z.number(),
+  type: z.string().optional(),
+  status: z.number().int().optional(),
+  message: z.string(),
+  retryDelayMs: z.number().optional(),
+});
+
+const jobResultSchema = z.object({
+  status: z.number().int(),
+  headers: z.record(z.string(), z.string()),
+  body: z.unknown(),
+  bodyTruncated: z.boolean().optional(),
+  durationMs: z.number(),
+  attempts: z.number().int(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+// ---- jobs -------------------------------------------------------------------------------------------------
+
+/** POST /v1/jobs: the Producer's schema; validated in the handler, against the loaded services too. */
+export const enqueueBody = jsonSchema(enqueueRequestSchema, { validate: false });
+
+export const MAX_BATCH_JOBS = 1000;
+export const batchBodySchema = z.strictObject({
+  jobs: z
+    .array(z.unknown())
+    .min(1, 'must hold at least one job')
+    .max(MAX_BATCH_JOBS, `must hold at most ${MAX_BATCH_JOBS} jobs`)
+    .describe('Enqueue requests, each shaped like the body of POST /v1/jobs'),
+  atomic: z
+    .boolean()
+    .optional()
+    .describe('true: add none unless every job is valid (422 with per-item errors); default false'),
+});
+
+export const jobParamsSchema = z.strictObject({ service: serviceName, id: jobId });
+
+export const acceptedSchema = z.object({
+  id: z.string(),
+  service: z.string(),
+  operation: z.string(),
+  status: z.enum(['queued', 'existing']),
+  statusUrl: z.string(),
+  eventsUrl: z.string(),
+});
+
+export const jobViewSchema = z.object({
+  id: z.string(),
+  service: z.string(),
+  operation: z.string(),
+  state: z.enum(['waiting', 'active', 'delayed', 'prioritized', 'completed', 'dead_lettered', 'unknown']),
+  attempts: z.number().int().describe('Ferry attempts used so far'),
+  history: z.array(attemptSchema),
+  lastError: errorRecordSchema.optional(),
+  result: jobResultSchema.optional(),
+  deadLetterId: z.string().optional(),
+  enqueuedAt: z.number(),
+  tenant: z.string().optional(),
+  idempotencyKey: z.string().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const batchResultSchema = z.object({
+  accepted: z.number().int(),
+  rejected: z.number().int(),
+  results: z.array(
+    z.object({
+      index: z.number().int(),
+      status: z.number().int().describe('202 added, 200 idempotent repeat, 4xx refused'),
+      job: acceptedSchema.optional(),
+      error: errorBodySchema.shape.error.optional(),
+    }),
+  ),
+});
+
+export { enqueueRequestSchema };

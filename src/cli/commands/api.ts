@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+
+import { UsageError } from '../output.ts';
+
+export function registerApiCommand(program: Command): void {
+  program
+    .command('api')
+    .description('run the HTTP API (enqueue, job status and events, dead letters, Bull Board, metrics)')
+    .addHelpText(
+      'after',
+      `
+Needs REDIS_URL and tokens in FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML), e.g.
+  FERRY_API_TOKENS='[{"name":"ops","sha256":"<hex sha256 of the token>","scopes":["admin"]}]'
+
+Examples:
+  $ ferry api
+  $ PORT=9000 HOST=0.0.0.0 ferry api
+`,
+    )
+    .action(async () => {
+      const [
+        { connect, loadRuntime, readEnvWithRedis },
+        { onShutdownSignal },
+        { startApi },
+        { loadTokenSet },
+      ] = await Promise.all([
+        import('../runtime.ts'),
+        import('../shutdown.ts'),
+        import('../api-server.ts'),
+        import('../../api/auth.ts'),
+      ]);
+      const env = readEnvWithRedis();
+      const tokens = await loadTokenSet(env);
+      if (tokens === undefined) {
+        throw new UsageError(
+          'no API tokens: set FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML); every route but /healthz needs one',
+        );
+      }
+      const runtime = await loadRuntime({ name: 'ferry-api', env });
+      // No wait for Redis: the API starts while Redis is down and answers 503 + Retry-After until it is back.
+      const connection = connect(env, 'producer', 'ferry-api');
+      connection.on('error', () => undefined);
+      const api = await startApi(runtime, { connection, tokens });
+      runtime.logger.info({ url: api.url, tokens: tokens.size }, `Ferry API listening on ${api.url}`);
+      onShutdownSignal(runtime.logger, async () => {
+        await api.close();
+        connection.disconnect();
+      });
+    });
+}
