@@ -61,6 +61,8 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     // SSE streams are long-lived; the keep-alive timeout only applies between requests.
     keepAliveTimeout: 72 * SECOND,
     return503OnClosing: true,
+    // Job ids are validated by the route (up to 300 characters) rather than cut off at Fastify's 100 with a 414.
+    maxParamLength: 512,
   });
   // JSON only: Fastify's default text/plain parser would hand a string to routes that expect objects (415).
   app.removeContentTypeParser('text/plain');

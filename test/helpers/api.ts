@@ -1,0 +1,131 @@
+/**
+ * The real HTTP API on 127.0.0.1:0 over a TestFerry's prefix, with a fixed set of tokens, closed when the test
+ * (or file) finishes. Requests go over real HTTP (undici's fetch), not inject().
+ */
+import { Writable } from 'node:stream';
+
+import { Redis } from 'ioredis';
+
+import { type ApiPlugin, buildApp } from '../../src/api/app.ts';
+import { TokenSet } from '../../src/api/auth.ts';
+import { createApiContext } from '../../src/api/context.ts';
+import type { MetricsSource } from '../../src/api/routes/health.ts';
+import { createLogger } from '../../src/core/logger.ts';
+import type { ServicesConfig } from '../../src/core/services/types.ts';
+import { Producer } from '../../src/producer/index.ts';
+import { registerCleanup } from './cleanup.ts';
+
+/** One token per role the auth matrix needs. */
+export const TOKENS = {
+  admin: 'admin-token-0123456789abcdef',
+  writer: 'writer-token-0123456789abcdef',
+  reader: 'reader-token-0123456789abcdef',
+  /** jobs:write + jobs:read, tenant acme only. */
+  acme: 'acme-token-0123456789abcdefgh',
+  /** jobs:write + jobs:read, service `other` only. */
+  otherService: 'other-svc-token-0123456789abc',
+  wrong: 'wrong-token-0123456789abcdefgh',
+} as const;
+
+export const TOKEN_CONFIG = [
+  { name: 'admin', token: TOKENS.admin, scopes: ['admin'] },
+  { name: 'writer', token: TOKENS.writer, scopes: ['jobs:write'] },
+  { name: 'reader', token: TOKENS.reader, scopes: ['jobs:read'] },
+  { name: 'acme', token: TOKENS.acme, scopes: ['jobs:write', 'jobs:read'], tenants: ['acme'] },
+  { name: 'other', token: TOKENS.otherService, scopes: ['jobs:write', 'jobs:read'], services: ['other'] },
+];
+
+/** A parsed JSON response body: tests assert on its shape, so it is deliberately untyped. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+export type ResponseBody = any;
+
+export interface TestApi {
+  url: string;
+  /** Producer-role connection the API uses (fails fast while Redis is down). */
+  connection: Redis;
+  logs: string[];
+  /** A request over HTTP; `token` sets `Authorization: Bearer`. */
+  request(
+    method: string,
+    path: string,
+    options?: { token?: string | undefined; body?: unknown; headers?: Record<string, string> },
+  ): Promise<{ status: number; headers: Headers; body: ResponseBody; text: string }>;
+  close(): Promise<void>;
+}
+
+export async function startTestApi(options: {
+  redisUrl: string;
+  prefix: string;
+  config: ServicesConfig;
+  plugins?: ApiPlugin[];
+  metrics?: MetricsSource;
+  bodyLimitBytes?: number;
+  selfAuthenticatedPrefixes?: string[];
+}): Promise<TestApi> {
+  const logs: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') logs.push(line);
+      callback();
+    },
+  });
+  const logger = createLogger({ level: 'debug', destination });
+  const connection = new Redis(options.redisUrl, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    commandTimeout: 2_000,
+  });
+  connection.on('error', () => undefined);
+  const producer = new Producer({ connection, prefix: options.prefix, services: options.config.services });
+  const ctx = createApiContext({ config: options.config, producer, connection, prefix: options.prefix });
+  const app = await buildApp({
+    ctx,
+    tokens: TokenSet.parse(TOKEN_CONFIG, 'test tokens'),
+    logger,
+    ...(options.plugins === undefined ? {} : { plugins: options.plugins }),
+    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+    ...(options.bodyLimitBytes === undefined ? {} : { bodyLimitBytes: options.bodyLimitBytes }),
+    ...(options.selfAuthenticatedPrefixes === undefined
+      ? {}
+      : { selfAuthenticatedPrefixes: options.selfAuthenticatedPrefixes }),
+  });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') throw new Error('no address');
+  const url = `http://127.0.0.1:${address.port}`;
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      await app.close();
+      await producer.close();
+      connection.disconnect();
+    })();
+    return closed;
+  };
+  registerCleanup(close);
+  return {
+    url,
+    connection,
+    logs,
+    close,
+    async request(method, path, requestOptions = {}) {
+      const headers: Record<string, string> = { ...requestOptions.headers };
+      if (requestOptions.token !== undefined) headers.authorization = `Bearer ${requestOptions.token}`;
+      let body: string | undefined;
+      if (requestOptions.body !== undefined) {
+        body =
+          typeof requestOptions.body === 'string' ? requestOptions.body : JSON.stringify(requestOptions.body);
+        headers['content-type'] ??= 'application/json';
+      }
+      const response = await fetch(url + path, { method, headers, ...(body === undefined ? {} : { body }) });
+      const text = await response.text();
+      let parsed: unknown;
+      try {
+        parsed = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      return { status: response.status, headers: response.headers, body: parsed as ResponseBody, text };
+    },
+  };
+}
