@@ -1,0 +1,196 @@
+/**
+ * Bull Board at `/admin/queues` (DESIGN §6, §8): every service queue and `{dead-letter}`, shown by their
+ * display names, behind the `admin` scope.
+ *
+ * Auth. Browsers cannot send bearer tokens, so the board takes the admin token as the password of HTTP Basic
+ * auth (any user name) as well as `Authorization: Bearer` for curl; without valid credentials it answers 401
+ * with a Basic challenge, so the browser prompts. The guard is an onRequest hook of an encapsulated context
+ * that holds Bull Board and nothing else: it covers the HTML, the static assets and the board's /api routes,
+ * and costs the API's other routes nothing.
+ *
+ * What operators may do. Ferry owns retries, holds and dead letters, and Bull Board's own switches cannot
+ * express that: `readOnlyMode` is the only restriction its server enforces (`allowRetries: false` only hides
+ * the buttons; PUT .../retry still retries). So the board is read-only except for one action, enforced by an
+ * allow-list in `handlerHooks.before` (deny by default, so a route a later Bull Board adds is refused too):
+ * - reads (every GET): allowed;
+ * - pause and resume of a service queue (one, or all): allowed, a legitimate operator action that Ferry's
+ *   workers honour and nothing else depends on;
+ * - everything else is refused with 403: retrying a failed job would run a job whose dead letter already
+ *   exists (a second delivery path beside replay), promoting skips Ferry's backoff and holds, releasing or
+ *   changing a rate limit breaks a whole-service hold (DESIGN §8), clean / empty / obliterate / remove lose
+ *   jobs without a dead letter, and add / edit bypass the enqueue validation.
+ * `{dead-letter}` is also `readOnlyMode`, so it can never be resumed (it is paused on purpose: nothing
+ * consumes it) even if the allow-list were wrong; replay and purge belong to `ferry dlq` and the API.
+ */
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import type { BeforeHookResult, HookContext } from '@bull-board/api/typings/app';
+import { FastifyAdapter } from '@bull-board/fastify';
+import type { Queue } from 'bullmq';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
+import { tokenFromHeader, type TokenSet } from './auth.ts';
+import { ForbiddenError, toErrorResponse, UnauthorizedError } from './errors.ts';
+
+export const DEFAULT_BULL_BOARD_PATH = '/admin/queues';
+
+/** The answer of a Bull Board authorizer: `ok` lets the request through, the others are 401 and 403. */
+export type AdminAccess = 'ok' | 'unauthenticated' | 'forbidden';
+
+export interface BullBoardOptions {
+  /** BullMQ queues to show: every service queue `{svc}` and `{dead-letter}`. The caller closes them. */
+  queues: readonly Queue[];
+  /** Where the board is mounted. Default `/admin/queues`. */
+  basePath?: string;
+  /**
+   * Decides every request to the board (page, assets, API). `ok` only for an `admin` token that is not
+   * limited to services or tenants: the board shows every tenant's jobs. `createAdminAuthorizer` is the
+   * one to use; the parameter exists so the board does not own the token list.
+   */
+  authorize: (request: FastifyRequest) => AdminAccess | Promise<AdminAccess>;
+}
+
+/** The Basic challenge's realm: a browser shows it in its prompt. */
+const REALM = 'Ferry admin';
+
+/**
+ * The authorizer for the board: the token from `Authorization` (Bearer, or Basic with the token as password),
+ * looked up in constant time by the TokenSet; `ok` for an unrestricted `admin` token.
+ */
+export function createAdminAuthorizer(tokens: TokenSet): (request: FastifyRequest) => AdminAccess {
+  return (request) => {
+    const token = tokenFromHeader(request.headers.authorization);
+    const principal = token === undefined ? undefined : tokens.authenticate(token);
+    if (principal === undefined) return 'unauthenticated';
+    const isUnrestrictedAdmin =
+      principal.scopes.has('admin') && principal.services === undefined && principal.tenants === undefined;
+    return isUnrestrictedAdmin ? 'ok' : 'forbidden';
+  };
+}
+
+/** Mounts Bull Board on `app` under `basePath`, guarded by `authorize`. Call before `app.ready()`. */
+export function registerBullBoard(app: FastifyInstance, options: BullBoardOptions): void {
+  const basePath = (options.basePath ?? DEFAULT_BULL_BOARD_PATH).replace(/\/+$/, '');
+  const serverAdapter = new FastifyAdapter();
+  serverAdapter.setBasePath(basePath);
+  createBullBoard({
+    queues: options.queues.map(toAdapter),
+    serverAdapter,
+    options: {
+      uiConfig: { boardTitle: 'Ferry', hideDocsLink: true },
+      handlerHooks: { before: refuseUnsafeActions },
+    },
+  });
+
+  const staticPrefix = `${basePath}/static/`;
+  app.register(async (scope) => {
+    scope.addHook('onRequest', async (request, reply) => {
+      const access = await options.authorize(request);
+      switch (access) {
+        case 'ok':
+          // Job data is not for any cache; the fingerprinted assets may be cached.
+          if (!request.url.startsWith(staticPrefix)) void reply.header('cache-control', 'no-store');
+          return;
+        case 'unauthenticated':
+          void reply.header('www-authenticate', `Basic realm="${REALM}", charset="UTF-8"`);
+          return refuse(
+            reply,
+            new UnauthorizedError(
+              'Bull Board needs an admin token: as the password of HTTP Basic auth (any user name) or as a Bearer token',
+            ),
+          );
+        case 'forbidden':
+          return refuse(
+            reply,
+            new ForbiddenError(
+              'Bull Board needs a token with the admin scope, not limited to services or tenants',
+            ),
+          );
+        default:
+          return assertNever(access);
+      }
+    });
+    // Operators' actions (pause, resume, and refused attempts) leave a trace.
+    scope.addHook('onResponse', async (request, reply) => {
+      if (request.method !== 'GET' && request.method !== 'HEAD') {
+        request.log.info(
+          { method: request.method, url: request.url, statusCode: reply.statusCode },
+          'Bull Board action',
+        );
+      }
+    });
+    await scope.register(serverAdapter.registerPlugin(), { prefix: basePath });
+  });
+}
+
+function toAdapter(queue: Queue): BullMQAdapter {
+  const isServiceQueue = serviceFromQueueName(queue.name) !== undefined;
+  return new BullMQAdapter(queue, {
+    displayName: displayQueueName(queue.name),
+    readOnlyMode: !isServiceQueue,
+    // Hides the retry buttons; the refusal itself is refuseUnsafeActions'.
+    allowRetries: false,
+    ...(isServiceQueue
+      ? {}
+      : {
+          description:
+            'Paused on purpose: nothing consumes it. Replay or purge with `ferry dlq` or /v1/dead-letters.',
+        }),
+  });
+}
+
+/** Actions allowed on a service queue (route patterns as Bull Board declares them). */
+const SERVICE_QUEUE_ACTIONS = new Set([
+  'put /api/queues/:queueName/pause',
+  'put /api/queues/:queueName/resume',
+]);
+/** Board-wide actions: Bull Board applies them to queues that are not read-only, the service queues only. */
+const BOARD_ACTIONS = new Set(['put /api/queues/pause', 'put /api/queues/resume']);
+
+/** Why an action is refused, for the operator who tried it. Anything unlisted gets the general reason. */
+const REFUSALS: readonly (readonly [RegExp, string])[] = [
+  [
+    /\/retry(\/|$)/,
+    'Ferry owns retries: a failed job already has its dead letter; replay it with `ferry dlq replay`',
+  ],
+  [/\/promote$/, "promoting a delayed job skips Ferry's backoff and holds"],
+  [
+    /\/rate-limit|\/concurrency$/,
+    'rate limits come from the services file; holds from breakers and Retry-After',
+  ],
+  [
+    /\/(clean|empty|obliterate)(\/|$)/,
+    'removing jobs here loses them; purge dead letters with `ferry dlq purge`',
+  ],
+  [
+    /\/(pause|resume)$/,
+    'only service queues are paused and resumed here; the dead-letter queue stays paused: nothing consumes it',
+  ],
+];
+const GENERAL_REFUSAL = 'Bull Board is read-only in Ferry, except pausing and resuming service queues';
+
+function refuseUnsafeActions({ method, route, request }: HookContext): BeforeHookResult {
+  if (method === 'get') return { allow: true };
+  const action = `${method} ${route}`;
+  if (BOARD_ACTIONS.has(action)) return { allow: true };
+  const queueName: unknown = request.params.queueName;
+  if (
+    SERVICE_QUEUE_ACTIONS.has(action) &&
+    typeof queueName === 'string' &&
+    serviceFromQueueName(queueName) !== undefined
+  ) {
+    return { allow: true };
+  }
+  const reason = REFUSALS.find(([pattern]) => pattern.test(route))?.[1] ?? GENERAL_REFUSAL;
+  return { allow: false, status: 403, errorKey: 'ERRORS.FORBIDDEN', message: reason };
+}
+
+function refuse(reply: FastifyReply, error: UnauthorizedError | ForbiddenError): FastifyReply {
+  const { statusCode, body } = toErrorResponse(error);
+  return reply.code(statusCode).send(body);
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unexpected access decision: ${String(value)}`);
+}
