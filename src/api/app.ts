@@ -25,6 +25,10 @@ declare module 'fastify' {
     /** The route needs Redis: while it is down, answer 503 + Retry-After within REDIS_WAIT_MS. */
     redis?: boolean;
   }
+  interface FastifyInstance {
+    /** `METHOD /url` of every route registered, HEAD twins included: tests hold docs and auth rows to it. */
+    readonly ferryRoutes: readonly string[];
+  }
   interface FastifyRequest {
     /** The caller, set by the auth hook for every route but `public` ones. */
     principal: Principal | undefined;
@@ -73,6 +77,11 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`);
   });
   app.decorateRequest('principal', undefined);
+  const routes: string[] = [];
+  app.decorate('ferryRoutes', routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push(`${method} ${route.url}`);
+  });
 
   const selfAuthenticated = options.selfAuthenticatedPrefixes ?? [];
   app.addHook('onRequest', async (request, reply) => {

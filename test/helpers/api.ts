@@ -44,6 +44,8 @@ export interface TestApi {
   /** Producer-role connection the API uses (fails fast while Redis is down). */
   connection: Redis;
   logs: string[];
+  /** `METHOD /url` of every route the app registered. */
+  routes: readonly string[];
   /** A request over HTTP; `token` sets `Authorization: Bearer`. */
   request(
     method: string,
@@ -107,6 +109,7 @@ export async function startTestApi(options: {
     url,
     connection,
     logs,
+    routes: app.ferryRoutes,
     close,
     async request(method, path, requestOptions = {}) {
       const headers: Record<string, string> = { ...requestOptions.headers };

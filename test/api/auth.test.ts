@@ -1,0 +1,277 @@
+/**
+ * Auth: the token list's validation, and the matrix (no token, wrong token, wrong scope, other tenant, other
+ * service, admin) on every route the API serves, over real HTTP. The matrix is checked against the routes the
+ * app actually registered, so a new route without a row fails here.
+ */
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { loadTokenSet, tokenFromHeader, TokenSet } from '../../src/api/auth.ts';
+import { startTestApi, type TestApi, TOKENS } from '../helpers/api.ts';
+import { startDownstream } from '../helpers/downstream.ts';
+import { createTestFerry } from '../helpers/ferry.ts';
+import { tempDir } from '../helpers/processes.ts';
+import { startRedis } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+
+describe('token list', () => {
+  it.each([
+    [[], 'FERRY_API_TOKENS: must list at least one token'],
+    [[{ name: 'a', scopes: ['admin'] }], 'FERRY_API_TOKENS[0].token: give exactly one of token or sha256'],
+    [[{ name: 'a', token: 'short', scopes: ['admin'] }], 'FERRY_API_TOKENS[0].token: must be at least 22'],
+    [[{ name: 'a', token: 'x'.repeat(30), scopes: ['root'] }], 'FERRY_API_TOKENS[0].scopes[0]'],
+    [
+      [{ name: 'a', sha256: 'abc', scopes: ['admin'] }],
+      'FERRY_API_TOKENS[0].sha256: must be the hex SHA-256',
+    ],
+    [
+      [{ name: 'a', token: 'x'.repeat(30), scopes: ['admin'], tenants: ['a b'] }],
+      'FERRY_API_TOKENS[0].tenants[0]: must be a tenant name',
+    ],
+    [
+      [
+        { name: 'a', token: 'x'.repeat(30), scopes: ['admin'] },
+        { name: 'a', token: 'y'.repeat(30), scopes: ['admin'] },
+      ],
+      'FERRY_API_TOKENS[1].name: "a" is used twice',
+    ],
+  ])('refuses %j naming the entry and field', (value, message) => {
+    expect(() => TokenSet.parse(value, 'FERRY_API_TOKENS')).toThrow(message);
+  });
+
+  it('accepts a token by its sha256, so plain tokens stay out of config', () => {
+    const token = 'a-token-kept-in-a-vault-1234';
+    const tokens = TokenSet.parse(
+      [
+        {
+          name: 'ci',
+          sha256: createHash('sha256').update(token).digest('hex').toUpperCase(),
+          scopes: ['jobs:read'],
+        },
+      ],
+      'x',
+    );
+    expect(tokens.authenticate(token)?.name).toBe('ci');
+    expect(tokens.authenticate(`${token}x`)).toBeUndefined();
+  });
+
+  it('reads the same shape from FERRY_API_TOKENS (JSON) and FERRY_API_TOKENS_FILE (YAML), and says which is wrong', async () => {
+    const dir = await tempDir('ferry-tokens');
+    const file = join(dir, 'tokens.yaml');
+    await writeFile(file, `- name: ops\n  token: ${'t'.repeat(30)}\n  scopes: [admin]\n`);
+    expect((await loadTokenSet({ FERRY_API_TOKENS_FILE: file }))?.authenticate('t'.repeat(30))?.name).toBe(
+      'ops',
+    );
+    expect(
+      (
+        await loadTokenSet({
+          FERRY_API_TOKENS: JSON.stringify([{ name: 'j', token: 'j'.repeat(30), scopes: ['admin'] }]),
+        })
+      )?.authenticate('j'.repeat(30))?.name,
+    ).toBe('j');
+    expect(await loadTokenSet({})).toBeUndefined();
+    await expect(loadTokenSet({ FERRY_API_TOKENS: '[{' })).rejects.toThrow(
+      'FERRY_API_TOKENS: not valid JSON',
+    );
+    await expect(loadTokenSet({ FERRY_API_TOKENS_FILE: join(dir, 'missing.yaml') })).rejects.toThrow(
+      'FERRY_API_TOKENS_FILE: cannot read',
+    );
+    await writeFile(file, '- name: ops\n  scopes: [admin]\n');
+    await expect(loadTokenSet({ FERRY_API_TOKENS_FILE: file })).rejects.toThrow(`${file}[0].token`);
+  });
+
+  it('takes the token from Bearer, or from Basic as the password', () => {
+    expect(tokenFromHeader('Bearer abc')).toBe('abc');
+    expect(tokenFromHeader('bearer  abc ')).toBe('abc');
+    expect(tokenFromHeader(`Basic ${Buffer.from('anyone:s3cret:with:colons').toString('base64')}`)).toBe(
+      's3cret:with:colons',
+    );
+    expect(tokenFromHeader(`Basic ${Buffer.from('user-only').toString('base64')}`)).toBeUndefined();
+    expect(tokenFromHeader('Token abc')).toBeUndefined();
+    expect(tokenFromHeader('Bearer')).toBeUndefined();
+    expect(tokenFromHeader(undefined)).toBeUndefined();
+  });
+});
+
+type Role = 'none' | 'wrong' | 'wrongScope' | 'otherTenant' | 'otherService' | 'admin';
+
+interface Row {
+  method: string;
+  /** The route as registered (`:params`). */
+  route: string;
+  /** A concrete request to it. */
+  path: (ids: Ids) => string;
+  body?: (ids: Ids) => unknown;
+  /** Token with a valid but insufficient scope, when the route needs more than any token. */
+  wrongScope?: string;
+  /** What a valid token of another tenant / service gets, when the route is tenant- or service-scoped. */
+  otherTenant?: { token: string; status: number };
+  otherService?: { status: number };
+  /** Status for the admin token. */
+  ok: number;
+  /** Public: no token needed. */
+  isPublic?: boolean;
+}
+
+interface Ids {
+  /** A waiting job of tenant globex on `svc`. */
+  globexJob: string;
+  /** A delayed job of tenant globex, cancelled by the admin row. */
+  delayedJob: string;
+}
+
+const job = { service: 'svc', operation: 'create', input: { a: 1 }, tenant: 'globex' };
+
+/** One row per route; `covers every registered route` keeps it complete. */
+const ROWS: Row[] = [
+  { method: 'GET', route: '/healthz', path: () => '/healthz', ok: 200, isPublic: true },
+  { method: 'GET', route: '/readyz', path: () => '/readyz', ok: 200 },
+  { method: 'GET', route: '/docs', path: () => '/docs', ok: 200 },
+  { method: 'GET', route: '/docs/json', path: () => '/docs/json', ok: 200 },
+  { method: 'GET', route: '/docs/yaml', path: () => '/docs/yaml', ok: 200 },
+  { method: 'GET', route: '/docs/static/*', path: () => '/docs/static/index.html', ok: 200 },
+  { method: 'GET', route: '/docs/static/index.html', path: () => '/docs/static/index.html', ok: 200 },
+  {
+    method: 'GET',
+    route: '/docs/static/swagger-initializer.js',
+    path: () => '/docs/static/swagger-initializer.js',
+    ok: 200,
+  },
+  {
+    method: 'POST',
+    route: '/v1/jobs',
+    path: () => '/v1/jobs',
+    body: () => job,
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acme, status: 403 },
+    otherService: { status: 403 },
+    ok: 202,
+  },
+  {
+    method: 'POST',
+    route: '/v1/jobs/batch',
+    path: () => '/v1/jobs/batch',
+    body: () => ({ jobs: [job], atomic: true }),
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acme, status: 422 },
+    otherService: { status: 422 },
+    ok: 200,
+  },
+  {
+    method: 'GET',
+    route: '/v1/jobs/:service/:id',
+    path: (ids) => `/v1/jobs/svc/${ids.globexJob}`,
+    wrongScope: TOKENS.writer,
+    otherTenant: { token: TOKENS.acme, status: 404 },
+    otherService: { status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'DELETE',
+    route: '/v1/jobs/:service/:id',
+    path: (ids) => `/v1/jobs/svc/${ids.delayedJob}`,
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acme, status: 404 },
+    otherService: { status: 403 },
+    ok: 204,
+  },
+  { method: 'GET', route: '/v1/services', path: () => '/v1/services', wrongScope: TOKENS.writer, ok: 200 },
+  { method: 'GET', route: '/v1/breakers', path: () => '/v1/breakers', wrongScope: TOKENS.writer, ok: 200 },
+  { method: 'GET', route: '/v1/queues', path: () => '/v1/queues', wrongScope: TOKENS.writer, ok: 200 },
+  {
+    method: 'POST',
+    route: '/v1/queues/:service/pause',
+    path: () => '/v1/queues/svc/pause',
+    wrongScope: TOKENS.writer,
+    ok: 200,
+  },
+  {
+    method: 'POST',
+    route: '/v1/queues/:service/resume',
+    path: () => '/v1/queues/svc/resume',
+    wrongScope: TOKENS.writer,
+    ok: 200,
+  },
+  { method: 'GET', route: '/metrics', path: () => '/metrics', wrongScope: TOKENS.writer, ok: 200 },
+];
+
+/** Routes as Fastify registered them: `METHOD /path` (HEAD twins of GET routes left out). */
+function registeredRoutes(api: TestApi): string[] {
+  return api.routes.filter((route) => !route.startsWith('HEAD '));
+}
+
+async function setup(): Promise<{ api: TestApi; ids: Ids }> {
+  const downstream = await startDownstream();
+  const ferry = await createTestFerry(redis, {
+    start: false,
+    services: {
+      services: {
+        svc: {
+          baseUrl: downstream.url,
+          operations: { create: { method: 'POST', path: '/x', body: '{{ input }}' } },
+        },
+        other: { baseUrl: downstream.url, operations: { ping: { method: 'GET', path: '/ping' } } },
+      },
+    },
+  });
+  const api = await startTestApi({
+    redisUrl: redis.url,
+    prefix: ferry.prefix,
+    config: ferry.config,
+    metrics: { render: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'ferry_up 1\n' }) },
+  });
+  const globexJob = (await ferry.producer.enqueue({ ...job })).id;
+  const delayedJob = (await ferry.producer.enqueue({ ...job, delayMs: 60_000 })).id;
+  return { api, ids: { globexJob, delayedJob } };
+}
+
+describe('auth matrix', () => {
+  it('has a row for every route the API registered', async () => {
+    const { api } = await setup();
+    const rows = new Set(ROWS.map((row) => `${row.method} ${row.route}`));
+    const registered = registeredRoutes(api);
+    expect(registered.filter((route) => !rows.has(route))).toEqual([]);
+    expect([...rows].filter((route) => !registered.includes(route))).toEqual([]);
+  });
+
+  it.each(ROWS.map((row) => [`${row.method} ${row.route}`, row] as const))('%s', async (_name, row) => {
+    const { api, ids } = await setup();
+    const send = (token: string | undefined): ReturnType<TestApi['request']> =>
+      api.request(row.method, row.path(ids), {
+        token,
+        ...(row.body === undefined ? {} : { body: row.body(ids) }),
+      });
+    const seen: Partial<Record<Role, number>> = {};
+    const expected: Partial<Record<Role, number>> = {};
+
+    const none = await send(undefined);
+    seen.none = none.status;
+    expected.none = row.isPublic === true ? row.ok : 401;
+    if (row.isPublic !== true) {
+      expect(none.headers.get('www-authenticate')).toContain('Bearer');
+      seen.wrong = (await send(TOKENS.wrong)).status;
+      expected.wrong = 401;
+    }
+    if (row.wrongScope !== undefined) {
+      const denied = await send(row.wrongScope);
+      seen.wrongScope = denied.status;
+      expected.wrongScope = 403;
+      expect(denied.body?.error?.type).toBe('ForbiddenError');
+    }
+    if (row.otherTenant !== undefined) {
+      seen.otherTenant = (await send(row.otherTenant.token)).status;
+      expected.otherTenant = row.otherTenant.status;
+    }
+    if (row.otherService !== undefined) {
+      seen.otherService = (await send(TOKENS.otherService)).status;
+      expected.otherService = row.otherService.status;
+    }
+    seen.admin = (await send(TOKENS.admin)).status;
+    expected.admin = row.ok;
+    expect(seen).toEqual(expected);
+  });
+});
