@@ -100,7 +100,13 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     if (scope !== 'any') requireScope(request.principal, scope);
   });
   app.addHook('preHandler', async (request) => {
-    if (request.routeOptions.config.redis !== true || ctx.connection.status === 'ready') return;
+    const status = ctx.connection.status;
+    if (request.routeOptions.config.redis !== true || status === 'ready') return;
+    // Between attempts to reconnect (or closed for good): the last attempt failed, so answer at once. While an
+    // attempt is under way, give it a moment to succeed.
+    if (status === 'reconnecting' || status === 'close' || status === 'end') {
+      throw new UnavailableError('Redis is unavailable; retry later');
+    }
     try {
       await waitUntilReady(ctx.connection, REDIS_WAIT_MS);
     } catch {

@@ -44,6 +44,9 @@ export function createApiContext(options: {
           connection: options.connection,
           prefix: options.prefix,
         });
+        // Connection errors reach the route as rejected calls (503); without a listener BullMQ would also print
+        // each failed reconnect to stderr.
+        queue.on('error', () => undefined);
         queues.set(service, queue);
       }
       return queue;

@@ -247,6 +247,9 @@ export class Producer {
         connection: this.#connection,
         prefix: this.prefix,
       });
+      // Connection errors reach the caller as rejected calls; without a listener BullMQ would also print each
+      // failed reconnect to stderr.
+      queue.on('error', ignoreError);
       this.#queues.set(service, queue);
     }
     return queue;
@@ -256,6 +259,8 @@ export class Producer {
     if (this.#connection.status !== 'ready') await waitUntilReady(this.#connection, 5_000);
   }
 }
+
+function ignoreError(): void {}
 
 function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
   const data: JobData = { input: request.input ?? null, enqueueId };

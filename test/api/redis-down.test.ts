@@ -1,0 +1,70 @@
+/**
+ * Redis stopped under a running API: every route that needs Redis answers 503 with Retry-After within a bounded
+ * time (never a hang), readiness says so, liveness does not; once Redis is back, the API serves again.
+ * Its own redis-server, because the test stops it.
+ */
+import { describe, expect, it, onTestFinished } from 'vitest';
+
+import { startPrivateRedis } from '../../src/cli/redis-server.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { startTestApi, TOKENS } from '../helpers/api.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+
+/** The longest a request may take while Redis is down: the API's own 2 s wait plus slack for a busy machine. */
+const BOUND_MS = 4_000;
+
+describe('Redis down', () => {
+  it('answers 503 + Retry-After within a bounded time, and serves again when Redis is back', async () => {
+    const config = parseServicesConfig(
+      {
+        services: {
+          svc: { baseUrl: 'http://127.0.0.1:9', operations: { op: { method: 'GET', path: '/' } } },
+        },
+      },
+      { env: {} },
+    );
+    const api = await startTestApi({ redisUrl: redis.url, prefix: uniquePrefix(), config });
+    const enqueue = (): ReturnType<typeof api.request> =>
+      api.request('POST', '/v1/jobs', { token: TOKENS.admin, body: { service: 'svc', operation: 'op' } });
+    expect((await enqueue()).status).toBe(202);
+    expect((await api.request('GET', '/readyz', { token: TOKENS.admin })).status).toBe(200);
+
+    await redis.stop();
+
+    for (const [method, path, body] of [
+      ['POST', '/v1/jobs', { service: 'svc', operation: 'op' }],
+      ['POST', '/v1/jobs/batch', { jobs: [{ service: 'svc', operation: 'op' }] }],
+      ['GET', '/v1/jobs/svc/1', undefined],
+      ['DELETE', '/v1/jobs/svc/1', undefined],
+      ['GET', '/v1/breakers', undefined],
+      ['GET', '/v1/queues', undefined],
+      ['POST', '/v1/queues/svc/pause', undefined],
+    ] as const) {
+      const started = Date.now();
+      const response = await api.request(method, path, { token: TOKENS.admin, body });
+      const tookMs = Date.now() - started;
+      expect({ path, status: response.status, type: response.body?.error?.type }).toEqual({
+        path,
+        status: 503,
+        type: 'UnavailableError',
+      });
+      expect(response.headers.get('retry-after')).toBe('5');
+      expect(tookMs).toBeLessThan(BOUND_MS);
+    }
+    const ready = await api.request('GET', '/readyz', { token: TOKENS.admin });
+    expect(ready.status).toBe(503);
+    expect(ready.headers.get('retry-after')).toBe('5');
+    expect(ready.body).toMatchObject({ status: 'unavailable', redis: 'down' });
+    // Liveness and what needs no Redis still answer.
+    expect((await api.request('GET', '/healthz')).status).toBe(200);
+    expect((await api.request('GET', '/v1/services', { token: TOKENS.admin })).status).toBe(200);
+
+    // The same port and data directory, as a restarted Redis would be.
+    const again = await startPrivateRedis({ dir: redis.dir, port: redis.port, appendfsync: 'no' });
+    onTestFinished(() => again.stop());
+    await expect.poll(async () => (await enqueue()).status, { timeout: 20_000, interval: 250 }).toBe(202);
+    expect((await api.request('GET', '/readyz', { token: TOKENS.admin })).status).toBe(200);
+  });
+});
