@@ -1,0 +1,367 @@
+/**
+ * Ferry's Prometheus metrics: one prom-client Registry per process (never the global default) and every Ferry
+ * series, with its labels and buckets, in this file. docs/operations.md § Metrics lists them for operators.
+ *
+ * Two kinds of series:
+ * - Delivery counters and the attempt-duration histogram, counted on the hot path by DeliveryTally from the
+ *   worker pool's events (src/core/events.ts) and turned into series when scraped.
+ * - Gauges read when scraped: queue depths (BullMQ `getJobCounts`), Redis reachability, and whatever the
+ *   composition root injects (breaker states, dead letters per service). These reads are bounded
+ *   (bounded-scrape.ts): /metrics answers within about `scrapeTimeoutMs` whatever Redis does.
+ *
+ * Label values come only from the services file (service and operation names), Ferry's error types and fixed
+ * words: never from job input, tenants, job ids or job names, so no secret or producer-chosen value can reach
+ * the scrape output, and the number of series is bounded by the services file.
+ */
+import { Queue } from 'bullmq';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+
+import { ERROR_TYPES } from '../core/errors.ts';
+import { serviceQueueName } from '../core/queue-layout.ts';
+import type { RedisClient } from '../core/redis.ts';
+import type { ServicesConfig } from '../core/services/types.ts';
+import { SECOND } from '../core/time.ts';
+import { createBoundedScrape, type ReadOutcome } from './bounded-scrape.ts';
+import {
+  type DeliveryEventSource,
+  DeliveryTally,
+  type OperationTally,
+  type ServiceTally,
+} from './delivery-tally.ts';
+import { TalliedHistogram, type TalliedSeries } from './tallied-histogram.ts';
+
+/**
+ * Upper bounds of `ferry_attempt_duration_seconds`, in seconds: from a fast API on a LAN (5 ms) to the
+ * longest timeouts operators set (the default attempt timeout is 10 s).
+ */
+export const ATTEMPT_DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+]);
+
+/**
+ * BullMQ job states reported by `ferry_queue_jobs` (BullMQ's own names). No `paused`: since BullMQ 5 a paused
+ * queue keeps its jobs in `waiting` (pause only sets a flag, see bullmq commands/pause-7.lua), and BullMQ 6
+ * has no such job state any more; `ferry_queue_paused` says whether the queue is paused.
+ */
+export const QUEUE_STATES = Object.freeze([
+  'waiting',
+  'active',
+  'delayed',
+  'prioritized',
+  'completed',
+  'failed',
+] as const);
+export type QueueState = (typeof QUEUE_STATES)[number];
+
+/** Breaker states as Ferry names them everywhere (CLI, API, `breaker:state:changed`). */
+export type BreakerStateName = 'closed' | 'open' | 'halfOpen';
+const BREAKER_STATES: readonly BreakerStateName[] = ['closed', 'open', 'halfOpen'];
+
+export interface MetricsOptions {
+  /** The loaded services file: its service and operation names are the label values. */
+  config: ServicesConfig;
+  /** Services to report on; default every service in `config` (a worker passes the ones it works on). */
+  services?: readonly string[];
+  /** Connection for the scrape-time reads (queue depths, PING). Not closed by `close()`. */
+  connection: RedisClient;
+  /** Redis key prefix (FERRY_PREFIX). */
+  prefix: string;
+  /**
+   * Each service's breaker state now (a worker: its registry; the API: the shared state in Redis). Services
+   * it leaves out get no `ferry_breaker_state` series. Without it, that metric is not exported.
+   */
+  breakerStates?: () => Promise<ReadonlyMap<string, BreakerStateName>>;
+  /** Dead letters per service in `{dead-letter}`. Without it, `ferry_dead_letters` is not exported. */
+  deadLetterCounts?: () => Promise<ReadonlyMap<string, number>>;
+  /** How long a scrape waits for Redis and the two readers above before answering without them. Default 1.5 s. */
+  scrapeTimeoutMs?: number;
+  /** Node.js and process metrics (prom-client's default set: CPU, memory, event loop lag, GC...). Default true. */
+  processMetrics?: boolean;
+}
+
+export interface MetricsResponse {
+  /** `text/plain; version=0.0.4; charset=utf-8` */
+  contentType: string;
+  body: string;
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  /**
+   * The Prometheus text exposition, for GET /metrics. Answers within about `scrapeTimeoutMs` whatever Redis
+   * does: what could not be read in time is left out and reported by `ferry_scrape_collector_success`.
+   */
+  render(): Promise<MetricsResponse>;
+  /** Counts a worker pool's delivery events into the series until the returned function is called. */
+  observeDeliveries(source: DeliveryEventSource): () => void;
+  /** Stops observing and closes the queue handles used for depths (not the connection). Idempotent. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_SCRAPE_TIMEOUT_MS = 1.5 * SECOND;
+
+type QueueCounts = Readonly<Record<QueueState, number>>;
+
+interface ScrapedValues {
+  redis: void;
+  queues: ReadonlyMap<string, { counts: QueueCounts; paused: boolean }>;
+  breakers: ReadonlyMap<string, BreakerStateName>;
+  deadLetters: ReadonlyMap<string, number>;
+}
+
+export function createMetrics(options: MetricsOptions): Metrics {
+  const { connection, prefix } = options;
+  const names = options.services ?? [...options.config.services.keys()];
+  const services = names.map((name) => {
+    const service = options.config.services.get(name);
+    if (service === undefined)
+      throw new RangeError(`metrics: unknown service "${name}" (not in the services file)`);
+    return service;
+  });
+  const known = new Set(names);
+  const registry = new Registry();
+  const registers = [registry];
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+
+  const tally = new DeliveryTally(
+    services.map((service) => ({ name: service.name, operations: service.operations.keys() })),
+    ATTEMPT_DURATION_BUCKETS_SECONDS,
+  );
+
+  // Read-only handles for getJobCounts on the shared connection; a connection error is reported by
+  // ferry_redis_up (and by the owner of the connection), not by every handle.
+  const queues = services.map((service) => {
+    const queue = new Queue(serviceQueueName(service.name), { connection, prefix });
+    queue.on('error', () => undefined);
+    return { service: service.name, queue };
+  });
+
+  const isReady = (): boolean => connection.status === 'ready';
+  const notConnected = (): Promise<never> => Promise.reject(new Error('Redis is not connected'));
+  const scrape = createBoundedScrape<ScrapedValues>(
+    {
+      // Not even queued while disconnected: a worker connection would hold the command until Redis is back.
+      redis: async () => {
+        if (!isReady()) return notConnected();
+        await connection.ping();
+      },
+      queues: async () => {
+        if (!isReady()) return notConnected();
+        const rows = await Promise.all(
+          queues.map(async ({ service, queue }) => {
+            const [counts, paused] = await Promise.all([
+              queue.getJobCounts(...QUEUE_STATES) as Promise<QueueCounts>,
+              queue.isPaused(),
+            ]);
+            return [service, { counts, paused }] as const;
+          }),
+        );
+        return new Map(rows);
+      },
+      breakers: options.breakerStates ?? (() => Promise.resolve(new Map())),
+      deadLetters: options.deadLetterCounts ?? (() => Promise.resolve(new Map())),
+    },
+    options.scrapeTimeoutMs ?? DEFAULT_SCRAPE_TIMEOUT_MS,
+  );
+
+  const operationsOf = function* (service: ServiceTally): Generator<OperationTally> {
+    yield* service.operations.values();
+    if (service.unknownOperation !== undefined) yield service.unknownOperation;
+  };
+
+  new Counter({
+    name: 'ferry_jobs_finished_total',
+    help: 'Jobs this process finished, by outcome: completed, or dead_lettered (sent to the dead-letter queue).',
+    labelNames: ['service', 'operation', 'outcome'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        for (const op of operationsOf(service)) {
+          const labels = { service: service.service, operation: op.operation };
+          this.inc({ ...labels, outcome: 'completed' }, op.completedJobs);
+          this.inc({ ...labels, outcome: 'dead_lettered' }, op.deadLetteredJobs);
+        }
+      }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_attempts_total',
+    help: 'Attempts (downstream calls) by outcome class: error_type="none" for a 2xx, else the Ferry error type.',
+    labelNames: ['service', 'operation', 'error_type'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        for (const op of operationsOf(service)) {
+          const labels = { service: service.service, operation: op.operation };
+          this.inc({ ...labels, error_type: 'none' }, op.succeededAttempts);
+          ERROR_TYPES.forEach((type, i) => {
+            const count = op.failedAttempts[i]!;
+            if (count > 0) this.inc({ ...labels, error_type: type }, count);
+          });
+        }
+      }
+    },
+  });
+
+  new TalliedHistogram<'service' | 'operation' | 'outcome'>({
+    name: 'ferry_attempt_duration_seconds',
+    help: 'Duration of attempts (whole call: socket, connect, headers, body), by outcome: completed, or failed and retried.',
+    labelNames: ['service', 'operation', 'outcome'],
+    buckets: [...ATTEMPT_DURATION_BUCKETS_SECONDS],
+    registers,
+    series: function* () {
+      for (const service of tally.services()) {
+        for (const op of operationsOf(service)) {
+          const labels = { service: service.service, operation: op.operation };
+          if (op.completedDurations.count > 0)
+            yield { labels: { ...labels, outcome: 'completed' }, tally: op.completedDurations };
+          if (op.failedDurations.count > 0)
+            yield { labels: { ...labels, outcome: 'failed' }, tally: op.failedDurations };
+        }
+      }
+    } as () => Iterable<TalliedSeries<'service' | 'operation' | 'outcome'>>,
+  });
+
+  new Counter({
+    name: 'ferry_service_holds_total',
+    help: 'Whole-service holds this process started: circuitOpen (breaker open) or rateLimited (429/503 with Retry-After).',
+    labelNames: ['service', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        this.inc({ service: service.service, reason: 'circuitOpen' }, service.circuitOpenHolds);
+        this.inc({ service: service.service, reason: 'rateLimited' }, service.rateLimitedHolds);
+      }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_runs_interrupted_total',
+    help: 'Job runs cut short without using an attempt: stalled (a worker was lost) or shutdown (aborted at the deadline).',
+    labelNames: ['service', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        this.inc({ service: service.service, reason: 'stalled' }, service.stalledRuns);
+        this.inc({ service: service.service, reason: 'shutdown' }, service.shutdownRuns);
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'ferry_redis_up',
+    help: `1 when Redis answered a PING within the scrape timeout, else 0.`,
+    registers,
+    async collect() {
+      this.set((await scrape()).redis.ok ? 1 : 0);
+    },
+  });
+
+  new Gauge({
+    name: 'ferry_queue_jobs',
+    help: "Jobs in a service's queue by BullMQ state, read at scrape time (absent when Redis did not answer in time).",
+    labelNames: ['service', 'state'],
+    registers,
+    async collect() {
+      const { queues: outcome } = await scrape();
+      this.reset();
+      if (!outcome.ok) return;
+      for (const [service, { counts }] of outcome.value) {
+        for (const state of QUEUE_STATES) this.set({ service, state }, counts[state] ?? 0);
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'ferry_queue_paused',
+    help: "1 while a service's queue is paused (`ferry queues pause`), else 0.",
+    labelNames: ['service'],
+    registers,
+    async collect() {
+      const { queues: outcome } = await scrape();
+      this.reset();
+      if (!outcome.ok) return;
+      for (const [service, { paused }] of outcome.value) this.set({ service }, paused ? 1 : 0);
+    },
+  });
+
+  if (options.breakerStates !== undefined) {
+    new Gauge({
+      name: 'ferry_breaker_state',
+      help: "Circuit breaker state per service: 1 on the current state's series, 0 on the others.",
+      labelNames: ['service', 'state'],
+      registers,
+      async collect() {
+        const { breakers: outcome } = await scrape();
+        this.reset();
+        if (!outcome.ok) return;
+        for (const [service, current] of outcome.value) {
+          if (!known.has(service)) continue;
+          for (const state of BREAKER_STATES) this.set({ service, state }, state === current ? 1 : 0);
+        }
+      },
+    });
+  }
+
+  if (options.deadLetterCounts !== undefined) {
+    new Gauge({
+      name: 'ferry_dead_letters',
+      help: 'Dead letters in the {dead-letter} queue per service, read at scrape time.',
+      labelNames: ['service'],
+      registers,
+      async collect() {
+        const { deadLetters: outcome } = await scrape();
+        this.reset();
+        if (!outcome.ok) return;
+        for (const [service, count] of outcome.value) if (known.has(service)) this.set({ service }, count);
+      },
+    });
+  }
+
+  new Gauge({
+    name: 'ferry_scrape_collector_success',
+    help: 'Whether a scrape-time read answered within the scrape timeout (1) or failed or timed out (0): its series are left out then.',
+    labelNames: ['collector'],
+    registers,
+    async collect() {
+      const outcomes = await scrape();
+      this.reset();
+      const report = (collector: string, outcome: ReadOutcome<unknown>): void =>
+        this.set({ collector }, outcome.ok ? 1 : 0);
+      report('queues', outcomes.queues);
+      if (options.breakerStates !== undefined) report('breakers', outcomes.breakers);
+      if (options.deadLetterCounts !== undefined) report('dead_letters', outcomes.deadLetters);
+    },
+  });
+
+  const detachers = new Set<() => void>();
+  let closing: Promise<void> | undefined;
+
+  return {
+    registry,
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+    observeDeliveries(source) {
+      const detach = tally.observe(source);
+      detachers.add(detach);
+      return () => {
+        detachers.delete(detach);
+        detach();
+      };
+    },
+    close() {
+      closing ??= (async () => {
+        for (const detach of detachers) detach();
+        detachers.clear();
+        await Promise.allSettled(queues.map(({ queue }) => queue.close()));
+      })();
+      return closing;
+    },
+  };
+}
