@@ -1,9 +1,13 @@
 /** Builds the long-running parts from the environment: the one place that wires modules together. */
+import { readSharedState } from '../breakers/index.ts';
+import { closedState, nextState } from '../breakers/state.ts';
 import { clusterNodes, type Env, readEnv } from '../core/env.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { breakerKey } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
 import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
+import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
 import { createEnvSecretResolver } from '../secrets/env-provider.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
 import { UsageError } from './output.ts';
@@ -87,4 +91,61 @@ export function startWorkers(
     maxStalledCount: env.FERRY_MAX_STALLED_COUNT,
     sweepIntervalMs: env.FERRY_SWEEP_INTERVAL_MS,
   });
+}
+
+export interface ProcessMetricsOptions {
+  /** This process's worker pool: its deliveries are counted, and its breakers (as it sees them) reported. */
+  pool?: WorkerPool;
+  /** Dead letters per service (`ferry_dead_letters`); that metric is left out without it. */
+  deadLetterCounts?: () => Promise<ReadonlyMap<string, number>>;
+}
+
+/**
+ * The metrics of a Ferry process (`ferry worker`, `ferry api`, `ferry dev`): one registry for the whole
+ * process. With a pool, the series cover the pool's services and breaker states come from its registry (no
+ * Redis read); without one (the API), every service in the services file, breaker states read from Redis.
+ * `close()` it when the process shuts down.
+ */
+export function createProcessMetrics(
+  runtime: Runtime,
+  connection: RedisClient,
+  options: ProcessMetricsOptions = {},
+): Metrics {
+  const { env, config } = runtime;
+  const { pool } = options;
+  const services = pool?.services ?? [...config.services.keys()];
+  const metrics = createMetrics({
+    config,
+    services,
+    connection,
+    prefix: env.FERRY_PREFIX,
+    breakerStates:
+      pool === undefined
+        ? () => readBreakerStates(connection, env.FERRY_PREFIX, services)
+        : () => Promise.resolve(new Map(pool.breakers.list().map(({ name, state }) => [name, state.state]))),
+    ...(options.deadLetterCounts === undefined ? {} : { deadLetterCounts: options.deadLetterCounts }),
+  });
+  if (pool !== undefined) metrics.observeDeliveries(pool);
+  return metrics;
+}
+
+/**
+ * Each service's breaker state as every worker sees it: the shared record in Redis (src/breakers/shared-state.ts),
+ * read with the breakers' own transition function, so it says what a worker would. One GET per service,
+ * never MGET: the keys live in their services' Cluster slots.
+ */
+export async function readBreakerStates(
+  redis: RedisClient,
+  prefix: string,
+  services: readonly string[],
+  nowMs = Date.now(),
+): Promise<Map<string, BreakerStateName>> {
+  const states = await Promise.all(
+    services.map(async (service) => {
+      const observed = await readSharedState(redis, breakerKey(prefix, service));
+      return nextState(closedState, { type: 'sharedObserved', record: observed?.record ?? null, nowMs })
+        .state;
+    }),
+  );
+  return new Map(services.map((service, i) => [service, states[i]!]));
 }
