@@ -12,7 +12,7 @@ import { errorBodySchema, jsonSchema, serviceName } from '../schemas.ts';
 
 const serviceViewSchema = z.object({
   name: z.string(),
-  baseUrl: z.string().describe('as configured (templates unexpanded, credentials in the URL removed)'),
+  baseUrl: z.string().describe('as configured, templates unexpanded'),
   auth: z.object({ type: z.enum(['none', 'bearer', 'basic', 'apiKey', 'oauth2']) }),
   secretNames: z.array(z.string()).describe('names of the secrets its templates read; never values'),
   timeoutMs: z.number(),
@@ -57,11 +57,14 @@ const queueViewSchema = z.object({
 
 const serviceParams = z.strictObject({ service: serviceName });
 
-/** Only what an operator needs to see; URLs lose any user:password, templates stay unexpanded. */
+/**
+ * Only what an operator needs to see: templates stay unexpanded (secret names, never values), and a baseUrl
+ * holds no credentials (the loader refuses them: they belong in `auth`).
+ */
 function serviceView(service: ServiceConfig): z.infer<typeof serviceViewSchema> {
   return {
     name: service.name,
-    baseUrl: withoutCredentials(service.baseUrl.source),
+    baseUrl: service.baseUrl.source,
     auth: { type: service.auth.type },
     secretNames: [...service.secretNames],
     timeoutMs: service.timeoutMs,
@@ -83,10 +86,6 @@ function serviceView(service: ServiceConfig): z.infer<typeof serviceViewSchema> 
       timeoutMs: operation.timeoutMs,
     })),
   };
-}
-
-function withoutCredentials(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/i, '$1');
 }
 
 function visibleServices(ctx: ApiContext, principal: Principal): ServiceConfig[] {
