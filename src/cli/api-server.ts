@@ -27,6 +27,8 @@ export async function startApi(
     metrics?: MetricsSource;
     host?: string;
     port?: number;
+    /** When the port is taken, listen on a free one instead of failing (`ferry dev` with PORT unset). */
+    fallbackToFreePort?: boolean;
   },
 ): Promise<RunningApi> {
   const { env, config, logger } = runtime;
@@ -51,13 +53,10 @@ export async function startApi(
   const host = options.host ?? env.HOST;
   const port = options.port ?? env.PORT;
   try {
-    await app.listen({ host, port });
+    await listen(app, host, port, options.fallbackToFreePort === true);
   } catch (error) {
     await app.close();
     await producer.close();
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE')
-      throw new Error(`cannot listen on ${host}:${port}: the port is in use (set PORT)`);
     throw error;
   }
   const address = app.server.address();
@@ -73,4 +72,14 @@ export async function startApi(
       await producer.close();
     },
   };
+}
+
+async function listen(app: FastifyInstance, host: string, port: number, fallback: boolean): Promise<void> {
+  try {
+    await app.listen({ host, port });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    if (!fallback) throw new Error(`cannot listen on ${host}:${port}: the port is in use (set PORT)`);
+    await app.listen({ host, port: 0 });
+  }
 }

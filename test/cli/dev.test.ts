@@ -4,7 +4,7 @@
  * Without redis-server installed it fails with one line that says what to install.
  */
 import { copyFile, mkdir, readdir } from 'node:fs/promises';
-import { Socket } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 
 import { Job, Queue } from 'bullmq';
@@ -112,6 +112,44 @@ describe('ferry dev', () => {
     const metaKey = `ferry:${serviceQueueName('demo')}:meta`;
     expect(await redis.client.exists(metaKey)).toBe(1);
     await expect(readdir(join(cwd, '.ferry'))).rejects.toThrow(/ENOENT/);
+    dev.terminate();
+    expect((await dev.waitForExit(20_000)).code).toBe(0);
+  }, 60_000);
+
+  it('serves the HTTP API with the admin token it prints, and takes a port of its own when 8080 is busy', async () => {
+    const cwd = await projectDir();
+    // Whatever holds 8080 on this machine (or this blocker): dev must not fail for it when PORT is unset.
+    const blocker = createServer();
+    await new Promise<void>((resolve) => {
+      blocker.once('error', () => resolve());
+      blocker.listen(8080, '127.0.0.1', () => resolve());
+    });
+    onTestFinished(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const dev = spawnFerry(['dev', '--no-demo-jobs'], { cwd, env: { REDIS_URL: redis.url } });
+    const apiLine = await dev.waitForLine(/^\s+api\s+http:\/\/127\.0\.0\.1:\d+/, { timeoutMs: 30_000 });
+    const apiUrl = /(http:\/\/127\.0\.0\.1:\d+)/.exec(apiLine)![1]!;
+    expect(apiUrl).not.toBe('http://127.0.0.1:8080');
+    const tokenLine = await dev.waitForLine(/^\s+token\s+\S+\s+\(admin, this run only\)/);
+    const token = /^\s+token\s+(\S+)/.exec(tokenLine)![1]!;
+    await dev.waitForLine('Ferry dev is running');
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const enqueued = await fetch(`${apiUrl}/v1/jobs`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ service: 'demo', operation: 'echo', input: { hello: 'api' } }),
+    });
+    expect(enqueued.status).toBe(202);
+    const { statusUrl } = (await enqueued.json()) as { statusUrl: string };
+    await expect
+      .poll(
+        async () =>
+          ((await (await fetch(apiUrl + statusUrl, { headers })).json()) as { state: string }).state,
+        {
+          timeout: 15_000,
+        },
+      )
+      .toBe('completed');
+    expect((await fetch(`${apiUrl}/v1/services`)).status).toBe(401);
     dev.terminate();
     expect((await dev.waitForExit(20_000)).code).toBe(0);
   }, 60_000);

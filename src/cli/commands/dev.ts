@@ -75,7 +75,11 @@ export function registerDevCommand(program: Command): void {
         devToken = randomBytes(24).toString('base64url');
         tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
       }
-      const api = await startApi(runtime, { connection: producerConnection, tokens });
+      const api = await startApi(runtime, {
+        connection: producerConnection,
+        tokens,
+        fallbackToFreePort: process.env.PORT === undefined,
+      });
       lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
       lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
       lines.push(
