@@ -127,7 +127,10 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
 function toAdapter(queue: Queue): BullMQAdapter {
   const isServiceQueue = serviceFromQueueName(queue.name) !== undefined;
   return new BullMQAdapter(queue, {
+    // The cards show `displayName`, but the side menu shows the queue name, stripping hash-tag braces only when
+    // the queue has a delimiter (ui's menu tree builder). BullMQ forbids ':' in queue names, so nothing splits.
     displayName: displayQueueName(queue.name),
+    delimiter: ':',
     readOnlyMode: !isServiceQueue,
     // Hides the retry buttons; the refusal itself is refuseUnsafeActions'.
     allowRetries: false,
@@ -135,7 +138,7 @@ function toAdapter(queue: Queue): BullMQAdapter {
       ? {}
       : {
           description:
-            'Paused on purpose: nothing consumes it. Replay or purge with `ferry dlq` or /v1/dead-letters.',
+            'Paused on purpose: nothing consumes it. Replay or purge dead letters with ferry dlq or /v1/dead-letters.',
         }),
   });
 }

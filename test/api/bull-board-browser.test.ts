@@ -1,0 +1,151 @@
+/**
+ * Bull Board in a real browser (Debian chromium via playwright-core): an admin opens /admin/queues with the
+ * token as Basic password and sees every service queue and dead-letter; anyone else gets the 401 (or 403).
+ * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+
+import { TokenSet } from '../../src/api/auth.ts';
+import {
+  createAdminAuthorizer,
+  DEFAULT_BULL_BOARD_PATH,
+  registerBullBoard,
+} from '../../src/api/bull-board.ts';
+import { DEAD_LETTER_QUEUE } from '../../src/core/queue-layout.ts';
+import { startTestApi, TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
+import { launchChromium, newLocalContext } from '../helpers/chromium.ts';
+import { registerCleanup } from '../helpers/cleanup.ts';
+import { startDownstream } from '../helpers/downstream.ts';
+import { createTestFerry } from '../helpers/ferry.ts';
+import { startRedis } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+const ARTIFACTS = join(import.meta.dirname, '..', 'artifacts');
+const SERVICES = ['crm', 'billing'] as const;
+
+/**
+ * Ferry with real jobs (two completed, one dead-lettered after a 500) and the API with the board mounted as
+ * cli/ mounts it; returns the board's URL. Everything closes when the test finishes.
+ */
+async function startBoardWithJobs(): Promise<string> {
+  const downstream = await startDownstream((request) =>
+    request.url.startsWith('/fail')
+      ? { status: 500, body: { error: 'down' } }
+      : { status: 200, body: { ok: true } },
+  );
+  const service = {
+    baseUrl: downstream.url,
+    timeoutMs: 2_000,
+    retry: { attempts: 1, backoff: { delayMs: 20, maxDelayMs: 50 } },
+    operations: {
+      createContact: { method: 'POST', path: '/contacts', body: '{{ input }}' },
+      fail: { method: 'POST', path: '/fail', body: '{{ input }}' },
+    },
+  };
+  const ferry = await createTestFerry(redis, {
+    services: { services: Object.fromEntries(SERVICES.map((name) => [name, service])) },
+  });
+  const requests = [
+    { service: 'crm', operation: 'createContact', input: { email: 'a@b.c' } },
+    { service: 'billing', operation: 'createContact', input: { email: 'd@e.f' } },
+    { service: 'crm', operation: 'fail', input: { email: 'x@y.z' } },
+  ];
+  const jobs = await ferry.producer.enqueueMany(requests);
+  const views = await Promise.all(
+    jobs.map((job, i) => ferry.producer.waitFor(requests[i]!.service, job.id, { timeoutMs: 10_000 })),
+  );
+  expect(views.map((view) => view.state)).toEqual(['completed', 'completed', 'dead_lettered']);
+
+  const connection = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  const deadLetters = new Queue(DEAD_LETTER_QUEUE, { connection, prefix: ferry.prefix });
+  registerCleanup(async () => {
+    await deadLetters.close();
+    connection.disconnect();
+  });
+  const tokens = TokenSet.parse(TOKEN_CONFIG, 'test tokens');
+  const api = await startTestApi({
+    redisUrl: redis.url,
+    prefix: ferry.prefix,
+    config: ferry.config,
+    plugins: [
+      (app, ctx) =>
+        registerBullBoard(app, {
+          queues: [...SERVICES.map((name) => ctx.queue(name)), deadLetters],
+          authorize: createAdminAuthorizer(tokens),
+        }),
+    ],
+    selfAuthenticatedPrefixes: [DEFAULT_BULL_BOARD_PATH],
+  });
+  return `${api.url}${DEFAULT_BULL_BOARD_PATH}`;
+}
+
+describe('Bull Board in Chromium', () => {
+  it('shows an admin the service queues and dead-letter', { timeout: 60_000 }, async () => {
+    // First, so a machine without chromium fails at once, saying how to install it.
+    const browser = await launchChromium();
+    const boardUrl = await startBoardWithJobs();
+
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    const page = await admin.newPage();
+    const opened = await page.goto(boardUrl, { waitUntil: 'domcontentloaded' });
+    expect(opened?.status()).toBe(200);
+    // The page renders from the board's API, which the browser calls with the same Basic credentials: each
+    // queue appears twice, in the side menu and as an overview card (with its job count).
+    for (const name of [...SERVICES, 'dead-letter']) {
+      await expect.poll(() => page.getByText(name, { exact: true }).count(), { timeout: 20_000 }).toBe(2);
+    }
+    await page.getByText('2 Jobs').waitFor({ state: 'visible', timeout: 20_000 });
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board.png'), fullPage: true });
+    // Display names everywhere (cards and side menu), never the hash-tagged queue names.
+    for (const queueName of ['{crm}', '{billing}', DEAD_LETTER_QUEUE]) {
+      expect(await page.getByText(queueName).count(), queueName).toBe(0);
+    }
+
+    // The dead-letter queue's page lists the dead letter, named <service>.<operation>.
+    await page.goto(`${boardUrl}/queue/${encodeURIComponent(DEAD_LETTER_QUEUE)}`, {
+      waitUntil: 'domcontentloaded',
+    });
+    await page.getByText('crm.fail').first().waitFor({ state: 'visible', timeout: 20_000 });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-dead-letter.png'), fullPage: true });
+  });
+
+  it('shows anyone else the refusal, never the board', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const boardUrl = await startBoardWithJobs();
+
+    // No credentials: the browser gets the 401 with a Basic challenge. A desktop browser would prompt; headless
+    // Chromium has nobody to ask, so the navigation fails.
+    const anonymous = await newLocalContext(browser);
+    const page = await anonymous.newPage();
+    const challenge = page.waitForResponse(boardUrl);
+    await expect(page.goto(boardUrl, { waitUntil: 'domcontentloaded' })).rejects.toThrow(
+      /ERR_INVALID_AUTH_CREDENTIALS/,
+    );
+    const challenged = await challenge;
+    expect(challenged.status()).toBe(401);
+    expect(challenged.headers()['www-authenticate']).toBe('Basic realm="Ferry admin", charset="UTF-8"');
+
+    // A wrong token (challenged again: Chromium then shows the 401), or a token without admin (403).
+    const refusals: readonly [string, number, string][] = [
+      [TOKENS.wrong, 401, 'UnauthorizedError'],
+      [TOKENS.reader, 403, 'ForbiddenError'],
+    ];
+    for (const [password, status, type] of refusals) {
+      const context = await newLocalContext(browser, { httpCredentials: { username: 'admin', password } });
+      const refused = await context.newPage();
+      const response = await refused.goto(boardUrl, { waitUntil: 'domcontentloaded' });
+      expect(response?.status()).toBe(status);
+      expect(await refused.content()).toContain(type);
+      expect(await refused.getByText('dead-letter', { exact: true }).count()).toBe(0);
+    }
+  });
+});
