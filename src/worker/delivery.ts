@@ -25,10 +25,12 @@ import {
   type JobResult,
   usedAttempts,
 } from '../core/job.ts';
+import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { decideRetry } from './retry-policy.ts';
 
@@ -37,6 +39,8 @@ export interface DeliveryDeps extends ProcessorDeps {
   writer: DeadLetterWriter;
   logger: Logger;
   emit: DeliveryEventListener;
+  /** Ferry's retrying and held events on the queue's events stream (the API's SSE reads them). */
+  events: JobEventPublisher;
   random: () => number;
   /** Lock duration of the worker, to re-check the lock before a dead letter is written. */
   lockDurationMs: number;
@@ -183,9 +187,22 @@ async function fail(
     );
     await persistOwned(job, token, state, deps);
     const nextAttemptAt = deps.clock.now() + decision.delayMs;
-    await job.log(
-      `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`,
-    );
+    // The event goes out before the move: once the job is delayed, a short delay can make it active again at
+    // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
+    // so it costs no round trip of its own.
+    await Promise.all([
+      job.log(
+        `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`,
+      ),
+      deps.events.publish(RETRYING_STREAM_EVENT, base.jobId, {
+        operation: base.operation,
+        ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
+        attempt,
+        error: errorRecord,
+        delayMs: decision.delayMs,
+        nextAttemptAt,
+      }),
+    ]);
     await job.moveToDelayed(nextAttemptAt, token);
     deps.emit('job:attempt:retrying', {
       ...base,
@@ -219,11 +236,24 @@ async function hold(
     );
   }
   await persistOwned(job, token, state, deps);
-  await deps.queue.rateLimit(outcome.holdMs);
+  const reason = outcome.error.type === 'CircuitOpenError' ? 'circuitOpen' : 'rateLimited';
   const until = deps.clock.now() + outcome.holdMs;
+  // Published by the time the job goes back (RateLimitError below), as a retry's is: the stream shows why
+  // before what follows.
+  await Promise.all([
+    deps.events.publish(HELD_STREAM_EVENT, base.jobId, {
+      operation: base.operation,
+      ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
+      reason,
+      holdMs: outcome.holdMs,
+      until,
+      error: errorRecord,
+    }),
+    deps.queue.rateLimit(outcome.holdMs),
+  ]);
   deps.emit('job:service:held', {
     ...base,
-    reason: outcome.error.type === 'CircuitOpenError' ? 'circuitOpen' : 'rateLimited',
+    reason,
     holdMs: outcome.holdMs,
     until,
     error: errorRecord,

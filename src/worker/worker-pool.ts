@@ -20,6 +20,7 @@ import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
 import { PoolSet } from './http/pools.ts';
+import { createJobEventPublisher } from './job-event-publisher.ts';
 
 export interface WorkerPoolOptions {
   config: ServicesConfig;
@@ -168,6 +169,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       writer,
       logger,
       emit,
+      events: createJobEventPublisher({
+        connection,
+        keys: { events: queue.toKey('events'), meta: queue.toKey('meta') },
+        logger,
+      }),
       random,
       lockDurationMs,
       shutdownSignal: shutdown.signal,

@@ -87,12 +87,24 @@ describe('secret values never leak', () => {
     const stored = await dumpRedis(ferry.prefix);
     const logs = ferry.logs.join('\n');
     const viewsText = JSON.stringify(views);
+    // The events streams the API's SSE reads: a retry's event carries the error a 500 echoed, scrubbed.
+    const events = (
+      await Promise.all(
+        ['bearer', 'basic', 'query'].map((service) =>
+          redis.client.xrange(`${ferry.prefix}:{${service}}:events`, '-', '+'),
+        ),
+      )
+    ).flat();
+    const retrying = events.filter(([, fields]) => fields[1] === 'ferry:job:retrying');
+    expect(retrying.some(([, fields]) => fields.join(' ').includes('[redacted]'))).toBe(true);
+    const eventsText = JSON.stringify(events);
     expect(stored).toContain('[redacted]');
     for (const secret of [TOKEN, PASSWORD, `apiuser:${PASSWORD}`]) {
       for (const form of forms(secret)) {
         expect(stored).not.toContain(form);
         expect(logs).not.toContain(form);
         expect(viewsText).not.toContain(form);
+        expect(eventsText).not.toContain(form);
       }
     }
   });
