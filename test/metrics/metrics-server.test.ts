@@ -1,0 +1,102 @@
+/** The worker's metrics server over real HTTP on 127.0.0.1:0: routes, content type, errors, port in use, close. */
+import { createServer } from 'node:http';
+
+import { describe, expect, it, onTestFinished } from 'vitest';
+
+import { type MetricsServer, startMetricsServer } from '../../src/cli/metrics-server.ts';
+import { ConfigurationError } from '../../src/core/errors.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { createMetrics, type MetricsResponse } from '../../src/metrics/metrics.ts';
+import { oneService } from '../helpers/ferry.ts';
+import { listenOnFreePort } from '../helpers/listen.ts';
+import { withTimeout } from '../helpers/processes.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { scrapeUrl } from './support.ts';
+
+const redis = await startRedis();
+const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
+
+async function serve(metrics: { render(): Promise<MetricsResponse> }): Promise<MetricsServer> {
+  const server = await startMetricsServer({ host: '127.0.0.1', port: 0, metrics });
+  onTestFinished(() => server.close());
+  return server;
+}
+
+describe('metrics server', () => {
+  it('GET /metrics is the registry in the Prometheus text format; /healthz says ok; anything else 404', async () => {
+    const config = parseServicesConfig(oneService('http://127.0.0.1:9'), { env: {} });
+    const metrics = createMetrics({ config, connection: redis.client, prefix: uniquePrefix() });
+    onTestFinished(() => metrics.close());
+    const server = await serve(metrics);
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+
+    for (const path of ['/metrics', '/metrics?name[]=ferry_redis_up']) {
+      const { status, contentType, scrape } = await scrapeUrl(`${server.url}${path}`);
+      expect(status).toBe(200);
+      expect(contentType).toBe(PROMETHEUS_TEXT);
+      expect(scrape.value('ferry_redis_up')).toBe(1);
+      expect(scrape.value('ferry_queue_jobs', { service: 'svc', state: 'waiting' })).toBe(0);
+      expect(scrape.type('process_cpu_seconds_total')).toBe('COUNTER');
+    }
+
+    const health = await fetch(`${server.url}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.text()).toBe('ok');
+
+    const head = await fetch(`${server.url}/metrics`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-type')).toBe(PROMETHEUS_TEXT);
+    expect(await head.text()).toBe('');
+
+    for (const path of ['/', '/metrics/', '/favicon.ico', '/v1/jobs']) {
+      const response = await fetch(`${server.url}${path}`);
+      expect(response.status, path).toBe(404);
+      await response.body?.cancel();
+    }
+    const post = await fetch(`${server.url}/metrics`, { method: 'POST' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+    await post.body?.cancel();
+  });
+
+  it('a render that fails answers 500, and the server goes on serving', async () => {
+    let fail = true;
+    const server = await serve({
+      render: () =>
+        fail
+          ? Promise.reject(new Error('registry broke'))
+          : Promise.resolve({ contentType: PROMETHEUS_TEXT, body: '# TYPE up gauge\nup 1\n' }),
+    });
+    const failed = await fetch(`${server.url}/metrics`);
+    expect(failed.status).toBe(500);
+    expect(await failed.text()).not.toContain('registry broke');
+    fail = false;
+    const { status, scrape } = await scrapeUrl(`${server.url}/metrics`);
+    expect(status).toBe(200);
+    expect(scrape.value('up')).toBe(1);
+  });
+
+  it('a port in use rejects with a ConfigurationError naming FERRY_METRICS_PORT', async () => {
+    const taken = await listenOnFreePort(createServer());
+    const port = Number(new URL(taken.url).port);
+    const starting = startMetricsServer({
+      host: '127.0.0.1',
+      port,
+      metrics: { render: () => Promise.resolve({ contentType: 'text/plain', body: '' }) },
+    });
+    await expect(starting).rejects.toBeInstanceOf(ConfigurationError);
+    await expect(starting).rejects.toThrow(
+      `FERRY_METRICS_PORT: 127.0.0.1:${port} is already in use; set FERRY_METRICS_PORT to a free port, or to 0 to turn the worker's metrics server off`,
+    );
+  });
+
+  it("close() does not wait for a scraper's idle keep-alive connection", async () => {
+    const server = await serve({
+      render: () => Promise.resolve({ contentType: PROMETHEUS_TEXT, body: 'up 1\n' }),
+    });
+    const response = await fetch(`${server.url}/metrics`);
+    expect(await response.text()).toBe('up 1\n');
+    await withTimeout(server.close(), 1_000, () => 'close() waited for the keep-alive connection');
+    await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
+  });
+});
