@@ -29,7 +29,10 @@ export type LineMatch = string | RegExp | ((line: string) => boolean);
 export type LogEntry = Record<string, unknown> & { msg?: string; level?: number };
 
 export interface SpawnOptions {
-  /** Environment on top of a clean copy of the runner's (no REDIS_*, FERRY_* or LOG_* leaks in); `undefined` removes a key. */
+  /**
+   * Environment on top of a clean copy of the runner's (no REDIS_*, FERRY_* or LOG_* leaks in) and
+   * FERRY_METRICS_PORT=0 (no worker metrics server); `undefined` removes a key.
+   */
   env?: Record<string, string | undefined>;
   cwd?: string;
 }
@@ -64,6 +67,8 @@ export class FerryProcess {
     const env: NodeJS.ProcessEnv = {};
     for (const [key, value] of Object.entries(process.env))
       if (!INHERITED_BLOCKLIST.test(key)) env[key] = value;
+    // No metrics server unless the test asks for one: parallel workers would all want the default port 9464.
+    env.FERRY_METRICS_PORT = '0';
     for (const [key, value] of Object.entries(options.env ?? {})) {
       if (value === undefined) delete env[key];
       else env[key] = value;

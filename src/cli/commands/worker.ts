@@ -13,9 +13,15 @@ export function registerWorkerCommand(program: Command): void {
     )
     .action(async (options: { services?: string }) => {
       // Loaded when the command runs: `ferry --help` and the other commands do not pay for BullMQ and undici.
-      const [{ connectReady, loadRuntime, readEnvWithRedis, startWorkers }, { onShutdownSignal }] =
-        await Promise.all([import('../runtime.ts'), import('../shutdown.ts')]);
+      const [runtimeModule, { onShutdownSignal }, { startMetricsServer }] = await Promise.all([
+        import('../runtime.ts'),
+        import('../shutdown.ts'),
+        import('../metrics-server.ts'),
+      ]);
+      const { connectReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
+        runtimeModule;
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
+      const { env, logger } = runtime;
       const services = options.services
         ?.split(',')
         .map((s) => s.trim())
@@ -23,14 +29,37 @@ export function registerWorkerCommand(program: Command): void {
       const unknown = services?.filter((s) => !runtime.config.services.has(s)) ?? [];
       if (unknown.length > 0)
         throw new UsageError(
-          `--services: unknown service(s) ${unknown.join(', ')} (not in ${runtime.env.FERRY_SERVICES})`,
+          `--services: unknown service(s) ${unknown.join(', ')} (not in ${env.FERRY_SERVICES})`,
         );
-      const connection = await connectReady(runtime.env, 'worker', 'ferry-worker');
+      const connection = await connectReady(env, 'worker', 'ferry-worker');
       const pool = startWorkers(runtime, connection, services);
-      onShutdownSignal(runtime.logger, async () => {
-        await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
+      // FERRY_METRICS_PORT=0 turns the metrics server off, and with it every metric: nothing is counted.
+      const metrics =
+        env.FERRY_METRICS_PORT === 0 ? undefined : createProcessMetrics(runtime, connection, { pool });
+      // Bound before the pool takes its first job: a port in use fails start-up with nothing to wind down.
+      const server =
+        metrics === undefined
+          ? undefined
+          : await startMetricsServer({
+              host: env.FERRY_METRICS_HOST,
+              port: env.FERRY_METRICS_PORT,
+              metrics,
+              logger,
+            }).catch(async (error: unknown) => {
+              await metrics.close();
+              await pool.close({ deadlineMs: 0 });
+              connection.disconnect();
+              throw error;
+            });
+      onShutdownSignal(logger, async () => {
+        await pool.close({ deadlineMs: env.FERRY_SHUTDOWN_TIMEOUT_MS });
+        // Scrapable until the last in-flight job has finished.
+        await server?.close();
+        await metrics?.close();
         connection.disconnect();
       });
       await pool.start();
+      if (server !== undefined)
+        logger.info({ url: `${server.url}/metrics` }, `metrics on ${server.url}/metrics`);
     });
 }
