@@ -1,0 +1,116 @@
+/**
+ * What the API and the CLI show of a dead letter. Built field by field from the record read back and checked:
+ * `{dead-letter}` is an ordinary BullMQ queue that anyone with Redis access can write to, and a view must
+ * never carry more than a Ferry dead-letter record holds (secrets never are in one; an unknown key might be).
+ */
+import { z } from 'zod';
+
+import { type ErrorRecord, type ErrorType, isErrorType } from '../core/errors.ts';
+import type { AttemptRecord, DeadLetterRecord } from '../core/job.ts';
+
+/** One dead letter as listed. */
+export interface DeadLetterView {
+  /** Its job id on `{dead-letter}` (`dl-<service>.<source job id>.<created>`): what show and delete take. */
+  id: string;
+  service: string;
+  operation: string;
+  tenant?: string;
+  idempotencyKey?: string;
+  metadata?: Record<string, unknown>;
+  /** The job on the service queue that failed. */
+  sourceJobId: string;
+  /** Its BullMQ queue: `{<service>}`. */
+  sourceQueue: string;
+  /** Every recorded run, oldest first. */
+  attempts: AttemptRecord[];
+  finalError: ErrorRecord;
+  /** Epoch ms. */
+  deadLetteredAt: number;
+  /** Epoch ms at which the source job was first enqueued. */
+  enqueuedAt: number;
+  /**
+   * The job's input. Always in show; in list only with `includeInput`: an input may be 256 KiB, and a page
+   * of 500 would be 128 MiB of them, where operators scanning a list need the error and the ids.
+   */
+  input?: unknown;
+}
+
+/** One dead letter as shown: the whole record, its id and its BullMQ job name. */
+export interface DeadLetterDetail extends DeadLetterView {
+  /** BullMQ job name on `{dead-letter}`: `<service>.<operation>`. */
+  name: string;
+  input: unknown;
+}
+
+const errorType = z.custom<ErrorType>((value) => isErrorType(value), 'must be a Ferry error type');
+
+/** Object schemas strip unknown keys: what a foreign writer added never reaches a view. */
+const deadLetterRecordSchema = z.object({
+  service: z.string().min(1),
+  operation: z.string().min(1),
+  input: z.unknown(),
+  tenant: z.string().optional(),
+  idempotencyKey: z.string().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  sourceJobId: z.string(),
+  sourceQueue: z.string(),
+  attempts: z.array(
+    z.object({
+      attempt: z.number(),
+      outcome: z.enum(['failed', 'held', 'interrupted']),
+      at: z.number(),
+      durationMs: z.number(),
+      type: errorType.optional(),
+      status: z.number().optional(),
+      message: z.string(),
+      retryDelayMs: z.number().optional(),
+    }),
+  ),
+  finalError: z.object({
+    type: errorType,
+    message: z.string(),
+    status: z.number().optional(),
+    retryAfterMs: z.number().optional(),
+    field: z.string().optional(),
+  }),
+  deadLetteredAt: z.number(),
+  enqueuedAt: z.number(),
+});
+
+/** A dead letter's stored job data (JSON) as a checked record, or undefined when it is not one. */
+export function parseDeadLetterRecord(json: string): DeadLetterRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  const parsed = deadLetterRecordSchema.safeParse(value);
+  return parsed.success ? (parsed.data as DeadLetterRecord) : undefined;
+}
+
+export function toDeadLetterView(
+  id: string,
+  record: DeadLetterRecord,
+  includeInput: boolean,
+): DeadLetterView {
+  return {
+    id,
+    service: record.service,
+    operation: record.operation,
+    ...(record.tenant === undefined ? {} : { tenant: record.tenant }),
+    ...(record.idempotencyKey === undefined ? {} : { idempotencyKey: record.idempotencyKey }),
+    ...(record.metadata === undefined ? {} : { metadata: record.metadata }),
+    sourceJobId: record.sourceJobId,
+    sourceQueue: record.sourceQueue,
+    attempts: record.attempts,
+    finalError: record.finalError,
+    deadLetteredAt: record.deadLetteredAt,
+    enqueuedAt: record.enqueuedAt,
+    ...(includeInput ? { input: record.input } : {}),
+  };
+}
+
+export function toDeadLetterDetail(id: string, name: string, record: DeadLetterRecord): DeadLetterDetail {
+  return { ...toDeadLetterView(id, record, false), name, input: record.input };
+}
