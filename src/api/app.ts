@@ -66,7 +66,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     keepAliveTimeout: 72 * SECOND,
     return503OnClosing: true,
     // Job ids are validated by the route (up to 300 characters) rather than cut off at Fastify's 100 with a 414.
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
   });
   // JSON only: Fastify's default text/plain parser would hand a string to routes that expect objects (415).
   app.removeContentTypeParser('text/plain');
@@ -89,7 +89,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     const scope = config.scope ?? 'any';
     if (scope === 'public') return;
     const url = request.routeOptions.url ?? request.url;
-    if (selfAuthenticated.some((prefix) => url.startsWith(prefix))) return;
+    if (selfAuthenticated.some((prefix) => url === prefix || url.startsWith(`${prefix}/`))) return;
     try {
       request.principal = authenticate(tokens, request.headers.authorization);
     } catch (error) {
