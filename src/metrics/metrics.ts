@@ -5,30 +5,31 @@
  * Two kinds of series:
  * - Delivery counters and the attempt-duration histogram, counted on the hot path by DeliveryTally from the
  *   worker pool's events (src/core/events.ts) and turned into series when scraped.
- * - Gauges read when scraped: queue depths (BullMQ `getJobCounts`), Redis reachability, and whatever the
- *   composition root injects (breaker states, dead letters per service). These reads are bounded
- *   (bounded-scrape.ts): /metrics answers within about `scrapeTimeoutMs` whatever Redis does.
+ * - Gauges read when scraped (scrape-reads.ts): queue depths, Redis reachability, and whatever the composition
+ *   root injects (breaker states, dead letters per service). These reads are bounded (bounded-scrape.ts):
+ *   /metrics answers within about `scrapeTimeoutMs` whatever Redis does.
  *
  * Label values come only from the services file (service and operation names), Ferry's error types and fixed
  * words: never from job input, tenants, job ids or job names, so no secret or producer-chosen value can reach
  * the scrape output, and the number of series is bounded by the services file.
  */
-import { Queue } from 'bullmq';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
 import { ERROR_TYPES } from '../core/errors.ts';
-import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { SECOND } from '../core/time.ts';
-import { createBoundedScrape, type ReadOutcome } from './bounded-scrape.ts';
+import type { ReadOutcome } from './bounded-scrape.ts';
 import {
   type DeliveryEventSource,
   DeliveryTally,
   type OperationTally,
   type ServiceTally,
 } from './delivery-tally.ts';
+import { type BreakerStateName, createScrapeReads, QUEUE_STATES } from './scrape-reads.ts';
 import { TalliedHistogram, type TalliedSeries } from './tallied-histogram.ts';
+
+export { type BreakerStateName, QUEUE_STATES, type QueueState } from './scrape-reads.ts';
 
 /**
  * Upper bounds of `ferry_attempt_duration_seconds`, in seconds: from a fast API on a LAN (5 ms) to the
@@ -38,23 +39,7 @@ export const ATTEMPT_DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 ]);
 
-/**
- * BullMQ job states reported by `ferry_queue_jobs` (BullMQ's own names). No `paused`: since BullMQ 5 a paused
- * queue keeps its jobs in `waiting` (pause only sets a flag, see bullmq commands/pause-7.lua), and BullMQ 6
- * has no such job state any more; `ferry_queue_paused` says whether the queue is paused.
- */
-export const QUEUE_STATES = Object.freeze([
-  'waiting',
-  'active',
-  'delayed',
-  'prioritized',
-  'completed',
-  'failed',
-] as const);
-export type QueueState = (typeof QUEUE_STATES)[number];
-
-/** Breaker states as Ferry names them everywhere (CLI, API, `breaker:state:changed`). */
-export type BreakerStateName = 'closed' | 'open' | 'halfOpen';
+/** The series of `ferry_breaker_state` for each service. */
 const BREAKER_STATES: readonly BreakerStateName[] = ['closed', 'open', 'halfOpen'];
 
 export interface MetricsOptions {
@@ -100,17 +85,7 @@ export interface Metrics {
 
 const DEFAULT_SCRAPE_TIMEOUT_MS = 1.5 * SECOND;
 
-type QueueCounts = Readonly<Record<QueueState, number>>;
-
-interface ScrapedValues {
-  redis: void;
-  queues: ReadonlyMap<string, { counts: QueueCounts; paused: boolean }>;
-  breakers: ReadonlyMap<string, BreakerStateName>;
-  deadLetters: ReadonlyMap<string, number>;
-}
-
 export function createMetrics(options: MetricsOptions): Metrics {
-  const { connection, prefix } = options;
   const names = options.services ?? [...options.config.services.keys()];
   const services = names.map((name) => {
     const service = options.config.services.get(name);
@@ -128,41 +103,15 @@ export function createMetrics(options: MetricsOptions): Metrics {
     ATTEMPT_DURATION_BUCKETS_SECONDS,
   );
 
-  // Read-only handles for getJobCounts on the shared connection; a connection error is reported by
-  // ferry_redis_up (and by the owner of the connection), not by every handle.
-  const queues = services.map((service) => {
-    const queue = new Queue(serviceQueueName(service.name), { connection, prefix });
-    queue.on('error', () => undefined);
-    return { service: service.name, queue };
+  const reads = createScrapeReads({
+    connection: options.connection,
+    prefix: options.prefix,
+    services: names,
+    breakerStates: options.breakerStates,
+    deadLetterCounts: options.deadLetterCounts,
+    timeoutMs: options.scrapeTimeoutMs ?? DEFAULT_SCRAPE_TIMEOUT_MS,
   });
-
-  const isReady = (): boolean => connection.status === 'ready';
-  const notConnected = (): Promise<never> => Promise.reject(new Error('Redis is not connected'));
-  const scrape = createBoundedScrape<ScrapedValues>(
-    {
-      // Not even queued while disconnected: a worker connection would hold the command until Redis is back.
-      redis: async () => {
-        if (!isReady()) return notConnected();
-        await connection.ping();
-      },
-      queues: async () => {
-        if (!isReady()) return notConnected();
-        const rows = await Promise.all(
-          queues.map(async ({ service, queue }) => {
-            const [counts, paused] = await Promise.all([
-              queue.getJobCounts(...QUEUE_STATES) as Promise<QueueCounts>,
-              queue.isPaused(),
-            ]);
-            return [service, { counts, paused }] as const;
-          }),
-        );
-        return new Map(rows);
-      },
-      breakers: options.breakerStates ?? (() => Promise.resolve(new Map())),
-      deadLetters: options.deadLetterCounts ?? (() => Promise.resolve(new Map())),
-    },
-    options.scrapeTimeoutMs ?? DEFAULT_SCRAPE_TIMEOUT_MS,
-  );
+  const { scrape } = reads;
 
   const operationsOf = function* (service: ServiceTally): Generator<OperationTally> {
     yield* service.operations.values();
@@ -359,7 +308,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
       closing ??= (async () => {
         for (const detach of detachers) detach();
         detachers.clear();
-        await Promise.allSettled(queues.map(({ queue }) => queue.close()));
+        await reads.close();
       })();
       return closing;
     },
