@@ -1,0 +1,272 @@
+/**
+ * One service's side of the job event hub (see job-events.ts): its QueueEvents, its subscribers, the batches
+ * of stream entries dispatched to them in order, replays, and the cache of what each job is.
+ */
+import { QueueEvents, type QueueEventsListener } from 'bullmq';
+
+import { compareStreamIds } from '../core/job-events.ts';
+import type { Logger } from '../core/logger.ts';
+import { serviceQueueName } from '../core/queue-layout.ts';
+import { type RedisClient, waitUntilReady } from '../core/redis.ts';
+import { SECOND } from '../core/time.ts';
+import {
+  type Dispatch,
+  entryFromXrange,
+  isMappedStreamEvent,
+  jobIdOf,
+  type JobInfo,
+  type JobRead,
+  MAPPED_STREAM_EVENTS,
+  readJob,
+  type StreamEntry,
+  toDispatch,
+} from './job-event-map.ts';
+import { type JobEventSubscribeOptions, Subscription } from './job-event-subscription.ts';
+
+export interface ChannelOptions {
+  connection: RedisClient;
+  eventsConnection: RedisClient;
+  prefix: string;
+  logger: Logger;
+  jobInfoCacheSize: number;
+  clockSkewMs: number;
+}
+
+/** Entries per XRANGE while replaying: bounded replies, and Redis is never busy long for one client. */
+const REPLAY_PAGE = 500;
+/** How long a subscribe waits for the read connection before it fails (the route answers 503). */
+const CONNECT_WAIT_MS = 2 * SECOND;
+
+type FerryListener = QueueEventsListener & {
+  [name: string]: (args: Record<string, unknown>, id: string) => void;
+};
+
+/** One service: its QueueEvents, its subscribers, its job cache. */
+export class ServiceChannel {
+  readonly subscriptions = new Set<Subscription>();
+  /** Id of the last entry the QueueEvents passed on. */
+  cursor = '0-0';
+  readonly #service: string;
+  readonly #options: ChannelOptions;
+  readonly #eventsKey: string;
+  readonly #jobKeyPrefix: string;
+  readonly #infos = new Map<string, JobInfo>();
+  readonly #cacheSize: number;
+  #queueEvents: QueueEvents | undefined;
+  #starting: Promise<void> | undefined;
+  #pending: StreamEntry[] = [];
+  #scheduled = false;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(service: string, options: ChannelOptions) {
+    this.#service = service;
+    this.#options = options;
+    this.#jobKeyPrefix = `${options.prefix}:${serviceQueueName(service)}:`;
+    this.#eventsKey = `${this.#jobKeyPrefix}events`;
+    this.#cacheSize = options.jobInfoCacheSize;
+  }
+
+  /** Starts the QueueEvents at the stream's current end, once; a failed start is tried again next time. */
+  #start(): Promise<void> {
+    this.#starting ??= (async () => {
+      await this.#connected();
+      const [last] = (await this.#options.connection.xrevrange(this.#eventsKey, '+', '-', 'COUNT', 1)) as [
+        string,
+        string[],
+      ][];
+      this.cursor = last?.[0] ?? '0-0';
+      const queueEvents = new QueueEvents(serviceQueueName(this.#service), {
+        connection: this.#options.eventsConnection,
+        prefix: this.#options.prefix,
+        lastEventId: this.cursor,
+      });
+      queueEvents.on('error', (error) =>
+        this.#options.logger.error({ service: this.#service, err: error }, 'job events stream error'),
+      );
+      for (const event of MAPPED_STREAM_EVENTS) {
+        queueEvents.on<FerryListener>(event, (fields, id) => this.#receive({ id, event, fields }));
+      }
+      this.#queueEvents = queueEvents;
+    })().catch((error: unknown) => {
+      this.#starting = undefined;
+      throw error;
+    });
+    return this.#starting;
+  }
+
+  /**
+   * Registers for live events, then delivers the replay (if asked); live events follow once it is done, those
+   * the replay already gave skipped. Rejects, delivering nothing, when Redis cannot be read.
+   */
+  async subscribe(options: JobEventSubscribeOptions): Promise<Subscription> {
+    await this.#start();
+    if (options.jobId !== undefined && options.info !== undefined)
+      this.#remember(options.jobId, options.info);
+    const subscription = new Subscription(options, this.cursor, (s) => this.subscriptions.delete(s));
+    this.subscriptions.add(subscription);
+    try {
+      if (options.replay !== undefined) await this.#replay(subscription, options.replay);
+    } catch (error) {
+      subscription.close();
+      throw error;
+    }
+    subscription.goLive();
+    return subscription;
+  }
+
+  #remember(jobId: string, info: JobInfo): void {
+    this.#infos.delete(jobId);
+    this.#infos.set(jobId, info);
+    if (this.#infos.size > this.#cacheSize) this.#infos.delete(this.#infos.keys().next().value!);
+  }
+
+  #receive(entry: StreamEntry): void {
+    this.cursor = entry.id;
+    const jobId = jobIdOf(entry);
+    // A job id comes back once its job is gone (idempotency keys): what was known of it no longer holds.
+    if (entry.event === 'added' && jobId !== undefined) this.#infos.delete(jobId);
+    if (this.subscriptions.size === 0) return;
+    this.#pending.push(entry);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    // One batch per turn: the reads a batch needs go out together, and dispatches keep stream order.
+    this.#flushing = this.#flushing.then(() => this.#flush());
+  }
+
+  async #flush(): Promise<void> {
+    this.#scheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    try {
+      const work = batch
+        .map((entry) => ({ entry, targets: [...this.subscriptions].filter((s) => s.accepts(entry)) }))
+        .filter(({ targets }) => targets.length > 0);
+      if (work.length === 0) return;
+      const dispatches = await this.#dispatches(work.map(({ entry }) => entry));
+      work.forEach(({ targets }, i) => {
+        const dispatch = dispatches[i];
+        if (dispatch !== undefined) for (const target of targets) target.receive(dispatch);
+      });
+    } catch (error) {
+      this.#options.logger.error({ service: this.#service, err: error }, 'could not dispatch job events');
+    }
+  }
+
+  /** The dispatch of each entry (same order), reading the jobs whose events need it, together. */
+  async #dispatches(entries: readonly StreamEntry[]): Promise<(Dispatch | undefined)[]> {
+    const toRead = new Set<string>();
+    for (const entry of entries) {
+      const jobId = jobIdOf(entry);
+      if (jobId === undefined || entry.event === 'removed') continue;
+      if (entry.event === 'failed' || !this.#infos.has(jobId)) toRead.add(jobId);
+    }
+    const reads = new Map<string, JobRead | undefined>();
+    await Promise.all(
+      [...toRead].map(async (jobId) => {
+        try {
+          const read = await readJob(
+            this.#options.connection,
+            this.#jobKeyPrefix + jobId,
+            this.#service,
+            jobId,
+          );
+          reads.set(jobId, read);
+          if (read !== undefined) this.#remember(jobId, read.info);
+        } catch (error) {
+          this.#options.logger.warn(
+            { service: this.#service, jobId, err: error },
+            'could not read a job for its events',
+          );
+        }
+      }),
+    );
+    return entries.map((entry) => {
+      const jobId = jobIdOf(entry) ?? '';
+      const read = entry.event === 'failed' ? reads.get(jobId) : undefined;
+      return toDispatch(this.#service, entry, this.#infos.get(jobId) ?? reads.get(jobId)?.info, read);
+    });
+  }
+
+  /**
+   * Stream entries after `start` (XRANGE syntax: `(id` exclusive, `ms-0` inclusive) to the current end, of one
+   * job or all, and the stream's oldest and newest ids.
+   */
+  async #readRange(
+    start: string,
+    jobId: string | undefined,
+  ): Promise<{ entries: StreamEntry[]; oldest: string | undefined; newest: string | undefined }> {
+    const { connection } = this.#options;
+    await this.#connected();
+    const [[first], [last]] = (await Promise.all([
+      connection.xrange(this.#eventsKey, '-', '+', 'COUNT', 1),
+      connection.xrevrange(this.#eventsKey, '+', '-', 'COUNT', 1),
+    ])) as [[string, string[]][], [string, string[]][]];
+    const entries: StreamEntry[] = [];
+    let from = start;
+    for (;;) {
+      const page = (await connection.xrange(this.#eventsKey, from, '+', 'COUNT', REPLAY_PAGE)) as [
+        string,
+        string[],
+      ][];
+      for (const raw of page) {
+        const entry = entryFromXrange(raw);
+        if (isMappedStreamEvent(entry.event) && (jobId === undefined || jobIdOf(entry) === jobId))
+          entries.push(entry);
+      }
+      if (page.length < REPLAY_PAGE) break;
+      from = `(${page[page.length - 1]![0]}`;
+    }
+    return { entries, oldest: first?.[0], newest: last?.[0] };
+  }
+
+  async #replay(
+    subscription: Subscription,
+    from: NonNullable<JobEventSubscribeOptions['replay']>,
+  ): Promise<void> {
+    const { jobId, onNotice } = subscription.options;
+    const isResume = 'after' in from;
+    const start = isResume
+      ? `(${from.after}`
+      : `${Math.max(0, from.fromEnqueuedAt - this.#options.clockSkewMs)}-0`;
+    const range = await this.#readRange(start, jobId);
+    let dispatches = (await this.#dispatches(range.entries)).filter((d) => d !== undefined);
+    if (!isResume) {
+      // A job id can come back (idempotency keys): its history starts at its last `queued`.
+      const lastQueued = dispatches.findLastIndex((d) => d.kind === 'event' && d.event.event === 'queued');
+      if (lastQueued > 0) dispatches = dispatches.slice(lastQueued);
+    }
+    const { oldest, newest } = range;
+    if (isResume) {
+      if (newest === undefined || compareStreamIds(from.after, newest) > 0) {
+        // Not an id of this stream (Redis lost its data, or another prefix): skipping up to it could hide
+        // every event for a long time.
+        onNotice?.(`Last-Event-ID ${from.after} is not in the events stream; events from now on`);
+      } else {
+        subscription.lastEventId = from.after;
+        if (oldest !== undefined && compareStreamIds(from.after, oldest) < 0)
+          onNotice?.(
+            `events after ${from.after} before ${oldest} are no longer held; resuming from ${oldest}`,
+          );
+      }
+    } else if (
+      oldest !== undefined &&
+      compareStreamIds(start, oldest) < 0 &&
+      !dispatches.some((d) => d.kind === 'event' && d.event.event === 'queued')
+    ) {
+      onNotice?.(`this job's events before ${oldest} are no longer held`);
+    }
+    for (const dispatch of dispatches) subscription.deliver(dispatch);
+  }
+
+  /** A producer-role connection refuses commands until it is connected (no offline queue). */
+  async #connected(): Promise<void> {
+    const { connection } = this.#options;
+    if (connection.status !== 'ready') await waitUntilReady(connection, CONNECT_WAIT_MS);
+  }
+
+  async close(): Promise<void> {
+    for (const subscription of [...this.subscriptions]) subscription.end();
+    await this.#flushing;
+    await this.#queueEvents?.close();
+  }
+}
