@@ -104,7 +104,9 @@ export function parseListOptions(options: DeadLetterListOptions): ListQuery {
  */
 export function indexedService(query: ListQuery): string | undefined | null {
   const scoped = query.scope?.services;
-  if (scoped?.length === 0 || query.scope?.tenants?.length === 0) return null;
+  const tenants = query.scope?.tenants;
+  if (scoped?.length === 0 || tenants?.length === 0) return null;
+  if (query.tenant !== undefined && tenants !== undefined && !tenants.includes(query.tenant)) return null;
   if (query.service !== undefined) {
     return scoped === undefined || scoped.includes(query.service) ? query.service : null;
   }

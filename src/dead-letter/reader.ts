@@ -36,7 +36,12 @@ import {
 
 export type { DeadLetterFilter, DeadLetterListOptions, DeadLetterScope } from './list-query.ts';
 export { DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT } from './list-query.ts';
-export type { DeadLetterDetail, DeadLetterView } from './view.ts';
+export {
+  type DeadLetterDetail,
+  deadLetterDetailSchema,
+  type DeadLetterView,
+  deadLetterViewSchema,
+} from './view.ts';
 
 /** Index entries one list call examines at most before it returns, with a cursor to go on. */
 export const DEFAULT_MAX_EXAMINED = 5_000;

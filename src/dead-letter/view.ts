@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 
-import { type ErrorRecord, type ErrorType, isErrorType } from '../core/errors.ts';
+import { ERROR_TYPES, type ErrorRecord, type ErrorType } from '../core/errors.ts';
 import type { AttemptRecord, DeadLetterRecord } from '../core/job.ts';
 
 /** One dead letter as listed. */
@@ -42,7 +42,7 @@ export interface DeadLetterDetail extends DeadLetterView {
   input: unknown;
 }
 
-const errorType = z.custom<ErrorType>((value) => isErrorType(value), 'must be a Ferry error type');
+const errorType = z.enum(ERROR_TYPES as [ErrorType, ...ErrorType[]]);
 
 /** Object schemas strip unknown keys: what a foreign writer added never reaches a view. */
 const deadLetterRecordSchema = z.object({
@@ -76,6 +76,13 @@ const deadLetterRecordSchema = z.object({
   deadLetteredAt: z.number(),
   enqueuedAt: z.number(),
 });
+
+/** JSON Schema material for the API's OpenAPI document (`z.toJSONSchema`): a list item, a shown dead letter. */
+export const deadLetterViewSchema = deadLetterRecordSchema.extend({
+  id: z.string(),
+  input: z.unknown().optional(),
+});
+export const deadLetterDetailSchema = deadLetterRecordSchema.extend({ id: z.string(), name: z.string() });
 
 /** A dead letter's stored job data (JSON) as a checked record, or undefined when it is not one. */
 export function parseDeadLetterRecord(json: string): DeadLetterRecord | undefined {

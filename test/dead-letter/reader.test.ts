@@ -1,8 +1,14 @@
 /** Listing, showing and counting dead letters: filters, cursor pagination, bounded work, the views' shape. */
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { z } from 'zod';
 
 import { ValidationError } from '../../src/core/errors.ts';
-import { type DeadLetterListOptions, DeadLetterReader } from '../../src/dead-letter/reader.ts';
+import {
+  deadLetterDetailSchema,
+  type DeadLetterListOptions,
+  DeadLetterReader,
+  deadLetterViewSchema,
+} from '../../src/dead-letter/reader.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -71,6 +77,7 @@ describe('dead-letter list', () => {
       ['e', 'd', 'a'],
     ],
     ['scope: empty', { scope: { services: [] } }, []],
+    ['scope: tenant outside it', { tenant: 'beta', scope: { tenants: ['acme'] } }, []],
   ])('filters by %s', async (_name, options, expected) => {
     const { kit, ids } = await fiveDeadLetters();
     const page = await kit.reader.list(options);
@@ -225,6 +232,21 @@ describe('dead-letter list', () => {
     expect(page.items.map((item) => [item.id, item.deadLetteredAt])).toEqual([[id, T]]);
     expect((await kit.reader.list({ since: T + 50 })).items).toEqual([]);
     expect(await kit.reader.countByService()).toEqual(new Map([['crm', 1]]));
+  });
+});
+
+describe('dead-letter view schemas', () => {
+  it('describe what list and show return, as JSON Schema for the OpenAPI document', async () => {
+    const kit = deadLetterKit(redis);
+    const id = await kit.write({ tenant: 'acme', metadata: { order: 1 } });
+    const [item] = (await kit.reader.list({ includeInput: true })).items;
+    expect(deadLetterViewSchema.parse(item)).toEqual(item);
+    const shown = await kit.reader.show(id);
+    expect(deadLetterDetailSchema.parse(shown)).toEqual(shown);
+    const json = z.toJSONSchema(deadLetterDetailSchema) as { required: string[] };
+    expect(json.required).toEqual(
+      expect.arrayContaining(['id', 'name', 'service', 'finalError', 'deadLetteredAt']),
+    );
   });
 });
 
