@@ -42,10 +42,9 @@ export function createJobEventPublisher(options: JobEventPublisherOptions): JobE
       try {
         await connection.eval(PUBLISH, 2, keys.events, keys.meta, event, jobId, JSON.stringify(payload));
       } catch (error) {
-        logger.warn(
-          { event, jobId, err: error },
-          'could not publish a job event; the job goes on without it',
-        );
+        // The message only: ioredis's error would bring the whole script and payload into the log line.
+        const reason = error instanceof Error ? error.message : String(error);
+        logger.warn({ event, jobId, reason }, 'could not publish a job event; the job goes on without it');
       }
     },
   };
