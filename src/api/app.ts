@@ -13,6 +13,7 @@ import { SECOND } from '../core/time.ts';
 import { authenticate, type Principal, requireScope, type Scope, type TokenSet } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
+import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { serviceRoutes } from './routes/services.ts';
@@ -149,6 +150,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   healthRoutes(app, ctx, options.metrics);
   jobRoutes(app, ctx);
   serviceRoutes(app, ctx);
+  deadLetterRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);
   return app;
 }

@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { loadTokenSet, tokenFromHeader, TokenSet } from '../../src/api/auth.ts';
+import { DeadLetterWriter } from '../../src/dead-letter/writer.ts';
 import { startTestApi, type TestApi, TOKENS } from '../helpers/api.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
@@ -122,6 +123,8 @@ interface Ids {
   globexJob: string;
   /** A delayed job of tenant globex, cancelled by the admin row. */
   delayedJob: string;
+  /** A dead letter of tenant globex on `svc`, deleted by the admin row. */
+  deadLetter: string;
 }
 
 const job = { service: 'svc', operation: 'create', input: { a: 1 }, tenant: 'globex' };
@@ -197,6 +200,34 @@ const ROWS: Row[] = [
     ok: 200,
   },
   { method: 'GET', route: '/metrics', path: () => '/metrics', wrongScope: TOKENS.writer, ok: 200 },
+  {
+    method: 'GET',
+    route: '/v1/dead-letters',
+    path: () => '/v1/dead-letters',
+    wrongScope: TOKENS.writer,
+    // A list is filtered to what the token may see, not refused.
+    otherTenant: { token: TOKENS.acme, status: 200 },
+    otherService: { status: 200 },
+    ok: 200,
+  },
+  {
+    method: 'GET',
+    route: '/v1/dead-letters/:id',
+    path: (ids) => `/v1/dead-letters/${ids.deadLetter}`,
+    wrongScope: TOKENS.writer,
+    otherTenant: { token: TOKENS.acme, status: 404 },
+    otherService: { status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'DELETE',
+    route: '/v1/dead-letters/:id',
+    path: (ids) => `/v1/dead-letters/${ids.deadLetter}`,
+    wrongScope: TOKENS.writer,
+    otherTenant: { token: TOKENS.acme, status: 403 },
+    otherService: { status: 403 },
+    ok: 204,
+  },
 ];
 
 /** Routes as Fastify registered them: `METHOD /path` (HEAD twins of GET routes left out). */
@@ -226,7 +257,21 @@ async function setup(): Promise<{ api: TestApi; ids: Ids }> {
   });
   const globexJob = (await ferry.producer.enqueue({ ...job })).id;
   const delayedJob = (await ferry.producer.enqueue({ ...job, delayMs: 60_000 })).id;
-  return { api, ids: { globexJob, delayedJob } };
+  const writer = new DeadLetterWriter({ connection: ferry.connection, prefix: ferry.prefix });
+  onTestFinished(() => writer.close());
+  const { id: deadLetter } = await writer.write({
+    service: 'svc',
+    operation: 'create',
+    input: { a: 1 },
+    tenant: 'globex',
+    sourceJobId: 'gone-1',
+    sourceQueue: '{svc}',
+    attempts: [],
+    finalError: { type: 'ClientError', message: 'refused', status: 400 },
+    deadLetteredAt: Date.now(),
+    enqueuedAt: Date.now(),
+  });
+  return { api, ids: { globexJob, delayedJob, deadLetter } };
 }
 
 describe('auth matrix', () => {
