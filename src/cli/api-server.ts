@@ -2,15 +2,19 @@
  * Wires and starts the HTTP API: producer, route context, tokens, and the route modules. Shared by `ferry api`
  * and `ferry dev` (which mounts it next to its workers).
  */
+import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 
 import { buildApp } from '../api/app.ts';
 import type { TokenSet } from '../api/auth.ts';
+import { createAdminAuthorizer, DEFAULT_BULL_BOARD_PATH, registerBullBoard } from '../api/bull-board.ts';
 import { createApiContext } from '../api/context.ts';
-import type { MetricsSource } from '../api/routes/health.ts';
+import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
+import { DeadLetterReader } from '../dead-letter/reader.ts';
 import { Producer } from '../producer/producer.ts';
-import type { Runtime } from './runtime.ts';
+import type { WorkerPool } from '../worker/worker-pool.ts';
+import { createProcessMetrics, type Runtime } from './runtime.ts';
 
 export interface RunningApi {
   app: FastifyInstance;
@@ -22,9 +26,11 @@ export interface RunningApi {
 export async function startApi(
   runtime: Runtime,
   options: {
+    /** Producer-role connection (fails fast while Redis is down). */
     connection: RedisClient;
     tokens: TokenSet;
-    metrics?: MetricsSource;
+    /** The worker pool of this process (`ferry dev`): its deliveries and breakers then show in /metrics. */
+    pool?: WorkerPool;
     host?: string;
     port?: number;
     /** When the port is taken, listen on a free one instead of failing (`ferry dev` with PORT unset). */
@@ -32,31 +38,45 @@ export async function startApi(
   },
 ): Promise<RunningApi> {
   const { env, config, logger } = runtime;
-  const producer = new Producer({
-    connection: options.connection,
-    prefix: env.FERRY_PREFIX,
-    services: config.services,
+  const { connection, tokens } = options;
+  const prefix = env.FERRY_PREFIX;
+  const producer = new Producer({ connection, prefix, services: config.services });
+  const ctx = createApiContext({ config, producer, connection, prefix });
+  const deadLetters = new DeadLetterReader({ connection, prefix });
+  const metrics = createProcessMetrics(runtime, connection, {
+    ...(options.pool === undefined ? {} : { pool: options.pool }),
+    deadLetterCounts: deadLetters.deadLetterCounts,
   });
-  const ctx = createApiContext({
-    config,
-    producer,
-    connection: options.connection,
-    prefix: env.FERRY_PREFIX,
-  });
+  // Bull Board's own handle on `{dead-letter}`: the service queues are the context's.
+  const deadLetterQueue = new Queue(DEAD_LETTER_QUEUE, { connection, prefix });
+  deadLetterQueue.on('error', () => undefined);
+  const closeAll = async (app: FastifyInstance): Promise<void> => {
+    await app.close();
+    await metrics.close();
+    await deadLetterQueue.close();
+    await producer.close();
+  };
   const app = await buildApp({
     ctx,
-    tokens: options.tokens,
+    tokens,
     logger,
+    metrics,
     bodyLimitBytes: env.FERRY_API_BODY_LIMIT_BYTES,
-    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+    selfAuthenticatedPrefixes: [DEFAULT_BULL_BOARD_PATH],
+    plugins: [
+      (scope, routeContext) =>
+        registerBullBoard(scope, {
+          queues: [...[...config.services.keys()].map((name) => routeContext.queue(name)), deadLetterQueue],
+          authorize: createAdminAuthorizer(tokens),
+        }),
+    ],
   });
   const host = options.host ?? env.HOST;
   const port = options.port ?? env.PORT;
   try {
     await listen(app, host, port, options.fallbackToFreePort === true);
   } catch (error) {
-    await app.close();
-    await producer.close();
+    await closeAll(app);
     throw error;
   }
   const address = app.server.address();
@@ -64,14 +84,7 @@ export async function startApi(
     address !== null && typeof address === 'object'
       ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
       : `http://${host}:${port}`;
-  return {
-    app,
-    url,
-    async close() {
-      await app.close();
-      await producer.close();
-    },
-  };
+  return { app, url, close: () => closeAll(app) };
 }
 
 async function listen(app: FastifyInstance, host: string, port: number, fallback: boolean): Promise<void> {

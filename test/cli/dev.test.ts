@@ -150,6 +150,16 @@ describe('ferry dev', () => {
       )
       .toBe('completed');
     expect((await fetch(`${apiUrl}/v1/services`)).status).toBe(401);
+    // One process, one /metrics: the worker pool's deliveries are in the API's metrics.
+    const metrics = await (await fetch(`${apiUrl}/metrics`, { headers })).text();
+    expect(metrics).toMatch(
+      /^ferry_jobs_finished_total\{service="demo",operation="echo",outcome="completed"\} 1$/m,
+    );
+    // Bull Board with the token as the Basic password, as a browser sends it.
+    const basic = `Basic ${Buffer.from(`admin:${token}`).toString('base64')}`;
+    const board = await fetch(`${apiUrl}/admin/queues`, { headers: { authorization: basic } });
+    expect(board.status).toBe(200);
+    expect((await fetch(`${apiUrl}/admin/queues`)).headers.get('www-authenticate')).toContain('Basic');
     dev.terminate();
     expect((await dev.waitForExit(20_000)).code).toBe(0);
   }, 60_000);

@@ -78,6 +78,7 @@ export function registerDevCommand(program: Command): void {
       const api = await startApi(runtime, {
         connection: producerConnection,
         tokens,
+        pool,
         fallbackToFreePort: process.env.PORT === undefined,
       });
       lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);

@@ -13,11 +13,13 @@ export function registerWorkerCommand(program: Command): void {
     )
     .action(async (options: { services?: string }) => {
       // Loaded when the command runs: `ferry --help` and the other commands do not pay for BullMQ and undici.
-      const [runtimeModule, { onShutdownSignal }, { startMetricsServer }] = await Promise.all([
-        import('../runtime.ts'),
-        import('../shutdown.ts'),
-        import('../metrics-server.ts'),
-      ]);
+      const [runtimeModule, { onShutdownSignal }, { startMetricsServer }, { DeadLetterReader }] =
+        await Promise.all([
+          import('../runtime.ts'),
+          import('../shutdown.ts'),
+          import('../metrics-server.ts'),
+          import('../../dead-letter/reader.ts'),
+        ]);
       const { connectReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
         runtimeModule;
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
@@ -35,7 +37,13 @@ export function registerWorkerCommand(program: Command): void {
       const pool = startWorkers(runtime, connection, services);
       // FERRY_METRICS_PORT=0 turns the metrics server off, and with it every metric: nothing is counted.
       const metrics =
-        env.FERRY_METRICS_PORT === 0 ? undefined : createProcessMetrics(runtime, connection, { pool });
+        env.FERRY_METRICS_PORT === 0
+          ? undefined
+          : createProcessMetrics(runtime, connection, {
+              pool,
+              deadLetterCounts: new DeadLetterReader({ connection, prefix: env.FERRY_PREFIX })
+                .deadLetterCounts,
+            });
       // Bound before the pool takes its first job: a port in use fails start-up with nothing to wind down.
       const server =
         metrics === undefined
