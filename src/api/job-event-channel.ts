@@ -44,6 +44,9 @@ type FerryListener = QueueEventsListener & {
 /** One service: its QueueEvents, its subscribers, its job cache. */
 export class ServiceChannel {
   readonly subscriptions = new Set<Subscription>();
+  /** Job subscriptions by job id, and service-wide ones: an entry is offered to its job's and to these only. */
+  readonly #byJob = new Map<string, Set<Subscription>>();
+  readonly #wide = new Set<Subscription>();
   /** Id of the last entry the QueueEvents passed on. */
   cursor = '0-0';
   readonly #service: string;
@@ -102,8 +105,8 @@ export class ServiceChannel {
     await this.#start();
     if (options.jobId !== undefined && options.info !== undefined)
       this.#remember(options.jobId, options.info);
-    const subscription = new Subscription(options, this.cursor, (s) => this.subscriptions.delete(s));
-    this.subscriptions.add(subscription);
+    const subscription = new Subscription(options, this.cursor, (s) => this.#remove(s));
+    this.#add(subscription);
     try {
       if (options.replay !== undefined) await this.#replay(subscription, options.replay);
     } catch (error) {
@@ -112,6 +115,38 @@ export class ServiceChannel {
     }
     subscription.goLive();
     return subscription;
+  }
+
+  #add(subscription: Subscription): void {
+    this.subscriptions.add(subscription);
+    const { jobId } = subscription.options;
+    if (jobId === undefined) {
+      this.#wide.add(subscription);
+      return;
+    }
+    let forJob = this.#byJob.get(jobId);
+    if (forJob === undefined) this.#byJob.set(jobId, (forJob = new Set()));
+    forJob.add(subscription);
+  }
+
+  #remove(subscription: Subscription): void {
+    this.subscriptions.delete(subscription);
+    const { jobId } = subscription.options;
+    if (jobId === undefined) {
+      this.#wide.delete(subscription);
+      return;
+    }
+    const forJob = this.#byJob.get(jobId);
+    forJob?.delete(subscription);
+    if (forJob?.size === 0) this.#byJob.delete(jobId);
+  }
+
+  /** Subscriptions an entry is for. */
+  #targets(entry: StreamEntry): Subscription[] {
+    const jobId = jobIdOf(entry);
+    const forJob = jobId === undefined ? undefined : this.#byJob.get(jobId);
+    const candidates = forJob === undefined ? [...this.#wide] : [...this.#wide, ...forJob];
+    return candidates.filter((subscription) => subscription.accepts(entry));
   }
 
   #remember(jobId: string, info: JobInfo): void {
@@ -125,7 +160,7 @@ export class ServiceChannel {
     const jobId = jobIdOf(entry);
     // A job id comes back once its job is gone (idempotency keys): what was known of it no longer holds.
     if (entry.event === 'added' && jobId !== undefined) this.#infos.delete(jobId);
-    if (this.subscriptions.size === 0) return;
+    if (this.#wide.size === 0 && (jobId === undefined || !this.#byJob.has(jobId))) return;
     this.#pending.push(entry);
     if (this.#scheduled) return;
     this.#scheduled = true;
@@ -139,7 +174,7 @@ export class ServiceChannel {
     this.#pending = [];
     try {
       const work = batch
-        .map((entry) => ({ entry, targets: [...this.subscriptions].filter((s) => s.accepts(entry)) }))
+        .map((entry) => ({ entry, targets: this.#targets(entry) }))
         .filter(({ targets }) => targets.length > 0);
       if (work.length === 0) return;
       const dispatches = await this.#dispatches(work.map(({ entry }) => entry));
