@@ -216,3 +216,17 @@ export async function loadTokenSet(env: {
   }
   return undefined;
 }
+
+/**
+ * For reads that span a service's jobs (event streams): throws 403 when the token may not read the service at
+ * all, else returns the per-job tenant check, so a tenant-limited token sees only its tenants' jobs.
+ */
+export function serviceReadAccess(
+  principal: Principal,
+  service: string,
+): (tenant: string | undefined) => boolean {
+  if (!canAccessService(principal, service)) {
+    throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
+  }
+  return (tenant) => canAccessTenant(principal, tenant);
+}

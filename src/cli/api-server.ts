@@ -6,9 +6,12 @@ import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 
 import { buildApp } from '../api/app.ts';
-import type { TokenSet } from '../api/auth.ts';
+import { serviceReadAccess, type TokenSet } from '../api/auth.ts';
 import { createAdminAuthorizer, DEFAULT_BULL_BOARD_PATH, registerBullBoard } from '../api/bull-board.ts';
 import { createApiContext } from '../api/context.ts';
+import { createJobEventHub } from '../api/job-events.ts';
+import { jobEventsRoutes } from '../api/routes/job-events.ts';
+import type { SseOptions } from '../api/sse.ts';
 import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
@@ -23,20 +26,26 @@ export interface RunningApi {
   close(): Promise<void>;
 }
 
-export async function startApi(
+export interface FerryApiOptions {
+  /** Producer-role connection (fails fast while Redis is down). */
+  connection: RedisClient;
+  /**
+   * Worker-role connection (`maxRetriesPerRequest: null`) that job event streams copy: one blocking connection
+   * per service with subscribers.
+   */
+  eventsConnection: RedisClient;
+  tokens: TokenSet;
+  /** The worker pool of this process (`ferry dev`): its deliveries and breakers then show in /metrics. */
+  pool?: WorkerPool;
+  /** Server-Sent Events settings (tests shorten the heartbeat). */
+  sse?: SseOptions;
+}
+
+/** The whole API, built and not listening: routes, job events, dead letters, Bull Board, metrics. */
+export async function buildFerryApi(
   runtime: Runtime,
-  options: {
-    /** Producer-role connection (fails fast while Redis is down). */
-    connection: RedisClient;
-    tokens: TokenSet;
-    /** The worker pool of this process (`ferry dev`): its deliveries and breakers then show in /metrics. */
-    pool?: WorkerPool;
-    host?: string;
-    port?: number;
-    /** When the port is taken, listen on a free one instead of failing (`ferry dev` with PORT unset). */
-    fallbackToFreePort?: boolean;
-  },
-): Promise<RunningApi> {
+  options: FerryApiOptions,
+): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
   const { env, config, logger } = runtime;
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
@@ -47,15 +56,10 @@ export async function startApi(
     ...(options.pool === undefined ? {} : { pool: options.pool }),
     deadLetterCounts: deadLetters.deadLetterCounts,
   });
+  const hub = createJobEventHub({ connection, eventsConnection: options.eventsConnection, prefix, logger });
   // Bull Board's own handle on `{dead-letter}`: the service queues are the context's.
   const deadLetterQueue = new Queue(DEAD_LETTER_QUEUE, { connection, prefix });
   deadLetterQueue.on('error', () => undefined);
-  const closeAll = async (app: FastifyInstance): Promise<void> => {
-    await app.close();
-    await metrics.close();
-    await deadLetterQueue.close();
-    await producer.close();
-  };
   const app = await buildApp({
     ctx,
     tokens,
@@ -65,18 +69,53 @@ export async function startApi(
     selfAuthenticatedPrefixes: [DEFAULT_BULL_BOARD_PATH],
     plugins: [
       (scope, routeContext) =>
+        jobEventsRoutes(scope, {
+          hub,
+          producer: routeContext.producer,
+          services: config.services,
+          authorize: (request, { service }) => serviceReadAccess(request.principal!, service),
+          ...(options.sse === undefined ? {} : { sse: options.sse }),
+        }),
+      (scope, routeContext) =>
         registerBullBoard(scope, {
           queues: [...[...config.services.keys()].map((name) => routeContext.queue(name)), deadLetterQueue],
           authorize: createAdminAuthorizer(tokens),
         }),
     ],
   });
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    close() {
+      closing ??= (async () => {
+        await app.close();
+        await hub.close();
+        await metrics.close();
+        await deadLetterQueue.close();
+        await producer.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+export async function startApi(
+  runtime: Runtime,
+  options: FerryApiOptions & {
+    host?: string;
+    port?: number;
+    /** When the port is taken, listen on a free one instead of failing (`ferry dev` with PORT unset). */
+    fallbackToFreePort?: boolean;
+  },
+): Promise<RunningApi> {
+  const { env } = runtime;
+  const { app, close } = await buildFerryApi(runtime, options);
   const host = options.host ?? env.HOST;
   const port = options.port ?? env.PORT;
   try {
     await listen(app, host, port, options.fallbackToFreePort === true);
   } catch (error) {
-    await closeAll(app);
+    await close();
     throw error;
   }
   const address = app.server.address();
@@ -84,7 +123,7 @@ export async function startApi(
     address !== null && typeof address === 'object'
       ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
       : `http://${host}:${port}`;
-  return { app, url, close: () => closeAll(app) };
+  return { app, url, close };
 }
 
 async function listen(app: FastifyInstance, host: string, port: number, fallback: boolean): Promise<void> {

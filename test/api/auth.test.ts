@@ -116,6 +116,8 @@ interface Row {
   ok: number;
   /** Public: no token needed. */
   isPublic?: boolean;
+  /** Server-Sent Events: only the status is read, then the stream is dropped. */
+  isStream?: boolean;
 }
 
 interface Ids {
@@ -202,6 +204,27 @@ const ROWS: Row[] = [
   { method: 'GET', route: '/metrics', path: () => '/metrics', wrongScope: TOKENS.writer, ok: 200 },
   {
     method: 'GET',
+    route: '/v1/jobs/:service/:id/events',
+    path: (ids) => `/v1/jobs/svc/${ids.globexJob}/events`,
+    wrongScope: TOKENS.writer,
+    otherTenant: { token: TOKENS.acme, status: 404 },
+    otherService: { status: 403 },
+    ok: 200,
+    isStream: true,
+  },
+  {
+    method: 'GET',
+    route: '/v1/events',
+    path: () => '/v1/events?service=svc',
+    wrongScope: TOKENS.writer,
+    // The service-wide stream is filtered to the token's tenants, not refused.
+    otherTenant: { token: TOKENS.acme, status: 200 },
+    otherService: { status: 403 },
+    ok: 200,
+    isStream: true,
+  },
+  {
+    method: 'GET',
     route: '/v1/dead-letters',
     path: () => '/v1/dead-letters',
     wrongScope: TOKENS.writer,
@@ -230,6 +253,22 @@ const ROWS: Row[] = [
   },
 ];
 
+const BOARD = '/admin/queues';
+
+/**
+ * Bull Board's routes (page, assets, its API) all sit behind one admin check: no or a wrong token is 401 with a
+ * Basic challenge, any token that is not an unrestricted admin is 403, and the admin gets through (a GET is
+ * served; an action may still be refused by the board's action policy, which bull-board.test.ts covers).
+ */
+function boardRequestPath(route: string): string {
+  return route
+    .replace(':queueName', 'svc')
+    .replace(':jobId', 'no-such-job')
+    .replace(':queueStatus', 'failed')
+    .replace(':schedulerId', 'no-such-scheduler')
+    .replace('*', 'no-such-asset.js');
+}
+
 /** Routes as Fastify registered them: `METHOD /path` (HEAD twins of GET routes left out). */
 function registeredRoutes(api: TestApi): string[] {
   return api.routes.filter((route) => !route.startsWith('HEAD '));
@@ -249,12 +288,7 @@ async function setup(): Promise<{ api: TestApi; ids: Ids }> {
       },
     },
   });
-  const api = await startTestApi({
-    redisUrl: redis.url,
-    prefix: ferry.prefix,
-    config: ferry.config,
-    metrics: { render: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'ferry_up 1\n' }) },
-  });
+  const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
   const globexJob = (await ferry.producer.enqueue({ ...job })).id;
   const delayedJob = (await ferry.producer.enqueue({ ...job, delayMs: 60_000 })).id;
   const writer = new DeadLetterWriter({ connection: ferry.connection, prefix: ferry.prefix });
@@ -278,18 +312,36 @@ describe('auth matrix', () => {
   it('has a row for every route the API registered', async () => {
     const { api } = await setup();
     const rows = new Set(ROWS.map((row) => `${row.method} ${row.route}`));
-    const registered = registeredRoutes(api);
+    const registered = registeredRoutes(api).filter((route) => !route.includes(` ${BOARD}`));
     expect(registered.filter((route) => !rows.has(route))).toEqual([]);
     expect([...rows].filter((route) => !registered.includes(route))).toEqual([]);
   });
 
   it.each(ROWS.map((row) => [`${row.method} ${row.route}`, row] as const))('%s', async (_name, row) => {
     const { api, ids } = await setup();
-    const send = (token: string | undefined): ReturnType<TestApi['request']> =>
-      api.request(row.method, row.path(ids), {
-        token,
-        ...(row.body === undefined ? {} : { body: row.body(ids) }),
+    const send = async (token: string | undefined): ReturnType<TestApi['request']> => {
+      if (row.isStream !== true) {
+        return api.request(row.method, row.path(ids), {
+          token,
+          ...(row.body === undefined ? {} : { body: row.body(ids) }),
+        });
+      }
+      // An event stream stays open: read the status and the head, then hang up.
+      const controller = new AbortController();
+      const response = await fetch(api.url + row.path(ids), {
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        signal: controller.signal,
       });
+      const isEventStream = response.headers.get('content-type')?.startsWith('text/event-stream') === true;
+      const text = isEventStream ? '' : await response.text();
+      controller.abort();
+      return {
+        status: response.status,
+        headers: response.headers,
+        body: text === '' ? undefined : (JSON.parse(text) as unknown),
+        text,
+      };
+    };
     const seen: Partial<Record<Role, number>> = {};
     const expected: Partial<Record<Role, number>> = {};
 
@@ -317,6 +369,42 @@ describe('auth matrix', () => {
     }
     seen.admin = (await send(TOKENS.admin)).status;
     expected.admin = row.ok;
+    expect(seen).toEqual(expected);
+  });
+
+  it('guards every Bull Board route: 401 with a Basic challenge, 403 for all but an unrestricted admin', async () => {
+    const { api } = await setup();
+    const routes = registeredRoutes(api).filter((route) => route.includes(` ${BOARD}`));
+    expect(routes.length).toBeGreaterThan(20);
+    const seen: Record<string, Record<string, number>> = {};
+    const expected: Record<string, Record<string, number | string>> = {};
+    for (const route of routes) {
+      const [method, path] = route.split(' ') as [string, string];
+      const send = async (token: string | undefined): Promise<Response> =>
+        fetch(api.url + boardRequestPath(path), {
+          method,
+          headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        });
+      const none = await send(undefined);
+      expect(none.headers.get('www-authenticate'), route).toContain('Basic');
+      const admin = (await send(TOKENS.admin)).status;
+      seen[route] = {
+        none: none.status,
+        wrong: (await send(TOKENS.wrong)).status,
+        reader: (await send(TOKENS.reader)).status,
+        acmeTenant: (await send(TOKENS.acme)).status,
+        otherService: (await send(TOKENS.otherService)).status,
+        adminDenied: admin === 401 || (method === 'GET' && admin === 403) ? admin : 0,
+      };
+      expected[route] = {
+        none: 401,
+        wrong: 401,
+        reader: 403,
+        acmeTenant: 403,
+        otherService: 403,
+        adminDenied: 0,
+      };
+    }
     expect(seen).toEqual(expected);
   });
 });

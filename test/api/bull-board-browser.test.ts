@@ -6,20 +6,12 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
-import { TokenSet } from '../../src/api/auth.ts';
-import {
-  createAdminAuthorizer,
-  DEFAULT_BULL_BOARD_PATH,
-  registerBullBoard,
-} from '../../src/api/bull-board.ts';
+import { DEFAULT_BULL_BOARD_PATH } from '../../src/api/bull-board.ts';
 import { DEAD_LETTER_QUEUE } from '../../src/core/queue-layout.ts';
-import { startTestApi, TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
+import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { launchChromium, newLocalContext } from '../helpers/chromium.ts';
-import { registerCleanup } from '../helpers/cleanup.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -61,26 +53,8 @@ async function startBoardWithJobs(): Promise<string> {
   );
   expect(views.map((view) => view.state)).toEqual(['completed', 'completed', 'dead_lettered']);
 
-  const connection = new Redis(redis.url, { maxRetriesPerRequest: 1 });
-  const deadLetters = new Queue(DEAD_LETTER_QUEUE, { connection, prefix: ferry.prefix });
-  registerCleanup(async () => {
-    await deadLetters.close();
-    connection.disconnect();
-  });
-  const tokens = TokenSet.parse(TOKEN_CONFIG, 'test tokens');
-  const api = await startTestApi({
-    redisUrl: redis.url,
-    prefix: ferry.prefix,
-    config: ferry.config,
-    plugins: [
-      (app, ctx) =>
-        registerBullBoard(app, {
-          queues: [...SERVICES.map((name) => ctx.queue(name)), deadLetters],
-          authorize: createAdminAuthorizer(tokens),
-        }),
-    ],
-    selfAuthenticatedPrefixes: [DEFAULT_BULL_BOARD_PATH],
-  });
+  // The API as `ferry api` builds it: Bull Board is mounted with the admin authorizer.
+  const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
   return `${api.url}${DEFAULT_BULL_BOARD_PATH}`;
 }
 

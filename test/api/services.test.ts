@@ -82,7 +82,7 @@ describe('GET /v1/breakers', () => {
     const response = await api.request('GET', '/v1/breakers', { token: TOKENS.reader });
     expect(response.status).toBe(200);
     const byService = Object.fromEntries(
-      (response.body.breakers as { service: string }[]).map((b) => [b.service, b]),
+      (response.body.breakers as { service: string; heldForMs: number }[]).map((b) => [b.service, b]),
     );
     expect(byService.crm).toEqual({
       service: 'crm',
@@ -92,7 +92,7 @@ describe('GET /v1/breakers', () => {
       heldForMs: 0,
     });
     expect(byService.billing).toMatchObject({ service: 'billing', state: 'closed' });
-    expect(byService.billing.heldForMs).toBeGreaterThan(25_000);
+    expect(byService.billing!.heldForMs).toBeGreaterThan(25_000);
   });
 
   it('says halfOpen once the open period is over and the probe has not closed it yet', async () => {

@@ -6,13 +6,12 @@ import { Writable } from 'node:stream';
 
 import { Redis } from 'ioredis';
 
-import { type ApiPlugin, buildApp } from '../../src/api/app.ts';
 import { TokenSet } from '../../src/api/auth.ts';
-import { createApiContext } from '../../src/api/context.ts';
-import type { MetricsSource } from '../../src/api/routes/health.ts';
+import type { SseOptions } from '../../src/api/sse.ts';
+import { buildFerryApi } from '../../src/cli/api-server.ts';
+import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
-import { Producer } from '../../src/producer/index.ts';
 import { registerCleanup } from './cleanup.ts';
 
 /** One token per role the auth matrix needs. */
@@ -59,10 +58,9 @@ export async function startTestApi(options: {
   redisUrl: string;
   prefix: string;
   config: ServicesConfig;
-  plugins?: ApiPlugin[];
-  metrics?: MetricsSource;
   bodyLimitBytes?: number;
-  selfAuthenticatedPrefixes?: string[];
+  /** Server-Sent Events settings (a short heartbeat). */
+  sse?: SseOptions;
 }): Promise<TestApi> {
   const logs: string[] = [];
   const destination = new Writable({
@@ -78,19 +76,25 @@ export async function startTestApi(options: {
     commandTimeout: 2_000,
   });
   connection.on('error', () => undefined);
-  const producer = new Producer({ connection, prefix: options.prefix, services: options.config.services });
-  const ctx = createApiContext({ config: options.config, producer, connection, prefix: options.prefix });
-  const app = await buildApp({
-    ctx,
-    tokens: TokenSet.parse(TOKEN_CONFIG, 'test tokens'),
-    logger,
-    ...(options.plugins === undefined ? {} : { plugins: options.plugins }),
-    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
-    ...(options.bodyLimitBytes === undefined ? {} : { bodyLimitBytes: options.bodyLimitBytes }),
-    ...(options.selfAuthenticatedPrefixes === undefined
+  const eventsConnection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+  eventsConnection.on('error', () => undefined);
+  const env = readEnv({
+    FERRY_PREFIX: options.prefix,
+    ...(options.bodyLimitBytes === undefined
       ? {}
-      : { selfAuthenticatedPrefixes: options.selfAuthenticatedPrefixes }),
+      : { FERRY_API_BODY_LIMIT_BYTES: String(options.bodyLimitBytes) }),
   });
+  // The API as `ferry api` builds it (buildFerryApi), only not listening on PORT.
+  const api = await buildFerryApi(
+    { env, logger, config: options.config },
+    {
+      connection,
+      eventsConnection,
+      tokens: TokenSet.parse(TOKEN_CONFIG, 'test tokens'),
+      ...(options.sse === undefined ? {} : { sse: options.sse }),
+    },
+  );
+  const { app } = api;
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
@@ -98,9 +102,9 @@ export async function startTestApi(options: {
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
-      await app.close();
-      await producer.close();
+      await api.close();
       connection.disconnect();
+      eventsConnection.disconnect();
     })();
     return closed;
   };

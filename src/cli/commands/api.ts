@@ -40,11 +40,15 @@ Examples:
       // No wait for Redis: the API starts while Redis is down and answers 503 + Retry-After until it is back.
       const connection = connect(env, 'producer', 'ferry-api');
       connection.on('error', () => undefined);
-      const api = await startApi(runtime, { connection, tokens });
+      // Job event streams block on Redis: they need a worker-role connection (BullMQ copies it per service).
+      const eventsConnection = connect(env, 'worker', 'ferry-api-events');
+      eventsConnection.on('error', () => undefined);
+      const api = await startApi(runtime, { connection, eventsConnection, tokens });
       runtime.logger.info({ url: api.url, tokens: tokens.size }, `Ferry API listening on ${api.url}`);
       onShutdownSignal(runtime.logger, async () => {
         await api.close();
         connection.disconnect();
+        eventsConnection.disconnect();
       });
     });
 }

@@ -77,6 +77,7 @@ export function registerDevCommand(program: Command): void {
       }
       const api = await startApi(runtime, {
         connection: producerConnection,
+        eventsConnection: connection,
         tokens,
         pool,
         fallbackToFreePort: process.env.PORT === undefined,
