@@ -2,7 +2,6 @@
  * One BullMQ Worker per service, each with its own undici pool and breaker. Only this module knows BullMQ's
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
-import { EventEmitter } from 'node:events';
 
 import { Queue, Worker } from 'bullmq';
 
@@ -112,7 +111,6 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     if (!options.config.services.has(name))
       throw new Error(`unknown service "${name}" (not in the services file)`);
   }
-  const emitter = new EventEmitter();
   const scrubber = new Scrubber();
   const writer = new DeadLetterWriter({ connection, prefix });
   const breakers = createBreakerRegistry({
@@ -133,9 +131,13 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   });
   // A listener's bug must never reach delivery: a throw from here would be taken for a failure to record the
   // outcome, and the job would run again. Every listener runs; errors are logged.
+  // Listener lists are replaced, never mutated, on on/off: emit walks the current one without copying it (an
+  // EventEmitter's listeners() copies on every call, and metrics listen to every completed job).
+  const listeners = new Map<DeliveryEventName, readonly ((payload: never) => void)[]>();
   const emit = <E extends DeliveryEventName>(event: E, payload: DeliveryEventMap[E]): void => {
-    if (emitter.listenerCount(event) === 0) return;
-    for (const listener of emitter.listeners(event)) {
+    const list = listeners.get(event);
+    if (list === undefined) return;
+    for (const listener of list) {
       try {
         (listener as (payload: DeliveryEventMap[E]) => void)(payload);
       } catch (error) {
@@ -330,11 +332,16 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     },
     sweep: sweepAll,
     on(event, listener) {
-      emitter.on(event, listener as (payload: unknown) => void);
+      listeners.set(event, [...(listeners.get(event) ?? []), listener]);
       return pool;
     },
     off(event, listener) {
-      emitter.off(event, listener as (payload: unknown) => void);
+      const list = listeners.get(event) ?? [];
+      const index = list.indexOf(listener);
+      if (index < 0) return pool;
+      const rest = [...list.slice(0, index), ...list.slice(index + 1)];
+      if (rest.length === 0) listeners.delete(event);
+      else listeners.set(event, rest);
       return pool;
     },
   };

@@ -30,6 +30,25 @@ describe('worker robustness', () => {
     expect(ferry.logs.some((line) => line.includes('delivery event listener threw'))).toBe(true);
   });
 
+  it('delivers each event to every listener once, in the order they subscribed, until it unsubscribes', async () => {
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    const seen: string[] = [];
+    const first = (): void => void seen.push('first');
+    const second = (): void => void seen.push('second');
+    ferry.pool.on('job:attempt:completed', first).on('job:attempt:completed', second);
+    const run = async (n: number): Promise<void> => {
+      const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n } });
+      await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    };
+    await run(1);
+    ferry.pool.off('job:attempt:completed', first).off('job:attempt:retrying', second);
+    await run(2);
+    ferry.pool.off('job:attempt:completed', second);
+    await run(3);
+    expect(seen).toEqual(['first', 'second', 'second']);
+  });
+
   it('close() returns even when Redis stops answering mid-shutdown', { timeout: 30_000 }, async () => {
     const downstream = await startDownstream(() => ({ status: 200, delayMs: 3_000 }));
     const ferry = await createTestFerry(frozen, {
