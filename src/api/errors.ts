@@ -9,15 +9,17 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isFerryError } from '../core/errors.ts';
 import { SECOND } from '../core/time.ts';
 
-export type ApiErrorType =
-  | 'UnauthorizedError'
-  | 'ForbiddenError'
-  | 'NotFoundError'
-  | 'ConflictError'
-  | 'PayloadTooLargeError'
-  | 'UnsupportedMediaTypeError'
-  | 'UnavailableError'
-  | 'InternalError';
+export const API_ERROR_TYPES = [
+  'UnauthorizedError',
+  'ForbiddenError',
+  'NotFoundError',
+  'ConflictError',
+  'PayloadTooLargeError',
+  'UnsupportedMediaTypeError',
+  'UnavailableError',
+  'InternalError',
+] as const;
+export type ApiErrorType = (typeof API_ERROR_TYPES)[number];
 
 export interface ErrorBody {
   error: { type: string; message: string; field?: string };
