@@ -1,11 +1,13 @@
 /**
  * Enqueueing through Ferry's HTTP API vs straight into BullMQ, in one run.
  *
- *   npm run bench:enqueue -- [--jobs 50000] [--batch 1000] [--concurrency 2] [--warmup 5000] [--rounds 6]
+ *   npm run bench:enqueue -- [--jobs 50000] [--batch 1000] [--concurrency 1,4] [--warmup 5000] [--rounds 6]
  *       [--connections 50] [--duration 10] [--single-rounds 2] [--parts batch,single] [--timeout 600]
  *       [--cpu-prof <dir>] [--min-ratio 0.8] [--keep]
  *
- * Part 1 (batch): N jobs per run in batches, the same number of calls in flight on both sides.
+ * Part 1 (batch): N jobs per run in batches, the same number of calls in flight on both sides; one block of
+ * runs per --concurrency value (1: a sequential producer, every batch waits for its round trip; 4: enough in
+ * flight that both sides are bound by CPU, not by round trips).
  * - `direct` (baseline): one process calls BullMQ `Queue.addBulk` on Ferry's queue `{bench}` with the job
  *   name, data and options Ferry's Producer writes.
  * - `api`: Ferry's HTTP API as `ferry api` runs it (the built CLI, its own process: real token auth, real
@@ -97,7 +99,7 @@ const PARTS: readonly Part[] = ['batch', 'single'];
 interface Options {
   jobs: number;
   batch: number;
-  concurrency: number;
+  concurrencies: number[];
   warmup: number;
   rounds: number;
   connections: number;
@@ -111,13 +113,13 @@ interface Options {
 }
 
 const USAGE =
-  'usage: npm run bench:enqueue -- [--jobs N] [--batch B] [--concurrency C] [--warmup W] [--rounds R]\n' +
+  'usage: npm run bench:enqueue -- [--jobs N] [--batch B] [--concurrency C[,C…]] [--warmup W] [--rounds R]\n' +
   '         [--connections K] [--duration s] [--single-rounds R] [--parts batch,single] [--timeout s]\n' +
   '         [--cpu-prof dir] [--min-ratio r] [--keep]\n' +
   '\n' +
   '  --jobs N           part 1: jobs per timed run (default 50000)\n' +
   '  --batch B          part 1: jobs per addBulk call and per POST /v1/jobs/batch, 1-1000 (default 1000)\n' +
-  '  --concurrency C    part 1: calls in flight at once, on both sides (default 2)\n' +
+  '  --concurrency C,…  part 1: calls in flight at once, on both sides; one block of runs each (default 1,4)\n' +
   '  --warmup W         part 1: jobs sent the same way before the clock starts, to another queue (default 5000)\n' +
   '  --rounds R         part 1: runs per side, alternating order (default 6; the interval needs 6)\n' +
   '  --connections K    part 2: autocannon connections (default 50)\n' +
@@ -126,7 +128,7 @@ const USAGE =
   '  --parts …          batch, single or both (default batch,single)\n' +
   '  --timeout s        a part-1 run not done by then fails the bench (default 600)\n' +
   '  --cpu-prof dir     one .cpuprofile per API, minimal and client process (open in Chrome DevTools)\n' +
-  '  --min-ratio r      exit 1 when the part-1 ratio api/direct (medians) is below r\n' +
+  '  --min-ratio r      exit 1 when a part-1 ratio api/direct (medians), at any concurrency, is below r\n' +
   '  --keep             keep the temp dir (API logs, services file, Redis dir)\n';
 
 function readOptions(): Options {
@@ -134,7 +136,7 @@ function readOptions(): Options {
     options: {
       jobs: { type: 'string', default: '50000' },
       batch: { type: 'string', default: '1000' },
-      concurrency: { type: 'string', default: '2' },
+      concurrency: { type: 'string', default: '1,4' },
       warmup: { type: 'string', default: '5000' },
       rounds: { type: 'string', default: '6' },
       connections: { type: 'string', default: '50' },
@@ -171,7 +173,9 @@ function readOptions(): Options {
     jobs: integer('jobs', values.jobs, 1),
     // The API refuses batches over 1000 (MAX_BATCH_JOBS): the same chunk size must work on both sides.
     batch: integer('batch', values.batch, 1, 1000),
-    concurrency: integer('concurrency', values.concurrency, 1),
+    concurrencies: [
+      ...new Set(values.concurrency.split(',').map((part) => integer('concurrency', part.trim(), 1))),
+    ],
     warmup: integer('warmup', values.warmup, 0),
     rounds: integer('rounds', values.rounds, 1),
     connections: integer('connections', values.connections, 1),
@@ -374,6 +378,7 @@ async function tail(file: string, lines = 20): Promise<string> {
 
 interface BatchRun {
   side: BatchSide;
+  concurrency: number;
   jobs: number;
   wallMs: number;
   jobsPerSec: number;
@@ -386,12 +391,13 @@ interface BatchRun {
 
 async function runBatch(
   side: BatchSide,
+  concurrency: number,
   round: number,
   admin: Redis,
   options: Options,
   shapes: Map<BatchSide, string>,
 ): Promise<BatchRun> {
-  const prefix = `enq-${side}-r${round}`;
+  const prefix = `enq-${side}-c${concurrency}-r${round}`;
   const server = side === 'api' ? await startServer('ferry', `${prefix}-api`, prefix, options) : undefined;
   const spec: ClientSpec = {
     side,
@@ -400,7 +406,7 @@ async function runBatch(
     apiUrl: server?.url,
     jobs: options.jobs,
     batch: options.batch,
-    concurrency: options.concurrency,
+    concurrency,
     warmupJobs: options.warmup,
   };
   const clientName = `${prefix}-client`;
@@ -447,6 +453,7 @@ async function runBatch(
   await admin.flushall();
   return {
     side,
+    concurrency,
     jobs: result.jobs,
     wallMs: result.wallMs,
     jobsPerSec: result.jobs / (result.wallMs / 1000),
@@ -626,8 +633,9 @@ function table(widths: readonly number[], leftAligned: number) {
       .join('  ');
 }
 
-const batchRow = table([6, 3, 7, 6, 13, 10, 12, 13, 12], 1);
+const batchRow = table([9, 6, 3, 7, 6, 13, 10, 12, 13, 12], 2);
 const BATCH_HEADER = batchRow([
+  'in flight',
   'side',
   'run',
   'jobs/s',
@@ -643,6 +651,7 @@ const totalCpu = (r: BatchRun): number => r.clientCpuUs + r.apiCpuUs + r.redisCp
 function batchResultRow(round: number, r: BatchRun): string {
   const perJob = (value: number): string => (value / r.jobs).toFixed(1);
   return batchRow([
+    String(r.concurrency),
     r.side,
     String(round),
     r.jobsPerSec.toFixed(0),
@@ -655,13 +664,14 @@ function batchResultRow(round: number, r: BatchRun): string {
   ]);
 }
 
-const batchSummaryRow = table([6, 7, 13, 13, 10, 12, 12], 1);
+const batchSummaryRow = table([9, 6, 7, 13, 13, 10, 12, 12], 2);
 
 function batchSummary(side: BatchSide, runs: readonly BatchRun[]): string {
   const rates = runs.map((r) => r.jobsPerSec);
   const perJob = (pick: (r: BatchRun) => number): string =>
     median(runs.map((r) => pick(r) / r.jobs)).toFixed(1);
   return batchSummaryRow([
+    String(runs[0]!.concurrency),
     side,
     median(rates).toFixed(0),
     `[${Math.min(...rates).toFixed(0)}-${Math.max(...rates).toFixed(0)}]`,
@@ -756,7 +766,7 @@ async function main(): Promise<number> {
     print(
       [
         '',
-        `part 1: batch enqueue, N=${options.jobs} jobs per run in batches of ${options.batch}, ${options.concurrency} call(s) in flight on both sides, ` +
+        `part 1: batch enqueue, N=${options.jobs} jobs per run in batches of ${options.batch}, ${options.concurrencies.join(' then ')} call(s) in flight on both sides, ` +
           `${options.warmup} warm-up jobs first, ${options.rounds} round(s) of direct, api (order alternates)`,
         '  direct = BullMQ Queue.addBulk from the client process; api = POST /v1/jobs/batch over keep-alive undici to `ferry api`',
         '  per-job columns: CPU time of the client process / API process / redis-server and Redis commands, divided by N',
@@ -764,27 +774,41 @@ async function main(): Promise<number> {
         BATCH_HEADER,
       ].join('\n'),
     );
-    const runs = new Map<BatchSide, BatchRun[]>(BATCH_SIDES.map((side) => [side, []]));
+    const summary: string[] = [];
     const shapes = new Map<BatchSide, string>();
-    for (let round = 1; round <= options.rounds; round++) {
-      const order = round % 2 === 1 ? BATCH_SIDES : [...BATCH_SIDES].reverse();
-      for (const side of order) {
-        const run = await runBatch(side, round, admin, options, shapes);
-        runs.get(side)!.push(run);
-        print(batchResultRow(round, run));
+    for (const concurrency of options.concurrencies) {
+      const runs = new Map<BatchSide, BatchRun[]>(BATCH_SIDES.map((side) => [side, []]));
+      for (let round = 1; round <= options.rounds; round++) {
+        const order = round % 2 === 1 ? BATCH_SIDES : [...BATCH_SIDES].reverse();
+        for (const side of order) {
+          const run = await runBatch(side, concurrency, round, admin, options, shapes);
+          runs.get(side)!.push(run);
+          print(batchResultRow(round, run));
+        }
       }
+      const direct = runs.get('direct')!;
+      const api = runs.get('api')!;
+      const ratio = median(api.map((r) => r.jobsPerSec)) / median(direct.map((r) => r.jobsPerSec));
+      // Runs of one round are neighbours in time, so their ratio shares the machine's state of the moment.
+      const roundRatios = api.map((r, i) => r.jobsPerSec / direct[i]!.jobsPerSec);
+      const cpuRatio =
+        median(direct.map((r) => totalCpu(r) / r.jobs)) / median(api.map((r) => totalCpu(r) / r.jobs));
+      const indent = ' '.repeat(11);
+      summary.push(
+        batchSummary('direct', direct),
+        batchSummary('api', api),
+        `${indent}ratio api/direct ${ratio.toFixed(2)} (medians; per round ${roundRatios.map((value) => value.toFixed(2)).join(', ')})`,
+        `${indent}median of the per-round ratios ${median(roundRatios).toFixed(2)} (${formatInterval(roundRatios)}); ` +
+          `CPU per job, all processes, direct/api ${cpuRatio.toFixed(2)}`,
+      );
+      if (options.minRatio !== undefined && ratio < options.minRatio) failedRatio = true;
     }
-    const direct = runs.get('direct')!;
-    const api = runs.get('api')!;
-    const ratio = median(api.map((r) => r.jobsPerSec)) / median(direct.map((r) => r.jobsPerSec));
-    const roundRatios = api.map((r, i) => r.jobsPerSec / direct[i]!.jobsPerSec);
-    const cpuRatio =
-      median(direct.map((r) => totalCpu(r) / r.jobs)) / median(api.map((r) => totalCpu(r) / r.jobs));
     print(
       [
         '',
-        `summary, part 1: median of ${options.rounds} round(s) per side [min-max], N=${options.jobs}, batch ${options.batch}, ${options.concurrency} in flight`,
+        `summary, part 1: median of ${options.rounds} round(s) per side [min-max], N=${options.jobs}, batch ${options.batch}`,
         batchSummaryRow([
+          'in flight',
           'side',
           'jobs/s',
           '[min-max]',
@@ -793,14 +817,9 @@ async function main(): Promise<number> {
           'redis µs/job',
           'total µs/job',
         ]),
-        batchSummary('direct', direct),
-        batchSummary('api', api),
-        `ratio api/direct ${ratio.toFixed(2)} (medians; per round ${roundRatios.map((value) => value.toFixed(2)).join(', ')})`,
-        `median of the per-round ratios ${median(roundRatios).toFixed(2)} (${formatInterval(roundRatios)}); ` +
-          `CPU per job, all processes, direct/api ${cpuRatio.toFixed(2)}`,
+        ...summary,
       ].join('\n'),
     );
-    failedRatio = options.minRatio !== undefined && ratio < options.minRatio;
   }
 
   if (options.parts.includes('single')) {
