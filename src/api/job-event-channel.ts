@@ -215,8 +215,16 @@ export class ServiceChannel {
         }
       }),
     );
-    return entries.map((entry) => {
+    // A job id comes back once its job is gone (idempotency keys): an entry before its id's last `added` here
+    // was another job's, maybe another tenant's, and what is known of the job now says nothing about it.
+    const lastAdded = new Map<string, number>();
+    entries.forEach((entry, i) => {
+      const jobId = jobIdOf(entry);
+      if (entry.event === 'added' && jobId !== undefined) lastAdded.set(jobId, i);
+    });
+    return entries.map((entry, i) => {
       const jobId = jobIdOf(entry) ?? '';
+      if ((lastAdded.get(jobId) ?? i) > i) return toDispatch(this.#service, entry, undefined, undefined);
       const read = entry.event === 'failed' ? reads.get(jobId) : undefined;
       return toDispatch(this.#service, entry, this.#infos.get(jobId) ?? reads.get(jobId)?.info, read);
     });
@@ -265,8 +273,9 @@ export class ServiceChannel {
       : `${Math.max(0, from.fromEnqueuedAt - this.#options.clockSkewMs)}-0`;
     const range = await this.#readRange(start, jobId);
     let dispatches = (await this.#dispatches(range.entries)).filter((d) => d !== undefined);
-    if (!isResume) {
-      // A job id can come back (idempotency keys): its history starts at its last `queued`.
+    if (jobId !== undefined) {
+      // A job id can come back (idempotency keys): its history starts at its last `queued`, also on a resume
+      // (a client's Last-Event-ID may be older than the job: what came before was another job's).
       const lastQueued = dispatches.findLastIndex((d) => d.kind === 'event' && d.event.event === 'queued');
       if (lastQueued > 0) dispatches = dispatches.slice(lastQueued);
     }

@@ -5,6 +5,7 @@
  */
 import { Writable } from 'node:stream';
 
+import { Queue } from 'bullmq';
 import { EventSource } from 'eventsource';
 import Fastify from 'fastify';
 import { Redis } from 'ioredis';
@@ -16,8 +17,9 @@ import { createJobEventHub, type JobEventHub } from '../../src/api/job-events.ts
 import { type JobEventsAuthorizer, jobEventsRoutes } from '../../src/api/routes/job-events.ts';
 import { serializerCompiler, validatorCompiler } from '../../src/api/schemas.ts';
 import type { SseOptions } from '../../src/api/sse.ts';
-import type { JobEventName } from '../../src/core/job-events.ts';
+import { compareStreamIds, type JobEventName } from '../../src/core/job-events.ts';
 import { createLogger } from '../../src/core/logger.ts';
+import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { type Script, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
@@ -460,6 +462,38 @@ describe('GET /v1/jobs/:service/:id/events', () => {
     const allowed = await readRaw(jobEventsUrl(harness, id), auth(TOKENS.all));
     await expect.poll(() => allowed.events().map((e) => e.event)).toEqual(['queued']);
     expect(harness.hub.subscriberCount()).toBe(1);
+  });
+  it("a job id that comes back (an idempotency key used again after a cancel) replays only the new job's events, even from Last-Event-ID 0-0", async () => {
+    const harness = await start(() => ({ status: 200, body: {} }), { authorize: tokenAuthorizer() });
+    const key = { idempotencyKey: 'order-42', delayMs: 60_000 };
+    const before = await enqueue(harness, { ...key, tenant: 'globex', metadata: { of: 'globex' } });
+    const queue = new Queue(serviceQueueName('svc'), {
+      connection: harness.ferry.connection,
+      prefix: harness.ferry.prefix,
+    });
+    onTestFinished(() => queue.close());
+    await queue.remove(before);
+    const [[removedAt]] = (await harness.ferry.connection.xrevrange(
+      `${harness.ferry.prefix}:${serviceQueueName('svc')}:events`,
+      '+',
+      '-',
+      'COUNT',
+      1,
+    )) as [[string, string[]]];
+    const id = await enqueue(harness, { ...key, tenant: 'acme', metadata: { of: 'acme' } });
+    expect(id).toBe(before);
+    const auth = { authorization: `Bearer ${TOKENS.acme}`, 'last-event-id': '0-0' };
+
+    // globex's job under the same id (its queued, its removal) is not acme's job: neither is replayed.
+    const job = await readRaw(jobEventsUrl(harness, id), auth);
+    await expect.poll(() => job.events().map((e) => e.event)).toEqual(['queued']);
+    expect(compareStreamIds(job.events()[0]!.id, removedAt)).toBeGreaterThan(0);
+    expect(job.events()[0]!.data).toMatchObject({ tenant: 'acme', metadata: { of: 'acme' } });
+    expect(job.comments()).not.toContain('the job was removed');
+    const service = await readRaw(`${harness.url}/v1/events?service=svc`, auth);
+    await expect.poll(() => harness.hub.subscriberCount()).toBe(2);
+    await expect.poll(() => service.events().map((e) => e.event)).toEqual(['queued']);
+    expect(service.events()[0]!.id).toBe(job.events()[0]!.id);
   });
 });
 
