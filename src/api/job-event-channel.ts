@@ -60,6 +60,7 @@ export class ServiceChannel {
   #pending: StreamEntry[] = [];
   #scheduled = false;
   #flushing: Promise<void> = Promise.resolve();
+  #closed = false;
 
   constructor(service: string, options: ChannelOptions) {
     this.#service = service;
@@ -78,6 +79,8 @@ export class ServiceChannel {
         string[],
       ][];
       this.cursor = last?.[0] ?? '0-0';
+      // Closed while starting: a QueueEvents made now would hold its blocking connection for ever.
+      if (this.#closed) return;
       const queueEvents = new QueueEvents(serviceQueueName(this.#service), {
         connection: this.#options.eventsConnection,
         prefix: this.#options.prefix,
@@ -103,6 +106,7 @@ export class ServiceChannel {
    */
   async subscribe(options: JobEventSubscribeOptions): Promise<Subscription> {
     await this.#start();
+    if (this.#closed) throw new Error('the job event hub is closed');
     if (options.jobId !== undefined && options.info !== undefined)
       this.#remember(options.jobId, options.info);
     const subscription = new Subscription(options, this.cursor, (s) => this.#remove(s));
@@ -309,7 +313,10 @@ export class ServiceChannel {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     for (const subscription of [...this.subscriptions]) subscription.end();
+    // A start under way (a subscribe that has not resolved yet) finishes first, so nothing it opens outlives us.
+    await this.#starting?.catch(() => undefined);
     await this.#flushing;
     await this.#queueEvents?.close();
   }

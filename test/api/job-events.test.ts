@@ -23,7 +23,7 @@ import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { type Script, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
-import { startRedis } from '../helpers/redis.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 
@@ -577,5 +577,29 @@ describe('GET /v1/events?service=', () => {
     await unknown.ended;
     expect(unknown.status).toBe(404);
     expect(JSON.parse(unknown.text()).error).toMatchObject({ type: 'NotFoundError' });
+  });
+});
+
+describe('job event hub', () => {
+  it('closed while a subscribe is starting: the subscribe fails and no QueueEvents outlives the hub', async () => {
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    const eventsConnection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    onTestFinished(() => {
+      connection.disconnect();
+      eventsConnection.disconnect();
+    });
+    await eventsConnection.ping();
+    const hub = createJobEventHub({
+      connection,
+      eventsConnection,
+      prefix: uniquePrefix(),
+      logger: createLogger({ level: 'silent' }),
+    });
+    const subscribing = hub.subscribe({ service: 'svc', onEvent: () => undefined });
+    await hub.close();
+    await expect(subscribing).rejects.toThrow(/closed/);
+    // A QueueEvents names its blocking connection `<prefix>:<queue>:qe`.
+    const clients = (await eventsConnection.client('LIST')) as string;
+    expect(clients.split('\n').filter((line) => / name=\S+:qe /.test(line))).toEqual([]);
   });
 });
