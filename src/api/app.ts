@@ -53,6 +53,8 @@ export interface ApiOptions {
 }
 
 export const API_VERSION = '0.1.0';
+/** Where Swagger UI and the OpenAPI document are served: the API's only routes that take Basic auth. */
+const DOCS_PREFIX = '/docs';
 
 export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   const { ctx, tokens } = options;
@@ -91,11 +93,17 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     if (scope === 'public') return;
     const url = request.routeOptions.url ?? request.url;
     if (selfAuthenticated.some((prefix) => url === prefix || url.startsWith(`${prefix}/`))) return;
+    // Basic only where a browser needs it (/docs; Bull Board authenticates itself): a browser sends remembered
+    // Basic credentials with any request to the realm, a cross-site form POST included, so a route that acts
+    // (pause a queue) must take a Bearer token, which no other site can make a browser send.
+    const isDocs = url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`);
     try {
-      request.principal = authenticate(tokens, request.headers.authorization);
+      request.principal = authenticate(tokens, request.headers.authorization, { basic: isDocs });
     } catch (error) {
-      // Bearer for API clients; Basic lets a browser open /docs with the token as password.
-      void reply.header('www-authenticate', 'Bearer realm="ferry", Basic realm="ferry"');
+      void reply.header(
+        'www-authenticate',
+        isDocs ? 'Bearer realm="ferry", Basic realm="ferry"' : 'Bearer realm="ferry"',
+      );
       throw error;
     }
     if (scope !== 'any') requireScope(request.principal, scope);
@@ -145,7 +153,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
       ],
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(swaggerUi, { routePrefix: DOCS_PREFIX });
 
   healthRoutes(app, ctx, options.metrics);
   jobRoutes(app, ctx);

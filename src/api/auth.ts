@@ -115,16 +115,19 @@ function sha256(text: string): Buffer {
 
 /**
  * The token of an `Authorization` header: `Bearer <token>`, or `Basic` with the token as password (browsers
- * cannot send bearer tokens: Bull Board and /docs).
+ * cannot send bearer tokens: Bull Board and /docs). `basic: false` takes Bearer only.
  */
-export function tokenFromHeader(header: string | undefined): string | undefined {
+export function tokenFromHeader(
+  header: string | undefined,
+  options: { basic?: boolean } = {},
+): string | undefined {
   if (header === undefined) return undefined;
   const space = header.indexOf(' ');
   if (space < 0) return undefined;
   const scheme = header.slice(0, space).toLowerCase();
   const value = header.slice(space + 1).trim();
   if (scheme === 'bearer') return value === '' ? undefined : value;
-  if (scheme === 'basic') {
+  if (scheme === 'basic' && options.basic !== false) {
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     const password = colon < 0 ? '' : decoded.slice(colon + 1);
@@ -133,9 +136,13 @@ export function tokenFromHeader(header: string | undefined): string | undefined 
   return undefined;
 }
 
-/** Resolves the caller of a request, or throws UnauthorizedError. */
-export function authenticate(tokens: TokenSet, header: string | undefined): Principal {
-  const token = tokenFromHeader(header);
+/** Resolves the caller of a request, or throws UnauthorizedError. `basic: false` takes Bearer only. */
+export function authenticate(
+  tokens: TokenSet,
+  header: string | undefined,
+  options: { basic?: boolean } = {},
+): Principal {
+  const token = tokenFromHeader(header, options);
   if (token === undefined)
     throw new UnauthorizedError('missing bearer token (Authorization: Bearer <token>)');
   const principal = tokens.authenticate(token);

@@ -372,6 +372,22 @@ describe('auth matrix', () => {
     expect(seen).toEqual(expected);
   });
 
+  it('takes Basic only on /docs: a remembered Basic password cannot act on /v1 (cross-site form POST)', async () => {
+    const { api } = await setup();
+    const basic = { authorization: `Basic ${Buffer.from(`ops:${TOKENS.admin}`).toString('base64')}` };
+    // What a form on another site makes a browser send: a POST without a body, with the realm's credentials.
+    const pause = await api.request('POST', '/v1/queues/svc/pause', { headers: basic });
+    expect(pause.status).toBe(401);
+    expect(pause.headers.get('www-authenticate')).toBe('Bearer realm="ferry"');
+    const queues = await api.request('GET', '/v1/queues', { token: TOKENS.admin });
+    expect(queues.body.queues.find((q: { service: string }) => q.service === 'svc').paused).toBe(false);
+    expect((await api.request('GET', '/metrics', { headers: basic })).status).toBe(401);
+    const docs = await api.request('GET', '/docs/json', { headers: basic });
+    expect(docs.status).toBe(200);
+    const challenge = await api.request('GET', '/docs/json');
+    expect(challenge.headers.get('www-authenticate')).toContain('Basic');
+  });
+
   it('guards every Bull Board route: 401 with a Basic challenge, 403 for all but an unrestricted admin', async () => {
     const { api } = await setup();
     const routes = registeredRoutes(api).filter((route) => route.includes(` ${BOARD}`));

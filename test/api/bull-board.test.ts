@@ -220,7 +220,9 @@ describe('Bull Board auth', () => {
     expect(asReader.status).toBe(200);
     await asReader.arrayBuffer();
     // Bull Board's static assets exist under the base path only.
-    const outside = await send(board, '/static/favicon-32x32.png', { authorization: basic(ADMIN_TOKEN) });
+    const outside = await send(board, '/static/favicon-32x32.png', {
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+    });
     expect(outside.status).toBe(404);
     await outside.arrayBuffer();
   });
