@@ -140,10 +140,14 @@ export function toDispatch(
   const known = read?.info ?? info;
   const base: JobEventBase = { jobId, service };
   let hasJobInfo = known !== undefined;
-  const fill = (fallback: { operation?: string; tenant?: string }): void => {
+  /**
+   * `fromPayload`: the worker wrote the tenant into this event itself, so it beats a cached job's (a cache entry
+   * can belong to an earlier job under the same id, one that was removed and its id used again).
+   */
+  const fill = (fallback: { operation?: string; tenant?: string }, fromPayload = false): void => {
     const operation = known?.operation ?? fallback.operation;
     if (operation !== undefined) base.operation = operation;
-    const tenant = known === undefined ? fallback.tenant : known.tenant;
+    const tenant = known === undefined || fromPayload ? fallback.tenant : known.tenant;
     if (tenant !== undefined) base.tenant = tenant;
     if (known?.metadata !== undefined) base.metadata = known.metadata;
   };
@@ -173,7 +177,7 @@ export function toDispatch(
         if (payload === undefined) return undefined;
         // The worker wrote the job's own tenant: good enough to authorize on when the job is gone.
         hasJobInfo = true;
-        fill(payload);
+        fill(payload, true);
         const { attempt, error, delayMs, nextAttemptAt } = payload;
         return { id, event: 'retrying', data: { ...base, attempt, error, delayMs, nextAttemptAt } };
       }
@@ -181,7 +185,7 @@ export function toDispatch(
         const payload = parseStreamPayload(HELD_STREAM_EVENT, stringField(entry, 'data'));
         if (payload === undefined) return undefined;
         hasJobInfo = true;
-        fill(payload);
+        fill(payload, true);
         const { reason, holdMs, until, error } = payload;
         return { id, event: 'held', data: { ...base, reason, holdMs, until, error } };
       }

@@ -1,0 +1,45 @@
+/** How stream entries become public job events: the tenant a subscriber is filtered on comes from the right place. */
+import { describe, expect, it } from 'vitest';
+
+import { toDispatch } from '../../src/api/job-event-map.ts';
+import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../../src/core/job-events.ts';
+
+const error = { type: 'ServerError' as const, message: 'boom', status: 500 };
+
+describe('toDispatch', () => {
+  it.each([
+    [
+      RETRYING_STREAM_EVENT,
+      { operation: 'create', tenant: 'acme', attempt: 1, error, delayMs: 10, nextAttemptAt: 5 },
+    ],
+    [
+      HELD_STREAM_EVENT,
+      { operation: 'create', tenant: 'acme', reason: 'rateLimited', holdMs: 1000, until: 9, error },
+    ],
+  ])(
+    '%s: the tenant the worker wrote beats a cached job’s (an earlier job under the same id)',
+    (event, payload) => {
+      const dispatch = toDispatch(
+        'svc',
+        { id: '1-0', event, fields: { jobId: 'j1', data: JSON.stringify(payload) } },
+        { operation: 'create', tenant: 'globex' },
+        undefined,
+      );
+      expect(dispatch).toMatchObject({
+        kind: 'event',
+        hasJobInfo: true,
+        event: { data: { jobId: 'j1', tenant: 'acme' } },
+      });
+    },
+  );
+
+  it('a native event takes the tenant of the job it read', () => {
+    const dispatch = toDispatch(
+      'svc',
+      { id: '1-0', event: 'active', fields: { jobId: 'j1' } },
+      { operation: 'create', tenant: 'globex' },
+      undefined,
+    );
+    expect(dispatch).toMatchObject({ kind: 'event', event: { event: 'active', data: { tenant: 'globex' } } });
+  });
+});
