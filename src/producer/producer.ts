@@ -83,6 +83,20 @@ export class ProducerClosedError extends Error {
 
 const TERMINAL: ReadonlySet<JobState> = new Set(['completed', 'dead_lettered']);
 
+/**
+ * KEYS: wait, paused, delayed, prioritized (BullMQ's keys of the queue), the job's hash; ARGV[1] job id.
+ * Takes the job out of the first of them that holds it: 1; the job exists but waits in none (active, done): 0;
+ * no such job: -1. All keys share the queue's hash tag, so it runs on a Redis Cluster too.
+ */
+const TAKE_WAITING_JOB = `
+if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) > 0 then return 1 end
+if redis.call('LREM', KEYS[2], 1, ARGV[1]) > 0 then return 1 end
+if redis.call('ZREM', KEYS[3], ARGV[1]) > 0 then return 1 end
+if redis.call('ZREM', KEYS[4], ARGV[1]) > 0 then return 1 end
+return 0
+`;
+
 /** Enqueues integration jobs. Imports no worker, HTTP or breaker code: safe to embed in any service. */
 export class Producer {
   readonly prefix: string;
@@ -187,6 +201,33 @@ export class Producer {
       await new Promise((resolve) => setTimeout(resolve, interval));
       interval = Math.min(interval * 2, 500);
     }
+  }
+
+  /**
+   * Cancels a job no worker has taken: `cancelled`, `missing` (no such job), or `notCancellable` (a worker took
+   * it, or it finished). The job is first taken out of the list or set it waits in by one atomic script, so a
+   * worker cannot take it in between; only then is it removed. A check of its state followed by a removal
+   * could remove a job that a worker took and completed in between.
+   */
+  async cancel(service: string, id: string): Promise<'cancelled' | 'missing' | 'notCancellable'> {
+    this.#assertOpen();
+    await this.#ready();
+    const queue = this.#queue(service);
+    const keys = queue.keys;
+    const taken = (await this.#connection.eval(
+      TAKE_WAITING_JOB,
+      5,
+      keys.wait!,
+      keys.paused!,
+      keys.delayed!,
+      keys.prioritized!,
+      queue.toKey(id),
+      id,
+    )) as number;
+    if (taken === -1) return 'missing';
+    if (taken === 0) return 'notCancellable';
+    await queue.remove(id);
+    return 'cancelled';
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,4 @@
 /** Jobs: enqueue (one or a batch), read, cancel. */
-import { Job } from 'bullmq';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 
 import { isFerryError } from '../../core/errors.ts';
@@ -218,22 +217,15 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (request, reply: FastifyReply) => {
       const { service, id } = request.params as { service: string; id: string };
       const view = await readableJob(request.principal!, service, id);
-      const cancellable =
-        view.state === 'waiting' || view.state === 'delayed' || view.state === 'prioritized';
-      if (!cancellable)
+      const outcome = await ctx.producer.cancel(service, id);
+      if (outcome === 'missing') throw new NotFoundError(`job "${id}" of service "${service}" not found`);
+      if (outcome === 'notCancellable') {
+        const waiting = view.state === 'waiting' || view.state === 'delayed' || view.state === 'prioritized';
         throw new ConflictError(
-          `job "${id}" is ${view.state}; only waiting or delayed jobs can be cancelled`,
+          waiting
+            ? `job "${id}" was just taken by a worker; it can no longer be cancelled`
+            : `job "${id}" is ${view.state}; only waiting or delayed jobs can be cancelled`,
         );
-      const queue = ctx.queue(service);
-      const job = await Job.fromId(queue, id);
-      try {
-        // BullMQ refuses to remove a locked job: one a worker took since we read its state.
-        await job?.remove();
-      } catch (error) {
-        if (error instanceof Error && /locked|active/i.test(error.message)) {
-          throw new ConflictError(`job "${id}" became active; it can no longer be cancelled`);
-        }
-        throw error;
       }
       request.log.info({ service, jobId: id, token: request.principal!.name }, 'job cancelled');
       return reply.code(204).send();
