@@ -169,11 +169,16 @@ export function canAccessTenant(principal: Principal, tenant: string | undefined
   return principal.tenants === undefined || (tenant !== undefined && principal.tenants.has(tenant));
 }
 
-/** For writes, where the request names the service and tenant: a refusal says why (403). */
-export function requireAccess(principal: Principal, service: string, tenant: string | undefined): void {
+/** 403 unless the token may use the service. */
+export function requireService(principal: Principal, service: string): void {
   if (!canAccessService(principal, service)) {
     throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
   }
+}
+
+/** For writes, where the request names the service and tenant: a refusal says why (403). */
+export function requireAccess(principal: Principal, service: string, tenant: string | undefined): void {
+  requireService(principal, service);
   if (!canAccessTenant(principal, tenant)) {
     throw new ForbiddenError(
       tenant === undefined
@@ -232,8 +237,6 @@ export function serviceReadAccess(
   principal: Principal,
   service: string,
 ): (tenant: string | undefined) => boolean {
-  if (!canAccessService(principal, service)) {
-    throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
-  }
+  requireService(principal, service);
   return (tenant) => canAccessTenant(principal, tenant);
 }

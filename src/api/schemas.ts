@@ -64,6 +64,12 @@ export const errorBodySchema = z.object({
   }),
 });
 
+/** Response schemas of the error body for the given statuses (documentation: responses are never stripped). */
+export function errorResponses(...codes: number[]): Record<number, unknown> {
+  const body = jsonSchema(errorBodySchema, { validate: false });
+  return Object.fromEntries(codes.map((code) => [code, body]));
+}
+
 const errorRecordSchema = z.object({
   type: z.enum(ERROR_TYPES as [string, ...string[]]),
   message: z.string(),

@@ -14,10 +14,10 @@ import {
   deadLetterViewSchema,
   MAX_LIST_LIMIT,
 } from '../../dead-letter/reader.ts';
-import { canAccessService, canAccessTenant, type Principal } from '../auth.ts';
+import { canAccessTenant, type Principal, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import { ForbiddenError, NotFoundError } from '../errors.ts';
-import { errorBodySchema, jsonSchema, serviceName } from '../schemas.ts';
+import { NotFoundError } from '../errors.ts';
+import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
 
 /** Epoch ms, or an ISO 8601 time (`2026-11-23T09:00:00Z`): what an operator types. */
 const instant = z
@@ -56,9 +56,6 @@ const pageSchema = z.object({
   examined: z.number().int(),
 });
 
-const errorResponses = (...codes: number[]): Record<number, unknown> =>
-  Object.fromEntries(codes.map((code) => [code, jsonSchema(errorBodySchema, { validate: false })]));
-
 function scopeOf(principal: Principal): DeadLetterListOptions['scope'] {
   if (principal.services === undefined && principal.tenants === undefined) return undefined;
   return {
@@ -77,9 +74,7 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
   /** The dead letter if the token may see it: another service is 403, another tenant's is "not found". */
   async function visible(principal: Principal, id: string): Promise<z.infer<typeof deadLetterDetailSchema>> {
     const detail = await reader.show(id);
-    if (detail !== undefined && !canAccessService(principal, detail.service)) {
-      throw new ForbiddenError(`token "${principal.name}" may not use service "${detail.service}"`);
-    }
+    if (detail !== undefined) requireService(principal, detail.service);
     if (detail === undefined || !canAccessTenant(principal, detail.tenant)) {
       throw new NotFoundError(`dead letter "${id}" not found`);
     }
@@ -106,9 +101,7 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const query = request.query as z.infer<typeof listQuerySchema>;
       if (query.service !== undefined) {
         ctx.assertService(query.service);
-        if (!canAccessService(principal, query.service)) {
-          throw new ForbiddenError(`token "${principal.name}" may not use service "${query.service}"`);
-        }
+        requireService(principal, query.service);
       }
       const { includeInput, ...filters } = query;
       const scope = scopeOf(principal);

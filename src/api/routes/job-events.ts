@@ -17,7 +17,7 @@ import { type JobEvent, STREAM_ID_PATTERN, TERMINAL_JOB_EVENTS } from '../../cor
 import type { JobView, Producer } from '../../producer/producer.ts';
 import { NotFoundError } from '../errors.ts';
 import type { JobEventHub, JobInfo } from '../job-events.ts';
-import { errorBodySchema, jobParamsSchema, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jobParamsSchema, jsonSchema, serviceName } from '../schemas.ts';
 import { type SseOptions, SseStream } from '../sse.ts';
 
 /**
@@ -58,9 +58,6 @@ const sseResponse = (description: string): Record<string, unknown> => ({
     },
   },
 });
-const errors = (...codes: number[]): Record<number, unknown> =>
-  Object.fromEntries(codes.map((code) => [code, jsonSchema(errorBodySchema, { validate: false })]));
-
 export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps): void {
   const open = new Set<SseStream>();
   // Fastify's close waits for every response to end: end the streams first, or it would wait forever.
@@ -97,7 +94,7 @@ export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps):
         response: {
           200: sseResponse('event stream'),
           204: { type: 'null', description: 'the job finished and its terminal event was received' },
-          ...errors(400, 401, 403, 404, 503),
+          ...errorResponses(400, 401, 403, 404, 503),
         },
       },
     },
@@ -158,7 +155,7 @@ export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps):
           "Live events from now on, or after `Last-Event-ID`. A tenant-limited token sees its tenants' jobs only.",
         tags: ['jobs'],
         querystring: jsonSchema(eventsQuerySchema),
-        response: { 200: sseResponse('event stream'), ...errors(400, 401, 403, 404, 503) },
+        response: { 200: sseResponse('event stream'), ...errorResponses(400, 401, 403, 404, 503) },
       },
     },
     async (request, reply) => {

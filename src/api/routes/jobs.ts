@@ -5,7 +5,7 @@ import { isFerryError } from '../../core/errors.ts';
 import type { EnqueueRequest } from '../../core/job.ts';
 import type { EnqueueResult, JobView } from '../../producer/producer.ts';
 import { validateEnqueueRequest } from '../../producer/validate.ts';
-import { canAccessService, canAccessTenant, requireAccess } from '../auth.ts';
+import { canAccessTenant, requireAccess, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { ConflictError, type ErrorBody, ForbiddenError, NotFoundError, toErrorResponse } from '../errors.ts';
 import {
@@ -13,7 +13,7 @@ import {
   batchBodySchema,
   batchResultSchema,
   enqueueBody,
-  errorBodySchema,
+  errorResponses,
   jobParamsSchema,
   jobViewSchema,
   jsonSchema,
@@ -40,9 +40,6 @@ function accepted(result: EnqueueResult): {
   };
 }
 
-const errors = (...codes: number[]): Record<number, unknown> =>
-  Object.fromEntries(codes.map((code) => [code, jsonSchema(errorBodySchema, { validate: false })]));
-
 export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const catalog = ctx.config.services;
 
@@ -53,9 +50,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
     id: string,
   ): Promise<JobView> {
     ctx.assertService(service);
-    if (!canAccessService(principal, service)) {
-      throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
-    }
+    requireService(principal, service);
     const view = await ctx.producer.get(service, id);
     if (view === undefined || !canAccessTenant(principal, view.tenant)) {
       throw new NotFoundError(`job "${id}" of service "${service}" not found`);
@@ -91,7 +86,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         response: {
           202: jsonSchema(acceptedSchema, { validate: false }),
           200: jsonSchema(acceptedSchema.extend({ job: jobViewSchema }), { validate: false }),
-          ...errors(400, 401, 403, 409, 413, 415, 422, 503),
+          ...errorResponses(400, 401, 403, 409, 413, 415, 422, 503),
         },
       },
     },
@@ -123,7 +118,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         body: jsonSchema(batchBodySchema),
         response: {
           200: jsonSchema(batchResultSchema, { validate: false }),
-          ...errors(400, 401, 403, 413, 415, 422, 503),
+          ...errorResponses(400, 401, 403, 413, 415, 422, 503),
         },
       },
     },
@@ -190,7 +185,10 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         summary: 'A job: state, attempts, last error, result, dead-letter reference',
         tags: ['jobs'],
         params: jsonSchema(jobParamsSchema),
-        response: { 200: jsonSchema(jobViewSchema, { validate: false }), ...errors(400, 401, 403, 404, 503) },
+        response: {
+          200: jsonSchema(jobViewSchema, { validate: false }),
+          ...errorResponses(400, 401, 403, 404, 503),
+        },
       },
     },
     async (request) => {
@@ -210,7 +208,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         params: jsonSchema(jobParamsSchema),
         response: {
           204: { type: 'null', description: 'cancelled' },
-          ...errors(400, 401, 403, 404, 409, 503),
+          ...errorResponses(400, 401, 403, 404, 409, 503),
         },
       },
     },

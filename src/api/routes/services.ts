@@ -5,10 +5,9 @@ import { z } from 'zod';
 import { readSharedState } from '../../breakers/index.ts';
 import { breakerKey } from '../../core/queue-layout.ts';
 import type { ServiceConfig } from '../../core/services/types.ts';
-import { canAccessService, type Principal } from '../auth.ts';
+import { canAccessService, type Principal, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import { ForbiddenError } from '../errors.ts';
-import { errorBodySchema, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
 
 const serviceViewSchema = z.object({
   name: z.string(),
@@ -91,9 +90,6 @@ function serviceView(service: ServiceConfig): z.infer<typeof serviceViewSchema> 
 function visibleServices(ctx: ApiContext, principal: Principal): ServiceConfig[] {
   return [...ctx.config.services.values()].filter((service) => canAccessService(principal, service.name));
 }
-
-const errorResponses = (...codes: number[]): Record<number, unknown> =>
-  Object.fromEntries(codes.map((code) => [code, jsonSchema(errorBodySchema, { validate: false })]));
 
 export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
   app.get(
@@ -195,9 +191,7 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
         const { service } = request.params as { service: string };
         const principal = request.principal!;
         const queue = ctx.queue(service);
-        if (!canAccessService(principal, service)) {
-          throw new ForbiddenError(`token "${principal.name}" may not use service "${service}"`);
-        }
+        requireService(principal, service);
         if (action === 'pause') await queue.pause();
         else await queue.resume();
         request.log.info({ service, token: principal.name }, `queue ${action}d`);
