@@ -156,13 +156,28 @@ function validation(statusCode: number, message: string, field: string | undefin
   };
 }
 
+/**
+ * What of an error goes into a log line: type, message, code and stack. Not the error's own fields: an ioredis
+ * reply error carries the command's arguments, which for an enqueue are the whole job (input, metadata).
+ */
+function loggableError(error: unknown): Record<string, unknown> {
+  if (!(error instanceof Error)) return { message: String(error) };
+  const code = (error as NodeJS.ErrnoException).code;
+  return {
+    type: error.name,
+    message: error.message,
+    ...(code === undefined ? {} : { code }),
+    ...(error.stack === undefined ? {} : { stack: error.stack }),
+  };
+}
+
 /** Fastify error handler: the mapped answer; 5xx other than 503 are logged with their cause. */
 export function handleError(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
   const mapped = toErrorResponse(error);
   if (mapped.statusCode >= 500 && mapped.statusCode !== 503) {
-    request.log.error({ err: error }, 'request failed');
+    request.log.error({ err: loggableError(error) }, 'request failed');
   } else if (mapped.statusCode === 503) {
-    request.log.warn({ err: error }, 'Redis unavailable');
+    request.log.warn({ err: loggableError(error) }, 'Redis unavailable');
   }
   if (mapped.headers !== undefined) void reply.headers(mapped.headers);
   void reply.code(mapped.statusCode).send(mapped.body);

@@ -68,3 +68,32 @@ describe('Redis down', () => {
     expect((await api.request('GET', '/readyz', { token: TOKENS.admin })).status).toBe(200);
   });
 });
+
+describe('error logs', () => {
+  it('log a failed request’s error without the Redis command’s arguments (the job data)', async () => {
+    const config = parseServicesConfig(
+      {
+        services: {
+          svc: { baseUrl: 'http://127.0.0.1:9', operations: { op: { method: 'GET', path: '/' } } },
+        },
+      },
+      { env: {} },
+    );
+    const prefix = uniquePrefix();
+    const again = await startPrivateRedis({ dir: `${redis.dir}-logs`, appendfsync: 'no' });
+    onTestFinished(() => again.stop());
+    const api = await startTestApi({ redisUrl: again.url, prefix, config });
+    // Every write fails with a reply error (ioredis puts the command's arguments on it).
+    await api.connection.config('SET', 'min-replicas-to-write', '1');
+    const response = await api.request('POST', '/v1/jobs', {
+      token: TOKENS.admin,
+      body: { service: 'svc', operation: 'op', input: { email: 'private-person@example.com' } },
+    });
+    expect(response.status).toBe(500);
+    expect(response.body.error.type).toBe('InternalError');
+    const failed = api.logs.filter((line) => line.includes('request failed'));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toContain('NOREPLICAS');
+    expect(api.logs.join('\n')).not.toContain('private-person@example.com');
+  });
+});
