@@ -31,7 +31,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
-import { ForbiddenError, toErrorResponse, UnauthorizedError } from './errors.ts';
+import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
 
 export const DEFAULT_BULL_BOARD_PATH = '/admin/queues';
 
@@ -49,6 +49,8 @@ export interface BullBoardOptions {
    * one to use; the parameter exists so the board does not own the token list.
    */
   authorize: (request: FastifyRequest) => AdminAccess | Promise<AdminAccess>;
+  /** False while Redis is down: the board's API then answers 503 + Retry-After, like the rest of the API. */
+  isRedisReady?: () => boolean;
 }
 
 /** The Basic challenge's realm: a browser shows it in its prompt. */
@@ -84,6 +86,7 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
   });
 
   const staticPrefix = `${basePath}/static/`;
+  const apiPrefix = `${basePath}/api/`;
   app.register(async (scope) => {
     scope.addHook('onRequest', async (request, reply) => {
       const access = await options.authorize(request);
@@ -91,6 +94,10 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
         case 'ok':
           // Job data is not for any cache; the fingerprinted assets may be cached.
           if (!request.url.startsWith(staticPrefix)) void reply.header('cache-control', 'no-store');
+          // The board's API would answer a 500 with ioredis's message: say what the rest of the API says.
+          if (options.isRedisReady?.() === false && request.url.startsWith(apiPrefix)) {
+            return refuse(reply, new UnavailableError('Redis is unavailable; retry later'));
+          }
           return;
         case 'unauthenticated':
           void reply.header('www-authenticate', `Basic realm="${REALM}", charset="UTF-8"`);
@@ -189,8 +196,12 @@ function refuseUnsafeActions({ method, route, request }: HookContext): BeforeHoo
   return { allow: false, status: 403, errorKey: 'ERRORS.FORBIDDEN', message: reason };
 }
 
-function refuse(reply: FastifyReply, error: UnauthorizedError | ForbiddenError): FastifyReply {
-  const { statusCode, body } = toErrorResponse(error);
+function refuse(
+  reply: FastifyReply,
+  error: UnauthorizedError | ForbiddenError | UnavailableError,
+): FastifyReply {
+  const { statusCode, body, headers } = toErrorResponse(error);
+  if (headers !== undefined) void reply.headers(headers);
   return reply.code(statusCode).send(body);
 }
 

@@ -80,6 +80,7 @@ export async function buildFerryApi(
         registerBullBoard(scope, {
           queues: [...[...config.services.keys()].map((name) => routeContext.queue(name)), deadLetterQueue],
           authorize: createAdminAuthorizer(tokens),
+          isRedisReady: () => connection.status === 'ready',
         }),
     ],
   });

@@ -1,6 +1,7 @@
 /**
- * Redis stopped under a running API: every route that needs Redis answers 503 with Retry-After within a bounded
- * time (never a hang), readiness says so, liveness does not; once Redis is back, the API serves again.
+ * Redis stopped under a running API: every route that needs Redis (Bull Board's API and the event streams
+ * included) answers 503 with Retry-After within a bounded time (never a hang), readiness says so, liveness and
+ * metrics still answer; once Redis is back, the API serves again.
  * Its own redis-server, because the test stops it.
  */
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -41,6 +42,13 @@ describe('Redis down', () => {
       ['GET', '/v1/breakers', undefined],
       ['GET', '/v1/queues', undefined],
       ['POST', '/v1/queues/svc/pause', undefined],
+      ['POST', '/v1/queues/svc/resume', undefined],
+      ['GET', '/v1/dead-letters', undefined],
+      ['GET', '/v1/dead-letters/dl-svc.1.1', undefined],
+      ['DELETE', '/v1/dead-letters/dl-svc.1.1', undefined],
+      ['GET', '/v1/jobs/svc/1/events', undefined],
+      ['GET', '/v1/events?service=svc', undefined],
+      ['GET', '/admin/queues/api/queues', undefined],
     ] as const) {
       const started = Date.now();
       const response = await api.request(method, path, { token: TOKENS.admin, body });
@@ -57,8 +65,11 @@ describe('Redis down', () => {
     expect(ready.status).toBe(503);
     expect(ready.headers.get('retry-after')).toBe('5');
     expect(ready.body).toMatchObject({ status: 'unavailable', redis: 'down' });
-    // Liveness and what needs no Redis still answer.
+    // Liveness, what needs no Redis, and metrics (bounded: it says Redis is down) still answer.
     expect((await api.request('GET', '/healthz')).status).toBe(200);
+    const metrics = await api.request('GET', '/metrics', { token: TOKENS.admin });
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toMatch(/^ferry_redis_up 0$/m);
     expect((await api.request('GET', '/v1/services', { token: TOKENS.admin })).status).toBe(200);
 
     // The same port and data directory, as a restarted Redis would be.
