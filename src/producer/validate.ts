@@ -11,14 +11,42 @@ export type ServiceCatalog = ReadonlyMap<
 >;
 
 /**
+ * Requests this module returned, with the catalog they were checked against. The API validates each job (to
+ * answer per item) and then hands it to Producer.enqueueMany, which validates again: a request already
+ * checked against the same catalog passes at once. They are frozen, so what was checked is what is enqueued.
+ */
+const validated = new WeakMap<object, ServiceCatalog | undefined>();
+
+/** Re-serialized JSON is at most this many times longer than its source text (an exponent spelled out). */
+const MAX_JSON_GROWTH = 6;
+
+export interface ValidateOptions {
+  /**
+   * The length of the JSON text the request was parsed from (the HTTP body). When even a worst-case
+   * re-serialization of it fits the service's limit, the input is not serialized again to measure it.
+   */
+  sourceBytes?: number;
+}
+
+/**
  * Validates one enqueue request: shape, then (when the producer knows the services) service, operation and
  * input size. Throws ValidationError whose `field` names the offending field (prefixed for batch items).
+ * Returns a new, frozen request.
  */
 export function validateEnqueueRequest(
   value: unknown,
   catalog: ServiceCatalog | undefined,
   fieldPrefix = '',
+  options: ValidateOptions = {},
 ): EnqueueRequest {
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    validated.has(value) &&
+    validated.get(value) === catalog
+  ) {
+    return value as EnqueueRequest;
+  }
   const parsed = enqueueRequestSchema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -43,7 +71,12 @@ export function validateEnqueueRequest(
     );
   }
   const maxInputBytes = service?.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;
-  const inputBytes = request.input === undefined ? 0 : Buffer.byteLength(JSON.stringify(request.input));
+  // Serializing parsed JSON can grow it: `1e20` comes back as 21 digits. Six times the source bounds any such
+  // growth, so a body that small cannot hold an input over the limit.
+  const measure =
+    request.input !== undefined &&
+    (options.sourceBytes === undefined || options.sourceBytes * MAX_JSON_GROWTH > maxInputBytes);
+  const inputBytes = measure ? Buffer.byteLength(JSON.stringify(request.input)) : 0;
   if (inputBytes > maxInputBytes) {
     throw new ValidationError(
       `${fieldPrefix}input: ${inputBytes} bytes, over the ${maxInputBytes}-byte limit`,
@@ -53,5 +86,7 @@ export function validateEnqueueRequest(
       },
     );
   }
+  Object.freeze(request);
+  validated.set(request, catalog);
   return request;
 }

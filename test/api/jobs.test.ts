@@ -246,6 +246,19 @@ describe('POST /v1/jobs/batch', () => {
     expect(tooMany.body.error.message).toContain('1000');
     const none = await api.request('POST', '/v1/jobs/batch', { token: TOKENS.writer, body: { job: [] } });
     expect(none.status).toBe(400);
+    expect(none.body.error).toMatchObject({ type: 'ValidationError', field: 'body' });
+    const notArray = await api.request('POST', '/v1/jobs/batch', {
+      token: TOKENS.writer,
+      body: { jobs: {} },
+    });
+    expect(notArray.body.error).toMatchObject({ type: 'ValidationError', field: 'jobs' });
+    const atomic = await api.request('POST', '/v1/jobs/batch', {
+      token: TOKENS.writer,
+      body: { jobs: [job()], atomic: 'yes' },
+    });
+    expect(atomic.body.error).toMatchObject({ type: 'ValidationError', field: 'atomic' });
+    const list = await api.request('POST', '/v1/jobs/batch', { token: TOKENS.writer, body: [job()] });
+    expect(list.body.error).toMatchObject({ type: 'ValidationError', field: 'body' });
   });
 });
 
