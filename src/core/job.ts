@@ -46,6 +46,57 @@ export const enqueueRequestSchema = z.strictObject({
 });
 export type EnqueueRequest = z.infer<typeof enqueueRequestSchema>;
 
+const SIMPLE_REQUEST_KEYS = new Set([
+  'service',
+  'operation',
+  'input',
+  'idempotencyKey',
+  'tenant',
+  'delayMs',
+  'priority',
+]);
+
+/**
+ * The common enqueue request (no metadata) checked by hand, at a fraction of zod's cost per job: a copy when it
+ * certainly passes enqueueRequestSchema, undefined for "ask zod", which gives the verdict and the message. A
+ * batch of 1000 jobs spent more on zod than on anything else of the API's own (bench/README.md, Enqueue).
+ */
+export function parseSimpleEnqueueRequest(value: unknown): EnqueueRequest | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const fields = value as Record<string, unknown>;
+  for (const key in fields)
+    if (!Object.hasOwn(fields, key) || !SIMPLE_REQUEST_KEYS.has(key)) return undefined;
+  const { service, operation, input, idempotencyKey, tenant, delayMs, priority } = fields;
+  if (typeof service !== 'string' || !SERVICE_NAME_PATTERN.test(service)) return undefined;
+  if (typeof operation !== 'string' || operation.length < 1 || operation.length > 128) return undefined;
+  const request: EnqueueRequest = { service, operation };
+  if (input !== undefined) request.input = input;
+  if (idempotencyKey !== undefined) {
+    if (
+      typeof idempotencyKey !== 'string' ||
+      idempotencyKey.length < 1 ||
+      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH
+    )
+      return undefined;
+    request.idempotencyKey = idempotencyKey;
+  }
+  if (tenant !== undefined) {
+    if (typeof tenant !== 'string' || !TENANT_PATTERN.test(tenant)) return undefined;
+    request.tenant = tenant;
+  }
+  if (delayMs !== undefined) {
+    if (!Number.isSafeInteger(delayMs) || (delayMs as number) < 0 || (delayMs as number) > 365 * DAY)
+      return undefined;
+    request.delayMs = delayMs as number;
+  }
+  if (priority !== undefined) {
+    if (!Number.isSafeInteger(priority) || (priority as number) < 0 || (priority as number) > MAX_PRIORITY)
+      return undefined;
+    request.priority = priority as number;
+  }
+  return request;
+}
+
 /** One recorded run of a job that did not complete. */
 export interface AttemptRecord {
   /** Ferry attempt number this run used (1-based); an interrupted run repeats the number of the next attempt. */

@@ -1,5 +1,10 @@
 import { ValidationError } from '../core/errors.ts';
-import { type EnqueueRequest, enqueueRequestSchema, issuePath } from '../core/job.ts';
+import {
+  type EnqueueRequest,
+  enqueueRequestSchema,
+  issuePath,
+  parseSimpleEnqueueRequest,
+} from '../core/job.ts';
 
 /** 256 KiB: the default largest job input (JSON bytes) when the service does not set maxInputBytes. */
 export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024;
@@ -47,15 +52,7 @@ export function validateEnqueueRequest(
   ) {
     return value as EnqueueRequest;
   }
-  const parsed = enqueueRequestSchema.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = fieldPrefix + (issue.path.length === 0 ? '' : issuePath(issue.path));
-    const message =
-      issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message;
-    throw new ValidationError(`${field || 'job'}: ${message}`, { field: field || 'job' });
-  }
-  const request = parsed.data;
+  const request = parseSimpleEnqueueRequest(value) ?? parseWithZod(value, fieldPrefix);
   const service = catalog?.get(request.service);
   if (catalog !== undefined && service === undefined) {
     // 422: the request is well-formed but names what does not exist (the API answers with this status).
@@ -89,4 +86,16 @@ export function validateEnqueueRequest(
   Object.freeze(request);
   validated.set(request, catalog);
   return request;
+}
+
+function parseWithZod(value: unknown, fieldPrefix: string): EnqueueRequest {
+  const parsed = enqueueRequestSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = fieldPrefix + (issue.path.length === 0 ? '' : issuePath(issue.path));
+    const message =
+      issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message;
+    throw new ValidationError(`${field || 'job'}: ${message}`, { field: field || 'job' });
+  }
+  return parsed.data;
 }
