@@ -151,7 +151,10 @@ export const batchResultSchema = z.object({
     z.object({
       index: z.number().int(),
       status: z.number().int().describe('202 added, 200 idempotent repeat, 4xx refused'),
-      job: acceptedSchema.optional(),
+      id: z
+        .string()
+        .optional()
+        .describe('the job id when added or repeated; its status is at /v1/jobs/{service}/{id}'),
       error: errorBodySchema.shape.error.optional(),
     }),
   ),

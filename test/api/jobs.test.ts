@@ -229,7 +229,11 @@ describe('POST /v1/jobs/batch', () => {
       body: { jobs: [job({ idempotencyKey: 'same' }), job()] },
     });
     expect(response.body.results.map((r: { status: number }) => r.status)).toEqual([200, 202]);
-    expect(response.body.results[0].job.status).toBe('existing');
+    const first = await api.request('POST', '/v1/jobs', {
+      token: TOKENS.writer,
+      body: job({ idempotencyKey: 'same' }),
+    });
+    expect(response.body.results[0].id).toBe(first.body.id);
   });
 
   it('refuses an empty batch, one over 1000 jobs, and a body without jobs, naming the field', async () => {

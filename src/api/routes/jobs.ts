@@ -20,8 +20,6 @@ import {
   MAX_BATCH_JOBS,
 } from '../schemas.ts';
 
-type Accepted = ReturnType<typeof accepted>;
-
 function accepted(result: EnqueueResult): {
   id: string;
   service: string;
@@ -133,7 +131,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (request, reply) => {
       const principal = request.principal!;
       const body = parseBatchBody(request.body);
-      type Item = { index: number; status: number; job?: Accepted; error?: ErrorBody['error'] };
+      type Item = { index: number; status: number; id?: string; error?: ErrorBody['error'] };
       const items: Item[] = new Array<Item>(body.jobs.length);
       const valid: { index: number; job: EnqueueRequest }[] = [];
       body.jobs.forEach((raw, index) => {
@@ -164,12 +162,12 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         results.map(async (result, i) => {
           const index = valid[i]!.index;
           if (result.created) {
-            items[index] = { index, status: 202, job: accepted(result) };
+            items[index] = { index, status: 202, id: result.id };
             return;
           }
           try {
             await existingOrConflict(principal, result);
-            items[index] = { index, status: 200, job: accepted(result) };
+            items[index] = { index, status: 200, id: result.id };
           } catch (error) {
             const mapped = toErrorResponse(error);
             items[index] = { index, status: mapped.statusCode, error: mapped.body.error };
