@@ -41,7 +41,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 
-import { freePort, type PrivateRedis, startPrivateRedis } from '../src/cli/redis-server.ts';
+import { freePort, startPrivateRedis } from '../src/cli/redis-server.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
 import {
   API_TOKEN_ENV,
@@ -58,6 +58,7 @@ import {
   type SingleSide,
   WARMUP_SERVICE,
 } from './enqueue-spec.ts';
+import { ownProcesses } from './owned-processes.ts';
 import { formatInterval, median } from './stats.ts';
 
 // As bench/throughput.ts: `npm run bench:enqueue` runs tsc's output (.bench-build/), so the API process runs
@@ -196,42 +197,7 @@ function usage(message: string): never {
 
 // ---- processes we own, and their cleanup (also on Ctrl-C) ----
 
-const children = new Set<ChildProcess>();
-let redis: PrivateRedis | undefined;
-let workDir: string | undefined;
-let keepWorkDir = false;
-let cleaning: Promise<void> | undefined;
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const child of children) child.kill('SIGTERM');
-    const deadline = Date.now() + 5_000;
-    while (children.size > 0 && Date.now() < deadline)
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    for (const child of children) child.kill('SIGKILL');
-    await redis?.stop();
-    if (workDir !== undefined && !keepWorkDir) await rm(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\nenqueue: ${signal}, stopping child processes and redis-server\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-// Last resort (an exit we did not plan): no child may outlive us.
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  redis?.process.kill('SIGKILL');
-});
+const owned = ownProcesses('enqueue', 5_000);
 
 /**
  * The environment of every child: ours without Ferry's, Redis's and the API's variables (a developer's own
@@ -314,20 +280,20 @@ async function startServer(
   options: Options,
 ): Promise<Server> {
   const port = await freePort();
-  const logFile = join(workDir!, 'logs', `${name}.log`);
+  const logFile = join(owned.workDir!, 'logs', `${name}.log`);
   const log = await open(logFile, 'w');
   const args =
     kind === 'ferry'
       ? [...NODE_ARGS, ...profileArgs(options.cpuProfDir, name), FERRY_CLI, 'api']
       : [...NODE_ARGS, ...profileArgs(options.cpuProfDir, name), MINIMAL_FILE];
-  const child = track(
+  const child = owned.track(
     spawn(process.execPath, args, {
       // Ferry logs JSON lines to stdout (request logging is off in the API: only start, stop and errors).
       stdio: ['ignore', log.fd, log.fd, 'ipc'],
       env: childEnv({
-        REDIS_URL: redis!.url,
+        REDIS_URL: owned.redis!.url,
         FERRY_PREFIX: prefix,
-        FERRY_SERVICES: join(workDir!, 'bench.services.yaml'),
+        FERRY_SERVICES: join(owned.workDir!, 'bench.services.yaml'),
         FERRY_API_TOKENS: API_TOKENS,
         HOST: '127.0.0.1',
         PORT: String(port),
@@ -401,7 +367,7 @@ async function runBatch(
   const server = side === 'api' ? await startServer('ferry', `${prefix}-api`, prefix, options) : undefined;
   const spec: ClientSpec = {
     side,
-    redisUrl: redis!.url,
+    redisUrl: owned.redis!.url,
     prefix,
     apiUrl: server?.url,
     jobs: options.jobs,
@@ -410,7 +376,7 @@ async function runBatch(
     warmupJobs: options.warmup,
   };
   const clientName = `${prefix}-client`;
-  const client = track(
+  const client = owned.track(
     spawn(process.execPath, [...NODE_ARGS, ...profileArgs(options.cpuProfDir, clientName), CLIENT_FILE], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: childEnv({ BENCH_RUN: JSON.stringify(spec), [API_TOKEN_ENV]: TOKEN }),
@@ -740,12 +706,12 @@ const print = (text: string): void => {
 
 async function main(): Promise<number> {
   const options = readOptions();
-  keepWorkDir = options.keep;
+  owned.keepWorkDir = options.keep;
   const loadAtStart = formatLoad();
-  workDir = await mkdtemp(join(tmpdir(), 'ferry-bench-enqueue-'));
+  const workDir = (owned.workDir = await mkdtemp(join(tmpdir(), 'ferry-bench-enqueue-')));
   await mkdir(join(workDir, 'logs'));
   await writeFile(join(workDir, 'bench.services.yaml'), servicesYaml());
-  redis = await startPrivateRedis({ dir: join(workDir, 'redis'), appendfsync: 'no' });
+  const redis = (owned.redis = await startPrivateRedis({ dir: join(workDir, 'redis'), appendfsync: 'no' }));
   const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   const redisVersion = /^redis_version:(\S+)/m.exec(await admin.info('server'))?.[1] ?? '?';
 
@@ -870,13 +836,13 @@ async function main(): Promise<number> {
 
 main()
   .then(async (code) => {
-    await cleanup();
+    await owned.cleanup();
     process.exit(code);
   })
   .catch(async (error: unknown) => {
     process.stderr.write(
       `enqueue: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
     );
-    await cleanup();
+    await owned.cleanup();
     process.exit(1);
   });

@@ -27,9 +27,10 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
 
-import { type PrivateRedis, startPrivateRedis } from '../src/cli/redis-server.ts';
+import { startPrivateRedis } from '../src/cli/redis-server.ts';
 import type { JobData } from '../src/core/job.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
+import { ownProcesses } from './owned-processes.ts';
 import { formatInterval, median } from './stats.ts';
 import {
   BENCH_OPERATION,
@@ -169,42 +170,7 @@ function usage(message: string): never {
 
 // ---- processes we own, and their cleanup (also on Ctrl-C) ----
 
-const children = new Set<ChildProcess>();
-let redis: PrivateRedis | undefined;
-let workDir: string | undefined;
-let keepWorkDir = false;
-let cleaning: Promise<void> | undefined;
-
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const child of children) child.kill('SIGTERM');
-    const deadline = Date.now() + 3_000;
-    while (children.size > 0 && Date.now() < deadline)
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    for (const child of children) child.kill('SIGKILL');
-    await redis?.stop();
-    if (workDir !== undefined && !keepWorkDir) await rm(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    process.stderr.write(`\nthroughput: ${signal}, stopping child processes and redis-server\n`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-// Last resort (an exit we did not plan): no child may outlive us.
-process.once('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-  redis?.process.kill('SIGKILL');
-});
+const owned = ownProcesses('throughput', 3_000);
 
 // ---- the pieces of a run ----
 
@@ -214,7 +180,7 @@ interface Downstream {
 }
 
 async function startDownstream(latencyMs: number): Promise<Downstream> {
-  const child = track(
+  const child = owned.track(
     spawn(process.execPath, [...NODE_ARGS, DOWNSTREAM_FILE, '--latency', String(latencyMs)], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
       env: CHILD_ENV,
@@ -301,7 +267,7 @@ async function runSide(spec: RunSpec, cpuProfDir: string | undefined): Promise<R
 }
 
 function runChild(spec: RunSpec, profile: readonly string[]): Promise<RunResult> {
-  const child = track(
+  const child = owned.track(
     spawn(process.execPath, [...NODE_ARGS, ...profile, WORKER_FILE], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
@@ -403,10 +369,10 @@ function summaryRow(latencyMs: number, side: Side, results: readonly RunResult[]
 
 async function main(): Promise<number> {
   const options = readOptions();
-  keepWorkDir = options.keep;
+  owned.keepWorkDir = options.keep;
   const loadAtStart = formatLoad();
-  workDir = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
-  redis = await startPrivateRedis({ dir: join(workDir, 'redis'), appendfsync: 'no' });
+  const workDir = (owned.workDir = await mkdtemp(join(tmpdir(), 'ferry-bench-')));
+  const redis = (owned.redis = await startPrivateRedis({ dir: join(workDir, 'redis'), appendfsync: 'no' }));
   const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   const redisVersion = /^redis_version:(\S+)/m.exec(await admin.info('server'))?.[1] ?? '?';
   const servicesFile = join(workDir, 'bench.services.yaml');
@@ -508,13 +474,13 @@ async function main(): Promise<number> {
 
 main()
   .then(async (code) => {
-    await cleanup();
+    await owned.cleanup();
     process.exit(code);
   })
   .catch(async (error: unknown) => {
     process.stderr.write(
       `throughput: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
     );
-    await cleanup();
+    await owned.cleanup();
     process.exit(1);
   });
