@@ -6,8 +6,8 @@
 import type { FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
 
-import { ERROR_TYPES, ValidationError } from '../core/errors.ts';
-import { enqueueRequestSchema, issuePath } from '../core/job.ts';
+import { ValidationError } from '../core/errors.ts';
+import { attemptRecordSchema, enqueueRequestSchema, errorRecordSchema, issuePath } from '../core/job.ts';
 import { SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
 
 type JsonSchema = Record<string, unknown>;
@@ -70,25 +70,6 @@ export function errorResponses(...codes: number[]): Record<number, unknown> {
   return Object.fromEntries(codes.map((code) => [code, body]));
 }
 
-const errorRecordSchema = z.object({
-  type: z.enum(ERROR_TYPES as [string, ...string[]]),
-  message: z.string(),
-  status: z.number().int().optional(),
-  retryAfterMs: z.number().optional(),
-  field: z.string().optional(),
-});
-
-const attemptSchema = z.object({
-  attempt: z.number().int(),
-  outcome: z.enum(['failed', 'held', 'interrupted']),
-  at: z.number().describe('epoch ms'),
-  durationMs: z.number(),
-  type: z.string().optional(),
-  status: z.number().int().optional(),
-  message: z.string(),
-  retryDelayMs: z.number().optional(),
-});
-
 const jobResultSchema = z.object({
   status: z.number().int(),
   headers: z.record(z.string(), z.string()),
@@ -134,7 +115,7 @@ export const jobViewSchema = z.object({
   operation: z.string(),
   state: z.enum(['waiting', 'active', 'delayed', 'prioritized', 'completed', 'dead_lettered', 'unknown']),
   attempts: z.number().int().describe('Ferry attempts used so far'),
-  history: z.array(attemptSchema),
+  history: z.array(attemptRecordSchema),
   lastError: errorRecordSchema.optional(),
   result: jobResultSchema.optional(),
   deadLetterId: z.string().optional(),

@@ -12,8 +12,8 @@
  */
 import { z } from 'zod';
 
-import { type ErrorRecord, isErrorType } from './errors.ts';
-import type { JobResult } from './job.ts';
+import type { ErrorRecord } from './errors.ts';
+import { errorRecordSchema, type JobResult } from './job.ts';
 
 /** Stream `event` field of the worker's retry event. */
 export const RETRYING_STREAM_EVENT = 'ferry:job:retrying';
@@ -51,19 +51,12 @@ export interface StreamEventPayloads {
 }
 export type FerryStreamEvent = keyof StreamEventPayloads;
 
-const errorRecord = z.object({
-  type: z.custom<ErrorRecord['type']>((value) => isErrorType(value), 'must be a Ferry error type'),
-  message: z.string(),
-  status: z.number().int().optional(),
-  retryAfterMs: z.number().min(0).optional(),
-  field: z.string().optional(),
-});
 const base = { operation: z.string(), tenant: z.string().optional() };
 const payloadSchemas: { [E in FerryStreamEvent]: z.ZodType<StreamEventPayloads[E]> } = {
   [RETRYING_STREAM_EVENT]: z.object({
     ...base,
     attempt: z.number().int().min(1),
-    error: errorRecord,
+    error: errorRecordSchema,
     delayMs: z.number().min(0),
     nextAttemptAt: z.number(),
   }),
@@ -72,7 +65,7 @@ const payloadSchemas: { [E in FerryStreamEvent]: z.ZodType<StreamEventPayloads[E
     reason: z.enum(['circuitOpen', 'rateLimited']),
     holdMs: z.number().min(0),
     until: z.number(),
-    error: errorRecord,
+    error: errorRecordSchema,
   }),
 };
 

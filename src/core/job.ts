@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 
-import { type ErrorRecord, type ErrorType, isErrorType } from './errors.ts';
+import { ERROR_TYPES, type ErrorRecord, type ErrorType } from './errors.ts';
 import { MAX_IDEMPOTENCY_KEY_LENGTH, SERVICE_NAME_PATTERN } from './queue-layout.ts';
 import { DAY } from './time.ts';
 
@@ -137,13 +137,28 @@ export interface DeliveryState {
   internalErrors?: number;
 }
 
-const errorType = z.custom<ErrorType>((value) => isErrorType(value), 'must be a Ferry error type');
-const errorRecordSchema = z.object({
-  type: errorType,
+/** A Ferry error type; an enum (not a custom check) so that JSON Schema and OpenAPI list the types. */
+export const errorTypeSchema = z.enum(ERROR_TYPES as [ErrorType, ...ErrorType[]], {
+  error: 'must be a Ferry error type',
+});
+/** An ErrorRecord as read back from Redis (attempts, dead letters, job events). */
+export const errorRecordSchema = z.object({
+  type: errorTypeSchema,
   message: z.string(),
   status: z.number().int().optional(),
   retryAfterMs: z.number().min(0).optional(),
   field: z.string().optional(),
+});
+/** An AttemptRecord as read back from Redis. */
+export const attemptRecordSchema = z.object({
+  attempt: z.number().int().min(1),
+  outcome: z.enum(['failed', 'held', 'interrupted']),
+  at: z.number(),
+  durationMs: z.number().min(0),
+  type: errorTypeSchema.optional(),
+  status: z.number().int().optional(),
+  message: z.string(),
+  retryDelayMs: z.number().min(0).optional(),
 });
 const count = z.number().int().min(0);
 
@@ -153,18 +168,7 @@ const count = z.number().int().min(0);
  * neither crash a run nor loop it.
  */
 export const deliveryStateSchema: z.ZodType<DeliveryState> = z.object({
-  attempts: z.array(
-    z.object({
-      attempt: z.number().int().min(1),
-      outcome: z.enum(['failed', 'held', 'interrupted']),
-      at: z.number(),
-      durationMs: z.number().min(0),
-      type: errorType.optional(),
-      status: z.number().int().optional(),
-      message: z.string(),
-      retryDelayMs: z.number().min(0).optional(),
-    }),
-  ),
+  attempts: z.array(attemptRecordSchema),
   heldMs: z.number().min(0),
   stallsSeen: count,
   final: errorRecordSchema.optional(),
@@ -216,6 +220,25 @@ export interface JobResult {
   attempts: number;
   metadata?: Record<string, unknown>;
 }
+
+/**
+ * A dead letter's data as read back from `{dead-letter}`, an ordinary queue anyone with Redis access can write
+ * to. Object schemas strip unknown keys: what a foreign writer added never reaches a reader.
+ */
+export const deadLetterRecordSchema = z.object({
+  service: z.string().min(1),
+  operation: z.string().min(1),
+  input: z.unknown(),
+  tenant: z.string().optional(),
+  idempotencyKey: z.string().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  sourceJobId: z.string(),
+  sourceQueue: z.string(),
+  attempts: z.array(attemptRecordSchema),
+  finalError: errorRecordSchema,
+  deadLetteredAt: z.number(),
+  enqueuedAt: z.number(),
+});
 
 /** A dead letter's data on `{dead-letter}`. */
 export interface DeadLetterRecord {

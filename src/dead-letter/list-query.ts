@@ -4,8 +4,8 @@
  */
 import { z } from 'zod';
 
-import { type ErrorType, isErrorType, ValidationError } from '../core/errors.ts';
-import { type DeadLetterRecord, issuePath } from '../core/job.ts';
+import { type ErrorType, ValidationError } from '../core/errors.ts';
+import { type DeadLetterRecord, errorTypeSchema, issuePath } from '../core/job.ts';
 import { SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
 import type { DeadLetterFacets } from './search-index.ts';
 
@@ -47,7 +47,7 @@ const listOptionsSchema = z.strictObject({
   service: z.string().regex(SERVICE_NAME_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}').optional(),
   operation: z.string().min(1, 'must not be empty').optional(),
   tenant: z.string().min(1, 'must not be empty').optional(),
-  errorType: z.custom<ErrorType>((value) => isErrorType(value), 'must be a Ferry error type').optional(),
+  errorType: errorTypeSchema.optional(),
   status: z.number().int().min(100).max(599).optional(),
   since: z.number().int().min(0).optional(),
   until: z.number().int().min(0).optional(),

@@ -5,8 +5,8 @@
  */
 import { z } from 'zod';
 
-import { ERROR_TYPES, type ErrorRecord, type ErrorType } from '../core/errors.ts';
-import type { AttemptRecord, DeadLetterRecord } from '../core/job.ts';
+import type { ErrorRecord } from '../core/errors.ts';
+import { type AttemptRecord, type DeadLetterRecord, deadLetterRecordSchema } from '../core/job.ts';
 
 /** One dead letter as listed. */
 export interface DeadLetterView {
@@ -41,41 +41,6 @@ export interface DeadLetterDetail extends DeadLetterView {
   name: string;
   input: unknown;
 }
-
-const errorType = z.enum(ERROR_TYPES as [ErrorType, ...ErrorType[]]);
-
-/** Object schemas strip unknown keys: what a foreign writer added never reaches a view. */
-const deadLetterRecordSchema = z.object({
-  service: z.string().min(1),
-  operation: z.string().min(1),
-  input: z.unknown(),
-  tenant: z.string().optional(),
-  idempotencyKey: z.string().optional(),
-  metadata: z.record(z.string(), z.unknown()).optional(),
-  sourceJobId: z.string(),
-  sourceQueue: z.string(),
-  attempts: z.array(
-    z.object({
-      attempt: z.number(),
-      outcome: z.enum(['failed', 'held', 'interrupted']),
-      at: z.number(),
-      durationMs: z.number(),
-      type: errorType.optional(),
-      status: z.number().optional(),
-      message: z.string(),
-      retryDelayMs: z.number().optional(),
-    }),
-  ),
-  finalError: z.object({
-    type: errorType,
-    message: z.string(),
-    status: z.number().optional(),
-    retryAfterMs: z.number().optional(),
-    field: z.string().optional(),
-  }),
-  deadLetteredAt: z.number(),
-  enqueuedAt: z.number(),
-});
 
 /** JSON Schema material for the API's OpenAPI document (`z.toJSONSchema`): a list item, a shown dead letter. */
 export const deadLetterViewSchema = deadLetterRecordSchema.extend({

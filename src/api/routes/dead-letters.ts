@@ -5,7 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
-import { ERROR_TYPES, type ErrorType } from '../../core/errors.ts';
+import { errorTypeSchema } from '../../core/job.ts';
 import { DeadLetterPurger } from '../../dead-letter/purge.ts';
 import {
   deadLetterDetailSchema,
@@ -36,7 +36,7 @@ const listQuerySchema = z.strictObject({
   service: serviceName.optional(),
   operation: z.string().min(1).max(128).optional(),
   tenant: z.string().min(1).max(128).optional(),
-  errorType: z.enum(ERROR_TYPES as [ErrorType, ...ErrorType[]]).optional(),
+  errorType: errorTypeSchema.optional(),
   status: z.coerce.number().int().min(100).max(599).optional().describe('HTTP status of the final error'),
   since: instant.optional(),
   until: instant.optional(),
