@@ -27,18 +27,8 @@ export const BENCH_OPERATION = 'create';
 /** The API token goes to the client by environment only, never on a command line. */
 export const API_TOKEN_ENV = 'BENCH_API_TOKEN';
 
-/** One payload for every job: a typical "create contact" body, about 300 bytes of JSON (as bench/throughput). */
-export const PAYLOAD = {
-  email: 'ada.lovelace@example.com',
-  name: 'Ada Lovelace',
-  company: 'Analytical Engines Ltd',
-  phone: '+44 20 7946 0000',
-  amount: 4200,
-  currency: 'EUR',
-  tags: ['vip', 'newsletter', 'eu'],
-  address: { street: '12 St James Square', city: 'London', postcode: 'SW1Y 4JH', country: 'GB' },
-  consent: { marketing: true, at: '2025-01-01T00:00:00Z' },
-};
+/** The job input both benches use (bench/payload.ts). */
+export { PAYLOAD } from './payload.ts';
 
 /** One timed run of one part-1 side, passed to bench/enqueue-client.ts as JSON in `BENCH_RUN`. */
 export interface ClientSpec {

@@ -58,7 +58,7 @@ import {
   type SingleSide,
   WARMUP_SERVICE,
 } from './enqueue-spec.ts';
-import { ownProcesses } from './owned-processes.ts';
+import { ownProcesses, runBench } from './owned-processes.ts';
 import { formatInterval, median } from './stats.ts';
 
 // As bench/throughput.ts: `npm run bench:enqueue` runs tsc's output (.bench-build/), so the API process runs
@@ -834,15 +834,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main()
-  .then(async (code) => {
-    await owned.cleanup();
-    process.exit(code);
-  })
-  .catch(async (error: unknown) => {
-    process.stderr.write(
-      `enqueue: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    await owned.cleanup();
-    process.exit(1);
-  });
+runBench('enqueue', owned, main);

@@ -58,3 +58,19 @@ export function ownProcesses(name: string, graceMs: number): OwnedProcesses {
   });
   return owned;
 }
+
+/** Runs a bench's main, then cleans up and exits with its code (1, with the stack, when it throws). */
+export function runBench(name: string, owned: OwnedProcesses, main: () => Promise<number>): void {
+  main()
+    .then(async (code) => {
+      await owned.cleanup();
+      process.exit(code);
+    })
+    .catch(async (error: unknown) => {
+      process.stderr.write(
+        `${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      );
+      await owned.cleanup();
+      process.exit(1);
+    });
+}

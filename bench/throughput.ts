@@ -30,7 +30,8 @@ import { Pool } from 'undici';
 import { startPrivateRedis } from '../src/cli/redis-server.ts';
 import type { JobData } from '../src/core/job.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
-import { ownProcesses } from './owned-processes.ts';
+import { ownProcesses, runBench } from './owned-processes.ts';
+import { PAYLOAD } from './payload.ts';
 import { formatInterval, median } from './stats.ts';
 import {
   BENCH_OPERATION,
@@ -52,19 +53,6 @@ const EXT = COMPILED ? '.js' : '.ts';
 const NODE_ARGS: readonly string[] = COMPILED ? [] : ['--import', 'tsx'];
 const WORKER_FILE = fileURLToPath(new URL(`./throughput-worker${EXT}`, import.meta.url));
 const DOWNSTREAM_FILE = fileURLToPath(new URL(`./downstream${EXT}`, import.meta.url));
-
-/** One payload for every job of every run: a typical "create contact" body, about 300 bytes of JSON. */
-const PAYLOAD = {
-  email: 'ada.lovelace@example.com',
-  name: 'Ada Lovelace',
-  company: 'Analytical Engines Ltd',
-  phone: '+44 20 7946 0000',
-  amount: 4200,
-  currency: 'EUR',
-  tags: ['vip', 'newsletter', 'eu'],
-  address: { street: '12 St James Square', city: 'London', postcode: 'SW1Y 4JH', country: 'GB' },
-  consent: { marketing: true, at: '2025-01-01T00:00:00Z' },
-};
 
 /**
  * Job options for every job of every run. Ferry ignores them (it owns the retry policy: moveToDelayed with
@@ -472,15 +460,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main()
-  .then(async (code) => {
-    await owned.cleanup();
-    process.exit(code);
-  })
-  .catch(async (error: unknown) => {
-    process.stderr.write(
-      `throughput: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    await owned.cleanup();
-    process.exit(1);
-  });
+runBench('throughput', owned, main);
