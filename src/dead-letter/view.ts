@@ -5,35 +5,18 @@
  */
 import { z } from 'zod';
 
-import type { ErrorRecord } from '../core/errors.ts';
-import { type AttemptRecord, type DeadLetterRecord, deadLetterRecordSchema } from '../core/job.ts';
+import { type DeadLetterRecord, deadLetterRecordSchema } from '../core/job.ts';
 
-/** One dead letter as listed. */
-export interface DeadLetterView {
+/** One dead letter as listed: its record (DeadLetterRecord), its id, and the input only when asked for. */
+export type DeadLetterView = Omit<DeadLetterRecord, 'input'> & {
   /** Its job id on `{dead-letter}` (`dl-<service>.<source job id>.<created>`): what show and delete take. */
   id: string;
-  service: string;
-  operation: string;
-  tenant?: string;
-  idempotencyKey?: string;
-  metadata?: Record<string, unknown>;
-  /** The job on the service queue that failed. */
-  sourceJobId: string;
-  /** Its BullMQ queue: `{<service>}`. */
-  sourceQueue: string;
-  /** Every recorded run, oldest first. */
-  attempts: AttemptRecord[];
-  finalError: ErrorRecord;
-  /** Epoch ms. */
-  deadLetteredAt: number;
-  /** Epoch ms at which the source job was first enqueued. */
-  enqueuedAt: number;
   /**
    * The job's input. Always in show; in list only with `includeInput`: an input may be 256 KiB, and a page
    * of 500 would be 128 MiB of them, where operators scanning a list need the error and the ids.
    */
   input?: unknown;
-}
+};
 
 /** One dead letter as shown: the whole record, its id and its BullMQ job name. */
 export interface DeadLetterDetail extends DeadLetterView {
