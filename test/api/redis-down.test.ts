@@ -4,6 +4,7 @@
  * metrics still answer; once Redis is back, the API serves again.
  * Its own redis-server, because the test stops it.
  */
+import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { startPrivateRedis } from '../../src/cli/redis-server.ts';
@@ -94,8 +95,11 @@ describe('error logs', () => {
     const again = await startPrivateRedis({ dir: `${redis.dir}-logs`, appendfsync: 'no' });
     onTestFinished(() => again.stop());
     const api = await startTestApi({ redisUrl: again.url, prefix, config });
-    // Every write fails with a reply error (ioredis puts the command's arguments on it).
-    await api.connection.config('SET', 'min-replicas-to-write', '1');
+    // Every write fails with a reply error (ioredis puts the command's arguments on it). Set on a client of
+    // its own: the API's connection has no offline queue, so a command sent before it is ready fails at once.
+    const admin = new Redis(again.url);
+    await admin.config('SET', 'min-replicas-to-write', '1');
+    await admin.quit();
     const response = await api.request('POST', '/v1/jobs', {
       token: TOKENS.admin,
       body: { service: 'svc', operation: 'op', input: { email: 'private-person@example.com' } },
