@@ -11,6 +11,7 @@ import type { SseOptions } from '../../src/api/sse.ts';
 import { buildFerryApi } from '../../src/cli/api-server.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
+import { waitUntilReady } from '../../src/core/redis.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { registerCleanup } from './cleanup.ts';
 
@@ -76,6 +77,9 @@ export async function startTestApi(options: {
     commandTimeout: 2_000,
   });
   connection.on('error', () => undefined);
+  // As `ferry api` does at start-up (connectRedis): without an offline queue, a command sent before the
+  // connection is ready fails at once.
+  await waitUntilReady(connection);
   const eventsConnection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
   eventsConnection.on('error', () => undefined);
   const env = readEnv({

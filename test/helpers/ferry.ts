@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { onTestFinished } from 'vitest';
 
 import { createLogger } from '../../src/core/logger.ts';
+import { waitUntilReady } from '../../src/core/redis.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { Producer } from '../../src/producer/index.ts';
@@ -51,6 +52,8 @@ export async function createTestFerry(redis: TestRedis, options: TestFerryOption
   const logger = createLogger({ level: 'debug', destination });
   const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
   const producerConnection = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  // As the CLI does at start-up: without an offline queue, a command sent before the connection is ready fails.
+  await waitUntilReady(producerConnection);
   const producer = new Producer({ connection: producerConnection, prefix, services: config.services });
   const pool = createWorkerPool({
     config,
