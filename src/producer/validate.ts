@@ -12,7 +12,12 @@ export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024;
 /** What a producer needs to know of the services file; ServicesConfig['services'] satisfies it. */
 export type ServiceCatalog = ReadonlyMap<
   string,
-  { readonly operations: ReadonlyMap<string, unknown>; readonly maxInputBytes: number }
+  {
+    readonly operations: ReadonlyMap<string, unknown>;
+    readonly maxInputBytes: number;
+    /** `required`: every job needs a tenant (its secrets are per tenant, with no global fall-back). */
+    readonly tenantSecrets?: 'fallback' | 'required';
+  }
 >;
 
 /**
@@ -65,6 +70,12 @@ export function validateEnqueueRequest(
     throw new ValidationError(
       `${fieldPrefix}operation: unknown operation "${request.operation}" for service "${request.service}"`,
       { field: `${fieldPrefix}operation`, status: 422 },
+    );
+  }
+  if (service?.tenantSecrets === 'required' && request.tenant === undefined) {
+    throw new ValidationError(
+      `${fieldPrefix}tenant: required by service "${request.service}" (tenantSecrets: required)`,
+      { field: `${fieldPrefix}tenant`, status: 422 },
     );
   }
   const maxInputBytes = service?.maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;

@@ -65,7 +65,20 @@ export async function runAttempt(
       });
     }
     const data = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
-    const resolved = resolveSecrets(deps.secrets, service.secretNames, data.tenant, deps.scrubber);
+    if (service.tenantSecrets === 'required' && data.tenant === undefined) {
+      // A raw producer's job (the API and Producer refuse it at enqueue): without a tenant it would read the
+      // global values, the very fall-back the service refuses.
+      throw new ValidationError(`tenant: required by service "${service.name}" (tenantSecrets: required)`, {
+        field: 'tenant',
+      });
+    }
+    const resolved = resolveSecrets(
+      deps.secrets,
+      service.secretNames,
+      data.tenant,
+      deps.scrubber,
+      service.tenantSecrets,
+    );
     const secrets = resolved instanceof Promise ? await resolved : resolved;
     const context: TemplateContext = {
       input: data.input,

@@ -31,6 +31,7 @@ const serviceViewSchema = z.object({
   }),
   maxResponseBytes: z.number(),
   maxInputBytes: z.number(),
+  tenantSecrets: z.enum(['fallback', 'required']),
   operations: z.array(
     z.object({ name: z.string(), method: z.string(), path: z.string(), timeoutMs: z.number() }),
   ),
@@ -78,6 +79,7 @@ function serviceView(service: ServiceConfig): z.infer<typeof serviceViewSchema> 
     breaker: { ...service.breaker },
     maxResponseBytes: service.maxResponseBytes,
     maxInputBytes: service.maxInputBytes,
+    tenantSecrets: service.tenantSecrets,
     operations: [...service.operations.values()].map((operation) => ({
       name: operation.name,
       method: operation.method,

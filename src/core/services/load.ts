@@ -254,6 +254,7 @@ function compileService(
     breaker: { ...SERVICE_DEFAULTS.breaker, ...breaker },
     maxResponseBytes: doc.maxResponseBytes ?? SERVICE_DEFAULTS.maxResponseBytes,
     maxInputBytes: doc.maxInputBytes ?? SERVICE_DEFAULTS.maxInputBytes,
+    tenantSecrets: doc.tenantSecrets ?? SERVICE_DEFAULTS.tenantSecrets,
     operations: readonlyMap(operations),
     secretNames: [],
   };

@@ -12,7 +12,7 @@ import type { ServiceConfig } from './types.ts';
 /** Options every service gets unless it (or `defaults:`) sets them. */
 export type ServiceDefaults = Pick<
   ServiceConfig,
-  'timeoutMs' | 'concurrency' | 'retry' | 'breaker' | 'maxResponseBytes' | 'maxInputBytes'
+  'timeoutMs' | 'concurrency' | 'retry' | 'breaker' | 'maxResponseBytes' | 'maxInputBytes' | 'tenantSecrets'
 >;
 
 export const SERVICE_DEFAULTS = {
@@ -48,11 +48,14 @@ export const SERVICE_DEFAULTS = {
   maxResponseBytes: 1024 * 1024,
   /** Largest job input (JSON bytes): 256 KiB. */
   maxInputBytes: 256 * 1024,
+  /** A tenant's job without its own value of a secret uses the global one: `fallback`. */
+  tenantSecrets: 'fallback',
 } as const satisfies ServiceDefaults;
 
 export const OPERATION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] as const;
 export const AUTH_TYPES = ['none', 'bearer', 'basic', 'apiKey', 'oauth2'] as const;
+export const TENANT_SECRETS_MODES = ['fallback', 'required'] as const;
 /** Node.js fires a timer longer than 2^31 - 1 ms at once, so no `…Ms` option may exceed it. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
@@ -380,6 +383,9 @@ const serviceShape = {
   breaker: breaker.optional(),
   maxResponseBytes: integer(1).optional(),
   maxInputBytes: integer(1).optional(),
+  tenantSecrets: z
+    .enum(TENANT_SECRETS_MODES, { error: `must be one of ${TENANT_SECRETS_MODES.join(', ')}` })
+    .optional(),
   operations,
 };
 

@@ -105,6 +105,12 @@ export interface ServiceConfig {
   readonly maxResponseBytes: number;
   /** Largest accepted job input (JSON bytes). */
   readonly maxInputBytes: number;
+  /**
+   * For a job with tenant T, `{{ secrets.x }}` reads `tenant/T/x` first. `fallback`: then the global `x`.
+   * `required`: only `tenant/T/x` (a missing one is a ConfigurationError, never a silent fall-back to the
+   * global value), and a job without a tenant is refused (ValidationError).
+   */
+  readonly tenantSecrets: 'fallback' | 'required';
   readonly operations: ReadonlyMap<string, CompiledOperation>;
   /** Every secret name any template of this service reads (resolved per job, only these). */
   readonly secretNames: readonly string[];
