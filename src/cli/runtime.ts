@@ -8,7 +8,8 @@ import { createRedisConnection, type RedisClient, waitUntilReady } from '../core
 import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
-import { createEnvSecretResolver } from '../secrets/env-provider.ts';
+import { Scrubber } from '../secrets/scrub.ts';
+import { createSecretsRuntime, type SecretsRuntime } from '../secrets/setup.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
 import { UsageError } from './output.ts';
 
@@ -16,6 +17,11 @@ export interface Runtime {
   env: Env;
   logger: Logger;
   config: ServicesConfig;
+  /**
+   * Every secret value and token this process has handed out, scrubbed from its log lines (after pino's
+   * redact paths) and from everything the worker stores.
+   */
+  scrubber: Scrubber;
 }
 
 /**
@@ -34,14 +40,16 @@ export function readEnvWithRedis(): Env {
 
 export async function loadRuntime(options: { pretty?: boolean; name: string; env?: Env }): Promise<Runtime> {
   const env = options.env ?? readEnv();
+  const scrubber = new Scrubber();
   const logger = createLogger({
+    scrub: (line) => scrubber.scrub(line),
     level: env.LOG_LEVEL,
     pretty: env.LOG_FORMAT === undefined ? options.pretty === true : env.LOG_FORMAT === 'pretty',
     bufferBytes: env.FERRY_LOG_BUFFER_BYTES,
     name: options.name,
   });
   const config = await loadServicesFile(env.FERRY_SERVICES);
-  return { env, logger, config };
+  return { env, logger, config, scrubber };
 }
 
 export function connect(env: Env, role: 'worker' | 'producer', name: string): RedisClient {
@@ -73,24 +81,28 @@ export async function connectReady(
   return connection;
 }
 
-export function startWorkers(
+/** The worker pool with its secret lookup (FERRY_SECRETS_*): close `secrets` after the pool. */
+export async function startWorkers(
   runtime: Runtime,
   connection: RedisClient,
   services: readonly string[] | undefined,
-): WorkerPool {
+): Promise<{ pool: WorkerPool; secrets: SecretsRuntime }> {
   const { env, logger, config } = runtime;
-  return createWorkerPool({
+  const secrets = await createSecretsRuntime({ env, connection, prefix: env.FERRY_PREFIX, logger });
+  const pool = createWorkerPool({
     config,
     ...(services === undefined ? {} : { services }),
     connection,
     prefix: env.FERRY_PREFIX,
-    secrets: createEnvSecretResolver(),
+    secrets: secrets.resolver,
+    scrubber: runtime.scrubber,
     logger,
     lockDurationMs: env.FERRY_LOCK_DURATION_MS,
     stalledIntervalMs: env.FERRY_STALLED_INTERVAL_MS,
     maxStalledCount: env.FERRY_MAX_STALLED_COUNT,
     sweepIntervalMs: env.FERRY_SWEEP_INTERVAL_MS,
   });
+  return { pool, secrets };
 }
 
 export interface ProcessMetricsOptions {

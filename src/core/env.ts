@@ -75,6 +75,28 @@ const envSchema = z.object({
   FERRY_METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9464),
   /** Address the worker's metrics server listens on. */
   FERRY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  /**
+   * Master keys of the encrypted secret store: comma-separated `[<id>:]<key>`, each key 32 bytes as base64 or
+   * 64 hex digits; the first encrypts, the others only decrypt (during a rotation). Unset: no store.
+   */
+  FERRY_SECRETS_KEY: z.string().optional(),
+  /** A file holding FERRY_SECRETS_KEY's value (used when that is unset). */
+  FERRY_SECRETS_KEY_FILE: z.string().optional(),
+  /** A directory of secret files (Docker/Kubernetes secrets): `<dir>/<name>`, `<dir>/tenant/<t>/<name>`. */
+  FERRY_SECRETS_DIR: z.string().optional(),
+  /** Where secrets are looked up, first match wins within a scope: any of store, file, env, in order. */
+  FERRY_SECRETS_SOURCES: z
+    .string()
+    .regex(/^(store|file|env)(,(store|file|env))*$/, 'must be a comma-separated list of store, file, env')
+    .default('store,file,env'),
+  /** How long a worker keeps a decrypted (or file) value before reading it again. */
+  FERRY_SECRETS_CACHE_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(60 * SECOND),
+  /** How often a worker checks the store for a change (set, promote, rollback, delete) and drops its cache. */
+  FERRY_SECRETS_REFRESH_MS: z.coerce.number().int().min(50).max(1000).default(250),
 });
 
 export type Env = Readonly<z.infer<typeof envSchema>>;

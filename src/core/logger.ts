@@ -38,6 +38,11 @@ export interface LoggerFactoryOptions {
   /** For the default destination: see LogDestinationOptions.bufferBytes. */
   bufferBytes?: number;
   name?: string;
+  /**
+   * Applied to every serialized line before it is written: the secrets module's value scrubbing (known secret
+   * values and tokens anywhere in a line, after the redact paths have censored the known fields).
+   */
+  scrub?: (line: string) => string;
 }
 
 /** Default of FERRY_LOG_BUFFER_BYTES. */
@@ -150,6 +155,7 @@ export function createLogger(options: LoggerFactoryOptions = {}): Logger {
     level: options.level ?? 'info',
     redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
     base: options.name === undefined ? { pid: process.pid } : { pid: process.pid, name: options.name },
+    ...(options.scrub === undefined ? {} : { hooks: { streamWrite: options.scrub } }),
   };
   if (options.destination !== undefined) return pino(config, options.destination);
   if (options.pretty === true && hasPinoPretty()) {

@@ -15,7 +15,9 @@ export class Scrubber implements SecretObserver {
 
   add(value: string): void {
     if (value.length < MIN_SCRUB_LENGTH || this.#needles.has(value)) return;
-    for (const form of [value, encodeURIComponent(value), ...base64Forms(value)]) {
+    // JSON-escaped: a value with a quote, backslash or control character appears so in a log line.
+    const json = JSON.stringify(value).slice(1, -1);
+    for (const form of [value, json, encodeURIComponent(value), ...base64Forms(value)]) {
       if (form.length >= MIN_SCRUB_LENGTH) this.#needles.add(form);
     }
     this.#pattern = undefined;

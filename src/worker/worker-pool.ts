@@ -29,6 +29,11 @@ export interface WorkerPoolOptions {
   connection: RedisClient;
   prefix: string;
   secrets: SecretResolver;
+  /**
+   * Collects every secret value and token the pool hands out, and scrubs them from what it stores; share the
+   * process's, so its log lines are scrubbed too. Default: the pool's own.
+   */
+  scrubber?: Scrubber;
   logger: Logger;
   clock?: Clock;
   random?: () => number;
@@ -111,7 +116,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     if (!options.config.services.has(name))
       throw new Error(`unknown service "${name}" (not in the services file)`);
   }
-  const scrubber = new Scrubber();
+  const scrubber = options.scrubber ?? new Scrubber();
   const writer = new DeadLetterWriter({ connection, prefix });
   const breakers = createBreakerRegistry({
     redis: connection,

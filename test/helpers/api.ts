@@ -13,6 +13,7 @@ import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { waitUntilReady } from '../../src/core/redis.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
 import { registerCleanup } from './cleanup.ts';
 
 /** One token per role the auth matrix needs. */
@@ -90,7 +91,7 @@ export async function startTestApi(options: {
   });
   // The API as `ferry api` builds it (buildFerryApi), only not listening on PORT.
   const api = await buildFerryApi(
-    { env, logger, config: options.config },
+    { env, logger, config: options.config, scrubber: new Scrubber() },
     {
       connection,
       eventsConnection,

@@ -10,6 +10,7 @@ import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -22,6 +23,7 @@ function runtimeOf(ferry: TestFerry): Runtime {
     env: readEnv({ FERRY_PREFIX: ferry.prefix }),
     logger: createLogger({ level: 'silent' }),
     config: ferry.config,
+    scrubber: new Scrubber(),
   };
 }
 

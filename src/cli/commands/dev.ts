@@ -57,7 +57,7 @@ export function registerDevCommand(program: Command): void {
       }
       const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
       const connection = await connectReady(runtime.env, 'worker', 'ferry-dev');
-      const pool = startWorkers(runtime, connection, undefined);
+      const { pool, secrets } = await startWorkers(runtime, connection, undefined);
       await pool.start();
       const services = [...runtime.config.services.keys()];
       lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
@@ -93,6 +93,7 @@ export function registerDevCommand(program: Command): void {
         await api.close();
         await producer.close();
         await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
+        secrets.close();
         connection.disconnect();
         producerConnection.disconnect();
         for (const stop of stops.reverse()) await stop();

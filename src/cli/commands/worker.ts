@@ -34,7 +34,7 @@ export function registerWorkerCommand(program: Command): void {
           `--services: unknown service(s) ${unknown.join(', ')} (not in ${env.FERRY_SERVICES})`,
         );
       const connection = await connectReady(env, 'worker', 'ferry-worker');
-      const pool = startWorkers(runtime, connection, services);
+      const { pool, secrets } = await startWorkers(runtime, connection, services);
       // FERRY_METRICS_PORT=0 turns the metrics server off, and with it every metric: nothing is counted.
       const metrics =
         env.FERRY_METRICS_PORT === 0
@@ -56,6 +56,7 @@ export function registerWorkerCommand(program: Command): void {
             }).catch(async (error: unknown) => {
               await metrics.close();
               await pool.close({ deadlineMs: 0 });
+              secrets.close();
               connection.disconnect();
               throw error;
             });
@@ -64,6 +65,7 @@ export function registerWorkerCommand(program: Command): void {
         // Scrapable until the last in-flight job has finished.
         await server?.close();
         await metrics?.close();
+        secrets.close();
         connection.disconnect();
       });
       await pool.start();
