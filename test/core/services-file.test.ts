@@ -288,7 +288,7 @@ describe('unknown options suggest the right one', () => {
     const text = 'services:\n  crm:\n    baseUrl: https://a.example.com\n    __proto__: { polluted: true }\n';
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([
       'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, rateLimit, auth, ' +
-        'headers, retry, breaker, maxResponseBytes, maxInputBytes, operations)',
+        'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, operations)',
       'services.crm.operations: required (at least one operation)',
     ]);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
@@ -373,5 +373,75 @@ describe('YAML', () => {
     expect(issuesOf(() => parseServicesConfig({ ...minimal(), servce: {} }, {}))).toEqual([
       'servce: unknown option (did you mean services?)',
     ]);
+  });
+});
+
+describe('oauth2 auth', () => {
+  const oauth2 = (extra: Record<string, unknown> = {}) =>
+    minimal({
+      auth: {
+        type: 'oauth2',
+        tokenUrl: 'https://id.example.com/oauth/token',
+        clientId: '{{ secrets.crm_client_id }}',
+        clientSecret: '{{ secrets.crm_client_secret }}',
+        ...extra,
+      },
+    });
+
+  it('compiles params and clientAuth, with Basic client auth by default', () => {
+    const crm = parseServicesConfig(oauth2({ scope: 'a b', params: { resource: 'urn:crm' } })).services.get(
+      'crm',
+    )!;
+    expect(crm.auth).toMatchObject({
+      type: 'oauth2',
+      scope: 'a b',
+      audience: undefined,
+      clientAuth: 'basic',
+    });
+    expect(crm.auth.type === 'oauth2' && [...crm.auth.params]).toEqual([['resource', 'urn:crm']]);
+    expect(crm.secretNames).toEqual(['crm_client_id', 'crm_client_secret']);
+    const body = parseServicesConfig(oauth2({ clientAuth: 'body' })).services.get('crm')!;
+    expect(body.auth).toMatchObject({ clientAuth: 'body' });
+    expect(body.auth.type === 'oauth2' && body.auth.params.size).toBe(0);
+  });
+
+  it.each<[string, Record<string, unknown>, string[]]>([
+    [
+      'an unknown clientAuth',
+      { clientAuth: 'post' },
+      ['services.crm.auth.clientAuth: must be one of basic, body'],
+    ],
+    [
+      'params Ferry sets itself',
+      { params: { grant_type: 'password', client_secret: 'x', scope: 'y' } },
+      [
+        'services.crm.auth.params.client_secret: is set by Ferry (use clientSecret)',
+        'services.crm.auth.params.grant_type: is set by Ferry (always client_credentials)',
+        'services.crm.auth.params.scope: is set by Ferry (use scope)',
+      ],
+    ],
+    [
+      'a template in params',
+      { params: { resource: '{{ secrets.x }}' } },
+      ['services.crm.auth.params.resource: must be plain text (templates are not supported here)'],
+    ],
+    ['a number in params', { params: { ttl: 60 } }, ['services.crm.auth.params.ttl: must be a string']],
+    [
+      'params not a mapping',
+      { params: ['a'] },
+      ['services.crm.auth.params: must be a mapping of form field names to strings'],
+    ],
+    [
+      'a templated tokenUrl',
+      { tokenUrl: 'https://{{ secrets.idp }}/token' },
+      ['services.crm.auth.tokenUrl: must be a static URL (templates are not supported here)'],
+    ],
+    [
+      'a typo',
+      { clientAuht: 'body' },
+      ['services.crm.auth.clientAuht: unknown option (did you mean clientAuth?)'],
+    ],
+  ])('refuses %s, naming the path', (_, extra, expected) => {
+    expect(issuesOf(() => parseServicesConfig(oauth2(extra), {})).sort()).toEqual(expected);
   });
 });

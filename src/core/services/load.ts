@@ -292,6 +292,8 @@ function compileAuth(
         clientSecret: compile(auth.clientSecret, 'value', 'clientSecret'),
         scope: auth.scope,
         audience: auth.audience,
+        params: readonlyMap(Object.entries(auth.params ?? {})),
+        clientAuth: auth.clientAuth ?? 'basic',
       };
   }
 }

@@ -56,6 +56,8 @@ export const OPERATION_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] as const;
 export const AUTH_TYPES = ['none', 'bearer', 'basic', 'apiKey', 'oauth2'] as const;
 export const TENANT_SECRETS_MODES = ['fallback', 'required'] as const;
+/** How an oauth2 client authenticates to the token endpoint (RFC 6749 §2.3.1). */
+export const OAUTH2_CLIENT_AUTH = ['basic', 'body'] as const;
 /** Node.js fires a timer longer than 2^31 - 1 ms at once, so no `…Ms` option may exceed it. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
@@ -249,6 +251,40 @@ const baseUrl = z.string({ error: expecting('an http(s) URL') }).superRefine((va
 
 const secretTemplate = (mode: TemplateMode) => template(mode, { input: false });
 
+/** Form fields of the token request Ferry sets itself; `params` may not set them (use scope and audience). */
+const OAUTH2_OWN_PARAMS: Readonly<Record<string, string>> = {
+  grant_type: 'always client_credentials',
+  client_id: 'use clientId',
+  client_secret: 'use clientSecret',
+  scope: 'use scope',
+  audience: 'use audience',
+};
+
+/**
+ * Extra form fields of the token request (`resource`, `tenant_id`, …): plain text, sent as written. No
+ * templates: a `{{ … }}` would otherwise be sent literally, which is never what was meant.
+ */
+const tokenParams = z
+  .record(
+    z.string().min(1, { error: 'must not be empty' }),
+    z
+      .string({ error: 'must be a string' })
+      .refine((value) => !value.includes('{{') && !value.includes('}}'), {
+        error: 'must be plain text (templates are not supported here)',
+      }),
+    { error: 'must be a mapping of form field names to strings' },
+  )
+  .superRefine((record, context) => {
+    for (const name of Object.keys(record)) {
+      if (Object.hasOwn(OAUTH2_OWN_PARAMS, name))
+        context.addIssue({
+          code: 'custom',
+          message: `is set by Ferry (${OAUTH2_OWN_PARAMS[name]})`,
+          path: [name],
+        });
+    }
+  }, WHEN_MAPPING);
+
 const auth = z.discriminatedUnion(
   'type',
   [
@@ -279,6 +315,10 @@ const auth = z.discriminatedUnion(
       clientSecret: secretTemplate('value'),
       scope: z.string().min(1, { error: 'must not be empty' }).optional(),
       audience: z.string().min(1, { error: 'must not be empty' }).optional(),
+      params: tokenParams.optional(),
+      clientAuth: z
+        .enum(OAUTH2_CLIENT_AUTH, { error: `must be one of ${OAUTH2_CLIENT_AUTH.join(', ')}` })
+        .optional(),
     }),
   ],
   {

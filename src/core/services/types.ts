@@ -54,14 +54,26 @@ export type AuthConfig =
       readonly query: string | undefined;
       readonly value: CompiledTemplate;
     }
-  | {
-      readonly type: 'oauth2';
-      readonly tokenUrl: string;
-      readonly clientId: CompiledTemplate;
-      readonly clientSecret: CompiledTemplate;
-      readonly scope: string | undefined;
-      readonly audience: string | undefined;
-    };
+  | OAuth2Auth;
+
+/** Client-credentials grant (RFC 6749 §4.4); the worker caches the token (src/worker/http/oauth2.ts). */
+export interface OAuth2Auth {
+  readonly type: 'oauth2';
+  /** Static http(s) URL of the token endpoint. */
+  readonly tokenUrl: string;
+  /** Templates (mode `value`) that may read secrets and the tenant, never input. */
+  readonly clientId: CompiledTemplate;
+  readonly clientSecret: CompiledTemplate;
+  readonly scope: string | undefined;
+  readonly audience: string | undefined;
+  /** Extra form fields of the token request, sent as written. Default none. */
+  readonly params: ReadonlyMap<string, string>;
+  /**
+   * How client_id and client_secret reach the token endpoint (RFC 6749 §2.3.1): `basic`, an HTTP Basic
+   * Authorization header (every server must support it; the default), or `body`, form fields.
+   */
+  readonly clientAuth: 'basic' | 'body';
+}
 
 export interface RetryPolicy {
   /** Ferry attempts before the job is dead-lettered (>= 1). */
