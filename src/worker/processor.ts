@@ -3,7 +3,13 @@
  * Outcome and never throws; it knows nothing of BullMQ (delivery.ts applies the outcome to the queue).
  */
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
-import { CircuitOpenError, type FerryError, isFerryError, ValidationError } from '../core/errors.ts';
+import {
+  CircuitOpenError,
+  type FerryError,
+  isFerryError,
+  TimeoutError,
+  ValidationError,
+} from '../core/errors.ts';
 import {
   issuePath,
   isTriviallyValidJobData,
@@ -11,14 +17,16 @@ import {
   jobDataSchema,
   type JobResult,
 } from '../core/job.ts';
-import type { ServiceConfig, TemplateContext } from '../core/services/types.ts';
+import type { OAuth2Auth, ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
 import type { Scrubber } from '../secrets/scrub.ts';
-import { callDownstream } from './http/call.ts';
+import { authorizeBearer } from './http/auth.ts';
+import { callDownstream, type CallResponse } from './http/call.ts';
 import { classifyError, isUnhealthyFailure } from './http/classify.ts';
+import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from './http/oauth2.ts';
 import type { PoolSet } from './http/pools.ts';
-import { buildRequest } from './http/request.ts';
+import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 
 export type AttemptOutcome =
@@ -43,6 +51,8 @@ export interface ProcessorDeps {
   secrets: SecretResolver;
   scrubber: Scrubber;
   pools: PoolSet;
+  /** OAuth2 client-credentials tokens, one cache per worker pool. */
+  tokens: TokenCache;
   clock: Clock;
 }
 
@@ -87,19 +97,27 @@ export async function runAttempt(
       job: { id: job.id, idempotencyKey: data.idempotencyKey ?? job.id },
     };
     const request = buildRequest(service, operation, context);
-    const call = (): ReturnType<typeof callDownstream> =>
-      callDownstream(deps.pools, request, {
-        timeoutMs: operation.timeoutMs,
-        maxResponseBytes: service.maxResponseBytes,
-        maxRetryAfterMs: service.retry.maxRetryAfterMs,
+    let response: CallResponse;
+    if (service.auth.type === 'oauth2') {
+      response = await callWithToken(
+        service.auth,
+        request,
+        context,
+        deps,
         signal,
-        now: deps.clock.now,
-      });
-    // A call this worker aborted for shutdown says nothing about the service's health: never count it.
-    const response =
-      deps.breaker === undefined
-        ? await call()
-        : await deps.breaker.execute(call, (error) => isUnhealthyFailure(error) && signal?.aborted !== true);
+        startedAt + operation.timeoutMs,
+      );
+    } else {
+      const call = (): Promise<CallResponse> =>
+        callDownstream(deps.pools, request, {
+          timeoutMs: operation.timeoutMs,
+          maxResponseBytes: service.maxResponseBytes,
+          maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          signal,
+          now: deps.clock.now,
+        });
+      response = await throughBreaker(call, deps, signal);
+    }
     const { body, truncated } = parseBody(response.raw, headerString(response.headers['content-type']));
     const result: Omit<JobResult, 'attempts'> = {
       status: response.status,
@@ -122,6 +140,78 @@ export async function runAttempt(
     }
     return { kind: 'failed', error, durationMs };
   }
+}
+
+/** A call this worker aborted for shutdown says nothing about the service's health: never count it. */
+function throughBreaker(
+  call: () => Promise<CallResponse>,
+  deps: ProcessorDeps,
+  signal: AbortSignal | undefined,
+): Promise<CallResponse> {
+  return deps.breaker === undefined
+    ? call()
+    : deps.breaker.execute(call, (error) => isUnhealthyFailure(error) && signal?.aborted !== true);
+}
+
+/**
+ * An oauth2 service's call: a token from the cache (fetched when missing; the token request is not a call to
+ * the service, so it is outside the breaker), then the call with it. A 401 to a cached token may only mean the
+ * token was revoked or expired early: drop it, fetch a fresh one and call again at once, in the same attempt
+ * (DESIGN §2, §4: the refresh uses no attempt). A 401 to a fresh token is the credentials' fault and fails
+ * the attempt (AuthenticationError, dead-lettered). Token request and calls share the attempt's deadline.
+ */
+async function callWithToken(
+  auth: OAuth2Auth,
+  request: OutboundRequest,
+  context: TemplateContext,
+  deps: ProcessorDeps,
+  signal: AbortSignal | undefined,
+  deadlineMs: number,
+): Promise<CallResponse> {
+  const { service } = deps;
+  const remainingMs = (): number => {
+    const left = deadlineMs - deps.clock.now();
+    if (left <= 0) throw new TimeoutError('attempt exceeded its timeout');
+    return left;
+  };
+  const grant = renderGrant(service.name, auth, context);
+  const call = (token: AccessToken): Promise<CallResponse> =>
+    throughBreaker(
+      () =>
+        callDownstream(deps.pools, authorizeBearer(request, token.value), {
+          timeoutMs: remainingMs(),
+          maxResponseBytes: service.maxResponseBytes,
+          maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          signal,
+          now: deps.clock.now,
+        }),
+      deps,
+      signal,
+    );
+  const token = await fetchToken(grant, deps, signal, remainingMs());
+  try {
+    return await call(token);
+  } catch (error) {
+    if (!token.fromCache || !isFerryError(error) || error.status !== 401 || signal?.aborted === true)
+      throw error;
+  }
+  deps.tokens.invalidate(token.key, token.value);
+  const fresh = await fetchToken(grant, deps, signal, remainingMs());
+  try {
+    return await call(fresh);
+  } catch (error) {
+    if (isFerryError(error) && error.status === 401) error.message += ' (also after a token refresh)';
+    throw error;
+  }
+}
+
+function fetchToken(
+  grant: TokenGrant,
+  deps: ProcessorDeps,
+  signal: AbortSignal | undefined,
+  timeoutMs: number,
+): AccessToken | Promise<AccessToken> {
+  return deps.tokens.get(grant, { timeoutMs, maxRetryAfterMs: deps.service.retry.maxRetryAfterMs, signal });
 }
 
 /** Job data through the schema; a ValidationError naming the first bad field. */

@@ -18,6 +18,7 @@ import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
+import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
 
@@ -118,6 +119,8 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   }
   const scrubber = options.scrubber ?? new Scrubber();
   const writer = new DeadLetterWriter({ connection, prefix });
+  // One per pool: every service's oauth2 tokens, each handed to the scrubber as it arrives.
+  const tokens = new TokenCache({ observer: scrubber, clock });
   const breakers = createBreakerRegistry({
     redis: connection,
     keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker`,
@@ -171,6 +174,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       secrets: options.secrets,
       scrubber,
       pools,
+      tokens,
       clock,
       queue: queue as unknown as Queue<JobData>,
       writer,
@@ -326,6 +330,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         const rest = Promise.all([
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
+          tokens.close(),
           writer.close(),
           breakers.close(),
         ]);

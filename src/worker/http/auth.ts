@@ -1,4 +1,3 @@
-import { ConfigurationError } from '../../core/errors.ts';
 import type { AuthConfig, TemplateContext } from '../../core/services/types.ts';
 
 export interface AuthParts {
@@ -8,7 +7,11 @@ export interface AuthParts {
 
 const NONE: AuthParts = Object.freeze({ headers: [], query: [] }) as AuthParts;
 
-/** The header or query parameter a service's auth adds. OAuth2 is resolved by its own token cache (later). */
+/**
+ * The header or query parameter a service's auth adds. OAuth2 adds nothing here: its token comes from the
+ * token cache (oauth2.ts) once the request has rendered, so a bad job never costs a token request, and the
+ * processor sets it with `authorizeBearer`.
+ */
 export function renderAuth(auth: AuthConfig, context: TemplateContext): AuthParts {
   switch (auth.type) {
     case 'none':
@@ -28,6 +31,11 @@ export function renderAuth(auth: AuthConfig, context: TemplateContext): AuthPart
       return { headers: [], query: [[auth.query ?? 'api_key', value]] };
     }
     case 'oauth2':
-      throw new ConfigurationError('oauth2 auth is not supported by this version of Ferry yet');
+      return NONE;
   }
+}
+
+/** The request with `Authorization: Bearer <token>` (RFC 6750 §2.1), over any configured Authorization. */
+export function authorizeBearer<R extends { headers: Record<string, string> }>(request: R, token: string): R {
+  return { ...request, headers: { ...request.headers, authorization: `Bearer ${token}` } };
 }
