@@ -101,6 +101,9 @@ const envSchema = z.object({
 
 export type Env = Readonly<z.infer<typeof envSchema>>;
 
+/** Every variable readEnv reads (README's configuration table lists each; a test holds it to this). */
+export const ENV_VARIABLES: readonly string[] = Object.freeze(Object.keys(envSchema.shape));
+
 export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
