@@ -1,6 +1,6 @@
 /**
- * One attempt of one job: validate → resolve secrets → render → breaker → call → classify. Returns an
- * Outcome and never throws; it knows nothing of BullMQ (delivery.ts applies the outcome to the queue).
+ * One attempt of one job: validate → resolve secrets → render → token (oauth2) → breaker → call → classify.
+ * Returns an Outcome and never throws; it knows nothing of BullMQ (delivery.ts applies the outcome to the queue).
  */
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
 import {
@@ -175,11 +175,13 @@ async function callWithToken(
     return left;
   };
   const grant = renderGrant(service.name, auth, context);
-  const call = (token: AccessToken): Promise<CallResponse> =>
-    throughBreaker(
+  const call = (token: AccessToken): Promise<CallResponse> => {
+    // Measured before the breaker: an attempt the token request used up never reached the service.
+    const timeoutMs = remainingMs();
+    return throughBreaker(
       () =>
         callDownstream(deps.pools, authorizeBearer(request, token.value), {
-          timeoutMs: remainingMs(),
+          timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
           signal,
@@ -188,6 +190,7 @@ async function callWithToken(
       deps,
       signal,
     );
+  };
   const token = await fetchToken(grant, deps, signal, remainingMs());
   try {
     return await call(token);
