@@ -3,7 +3,7 @@
  * service and the workers, says so, runs its three demo jobs, and on SIGTERM stops everything it started.
  * Without redis-server installed it fails with one line that says what to install.
  */
-import { copyFile, mkdir, readdir } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 
@@ -108,10 +108,13 @@ describe('ferry dev', () => {
     const redisLine = await dev.waitForLine(/^\s+redis\s+/, { timeoutMs: 30_000 });
     expect(redisLine.trim()).toBe(`redis     ${redis.url}`);
     await dev.waitForLine('Ferry dev is running');
-    // The workers set up the demo queue on the given Redis; no .ferry/redis was made.
+    // The workers set up the demo queue on the given Redis; no .ferry/redis was made, only the dev master key
+    // of the secret store (owner-only), which the banner names.
     const metaKey = `ferry:${serviceQueueName('demo')}:meta`;
     expect(await redis.client.exists(metaKey)).toBe(1);
-    await expect(readdir(join(cwd, '.ferry'))).rejects.toThrow(/ENOENT/);
+    expect(await readdir(join(cwd, '.ferry'))).toEqual(['secrets.key']);
+    expect((await stat(join(cwd, '.ferry', 'secrets.key'))).mode & 0o777).toBe(0o600);
+    expect(dev.stdout.join('\n')).toContain(`secrets   store key in ${join(cwd, '.ferry', 'secrets.key')}`);
     dev.terminate();
     expect((await dev.waitForExit(20_000)).code).toBe(0);
   }, 60_000);

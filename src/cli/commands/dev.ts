@@ -55,6 +55,14 @@ export function registerDevCommand(program: Command): void {
         stops.push(() => demo.close());
         lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
       }
+      // The secret store works out of the box: a master key of this checkout's own, kept next to the private
+      // Redis's data so values set in one run open in the next. Never used when a key is configured.
+      if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE === undefined) {
+        const keyFile = join(process.cwd(), '.ferry', 'secrets.key');
+        await ensureDevMasterKey(keyFile);
+        process.env.FERRY_SECRETS_KEY_FILE = keyFile;
+        lines.push(`secrets   store key in ${keyFile} (dev only; set FERRY_SECRETS_KEY in production)`);
+      }
       const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
       const connection = await connectReady(runtime.env, 'worker', 'ferry-dev');
       const { pool, secrets } = await startWorkers(runtime, connection, undefined);
@@ -103,7 +111,8 @@ export function registerDevCommand(program: Command): void {
         `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:\n` +
           `  curl -s -H 'authorization: Bearer ${token}' -H 'content-type: application/json' \\\n` +
           `    -d '{"service":"demo","operation":"echo","input":{"hello":"world"}}' ${api.url}/v1/jobs\n` +
-          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n\n`,
+          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n` +
+          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} FERRY_SECRETS_KEY_FILE=${process.env.FERRY_SECRETS_KEY_FILE ?? ''} npx ferry secrets list\n\n`,
       );
       if (
         options.demoJobs &&
@@ -113,6 +122,21 @@ export function registerDevCommand(program: Command): void {
         void runDemoJobs(producer, runtime.logger);
       }
     });
+}
+
+/** Creates the dev master key file (owner-only) unless it exists. */
+async function ensureDevMasterKey(path: string): Promise<void> {
+  const [{ mkdir, writeFile }, { dirname }, { generateMasterKey }] = await Promise.all([
+    import('node:fs/promises'),
+    import('node:path'),
+    import('../../secrets/crypto.ts'),
+  ]);
+  await mkdir(dirname(path), { recursive: true });
+  try {
+    await writeFile(path, `${generateMasterKey()}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
 }
 
 /** One job that succeeds, one that retries then succeeds, one that is dead-lettered: the whole pipeline at a glance. */
