@@ -10,7 +10,7 @@ import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { generateMasterKey } from '../../src/secrets/crypto.ts';
 import { createSecretsRuntime } from '../../src/secrets/setup.ts';
-import { startDownstream } from '../helpers/downstream.ts';
+import { type RecordedRequest as Req, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
@@ -40,7 +40,7 @@ describe('outbound auth from the store', () => {
     [
       'basic',
       { type: 'basic', username: 'user', password: '{{ secrets.key }}' },
-      (r: Req) => Buffer.from((r.headers.authorization ?? '').replace('Basic ', ''), 'base64').toString(),
+      (r: Req) => Buffer.from(String(r.headers.authorization).replace('Basic ', ''), 'base64').toString(),
       'user:',
     ],
     [
@@ -123,5 +123,3 @@ describe('outbound auth from the store', () => {
     ]);
   });
 });
-
-type Req = { headers: Record<string, string | undefined>; url: string };
