@@ -16,6 +16,7 @@ import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './e
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { secretRoutes } from './routes/secrets.ts';
 import { serviceRoutes } from './routes/services.ts';
 import { serializerCompiler, validatorCompiler } from './schemas.ts';
 
@@ -149,6 +150,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
         { name: 'dead-letters', description: 'jobs that will not succeed' },
         { name: 'services', description: 'configured services and their breakers' },
         { name: 'queues', description: 'service queues' },
+        { name: 'secrets', description: 'secret versions and rotation (admin; values never shown)' },
         { name: 'health', description: 'liveness, readiness, metrics' },
       ],
     },
@@ -159,6 +161,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   jobRoutes(app, ctx);
   serviceRoutes(app, ctx);
   deadLetterRoutes(app, ctx);
+  secretRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);
   return app;
 }

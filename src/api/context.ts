@@ -6,7 +6,37 @@ import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import type { Producer } from '../producer/producer.ts';
+import type { SecretStore } from '../secrets/redis-store.ts';
+import type { SecretObserver, SecretResolver, SecretSource } from '../secrets/resolver.ts';
 import { NotFoundError } from './errors.ts';
+
+/** What `POST /v1/secrets/:key/test` asks for: one live call of `service.operation` with the staged `value`. */
+export interface SecretTestRequest {
+  readonly key: string;
+  readonly value: string;
+  readonly service: string;
+  readonly operation: string;
+  readonly input?: unknown;
+  readonly tenant?: string;
+}
+
+/** What the call did (the worker's SecretTestOutcome; the API may not import src/worker, so it is restated). */
+export type SecretTestOutcome =
+  | { outcome: 'completed'; status: number; durationMs: number; body: unknown; bodyTruncated?: boolean }
+  | { outcome: 'failed'; error: { type: string; message: string; status?: number }; durationMs: number };
+
+/** The admin secrets routes' collaborators (DESIGN §5), built by cli/ (src/cli/api-server.ts). */
+export interface ApiSecrets {
+  /** Undefined, or without a keyring, when FERRY_SECRETS_KEY is unset: values can then not be set or read. */
+  readonly store: SecretStore | undefined;
+  /** The sources in lookup order: where else a name is defined. */
+  readonly sources: readonly SecretSource[];
+  readonly resolver: SecretResolver;
+  /** One live call with a staged value, changing nothing (the worker's testStagedSecret, passed in by cli/). */
+  testStaged(request: SecretTestRequest): Promise<SecretTestOutcome>;
+  /** The process's Scrubber: every value the routes handle is scrubbed from its log lines. */
+  readonly scrubber?: SecretObserver;
+}
 
 export interface ApiContext {
   readonly config: ServicesConfig;
@@ -14,6 +44,8 @@ export interface ApiContext {
   /** Producer-role connection: fails fast (no offline queue) while Redis is down. */
   readonly connection: RedisClient;
   readonly prefix: string;
+  /** The secrets routes' store and sources (cli/ builds them); without it those routes are not mounted. */
+  readonly secrets?: ApiSecrets;
   /** The service's BullMQ queue (opened on first use, closed with the app). */
   queue(service: string): Queue<JobData, JobResult>;
   /** Throws NotFoundError naming the service when the services file has no such service. */
@@ -26,6 +58,7 @@ export function createApiContext(options: {
   producer: Producer;
   connection: RedisClient;
   prefix: string;
+  secrets?: ApiSecrets;
 }): ApiContext {
   const queues = new Map<string, Queue<JobData, JobResult>>();
   const assertService = (service: string): void => {

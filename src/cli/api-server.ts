@@ -16,6 +16,9 @@ import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
 import { Producer } from '../producer/producer.ts';
+import { SecretStore } from '../secrets/redis-store.ts';
+import { createSecretsRuntime } from '../secrets/setup.ts';
+import { testStagedSecret } from '../worker/secret-test.ts';
 import type { WorkerPool } from '../worker/worker-pool.ts';
 import { createProcessMetrics, type Runtime } from './runtime.ts';
 
@@ -39,6 +42,8 @@ export interface FerryApiOptions {
   pool?: WorkerPool;
   /** Server-Sent Events settings (tests shorten the heartbeat). */
   sse?: SseOptions;
+  /** Where FERRY_SECRET_<NAME> values are read for the secrets routes (default process.env). */
+  processEnv?: NodeJS.ProcessEnv;
 }
 
 /** The whole API, built and not listening: routes, job events, dead letters, Bull Board, metrics. */
@@ -50,7 +55,30 @@ export async function buildFerryApi(
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
   const producer = new Producer({ connection, prefix, services: config.services });
-  const ctx = createApiContext({ config, producer, connection, prefix });
+  // No cache (FERRY_SECRETS_CACHE_MS 0) and no watch: the API resolves values only for a rare secrets test,
+  // which must see a change made a moment ago, and a cache nothing clears would not.
+  const secrets = await createSecretsRuntime({
+    env: { ...env, FERRY_SECRETS_CACHE_MS: 0 },
+    ...(options.processEnv === undefined ? {} : { processEnv: options.processEnv }),
+    connection,
+    prefix,
+    logger,
+    watch: false,
+  });
+  const ctx = createApiContext({
+    config,
+    producer,
+    connection,
+    prefix,
+    secrets: {
+      // Without a master key the store still lists, promotes, rolls back and deletes (it opens no value).
+      store: secrets.store ?? new SecretStore({ connection, prefix, keyring: undefined }),
+      sources: secrets.sources,
+      resolver: secrets.resolver,
+      testStaged: (request) => testStagedSecret({ config, resolver: secrets.resolver, ...request }),
+      scrubber: runtime.scrubber,
+    },
+  });
   const deadLetters = new DeadLetterReader({ connection, prefix });
   const metrics = createProcessMetrics(runtime, connection, {
     ...(options.pool === undefined ? {} : { pool: options.pool }),
@@ -94,6 +122,7 @@ export async function buildFerryApi(
         await metrics.close();
         await deadLetterQueue.close();
         await producer.close();
+        secrets.close();
       })();
       return closing;
     },

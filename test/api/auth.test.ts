@@ -18,6 +18,8 @@ import { tempDir } from '../helpers/processes.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
+/** FERRY_SECRETS_KEY of the matrix's API (32 bytes, hex). */
+const SECRETS_KEY = 'ab'.repeat(32);
 
 describe('token list', () => {
   it.each([
@@ -251,6 +253,82 @@ const ROWS: Row[] = [
     otherService: { status: 403 },
     ok: 204,
   },
+  {
+    method: 'GET',
+    route: '/v1/secrets',
+    path: () => '/v1/secrets',
+    wrongScope: TOKENS.writer,
+    // Listed for a tenant-limited admin too, filtered to its tenants' keys.
+    otherTenant: { token: TOKENS.acmeAdmin, status: 200 },
+    ok: 200,
+  },
+  {
+    method: 'GET',
+    route: '/v1/secrets/:key',
+    path: () => '/v1/secrets/matrix_key',
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'PUT',
+    route: '/v1/secrets/:key',
+    path: () => '/v1/secrets/matrix_key',
+    body: () => ({ value: 'matrix-value-put' }),
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 201,
+  },
+  {
+    method: 'POST',
+    route: '/v1/secrets/:key/stage',
+    path: () => '/v1/secrets/matrix_key/stage',
+    body: () => ({ value: 'matrix-value-stage' }),
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 201,
+  },
+  {
+    method: 'POST',
+    route: '/v1/secrets/:key/test',
+    path: () => '/v1/secrets/matrix_key/test',
+    body: () => ({ service: 'keyed', operation: 'ping' }),
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'POST',
+    route: '/v1/secrets/:key/promote',
+    path: () => '/v1/secrets/matrix_key/promote',
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'POST',
+    route: '/v1/secrets/:key/rollback',
+    path: () => '/v1/secrets/matrix_key/rollback',
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'DELETE',
+    route: '/v1/secrets/:key',
+    path: () => '/v1/secrets/matrix_key',
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 204,
+  },
+  {
+    method: 'POST',
+    route: '/v1/secrets/reencrypt',
+    path: () => '/v1/secrets/reencrypt',
+    wrongScope: TOKENS.reader,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    ok: 200,
+  },
 ];
 
 const BOARD = '/admin/queues';
@@ -285,10 +363,33 @@ async function setup(): Promise<{ api: TestApi; ids: Ids }> {
           operations: { create: { method: 'POST', path: '/x', body: '{{ input }}' } },
         },
         other: { baseUrl: downstream.url, operations: { ping: { method: 'GET', path: '/ping' } } },
+        // Reads matrix_key: the secrets rows test it.
+        keyed: {
+          baseUrl: downstream.url,
+          headers: { 'x-api-key': '{{ secrets.matrix_key }}' },
+          operations: { ping: { method: 'GET', path: '/ping' } },
+        },
       },
     },
   });
-  const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
+  const api = await startTestApi({
+    redisUrl: redis.url,
+    prefix: ferry.prefix,
+    config: ferry.config,
+    secretsKey: SECRETS_KEY,
+  });
+  // matrix_key with a previous, a current and a staged version: every secrets row's admin request succeeds.
+  for (const [method, path] of [
+    ['PUT', '/v1/secrets/matrix_key'],
+    ['PUT', '/v1/secrets/matrix_key'],
+    ['POST', '/v1/secrets/matrix_key/stage'],
+  ] as const) {
+    const seeded = await api.request(method, path, {
+      token: TOKENS.admin,
+      body: { value: 'matrix-seed-value' },
+    });
+    expect(seeded.status).toBe(201);
+  }
   const globexJob = (await ferry.producer.enqueue({ ...job })).id;
   const delayedJob = (await ferry.producer.enqueue({ ...job, delayMs: 60_000 })).id;
   const writer = new DeadLetterWriter({ connection: ferry.connection, prefix: ferry.prefix });

@@ -26,6 +26,10 @@ export const TOKENS = {
   /** jobs:write + jobs:read, service `other` only. */
   otherService: 'other-svc-token-0123456789abc',
   wrong: 'wrong-token-0123456789abcdefgh',
+  /** admin, tenant acme only. */
+  acmeAdmin: 'acme-admin-token-0123456789abc',
+  /** admin, service `other` only. */
+  otherServiceAdmin: 'other-admin-token-0123456789ab',
 } as const;
 
 export const TOKEN_CONFIG = [
@@ -34,6 +38,8 @@ export const TOKEN_CONFIG = [
   { name: 'reader', token: TOKENS.reader, scopes: ['jobs:read'] },
   { name: 'acme', token: TOKENS.acme, scopes: ['jobs:write', 'jobs:read'], tenants: ['acme'] },
   { name: 'other', token: TOKENS.otherService, scopes: ['jobs:write', 'jobs:read'], services: ['other'] },
+  { name: 'acme-admin', token: TOKENS.acmeAdmin, scopes: ['admin'], tenants: ['acme'] },
+  { name: 'other-admin', token: TOKENS.otherServiceAdmin, scopes: ['admin'], services: ['other'] },
 ];
 
 /** A parsed JSON response body: tests assert on its shape, so it is deliberately untyped. */
@@ -47,6 +53,8 @@ export interface TestApi {
   logs: string[];
   /** `METHOD /url` of every route the app registered. */
   routes: readonly string[];
+  /** The process Scrubber the API was given (not applied to `logs`, so a test sees what was really logged). */
+  scrubber: Scrubber;
   /** A request over HTTP; `token` sets `Authorization: Bearer`. */
   request(
     method: string,
@@ -63,6 +71,10 @@ export async function startTestApi(options: {
   bodyLimitBytes?: number;
   /** Server-Sent Events settings (a short heartbeat). */
   sse?: SseOptions;
+  /** FERRY_SECRETS_KEY of the API process (the secrets routes can then seal and open values). */
+  secretsKey?: string;
+  /** FERRY_SECRET_<NAME> values the API's env source reads (default none, not the test process's env). */
+  processEnv?: NodeJS.ProcessEnv;
 }): Promise<TestApi> {
   const logs: string[] = [];
   const destination = new Writable({
@@ -88,15 +100,18 @@ export async function startTestApi(options: {
     ...(options.bodyLimitBytes === undefined
       ? {}
       : { FERRY_API_BODY_LIMIT_BYTES: String(options.bodyLimitBytes) }),
+    ...(options.secretsKey === undefined ? {} : { FERRY_SECRETS_KEY: options.secretsKey }),
   });
+  const scrubber = new Scrubber();
   // The API as `ferry api` builds it (buildFerryApi), only not listening on PORT.
   const api = await buildFerryApi(
-    { env, logger, config: options.config, scrubber: new Scrubber() },
+    { env, logger, config: options.config, scrubber },
     {
       connection,
       eventsConnection,
       tokens: TokenSet.parse(TOKEN_CONFIG, 'test tokens'),
       ...(options.sse === undefined ? {} : { sse: options.sse }),
+      processEnv: options.processEnv ?? {},
     },
   );
   const { app } = api;
@@ -119,6 +134,7 @@ export async function startTestApi(options: {
     connection,
     logs,
     routes: app.ferryRoutes,
+    scrubber,
     close,
     async request(method, path, requestOptions = {}) {
       const headers: Record<string, string> = { ...requestOptions.headers };
