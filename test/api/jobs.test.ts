@@ -309,6 +309,9 @@ describe('GET and DELETE /v1/jobs/:service/:id', () => {
     });
     const cancel = await api.request('DELETE', `/v1/jobs/svc/${delayed.body.id}`, { token: TOKENS.writer });
     expect(cancel.status).toBe(204);
+    // The audit line names who cancelled (a field named `token` would be censored by the redact paths).
+    const audit = api.logs.find((line) => line.includes('job cancelled'));
+    expect(JSON.parse(audit ?? '{}')).toMatchObject({ jobId: delayed.body.id, tokenName: 'writer' });
     expect(
       (await api.request('GET', `/v1/jobs/svc/${delayed.body.id}`, { token: TOKENS.reader })).status,
     ).toBe(404);

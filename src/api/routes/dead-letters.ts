@@ -150,7 +150,7 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const detail = await visible(principal, id);
       if (!(await purger.delete(id))) throw new NotFoundError(`dead letter "${id}" not found`);
       request.log.info(
-        { deadLetterId: id, service: detail.service, token: principal.name },
+        { deadLetterId: id, service: detail.service, tokenName: principal.name },
         'dead letter deleted',
       );
       return reply.code(204).send();

@@ -231,7 +231,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
             : `job "${id}" is ${view.state}; only waiting or delayed jobs can be cancelled`,
         );
       }
-      request.log.info({ service, jobId: id, token: request.principal!.name }, 'job cancelled');
+      request.log.info({ service, jobId: id, tokenName: request.principal!.name }, 'job cancelled');
       return reply.code(204).send();
     },
   );

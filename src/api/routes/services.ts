@@ -196,7 +196,7 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
         requireService(principal, service);
         if (action === 'pause') await queue.pause();
         else await queue.resume();
-        request.log.info({ service, token: principal.name }, `queue ${action}d`);
+        request.log.info({ service, tokenName: principal.name }, `queue ${action}d`);
         return { service, paused: await queue.isPaused() };
       },
     );
