@@ -6,6 +6,7 @@ import { registerApiCommand } from './commands/api.ts';
 import { registerConfigCommand } from './commands/config.ts';
 import { registerDevCommand } from './commands/dev.ts';
 import { registerEnqueueCommand } from './commands/enqueue.ts';
+import { registerSecretsCommand } from './commands/secrets.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
 import { EXIT_FAILURE, EXIT_USAGE, printError, UsageError } from './output.ts';
 
@@ -17,7 +18,6 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 
 const program = new Command('ferry')
   .description('Ferry: queue-based integration worker')
-  .version('0.1.0')
   .addHelpText(
     'after',
     `
@@ -27,6 +27,7 @@ Examples:
   $ REDIS_URL=redis://127.0.0.1:6379 FERRY_API_TOKENS_FILE=./tokens.yaml ferry api
   $ ferry enqueue crm createContact --input '{"email":"ada@example.com"}' --wait
   $ ferry config check ./ferry.services.yaml
+  $ ferry secrets stage crm_key < new-key.txt     # then secrets test, promote
 
 Environment: REDIS_URL, FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README).`,
   )
@@ -39,6 +40,12 @@ registerWorkerCommand(program);
 registerApiCommand(program);
 registerEnqueueCommand(program);
 registerConfigCommand(program);
+registerSecretsCommand(program);
+
+// commander takes a root option anywhere in the line, so a root --version would swallow `ferry secrets delete
+// crm_key --version 3` (print 0.1.0, delete nothing, exit 0). Ferry's own --version is meant only first.
+const first = process.argv[2];
+if (first === undefined || ['-V', '--version', '-h', '--help'].includes(first)) program.version('0.1.0');
 
 try {
   await program.parseAsync(process.argv);

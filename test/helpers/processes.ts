@@ -35,6 +35,8 @@ export interface SpawnOptions {
    */
   env?: Record<string, string | undefined>;
   cwd?: string;
+  /** Written to the child's stdin, which is then closed; without it stdin is not connected (`ignore`). */
+  stdin?: string;
 }
 
 /** Whoever reads the runner's env: keys a child must never inherit by accident. */
@@ -76,8 +78,13 @@ export class FerryProcess {
     this.child = spawn(process.execPath, [CLI, ...args], {
       cwd: options.cwd ?? ROOT,
       env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [options.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    if (options.stdin !== undefined) {
+      // A child that exits before reading all of it closes the pipe: not the test's failure.
+      this.child.stdin!.on('error', () => undefined);
+      this.child.stdin!.end(options.stdin);
+    }
     live.add(this.child);
     installExitHook();
     this.#lines.setMaxListeners(0);
