@@ -17,5 +17,11 @@ export {
   createBreakerRegistry,
 } from './registry.ts';
 export type { BreakerStateChangedEvent, BreakerSyncErrorEvent, ServiceBreaker } from './service-breaker.ts';
-export { type ObservedRecord, readSharedState, type RedisLike } from './shared-state.ts';
+export {
+  clearSharedState,
+  type ObservedRecord,
+  readSharedState,
+  type RedisLike,
+  writeSharedOpen,
+} from './shared-state.ts';
 export type { BreakerState, SharedOpenRecord, TransitionSource } from './state.ts';

@@ -123,7 +123,7 @@ export class Breaker implements ServiceBreaker {
       throw new RangeError(`breaker "${this.name}": open() durationMs must be > 0 (got ${durationMs})`);
     }
     const nowMs = this.#ctx.clock.now();
-    const record: SharedOpenRecord = { untilMs: nowMs + durationMs, openedAtMs: nowMs };
+    const record: SharedOpenRecord = { untilMs: nowMs + durationMs, openedAtMs: nowMs, manual: true };
     // Shared first: when this resolves every process will follow, and a failure changes nothing here.
     await this.#writeShared(this.#openWriter(record, 'replace'), false);
     this.#transition({ type: 'manualOpened', untilMs: record.untilMs });

@@ -35,15 +35,19 @@ export interface ObservedRecord {
 /** How an open is written: `replace` (manual open) or `extend` (never shortens a longer open already stored). */
 export type OpenWriteMode = 'replace' | 'extend';
 
-// KEYS[1] key; ARGV[1] JSON, ARGV[2] untilMs, ARGV[3] PX. Returns the stored JSON afterwards, so a process
-// that tripped at the same time as another adopts one common untilMs, and a trip from a process that has not
-// yet seen a (longer) manual open cannot shorten it.
+// KEYS[1] key; ARGV[1] JSON, ARGV[2] untilMs, ARGV[3] PX, ARGV[4] now (epoch ms). Returns the stored JSON
+// afterwards, so a process that tripped at the same time as another adopts one common untilMs, and a trip
+// from a process that has not yet seen a manual open can neither shorten it nor replace it (a manual open
+// still running is kept whatever its length: the operator's window, not the detector's, decides).
 const extendOpenScript = `
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' and tonumber(decoded.untilMs) and tonumber(decoded.untilMs) >= tonumber(ARGV[2]) then
-    return current
+  if ok and type(decoded) == 'table' and tonumber(decoded.untilMs) then
+    local untilMs = tonumber(decoded.untilMs)
+    if untilMs >= tonumber(ARGV[2]) or (decoded.manual == true and untilMs > tonumber(ARGV[4])) then
+      return current
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -81,7 +85,7 @@ export async function writeSharedOpen(
     await redis.set(key, json, 'PX', px);
     return record;
   }
-  const stored = await redis.eval(extendOpenScript, 1, key, json, record.untilMs, px);
+  const stored = await redis.eval(extendOpenScript, 1, key, json, record.untilMs, px, record.openedAtMs);
   return typeof stored === 'string' ? parseRecord(key, stored) : record;
 }
 
@@ -114,9 +118,17 @@ function parseRecord(key: string, raw: string): SharedOpenRecord {
     value = undefined;
   }
   if (typeof value === 'object' && value !== null) {
-    const { untilMs, openedAtMs } = value as Record<string, unknown>;
+    const { untilMs, openedAtMs, manual, reason } = value as Record<string, unknown>;
     if (typeof untilMs === 'number' && Number.isFinite(untilMs)) {
-      return { untilMs, openedAtMs: typeof openedAtMs === 'number' ? openedAtMs : untilMs };
+      const record: SharedOpenRecord = {
+        untilMs,
+        openedAtMs: typeof openedAtMs === 'number' ? openedAtMs : untilMs,
+      };
+      if (manual === true) {
+        record.manual = true;
+        if (typeof reason === 'string') record.reason = reason;
+      }
+      return record;
     }
   }
   throw new TypeError(`malformed shared breaker state at "${key}": ${raw.slice(0, 200)}`);

@@ -16,6 +16,13 @@ export interface SharedOpenRecord {
   untilMs: number;
   /** When this open period started (epoch ms). */
   openedAtMs: number;
+  /**
+   * Set when an operator opened it (`ferry breakers open`, `ServiceBreaker.open()`): an automatic trip never
+   * replaces or shortens it while it lasts, and only the probe after `untilMs` (or a manual close) ends it.
+   */
+  manual?: true;
+  /** Why it was opened by hand (shown by `ferry breakers list`); only with `manual`. */
+  reason?: string;
 }
 
 /** Where a transition came from, as reported on `breaker:state:changed`. */

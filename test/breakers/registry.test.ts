@@ -255,7 +255,11 @@ describe('manual open and close', () => {
     const state = breaker.state() as Extract<BreakerState, { state: 'open' }>;
     expect(state.state).toBe('open');
     expect(state.untilMs).toBeGreaterThanOrEqual(before + 60_000);
-    expect(await readShared(key)).toEqual({ untilMs: state.untilMs, openedAtMs: expect.any(Number) });
+    expect(await readShared(key)).toEqual({
+      untilMs: state.untilMs,
+      openedAtMs: expect.any(Number),
+      manual: true,
+    });
     expect(await redis.client.pttl(key)).toBeGreaterThan(60_000);
     await expect(breaker.execute(() => Promise.resolve('x'), isFailure)).rejects.toSatisfy(
       isBreakerOpenError,

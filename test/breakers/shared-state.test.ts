@@ -8,9 +8,12 @@ import {
   breakerDefaults,
   type BreakerOptions,
   type BreakerRegistry,
+  clearSharedState,
   isBreakerOpenError,
+  readSharedState,
   type RedisLike,
   type ServiceBreaker,
+  writeSharedOpen,
 } from '../../src/breakers/index.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 import {
@@ -137,6 +140,73 @@ describe('shared open state', () => {
 
     expect(a.transitions).toEqual(['crm: closed→open (manual)', 'crm: open→closed (manual)']);
     expect(b.transitions).toEqual(['crm: closed→open (shared)', 'crm: open→closed (shared)']);
+  });
+
+  it('a manual open is marked manual in Redis, with its reason when written by an operator tool', async () => {
+    const prefix = uniquePrefix();
+    const a = startProcess(prefix);
+    await a.breaker.open(60_000);
+    const stored = await readSharedState(a.client, `${prefix}:breaker:crm`);
+    expect(stored?.record).toMatchObject({ manual: true, untilMs: untilOf(a.breaker) });
+
+    const nowMs = Date.now();
+    await writeSharedOpen(
+      a.client,
+      `${prefix}:breaker:crm`,
+      { untilMs: nowMs + 5_000, openedAtMs: nowMs, manual: true, reason: 'partner maintenance' },
+      60_000,
+      'replace',
+    );
+    expect((await readSharedState(a.client, `${prefix}:breaker:crm`))?.record).toEqual({
+      untilMs: nowMs + 5_000,
+      openedAtMs: nowMs,
+      manual: true,
+      reason: 'partner maintenance',
+    });
+  });
+
+  it('a trip neither replaces nor shortens a manual open still running, even a shorter one', async () => {
+    const prefix = uniquePrefix();
+    const a = startProcess(prefix);
+    const key = `${prefix}:breaker:crm`;
+    const nowMs = Date.now();
+    // Shorter than resetTimeoutMs would make an automatic open: `extend` alone would replace it.
+    const manual = { untilMs: nowMs + 300, openedAtMs: nowMs, manual: true as const, reason: 'window' };
+    await writeSharedOpen(a.client, key, manual, 60_000, 'replace');
+
+    const stored = await writeSharedOpen(
+      a.client,
+      key,
+      { untilMs: nowMs + options.resetTimeoutMs, openedAtMs: nowMs },
+      60_000,
+      'extend',
+    );
+
+    expect(stored).toEqual(manual);
+    expect((await readSharedState(a.client, key))?.record).toEqual(manual);
+    // Once the manual window is over, an automatic open (the probe failed) is stored as usual.
+    await expect.poll(() => Date.now(), { interval: 20 }).toBeGreaterThan(manual.untilMs);
+    const later = Date.now();
+    const automatic = { untilMs: later + options.resetTimeoutMs, openedAtMs: later };
+    expect(await writeSharedOpen(a.client, key, automatic, 60_000, 'extend')).toEqual(automatic);
+  });
+
+  it('an operator open written straight to Redis (ferry breakers open) is followed by every process', async () => {
+    const prefix = uniquePrefix();
+    const a = startProcess(prefix);
+    const nowMs = Date.now();
+    await writeSharedOpen(
+      a.client,
+      `${prefix}:breaker:crm`,
+      { untilMs: nowMs + 60_000, openedAtMs: nowMs, manual: true },
+      120_000,
+      'replace',
+    );
+    await expect
+      .poll(() => a.breaker.state(), { timeout: PROPAGATION_MS })
+      .toEqual({ state: 'open', untilMs: nowMs + 60_000 });
+    await clearSharedState(a.client, `${prefix}:breaker:crm`);
+    await expect.poll(() => a.breaker.state(), { timeout: PROPAGATION_MS }).toEqual({ state: 'closed' });
   });
 });
 
