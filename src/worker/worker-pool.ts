@@ -3,7 +3,7 @@
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
 
-import { Queue, Worker } from 'bullmq';
+import { MetricsTime, Queue, Worker } from 'bullmq';
 
 import { type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
@@ -12,8 +12,9 @@ import type { Logger } from '../core/logger.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
-import { type Clock, DAY, HOUR, MINUTE, SECOND, systemClock } from '../core/time.ts';
+import { type Clock, DAY, MINUTE, SECOND, systemClock } from '../core/time.ts';
 import { reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
+import { enforceRetention, type RetentionOptions } from '../dead-letter/retention.ts';
 import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
@@ -46,6 +47,8 @@ export interface WorkerPoolOptions {
   maxStalledCount?: number;
   /** How often failed sets are swept for jobs without a dead letter. Default 30 s. */
   sweepIntervalMs?: number;
+  /** Dead-letter retention enforced on every sweep interval (dead-letter/retention.ts). Default: none. */
+  deadLetterRetention?: Pick<RetentionOptions, 'maxAgeMs' | 'maxCount'>;
   /** How long completed jobs are kept (and so how long an idempotency key deduplicates). Default 24 h. */
   keepCompletedMs?: number;
   /** How long failed jobs stay on their service queue (their dead letter stays until purged). Default 7 days. */
@@ -200,8 +203,13 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       removeOnComplete: { age: Math.ceil((options.keepCompletedMs ?? DAY) / SECOND) },
       // Never `removeOnFail: true` (DESIGN §8): the sweep must find failed jobs to check their dead letters.
       removeOnFail: { age: Math.ceil((options.keepFailedMs ?? 7 * DAY) / SECOND) },
-      // A hold (breaker open, Retry-After) can be long; do not cap it at BullMQ's 30 s default.
-      maximumRateLimitDelay: HOUR,
+      // While a hold lasts (breaker open, Retry-After) each worker wakes every second and asks Redis again
+      // (moveToActive takes no job while the queue's limiter key lives): one cheap call, and when an operator
+      // closes the breaker (src/ops/breaker-control.ts deletes the limiter key) every worker resumes within
+      // about a second instead of sleeping out the rest of the hold (issue 5).
+      maximumRateLimitDelay: SECOND,
+      // Completed and failed per minute, kept a week: `ferry status` shows the last hour (queue.getMetrics).
+      metrics: { maxDataPoints: MetricsTime.ONE_WEEK },
     });
     worker.on('error', (error) => logger.error({ service: name, err: error }, 'worker error'));
     // A job that stalls too often is failed by BullMQ without calling the processor, so it never reaches our
@@ -300,6 +308,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       // Rate-limit settings live in Redis and are lost with its data: re-apply them (DESIGN §8).
       every(RATE_LIMIT_REAPPLY_MS, applyRateLimits, 'rate-limit re-apply');
       every(options.sweepIntervalMs ?? 30 * SECOND, sweepAll, 'dead-letter sweep');
+      const retention = options.deadLetterRetention;
+      if (retention !== undefined) {
+        const enforce = () => enforceRetention({ connection, prefix }, { ...retention, now: clock.now });
+        every(options.sweepIntervalMs ?? 30 * SECOND, enforce, 'dead-letter retention');
+      }
       logger.info({ services: names, prefix }, 'worker pool started');
     },
     close({ deadlineMs = 30 * SECOND } = {}) {
