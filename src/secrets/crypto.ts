@@ -114,12 +114,29 @@ export function seal(keyring: Keyring, key: string, version: number, value: stri
 export function open(keyring: Keyring, key: string, version: number, envelope: Envelope): string {
   const master = keyring.keys.get(envelope.kid);
   if (master === undefined) {
+    // The key may be held under another id: one given an id (`old:<key>`) in a rotation after it sealed
+    // values under its fingerprint, or the other way round. GCM's tag tells the right key from a wrong one.
+    for (const candidate of keyring.keys.values()) {
+      const value = tryOpen(candidate.key, key, version, envelope);
+      if (value !== undefined) return value;
+    }
     throw new ConfigurationError(
       `secret "${key}" version ${version} was sealed with master key "${envelope.kid}", which FERRY_SECRETS_KEY does not hold`,
     );
   }
+  const value = tryOpen(master.key, key, version, envelope);
+  if (value === undefined) {
+    throw new ConfigurationError(
+      `secret "${key}" version ${version} failed authentication: tampered, moved, or sealed with another key under id "${envelope.kid}"`,
+    );
+  }
+  return value;
+}
+
+/** The plaintext, or undefined when the tag does not authenticate (wrong key, tampered, moved). */
+function tryOpen(masterKey: Buffer, key: string, version: number, envelope: Envelope): string | undefined {
   try {
-    const decipher = createDecipheriv(ALGORITHM, master.key, Buffer.from(envelope.iv, 'base64'), {
+    const decipher = createDecipheriv(ALGORITHM, masterKey, Buffer.from(envelope.iv, 'base64'), {
       authTagLength: TAG_BYTES,
     });
     decipher.setAAD(associatedData(key, version));
@@ -128,9 +145,7 @@ export function open(keyring: Keyring, key: string, version: number, envelope: E
       'utf8',
     );
   } catch {
-    throw new ConfigurationError(
-      `secret "${key}" version ${version} failed authentication: tampered, moved, or sealed with another key under id "${envelope.kid}"`,
-    );
+    return undefined;
   }
 }
 

@@ -170,6 +170,24 @@ describe('SecretStore', () => {
     );
   });
 
+  it("rotates as docs/secrets.md does it: the old key, sealed under its fingerprint, now named 'old'", async () => {
+    // Regression: an envelope names its key by id, and an id-less key's id is its fingerprint; giving the same
+    // key an id during the rotation (new:$NEW,old:$OLD) made every stored version unreadable.
+    const prefix = uniquePrefix();
+    await storeWith(prefix, KEY_A).set('crm_key', 'sk_live_renamed_1');
+    await storeWith(prefix, KEY_A).stage('crm_key', 'sk_live_renamed_2');
+    const during = storeWith(prefix, `new:${KEY_B},old:${KEY_A}`);
+    expect(await during.read('crm_key')).toBe('sk_live_renamed_1');
+    expect(await during.reencrypt()).toEqual({ resealed: 2, current: 0, failed: [] });
+    const after = storeWith(prefix, `new:${KEY_B}`);
+    expect(await after.read('crm_key')).toBe('sk_live_renamed_1');
+    expect(await after.readStaged('crm_key')).toBe('sk_live_renamed_2');
+    // And back: sealed under id "new", opened by the same key given without an id.
+    expect(await storeWith(prefix, KEY_B).read('crm_key')).toBe('sk_live_renamed_1');
+    // A key that is not there still fails, naming the id it was sealed under.
+    await expect(storeWith(prefix, KEY_A).read('crm_key')).rejects.toThrow(/sealed with master key "new"/);
+  });
+
   it('reports versions it cannot open during a reencrypt, and leaves them as they were', async () => {
     const prefix = uniquePrefix();
     await storeWith(prefix, KEY_A).set('crm_key', 'sk_live_unopenable');
