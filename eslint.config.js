@@ -40,9 +40,12 @@ const dependencyZones = [
   ),
   layer(
     'api',
-    ['core', 'producer', 'dead-letter', 'secrets', 'breakers', 'metrics'],
-    'imports core, producer, dead-letter, secrets, breakers and metrics; never worker or cli',
+    ['core', 'producer', 'dead-letter', 'secrets', 'breakers', 'metrics', 'ops'],
+    'imports core, producer, dead-letter, secrets, breakers, metrics and ops; never worker or cli',
   ),
+  // Operations the CLI and the API share (status, breaker open/close, queues, retry plan), so both do the same
+  // thing; worker and producer never import it (their rows above leave it out).
+  layer('ops', ['core', 'dead-letter', 'breakers'], 'imports core, dead-letter and breakers only'),
   // src/cli: anything (composition root). src/index.ts: re-exports only.
   {
     target: './src',
