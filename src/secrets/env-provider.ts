@@ -7,11 +7,13 @@ import { createSecretResolver, type SecretResolver, type SecretSource } from './
  * - `FERRY_SECRET_TENANT_<tenant>__<NAME>`: tenant `<tenant>`'s own value (key `tenant/<tenant>/<name>`).
  *
  * `<NAME>` is the secret name upper-cased with `-` and `.` as `_` (`crm.api-key` → `CRM_API_KEY`). `<tenant>`
- * keeps its case (tenants `acme` and `ACME` are different tenants) with `-` and `.` as `_`, and the double
- * underscore separates it from the name, so no tenant can read another's value by choosing a name that
- * splits differently (`acme_crm` + `api_key` vs `acme` + `crm_api_key`). A tenant whose form would contain
- * `__` or end in `_` could be confused with another at the separator, so it gets no tenant-scoped env values
- * (only global ones); the encrypted store keeps tenants apart exactly.
+ * is the tenant exactly (tenants `acme` and `ACME` are different tenants), and the double underscore
+ * separates it from the name, so no tenant can read another's value by choosing a name that splits
+ * differently (`acme_crm` + `api_key` vs `acme` + `crm_api_key`). Only a tenant made of letters, digits and
+ * single inner underscores has tenant-scoped env values: a `-` or `.` has no place in a portable variable name,
+ * and writing it as `_` would hand `acme-corp` the values of `acme_corp` (a tenant chosen by whoever enqueues
+ * could read another's); a `__` or a trailing `_` could be confused at the separator. Other tenants get only
+ * global env values; the encrypted store and the file source keep every tenant apart exactly.
  */
 export function createEnvSecretSource(env: NodeJS.ProcessEnv = process.env): SecretSource {
   const values = new Map<string, string>();
@@ -47,8 +49,10 @@ function envName(name: string): string {
   return name.toUpperCase().replace(/[-.]/g, '_');
 }
 
-/** The env form of a tenant (case kept), or undefined when it could be confused at the `__` separator. */
+/**
+ * The env form of a tenant: the tenant itself (case kept), or undefined when no variable name can hold it
+ * apart from every other tenant (a `-` or `.`) or it could be confused at the `__` separator.
+ */
 function tenantScope(tenant: string): string | undefined {
-  const scope = tenant.replace(/[-.]/g, '_');
-  return scope.includes('__') || scope.endsWith('_') ? undefined : scope;
+  return /^[A-Za-z0-9]+(_[A-Za-z0-9]+)*$/.test(tenant) ? tenant : undefined;
 }

@@ -21,7 +21,16 @@ describe('env secret provider', () => {
   it("prefers the tenant's value, then falls back to the global one", () => {
     expect(resolver.resolve('crm_api_key', 'acme')).toBe('acme-key');
     expect(resolver.resolve('crm_api_key', 'globex')).toBe('global-key');
-    expect(resolver.resolve('api_key', 'acme-corp')).toBe('acme-corp-key');
+    expect(resolver.resolve('api_key', 'acme_corp')).toBe('acme-corp-key');
+  });
+
+  it('never hands a tenant with `-` or `.` the value of the tenant spelled with `_`', () => {
+    // Regression: `-` and `.` were written as `_`, so tenants acme-corp and acme.corp read acme_corp's value
+    // (and a job's tenant is chosen by whoever enqueues it). They now get only global env values.
+    expect(resolver.resolve('api_key', 'acme-corp')).toBeUndefined();
+    expect(resolver.resolve('api_key', 'acme.corp')).toBeUndefined();
+    expect(resolver.resolve('crm_api_key', 'acme-corp')).toBe('global-key');
+    expect(resolver.resolve('api_key', 'acme-corp', true)).toBeUndefined();
   });
 
   it("never hands one tenant another's value through a different split of the name", () => {
