@@ -95,6 +95,11 @@ end
 /** KEYS: secret, index, generation. ARGV: version, stored version JSON, set|stage, now, max history, key. */
 const PUT = `${PUSH_HISTORY}
 local secret = KEYS[1]
+-- The version was counted (HINCRBY) before it was sealed; a delete in between dropped the counter with the
+-- hash. Put it back, or the next set would count from 1 again and overwrite this version's envelope.
+if (tonumber(redis.call('HGET', secret, 'next')) or 0) < tonumber(ARGV[1]) then
+  redis.call('HSET', secret, 'next', ARGV[1])
+end
 redis.call('HSET', secret, 'v:' .. ARGV[1], ARGV[2])
 if redis.call('HEXISTS', secret, 'createdAt') == 0 then redis.call('HSET', secret, 'createdAt', ARGV[4]) end
 if ARGV[3] == 'set' then

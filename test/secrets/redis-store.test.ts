@@ -266,6 +266,33 @@ describe('SecretStore', () => {
     expect(await redis.client.keys(`${prefix}:{secrets}:secret:*`)).toEqual([]);
   });
 
+  it('a delete between counting a version and writing it does not let a later set reuse the number', async () => {
+    // Regression: set counts its version (HINCRBY next) before sealing; a whole-secret delete in between
+    // dropped the counter, so the following sets counted from 1 again and, on reaching the surviving
+    // version's number, overwrote its envelope while history still named it.
+    const prefix = uniquePrefix();
+    const secret = `${prefix}:{secrets}:secret:k`;
+    await storeWith(prefix, KEY_A).set('k', 'value-1');
+    await storeWith(prefix, KEY_A).set('k', 'value-2');
+    const racing = new Proxy(redis.client, {
+      get(target, property, receiver) {
+        if (property !== 'hincrby') return Reflect.get(target, property, receiver) as unknown;
+        return async (...args: Parameters<typeof target.hincrby>) => {
+          const version = await target.hincrby(...args);
+          await storeWith(prefix, KEY_A).delete('k');
+          return version;
+        };
+      },
+    });
+    const store = new SecretStore({ connection: racing, prefix, keyring: parseKeyring(KEY_A) });
+    expect(await store.set('k', 'value-3')).toBe(3);
+    const plain = storeWith(prefix, KEY_A);
+    expect(await plain.set('k', 'value-4')).toBe(4);
+    expect(await plain.rollback('k')).toEqual({ ok: true, version: 3 });
+    expect(await plain.read('k')).toBe('value-3');
+    expect(await redis.client.hget(secret, 'next')).toBe('4');
+  });
+
   it('lists names, tenants, versions and dates, never a value; works without a master key', async () => {
     const prefix = uniquePrefix();
     let now = 1_700_000_000_000;
