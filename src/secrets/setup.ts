@@ -117,7 +117,8 @@ export async function createSecretsRuntime(options: SecretsRuntimeOptions): Prom
       store
         .generation()
         .then((generation) => {
-          if (seen !== undefined && generation !== seen) cache.clear();
+          // Unseen (the read at start failed): a change may have come after a value was cached, so drop them.
+          if (generation !== seen) cache.clear();
           seen = generation;
           if (failing) logger.info('secret store reachable again');
           failing = false;

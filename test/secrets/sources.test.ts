@@ -169,4 +169,33 @@ describe('createSecretsRuntime', () => {
       .toBe('after');
     expect(Date.now() - promotedAt).toBeLessThan(1_000);
   });
+
+  it('a change made before the first generation read that succeeds still drops the cache', async () => {
+    // Regression: when the generation could not be read at start, the first poll that could only noted it,
+    // so a value cached before that poll outlived a promote made before it by up to FERRY_SECRETS_CACHE_MS.
+    const prefix = uniquePrefix();
+    const key = generateMasterKey();
+    let failGet = true;
+    const flaky = new Proxy(redis.client, {
+      get(target, property, receiver) {
+        if (property === 'get' && failGet) return () => Promise.reject(new Error('Connection is closed.'));
+        return Reflect.get(target, property, receiver) as unknown;
+      },
+    });
+    const secrets = await createSecretsRuntime({
+      env: readEnv({ FERRY_SECRETS_KEY: key, FERRY_PREFIX: prefix, FERRY_SECRETS_REFRESH_MS: '300' }),
+      processEnv: {},
+      connection: flaky,
+      prefix,
+      logger,
+    });
+    onTestFinished(() => secrets.close());
+    const store = secrets.store!;
+    await store.set('crm_key', 'before');
+    expect(await secrets.resolver.resolve('crm_key', undefined)).toBe('before');
+    await store.set('crm_key', 'after');
+    failGet = false;
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(await secrets.resolver.resolve('crm_key', undefined)).toBe('after');
+  });
 });
