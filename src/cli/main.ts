@@ -3,10 +3,14 @@ import { Command, CommanderError } from 'commander';
 
 import { isFerryError } from '../core/errors.ts';
 import { registerApiCommand } from './commands/api.ts';
+import { registerBreakersCommand } from './commands/breakers.ts';
 import { registerConfigCommand } from './commands/config.ts';
 import { registerDevCommand } from './commands/dev.ts';
 import { registerEnqueueCommand } from './commands/enqueue.ts';
+import { registerQueuesCommand } from './commands/queues.ts';
+import { registerRetryPlanCommand } from './commands/retry-plan.ts';
 import { registerSecretsCommand } from './commands/secrets.ts';
+import { registerStatusCommand } from './commands/status.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
 import { EXIT_FAILURE, EXIT_USAGE, printError, UsageError } from './output.ts';
 
@@ -28,6 +32,9 @@ Examples:
   $ ferry enqueue crm createContact --input '{"email":"ada@example.com"}' --wait
   $ ferry config check ./ferry.services.yaml
   $ ferry secrets stage crm_key < new-key.txt     # then secrets test, promote
+  $ ferry status                                 # per service: queues, holds, breakers, dead letters
+  $ ferry dlq replay --service crm --since 2h --dry-run
+  $ ferry breakers open crm --for 30m --reason "partner maintenance"
 
 Environment: REDIS_URL, FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README).`,
   )
@@ -41,6 +48,10 @@ registerApiCommand(program);
 registerEnqueueCommand(program);
 registerConfigCommand(program);
 registerSecretsCommand(program);
+registerStatusCommand(program);
+registerBreakersCommand(program);
+registerQueuesCommand(program);
+registerRetryPlanCommand(program);
 
 // commander takes a root option anywhere in the line, so a root --version would swallow `ferry secrets delete
 // crm_key --version 3` (print 0.1.0, delete nothing, exit 0). Ferry's own --version is meant only first.
