@@ -54,7 +54,8 @@ export function createSecretResolver(sources: readonly SecretSource[]): SecretRe
 
 /** Observes every value handed out, so it can be scrubbed from anything Ferry stores or logs. */
 export interface SecretObserver {
-  add(value: string): void;
+  /** `expiresAtMs`: the value may be forgotten after then (an OAuth2 token); default never. */
+  add(value: string, expiresAtMs?: number): void;
 }
 
 /** How a service's secrets are looked up for a tenant's job (the services file's `tenantSecrets`). */

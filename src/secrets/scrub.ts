@@ -11,15 +11,29 @@ const MIN_SCRUB_LENGTH = 4;
  */
 export class Scrubber implements SecretObserver {
   readonly #needles = new Set<string>();
+  /** Values that may be forgotten, with when (OAuth2 tokens: each refresh brings a new one). */
+  readonly #expiring = new Map<string, number>();
+  /** Values never forgotten (secrets). */
+  readonly #permanent = new Set<string>();
+  readonly #now: () => number;
   #pattern: RegExp | undefined;
 
-  add(value: string): void {
-    if (value.length < MIN_SCRUB_LENGTH || this.#needles.has(value)) return;
-    // JSON-escaped: a value with a quote, backslash or control character appears so in a log line.
-    const json = JSON.stringify(value).slice(1, -1);
-    for (const form of [value, json, encodeURIComponent(value), ...base64Forms(value)]) {
-      if (form.length >= MIN_SCRUB_LENGTH) this.#needles.add(form);
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  add(value: string, expiresAtMs?: number): void {
+    if (value.length < MIN_SCRUB_LENGTH) return;
+    if (expiresAtMs !== undefined) {
+      if (this.#expiring.size > 0) this.#forgetExpired();
+      // A value also added without an expiry (a secret) is never forgotten.
+      if (!this.#permanent.has(value)) this.#expiring.set(value, expiresAtMs);
+    } else {
+      this.#expiring.delete(value);
+      this.#permanent.add(value);
     }
+    if (this.#needles.has(value)) return;
+    for (const form of formsOf(value)) this.#needles.add(form);
     this.#pattern = undefined;
   }
 
@@ -40,6 +54,20 @@ export class Scrubber implements SecretObserver {
   scrubValue<T>(value: T): T {
     if (this.#needles.size === 0) return value;
     return this.#scrubIn(value, this.#compiled()) as T;
+  }
+
+  /** Forgets expired values: the needles are rebuilt from the rest (two values may share a form). */
+  #forgetExpired(): void {
+    const now = this.#now();
+    const expired = [...this.#expiring].filter(([, at]) => at <= now).map(([value]) => value);
+    if (expired.length === 0) return;
+    for (const value of expired) this.#expiring.delete(value);
+    // Rare (once per expired token), so rebuilding from the values kept is fine.
+    this.#needles.clear();
+    for (const value of [...this.#permanent, ...this.#expiring.keys()]) {
+      for (const form of formsOf(value)) this.#needles.add(form);
+    }
+    this.#pattern = undefined;
   }
 
   #compiled(): RegExp {
@@ -86,6 +114,14 @@ export class Scrubber implements SecretObserver {
     }
     return value;
   }
+}
+
+/** What a value looks like wherever it can appear: as is, JSON-escaped (a log line), URL-encoded, base64. */
+function formsOf(value: string): string[] {
+  const json = JSON.stringify(value).slice(1, -1);
+  return [value, json, encodeURIComponent(value), ...base64Forms(value)].filter(
+    (form) => form.length >= MIN_SCRUB_LENGTH,
+  );
 }
 
 /** The entries of `record` before `key`, unchanged. */

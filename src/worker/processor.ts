@@ -214,7 +214,14 @@ function fetchToken(
   signal: AbortSignal | undefined,
   timeoutMs: number,
 ): AccessToken | Promise<AccessToken> {
-  return deps.tokens.get(grant, { timeoutMs, maxRetryAfterMs: deps.service.retry.maxRetryAfterMs, signal });
+  return deps.tokens.get(grant, {
+    timeoutMs,
+    // A request this attempt starts may serve other jobs too: bound it by a whole attempt, not by what is
+    // left of this one.
+    fetchTimeoutMs: Math.max(timeoutMs, deps.service.timeoutMs),
+    maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
+    signal,
+  });
 }
 
 /** Job data through the schema; a ValidationError naming the first bad field. */

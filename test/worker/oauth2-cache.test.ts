@@ -42,7 +42,7 @@ function grant(auth: OAuth2Auth, overrides: Partial<TokenGrant> = {}): TokenGran
 /** A cache on a clock the test moves; closed when the test ends. */
 function cache(options: { maxEntries?: number } = {}) {
   const clock = { ms: Date.now(), now: () => clock.ms };
-  const scrubber = new Scrubber();
+  const scrubber = new Scrubber({ now: clock.now });
   const tokens = new TokenCache({ observer: scrubber, clock, ...options });
   return { tokens, clock, scrubber };
 }
@@ -103,6 +103,40 @@ describe('token cache', () => {
     const all = await Promise.all(Array.from({ length: 50 }, async () => tokens.get(grant(auth), OPTIONS)));
     expect(endpoint.requests).toHaveLength(1);
     expect(new Set(all.map((token) => token.value))).toEqual(new Set([endpoint.issued[0]!.token]));
+    await tokens.close();
+  });
+
+  it('a waiter with little time left times out alone; the shared request goes on for the others', async () => {
+    const endpoint = await startTokenEndpoint(() => ({ delayMs: 300 }));
+    const { tokens } = cache();
+    const auth = oauth2(endpoint.url);
+    // The first caller starts the request with 50 ms left in its attempt, but a whole attempt for the request.
+    const hurried = failure(tokens.get(grant(auth), { ...OPTIONS, timeoutMs: 50, fetchTimeoutMs: 2_000 }));
+    const patient = tokens.get(grant(auth), OPTIONS);
+    expect((await hurried).type).toBe('TimeoutError');
+    expect((await patient).value).toBe(endpoint.issued[0]!.token);
+    expect(endpoint.requests).toHaveLength(1);
+    await tokens.close();
+  });
+
+  it('believes expires_in up to 24 h, and the scrubber forgets a token an hour after it expired', async () => {
+    const endpoint = await startTokenEndpoint((_, index) => ({ expiresIn: index === 0 ? 10 ** 12 : 60 }));
+    const { tokens, clock, scrubber } = cache();
+    const auth = oauth2(endpoint.url);
+    const first = await tokens.get(grant(auth), OPTIONS);
+    clock.ms += 24 * 3600_000 - 61_000;
+    expect(tokens.get(grant(auth), OPTIONS)).toMatchObject({ value: first.value, fromCache: true });
+    clock.ms += 2_000;
+    const second = await tokens.get(grant(auth), OPTIONS);
+    expect(second.value).not.toBe(first.value);
+    // The first token is still scrubbed during the grace hour after its expiry, then forgotten when the next
+    // token arrives (each refresh prunes); a secret resolved for a job is never forgotten.
+    scrubber.add('a-secret-value-kept');
+    expect(scrubber.scrub(first.value)).toBe('[redacted]');
+    clock.ms += 3600_000 + 60_000;
+    await tokens.get(grant(auth, { tenant: 'other' }), OPTIONS);
+    expect(scrubber.scrub(first.value)).toBe(first.value);
+    expect(scrubber.scrub('a-secret-value-kept')).toBe('[redacted]');
     await tokens.close();
   });
 

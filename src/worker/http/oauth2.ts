@@ -35,6 +35,13 @@ export const TOKEN_CACHE_DEFAULTS = {
   maxSkewMs: 60 * SECOND,
   /** Largest token response read: 64 KiB (a JWT with many claims is a few KiB). */
   maxResponseBytes: 64 * 1024,
+  /** Longest lifetime believed, whatever `expires_in` says: 24 h (a huge value would cache a token forever). */
+  maxLifetimeMs: 24 * 60 * MINUTE,
+  /**
+   * How long after its expiry a token is still scrubbed: 1 h. Then the scrubber forgets it, so a worker that
+   * refreshes tokens for many tenants for weeks does not scrub every log line against every token it ever had.
+   */
+  scrubGraceMs: 60 * MINUTE,
 } as const;
 
 export interface TokenCacheOptions {
@@ -57,8 +64,14 @@ export interface TokenGrant {
 }
 
 export interface TokenFetchOptions {
-  /** Time left in the attempt: the token request may take at most this long. */
+  /** Time left in this caller's attempt: it waits at most this long for a token. */
   timeoutMs: number;
+  /**
+   * How long a token request this caller starts may take (default timeoutMs). Callers that join a request
+   * already under way wait for it within their own timeoutMs; the request itself keeps its starter's bound,
+   * so one caller with little time left does not fail every waiter.
+   */
+  fetchTimeoutMs?: number;
   /** Bound of a Retry-After the token endpoint sends with 429/503. */
   maxRetryAfterMs: number;
   /** The worker pool's shutdown signal. */
@@ -156,7 +169,7 @@ export class TokenCache {
       fetching.then(forget, forget);
     }
     // Each waiter gets an error of its own: the processor scrubs and stores it per job.
-    return pending.then(
+    return withinTimeout(pending, options.timeoutMs).then(
       (value) => ({ value, key, fromCache: false }),
       (error: unknown) => {
         throw copyError(error);
@@ -186,9 +199,14 @@ export class TokenCache {
     // Lifetimes count from when the request left, not from when the answer came back.
     const sentAtMs = this.#clock.now();
     this.#agent ??= new Agent({ keepAliveTimeout: 30 * SECOND, connectTimeout: 30 * SECOND });
-    const response = await postTokenRequest(this.#agent, grant, options, this.#clock);
+    const response = await postTokenRequest(
+      this.#agent,
+      grant,
+      { ...options, timeoutMs: options.fetchTimeoutMs ?? options.timeoutMs },
+      this.#clock,
+    );
     const { token, lifetimeMs } = parseTokenResponse(response, grant, this.#defaultLifetimeMs);
-    this.#observer.add(token);
+    this.#observer.add(token, sentAtMs + lifetimeMs + TOKEN_CACHE_DEFAULTS.scrubGraceMs);
     const refreshAtMs = sentAtMs + refreshAfterMs(lifetimeMs);
     if (!this.#closed && refreshAtMs > this.#clock.now()) this.#store(key, { token, refreshAtMs });
     return token;
@@ -418,7 +436,10 @@ function parseTokenResponse(
   const expiresIn = fields['expires_in'];
   const seconds =
     typeof expiresIn === 'number' ? expiresIn : typeof expiresIn === 'string' ? Number(expiresIn) : NaN;
-  const lifetimeMs = Number.isFinite(seconds) && seconds > 0 ? seconds * SECOND : defaultLifetimeMs;
+  const lifetimeMs =
+    Number.isFinite(seconds) && seconds > 0
+      ? Math.min(seconds * SECOND, TOKEN_CACHE_DEFAULTS.maxLifetimeMs)
+      : defaultLifetimeMs;
   return { token, lifetimeMs };
 }
 
@@ -454,6 +475,26 @@ function tokenError(error: FerryError): FerryError {
 }
 
 /** The same error as a new instance (same class, message, status, Retry-After), caused by the shared one. */
+/** `promise`, or a TimeoutError once `timeoutMs` passes (the promise itself goes on for its other waiters). */
+function withinTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new TimeoutError("token endpoint: no token within the attempt's time left")),
+      Math.max(0, timeoutMs),
+    );
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error as Error);
+      },
+    );
+  });
+}
+
 function copyError(error: unknown): unknown {
   if (!isFerryError(error)) return error;
   const shared = error;
