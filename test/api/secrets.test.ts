@@ -71,12 +71,17 @@ function servicesConfig(url: string): ServicesConfig {
 
 /** The API over a fresh prefix; the downstream echoes nothing unless a test scripts it to. */
 async function setup(
-  options: { secretsKey?: string | undefined; prefix?: string; processEnv?: NodeJS.ProcessEnv } = {},
+  options: {
+    secretsKey?: string | undefined;
+    prefix?: string;
+    processEnv?: NodeJS.ProcessEnv;
+    config?: (url: string) => ServicesConfig;
+  } = {},
 ): Promise<Setup> {
   const downstream = await startDownstream();
   onTestFinished(() => downstream.close());
   const prefix = options.prefix ?? uniquePrefix();
-  const config = servicesConfig(downstream.url);
+  const config = (options.config ?? servicesConfig)(downstream.url);
   const api = await startTestApi({
     redisUrl: redis.url,
     prefix,
@@ -438,6 +443,45 @@ describe('reencrypt', () => {
 });
 
 describe('limited admin tokens', () => {
+  it('a tenant-limited admin may not set a secret a baseUrl reads: only an unrestricted admin says where calls go', async () => {
+    const s = await setup({
+      config: (url) =>
+        parseServicesConfig(
+          {
+            services: {
+              regional: {
+                baseUrl: '{{ secrets.region_url }}',
+                auth: { type: 'bearer', token: '{{ secrets.crm_key }}' },
+                operations: { ping: { method: 'GET', path: `/ping?from=${encodeURIComponent(url)}` } },
+              },
+            },
+          },
+          { env: {} },
+        ),
+    });
+    const redirect = await s.call('PUT', `/v1/secrets/${enc('tenant/acme/region_url')}`, {
+      token: TOKENS.acmeAdmin,
+      body: { value: 'https://attacker.example' },
+    });
+    expect(redirect.status).toBe(403);
+    expect(redirect.body.error.message).toContain('read by service "regional"\'s baseUrl');
+    const staged = await s.call('POST', `/v1/secrets/${enc('tenant/acme/region_url')}/stage`, {
+      token: TOKENS.acmeAdmin,
+      body: { value: 'https://attacker.example' },
+    });
+    expect(staged.status).toBe(403);
+    // Its own credential is still its own to set; an unrestricted admin sets the URL.
+    const own = await s.call('PUT', `/v1/secrets/${enc('tenant/acme/crm_key')}`, {
+      token: TOKENS.acmeAdmin,
+      body: { value: VALUES.acme },
+    });
+    expect(own.status).toBe(201);
+    const admin = await s.call('PUT', `/v1/secrets/${enc('tenant/acme/region_url')}`, {
+      body: { value: 'https://acme.api.example' },
+    });
+    expect(admin.status).toBe(201);
+  });
+
   it('a tenant-limited admin touches only its tenants’ keys, and lists only those', async () => {
     const s = await setup();
     await s.call('PUT', '/v1/secrets/crm_key', { body: { value: VALUES.current } });

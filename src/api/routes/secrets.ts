@@ -17,6 +17,7 @@ import { z } from 'zod';
 
 import { isFerryError, ValidationError } from '../../core/errors.ts';
 import { TENANT_PATTERN } from '../../core/job.ts';
+import type { ServicesConfig } from '../../core/services/types.ts';
 import { describeSecrets } from '../../secrets/catalog.ts';
 import { parseSecretKey, type SecretKey } from '../../secrets/names.ts';
 import type { SecretChange, SecretStore } from '../../secrets/redis-store.ts';
@@ -142,6 +143,22 @@ function requireKeyAccess(principal: Principal, key: SecretKey): void {
   );
 }
 
+/**
+ * A tenant-limited token may not write a secret that a service's baseUrl reads: its tenant's value would
+ * choose where that tenant's calls go, and with them the other credentials the calls carry (global values,
+ * under tenantSecrets: fallback). Only an unrestricted admin decides where calls go.
+ */
+function requireWhereCallsGo(principal: Principal, name: string, config: ServicesConfig): void {
+  if (principal.tenants === undefined) return;
+  for (const service of config.services.values()) {
+    if (service.baseUrl.secretNames.includes(name)) {
+      throw new ForbiddenError(
+        `token "${principal.name}" is limited to tenants: secret "${name}" is read by service "${service.name}"'s baseUrl, which only an unrestricted admin may set`,
+      );
+    }
+  }
+}
+
 /** A tenant-limited token may not act on every key at once (reencrypt). */
 function requireUnlimitedTenants(principal: Principal): void {
   if (principal.tenants !== undefined) {
@@ -258,7 +275,8 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     };
     const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
-      const { key } = keyOf(request);
+      const { key, name } = keyOf(request);
+      requireWhereCallsGo(request.principal!, name, ctx.config);
       const { value } = request.body as z.infer<typeof valueBody>;
       observe(value);
       const store = storeWithKey(secrets);
