@@ -298,7 +298,14 @@ export class SecretStore {
       for (const [field, stored] of Object.entries(hash)) {
         if (!field.startsWith('v:')) continue;
         const version = Number(field.slice(2));
-        const envelope = parseEnvelope(stored, key, version) as StoredVersion;
+        let envelope: StoredVersion;
+        try {
+          envelope = parseEnvelope(stored, key, version) as StoredVersion;
+        } catch (error) {
+          // One unreadable version is reported with the rest, never the end of the whole run.
+          failed.push({ key, version, reason: (error as Error).message });
+          continue;
+        }
         if (envelope.kid === keyring.current.id) {
           current++;
           continue;

@@ -199,6 +199,22 @@ describe('SecretStore', () => {
     expect(await storeWith(prefix, KEY_A).read('crm_key')).toBe('sk_live_unopenable');
   });
 
+  it('reports an unreadable stored version during a reencrypt and goes on with the rest', async () => {
+    const prefix = uniquePrefix();
+    const store = storeWith(prefix, KEY_A);
+    await store.set('broken', 'sk_live_broken');
+    await store.set('fine', 'sk_live_fine');
+    await redis.client.hset(`${prefix}:{secrets}:secret:broken`, 'v:1', 'not json');
+    const report = await storeWith(prefix, `${KEY_B},${KEY_A}`).reencrypt();
+    expect(report).toEqual({
+      resealed: 1,
+      current: 0,
+      failed: [
+        { key: 'broken', version: 1, reason: 'secret "broken" version 1: stored envelope is not readable' },
+      ],
+    });
+  });
+
   it('stage → promote → rollback, each one atomic change that bumps the generation', async () => {
     const prefix = uniquePrefix();
     const store = storeWith(prefix, KEY_A);
