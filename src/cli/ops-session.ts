@@ -15,7 +15,7 @@ export async function withOps<T>(fn: (deps: OpsDeps) => Promise<T>): Promise<T> 
   const env = readEnvWithRedis();
   const config = await loadServicesFile(env.FERRY_SERVICES);
   // The producer role: commands fail fast (no offline queue) instead of hanging while Redis is down.
-  const connection = await connectReady(env, 'producer', 'ferry-cli', 10_000);
+  const connection = await connectReady(env, 'producer', 'ferry-cli', 5_000);
   try {
     return await fn({ connection, prefix: env.FERRY_PREFIX, config });
   } finally {

@@ -4,7 +4,7 @@ import { type OpsDeps, requireService, withQueues } from './deps.ts';
 export interface QueueView {
   service: string;
   paused: boolean;
-  /** Jobs by BullMQ state (wait, paused, prioritized, active, delayed, completed, failed, waiting-children). */
+  /** Jobs by BullMQ state (waiting, prioritized, active, delayed, completed, failed, waiting-children). */
   counts: Record<string, number>;
 }
 

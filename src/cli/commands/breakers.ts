@@ -65,6 +65,11 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
           ...(options.reason === undefined ? {} : { reason: options.reason }),
         }),
       );
+      if (result.exceedsMaxHold) {
+        process.stderr.write(
+          `warning: longer than ${service}'s retry.maxHoldMs (${formatDuration(result.maxHoldMs)}): jobs held longer than that use attempts; for a long window also run \`ferry queues pause ${service}\`\n`,
+        );
+      }
       if (options.json === true) {
         printJson(result);
         return;
@@ -72,11 +77,6 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
       process.stdout.write(
         `${service}: breaker open until ${isoTime(result.openUntil!)} (manual); every worker stops calling it within about a second\n`,
       );
-      if (result.exceedsMaxHold) {
-        process.stderr.write(
-          `warning: longer than ${service}'s retry.maxHoldMs (${formatDuration(result.maxHoldMs)}): jobs held longer than that use attempts; for a long window also run \`ferry queues pause ${service}\`\n`,
-        );
-      }
     });
 
   breakers

@@ -29,7 +29,7 @@ Examples:
         printJson(list);
         return;
       }
-      const states = ['wait', 'prioritized', 'active', 'delayed', 'completed', 'failed'];
+      const states = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'];
       const rows = list.map((q) => [
         q.service,
         q.paused ? 'yes' : 'no',
