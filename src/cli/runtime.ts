@@ -101,6 +101,7 @@ export async function startWorkers(
     stalledIntervalMs: env.FERRY_STALLED_INTERVAL_MS,
     maxStalledCount: env.FERRY_MAX_STALLED_COUNT,
     sweepIntervalMs: env.FERRY_SWEEP_INTERVAL_MS,
+    deadLetterRetention: { maxAgeMs: env.FERRY_DLQ_MAX_AGE_MS, maxCount: env.FERRY_DLQ_MAX_COUNT },
   });
   return { pool, secrets };
 }

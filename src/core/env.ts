@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { ValidationError } from './errors.ts';
 import { DEFAULT_LOG_BUFFER_BYTES, MAX_LOG_BUFFER_BYTES } from './logger.ts';
 import { DEFAULT_PREFIX } from './queue-layout.ts';
-import { SECOND } from './time.ts';
+import { DAY, SECOND } from './time.ts';
 
 /**
  * Configuration from the environment, validated once at start-up. Every variable and its default is listed
@@ -57,6 +57,17 @@ const envSchema = z.object({
     .int()
     .min(500)
     .default(30 * SECOND),
+  /** Dead letters older than this are deleted by the workers' sweep; 0 keeps them until purged. */
+  FERRY_DLQ_MAX_AGE_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(30 * DAY),
+  /**
+   * At most this many dead letters are kept (the oldest go first); 0: no limit. A guard for Redis's memory
+   * (a full `noeviction` Redis refuses enqueues too), sized for a two-hour outage at 100 jobs/s.
+   */
+  FERRY_DLQ_MAX_COUNT: z.coerce.number().int().min(0).default(1_000_000),
   /** Port of the HTTP API (`ferry api`, `ferry dev`). */
   PORT: z.coerce.number().int().min(0).max(65_535).default(8080),
   /** Address the HTTP API listens on; loopback by default, `0.0.0.0` in a container. */

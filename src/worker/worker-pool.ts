@@ -14,6 +14,7 @@ import type { RedisClient } from '../core/redis.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
 import { type Clock, DAY, MINUTE, SECOND, systemClock } from '../core/time.ts';
 import { reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
+import { enforceRetention, type RetentionOptions } from '../dead-letter/retention.ts';
 import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
@@ -46,6 +47,8 @@ export interface WorkerPoolOptions {
   maxStalledCount?: number;
   /** How often failed sets are swept for jobs without a dead letter. Default 30 s. */
   sweepIntervalMs?: number;
+  /** Dead-letter retention enforced on every sweep interval (dead-letter/retention.ts). Default: none. */
+  deadLetterRetention?: Pick<RetentionOptions, 'maxAgeMs' | 'maxCount'>;
   /** How long completed jobs are kept (and so how long an idempotency key deduplicates). Default 24 h. */
   keepCompletedMs?: number;
   /** How long failed jobs stay on their service queue (their dead letter stays until purged). Default 7 days. */
@@ -305,6 +308,11 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       // Rate-limit settings live in Redis and are lost with its data: re-apply them (DESIGN §8).
       every(RATE_LIMIT_REAPPLY_MS, applyRateLimits, 'rate-limit re-apply');
       every(options.sweepIntervalMs ?? 30 * SECOND, sweepAll, 'dead-letter sweep');
+      const retention = options.deadLetterRetention;
+      if (retention !== undefined) {
+        const enforce = () => enforceRetention({ connection, prefix }, { ...retention, now: clock.now });
+        every(options.sweepIntervalMs ?? 30 * SECOND, enforce, 'dead-letter retention');
+      }
       logger.info({ services: names, prefix }, 'worker pool started');
     },
     close({ deadlineMs = 30 * SECOND } = {}) {
