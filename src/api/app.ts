@@ -16,6 +16,7 @@ import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './e
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
+import { opsRoutes } from './routes/ops.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { serviceRoutes } from './routes/services.ts';
 import { serializerCompiler, validatorCompiler } from './schemas.ts';
@@ -161,6 +162,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   jobRoutes(app, ctx);
   serviceRoutes(app, ctx);
   deadLetterRoutes(app, ctx);
+  opsRoutes(app, ctx);
   secretRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);
   return app;
