@@ -13,6 +13,7 @@ import { SECOND } from '../core/time.ts';
 import { authenticate, type Principal, requireScope, type Scope, type TokenSet } from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
+import { deadLetterBulkRoutes } from './routes/dead-letter-bulk.ts';
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
@@ -162,6 +163,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   jobRoutes(app, ctx);
   serviceRoutes(app, ctx);
   deadLetterRoutes(app, ctx);
+  deadLetterBulkRoutes(app, ctx);
   opsRoutes(app, ctx);
   secretRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);

@@ -292,6 +292,27 @@ const ROWS: Row[] = [
     ok: 204,
   },
   {
+    method: 'POST',
+    route: '/v1/dead-letters/replay',
+    path: () => '/v1/dead-letters/replay',
+    body: (ids) => ({ ids: [ids.deadLetter] }),
+    wrongScope: TOKENS.writer,
+    // Replayed within the token's scope, not refused: another tenant's dead letter is skipped as not found.
+    otherTenant: { token: TOKENS.acmeAdmin, status: 200 },
+    otherService: { status: 403 },
+    ok: 200,
+  },
+  {
+    method: 'POST',
+    route: '/v1/dead-letters/purge',
+    path: () => '/v1/dead-letters/purge',
+    body: () => ({ service: 'svc' }),
+    wrongScope: TOKENS.writer,
+    otherTenant: { token: TOKENS.acmeAdmin, status: 200 },
+    otherService: { status: 403 },
+    ok: 200,
+  },
+  {
     method: 'GET',
     route: '/v1/secrets',
     path: () => '/v1/secrets',

@@ -1,6 +1,6 @@
 /**
- * Dead letters: list (filters, cursor pagination), show, delete. Replay arrives with the ops CLI (issue 5) as
- * `POST /v1/dead-letters/replay`, next to these.
+ * Dead letters: list (filters, cursor pagination), show, delete. Replay and purge, in bulk, are in
+ * dead-letter-bulk.ts.
  */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
