@@ -25,6 +25,7 @@ import {
   type DeadLetterFacets,
   type DeadLetterKeys,
   deadLetterKeys,
+  INDEX_PAGE,
   isDeadLetterId,
   parseFacets,
   serviceOfDeadLetter,
@@ -80,38 +81,6 @@ export class DeadLetterPurger {
   }
 }
 
-/**
- * Up to ARGV[4] entries (id, score, ...) of the index, newest first, strictly after position (ARGV[1], ARGV[2])
- * (ARGV[2] empty: from ARGV[1] inclusive), down to ARGV[3]: reader.ts's PAGE (the same order and cursor as a
- * list). The position's own entry need not exist any more (a walk deletes what it passes).
- */
-const DESCENDING = `
-local function before(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-local max, after, min, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local out = {}
-if after ~= '' then
-  for _, member in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], max, max)) do
-    if #out >= count * 2 then break end
-    if before(member, after) then
-      out[#out + 1] = member
-      out[#out + 1] = max
-    end
-  end
-  max = '(' .. max
-end
-local left = count - #out / 2
-if left > 0 then
-  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', 0, left)
-  for i = 1, #rest do out[#out + 1] = rest[i] end
-end
-return out`;
-
 export interface WalkOptions {
   /** Filters and scope (parseListOptions); `limit` and `cursor` are not read. */
   query: ListQuery;
@@ -158,7 +127,7 @@ export async function* walkDeadLetters(
   let from = { max: max === Infinity ? '+inf' : String(max), after: '' };
   const bottom = min === -Infinity ? '-inf' : String(min);
   for (;;) {
-    const flat = (await client.eval(DESCENDING, 1, key, from.max, from.after, bottom, batchSize)) as string[];
+    const flat = (await client.eval(INDEX_PAGE, 1, key, from.max, from.after, bottom, batchSize)) as string[];
     const entries: Position[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) entries.push({ id: flat[i]!, score: Number(flat[i + 1]) });
     const end = entries.at(-1);

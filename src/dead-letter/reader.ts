@@ -21,6 +21,7 @@ import {
 import {
   type DeadLetterKeys,
   deadLetterKeys,
+  INDEX_PAGE,
   isDeadLetterId,
   parseFacets,
   serviceOfDeadLetterId,
@@ -61,40 +62,6 @@ export interface DeadLetterPage {
   /** Index entries examined for this page. */
   examined: number;
 }
-
-/**
- * Up to ARGV[4] entries (id, score, ...) of the index, newest first, strictly after position (ARGV[1], ARGV[2])
- * (ARGV[2] empty: from ARGV[1] inclusive), down to ARGV[3]. Entries of the same score follow each other by id
- * descending, which is how Redis orders them (bytewise, compared here byte by byte: Lua's `<` on strings
- * follows the server's locale). The cursor's own entry need not exist any more. Cost: O(log N + count), plus
- * the number of entries sharing the cursor's millisecond (a handful at most in practice).
- */
-const PAGE = `
-local function before(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-local max, after, min, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local out = {}
-if after ~= '' then
-  for _, member in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], max, max)) do
-    if #out >= count * 2 then break end
-    if before(member, after) then
-      out[#out + 1] = member
-      out[#out + 1] = max
-    end
-  end
-  max = '(' .. max
-end
-local left = count - #out / 2
-if left > 0 then
-  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', 0, left)
-  for i = 1, #rest do out[#out + 1] = rest[i] end
-end
-return out`;
 
 export class DeadLetterReader {
   readonly #client: RedisClient;
@@ -186,7 +153,7 @@ export class DeadLetterReader {
     min: string,
     count: number,
   ): Promise<Position[]> {
-    const flat = (await this.#client.eval(PAGE, 1, key, from.max, from.after, min, count)) as string[];
+    const flat = (await this.#client.eval(INDEX_PAGE, 1, key, from.max, from.after, min, count)) as string[];
     const entries: Position[] = [];
     for (let i = 0; i + 1 < flat.length; i += 2) entries.push({ id: flat[i]!, score: Number(flat[i + 1]) });
     return entries;

@@ -201,3 +201,37 @@ export async function serviceOfDeadLetter(
   if (name !== null && dot > 0) return name.slice(0, dot);
   return parseFacets(facets)?.service ?? serviceOfDeadLetterId(id);
 }
+
+/**
+ * For a list, a replay and a purge walk alike: up to ARGV[4] entries (id, score, ...) of the index, newest first, strictly after position (ARGV[1], ARGV[2])
+ * (ARGV[2] empty: from ARGV[1] inclusive), down to ARGV[3]. Entries of the same score follow each other by id
+ * descending, which is how Redis orders them (bytewise, compared here byte by byte: Lua's `<` on strings
+ * follows the server's locale). The cursor's own entry need not exist any more. Cost: O(log N + count), plus
+ * the number of entries sharing the cursor's millisecond (a handful at most in practice).
+ */
+export const INDEX_PAGE = `
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local max, after, min, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+if after ~= '' then
+  for _, member in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], max, max)) do
+    if #out >= count * 2 then break end
+    if before(member, after) then
+      out[#out + 1] = member
+      out[#out + 1] = max
+    end
+  end
+  max = '(' .. max
+end
+local left = count - #out / 2
+if left > 0 then
+  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', 0, left)
+  for i = 1, #rest do out[#out + 1] = rest[i] end
+end
+return out`;
