@@ -32,7 +32,7 @@ import { createSecretsRuntime } from '../../src/secrets/setup.ts';
 import { createWorkerPool } from '../../src/worker/worker-pool.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { listenOnFreePort } from '../helpers/listen.ts';
-import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -241,7 +241,7 @@ async function runScenario(redaction: boolean): Promise<Findings> {
   responses.push(await boardQueues.text());
   await pool.close({ deadlineMs: 2_000 });
 
-  const stored = await dumpRedis();
+  const stored = await dumpRedis(redis.client);
   const places: Record<string, string> = {
     redis: stored,
     logs: logs.join('\n'),
@@ -269,22 +269,6 @@ async function runScenario(redaction: boolean): Promise<Findings> {
     searched: Object.fromEntries(Object.entries(places).map(([place, text]) => [place, text.length])),
     states,
   };
-}
-
-/** Every key in the test's Redis and every value of every type. */
-async function dumpRedis(): Promise<string> {
-  const parts: string[] = [];
-  for (const key of await redis.client.keys('*')) {
-    parts.push(key);
-    const type = await redis.client.type(key);
-    if (type === 'string') parts.push((await redis.client.get(key)) ?? '');
-    else if (type === 'hash') parts.push(JSON.stringify(await redis.client.hgetall(key)));
-    else if (type === 'list') parts.push(JSON.stringify(await redis.client.lrange(key, 0, -1)));
-    else if (type === 'set') parts.push(JSON.stringify(await redis.client.smembers(key)));
-    else if (type === 'zset') parts.push(JSON.stringify(await redis.client.zrange(key, '0', '-1')));
-    else if (type === 'stream') parts.push(JSON.stringify(await redis.client.xrange(key, '-', '+')));
-  }
-  return parts.join('\n');
 }
 
 describe('secret values and tokens never leak', () => {

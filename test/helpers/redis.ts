@@ -36,3 +36,19 @@ export async function startRedis(): Promise<TestRedis> {
 export function uniquePrefix(): string {
   return `t${randomUUID().slice(0, 8)}`;
 }
+
+/** Every key matching `pattern` and every value of every type, as text: what leak tests search. */
+export async function dumpRedis(client: Redis, pattern = '*'): Promise<string> {
+  const parts: string[] = [];
+  for (const key of await client.keys(pattern)) {
+    parts.push(key);
+    const type = await client.type(key);
+    if (type === 'string') parts.push((await client.get(key)) ?? '');
+    else if (type === 'hash') parts.push(JSON.stringify(await client.hgetall(key)));
+    else if (type === 'list') parts.push(JSON.stringify(await client.lrange(key, 0, -1)));
+    else if (type === 'set') parts.push(JSON.stringify(await client.smembers(key)));
+    else if (type === 'zset') parts.push(JSON.stringify(await client.zrange(key, '0', '-1')));
+    else if (type === 'stream') parts.push(JSON.stringify(await client.xrange(key, '-', '+')));
+  }
+  return parts.join('\n');
+}

@@ -10,7 +10,7 @@ import { ConfigurationError, ValidationError } from '../../src/core/errors.ts';
 import { generateMasterKey, open, parseKeyring, seal } from '../../src/secrets/crypto.ts';
 import { MAX_PREVIOUS_VERSIONS, SecretStore } from '../../src/secrets/redis-store.ts';
 import { base64Forms } from '../../src/secrets/scrub.ts';
-import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 const KEY_A = generateMasterKey();
@@ -24,22 +24,8 @@ function storeWith(prefix: string, keys: string | undefined): SecretStore {
   });
 }
 
-/** Every key and every value under the prefix, as text (hashes field by field). */
-async function dumpRedis(prefix: string): Promise<string> {
-  const keys = await redis.client.keys(`${prefix}:*`);
-  const parts: string[] = [];
-  for (const key of keys) {
-    parts.push(key);
-    const type = await redis.client.type(key);
-    if (type === 'hash') parts.push(JSON.stringify(await redis.client.hgetall(key)));
-    else if (type === 'set') parts.push(JSON.stringify(await redis.client.smembers(key)));
-    else if (type === 'string') parts.push((await redis.client.get(key)) ?? '');
-  }
-  return parts.join('\n');
-}
-
 async function expectNowhereInRedis(prefix: string, value: string): Promise<void> {
-  const dump = await dumpRedis(prefix);
+  const dump = await dumpRedis(redis.client, `${prefix}:*`);
   expect(dump.length).toBeGreaterThan(0);
   for (const form of [value, ...base64Forms(value), Buffer.from(value).toString('hex')]) {
     expect(dump).not.toContain(form);

@@ -4,28 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { Scrubber } from '../../src/secrets/scrub.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
-import { startRedis } from '../helpers/redis.ts';
+import { dumpRedis, startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 const TOKEN = 'tok_live_5f2a9c81d7e64b03';
 const PASSWORD = 'pw-0c7e1b9a44';
-
-/** Everything stored under a prefix, as text: every key name and every value of every type. */
-async function dumpRedis(prefix: string): Promise<string> {
-  const keys = await redis.client.keys(`${prefix}:*`);
-  const parts: string[] = [];
-  for (const key of keys) {
-    parts.push(key);
-    const type = await redis.client.type(key);
-    if (type === 'string') parts.push((await redis.client.get(key)) ?? '');
-    else if (type === 'hash') parts.push(JSON.stringify(await redis.client.hgetall(key)));
-    else if (type === 'list') parts.push(JSON.stringify(await redis.client.lrange(key, 0, -1)));
-    else if (type === 'set') parts.push(JSON.stringify(await redis.client.smembers(key)));
-    else if (type === 'zset') parts.push(JSON.stringify(await redis.client.zrange(key, '0', '-1')));
-    else if (type === 'stream') parts.push(JSON.stringify(await redis.client.xrange(key, '-', '+')));
-  }
-  return parts.join('\n');
-}
 
 /** A scrubber that has seen `secret`, as a worker's has once it resolved it. */
 function scrubberFor(secret: string): Scrubber {
@@ -84,7 +67,7 @@ describe('secret values never leak', () => {
     expect(new Set(views.map((v) => v.state))).toEqual(new Set(['completed', 'dead_lettered']));
     expect(downstream.requests.some((r) => r.headers.authorization === `Bearer ${TOKEN}`)).toBe(true);
 
-    const stored = await dumpRedis(ferry.prefix);
+    const stored = await dumpRedis(redis.client, `${ferry.prefix}:*`);
     const logs = ferry.logs.join('\n');
     const viewsText = JSON.stringify(views);
     // The events streams the API's SSE reads: a retry's event carries the error a 500 echoed, scrubbed.
