@@ -14,7 +14,8 @@ import {
   type JobData,
   usedAttempts,
 } from '../core/job.ts';
-import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
+import { DEAD_LETTERED_FIELD, deadLetterJobId, serviceQueueName } from '../core/queue-layout.ts';
+import type { RedisClient } from '../core/redis.ts';
 import type { DeadLetterWriter } from './writer.ts';
 
 export interface SweepResult {
@@ -90,6 +91,28 @@ export async function isDeadLettered(
 ): Promise<boolean> {
   return (await writer.connection.hget(queue.toKey(jobId), DEAD_LETTERED_FIELD)) !== null;
 }
+
+/**
+ * Marks the source job of a Ferry dead letter (`dl-<service>.<job id>.<created>`) as markDeadLettered would,
+ * if that very job (same creation time) still exists unmarked. For whoever deletes a dead letter: a worker
+ * that died between writing it and marking its job writes it again on the re-run (as does the sweep), which
+ * would bring back a dead letter that was replayed (replaying it twice) or purged.
+ */
+export async function markSourceOfDeadLetter(
+  client: RedisClient,
+  prefix: string,
+  deadLetterId: string,
+): Promise<void> {
+  const parts = /^dl-([a-z0-9][a-z0-9_-]{0,63})\.(.+)\.(\d+)$/.exec(deadLetterId);
+  if (parts === null) return;
+  const [, service, jobId, createdAt] = parts as unknown as [string, string, string, string];
+  const key = `${prefix}:${serviceQueueName(service)}:${jobId}`;
+  await client.eval(MARK_SOURCE, 1, key, DEAD_LETTERED_FIELD, deadLetterId, createdAt);
+}
+
+const MARK_SOURCE = `
+if redis.call('HGET', KEYS[1], 'timestamp') ~= ARGV[3] then return 0 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])`;
 
 const MARK_IF_EXISTS = `if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0`;
 

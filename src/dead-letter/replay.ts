@@ -11,8 +11,11 @@
  * did not happen: it adds). The marker closes the window a job id alone leaves open: a replayed job that
  * completed and was removed (removeOnComplete, 24 h by default) before the re-run would be added again.
  * What is left: a crash between add and delete, then a re-run more than REPLAY_MARKER_TTL_MS (30 days)
- * later whose job is gone by then; and two replays of the same dead letters at the same moment, where
- * both may add but the job id makes the second add a no-op unless the first job has already been removed.
+ * later whose job is gone by then; and two replays of the same dead letter in the same few milliseconds
+ * (each checks the dead letter is still there right before its add), where both may add but the job id
+ * makes the second add a no-op unless the first job has already been removed. Before the delete, the
+ * source job is marked dead-lettered (markSourceOfDeadLetter), so a worker that died between writing the
+ * dead letter and marking it does not write it again for a second replay.
  *
  * Cheap and flat for large replays: the walk (purge.ts) reads the index (search-index.ts) newest first, like
  * a list, in batches, with a cursor that is a position (score, id), and loads a record only when its facets
@@ -34,6 +37,7 @@ import {
   parseListOptions,
 } from './list-query.ts';
 import { countDeadLetters, DeadLetterPurger, walkDeadLetters, type WalkedDeadLetter } from './purge.ts';
+import { markSourceOfDeadLetter } from './reconciler.ts';
 import {
   type DeadLetterKeys,
   deadLetterKeys,
@@ -90,7 +94,8 @@ export interface ReplayOptions {
 
 export type ReplayOutcome = 'replayed' | 'skipped' | 'failed' | 'would-replay';
 /**
- * Why a dead letter was skipped: `not-found` (an id that names no dead letter, or one outside the scope),
+ * Why a dead letter was skipped: `not-found` (an id that names no dead letter, or one outside the scope, or
+ * one deleted, by a purge or a concurrent replay, after it was read and before its turn),
  * `not-matching` (an id whose dead letter the filter excludes), `unknown-service` (not in `deps.services`),
  * `breaker-open` (onlyWhenClosed), `unreadable` (data that is not a dead-letter record).
  */
@@ -225,8 +230,8 @@ export async function replayDeadLetters(
       return;
     }
     try {
-      await replayer.replay(id, record);
-      finish(seq, { ...base, outcome: 'replayed', jobId });
+      if (await replayer.replay(id, record)) finish(seq, { ...base, outcome: 'replayed', jobId });
+      else finish(seq, { ...base, outcome: 'skipped', reason: 'not-found' });
     } catch (error) {
       finish(seq, {
         ...base,
@@ -374,20 +379,32 @@ class Replayer {
   readonly #client: RedisClient;
   readonly #prefix: string;
   readonly #purger: DeadLetterPurger;
+  readonly #keys: DeadLetterKeys;
   readonly #queues = new Map<string, Queue<ReplayJobData>>();
 
   constructor(client: RedisClient, prefix: string) {
     this.#client = client;
     this.#prefix = prefix;
     this.#purger = new DeadLetterPurger({ connection: client, prefix });
+    this.#keys = deadLetterKeys(prefix);
   }
 
-  async replay(id: string, record: DeadLetterRecord): Promise<void> {
+  /** False when the dead letter was gone (deleted, or replayed by another run) before its add. */
+  async replay(id: string, record: DeadLetterRecord): Promise<boolean> {
     const queue = this.#queue(record.service);
     const marker = queue.toKey(`ferry:replayed:${id}`);
-    if ((await this.#client.exists(marker)) === 0) await this.#add(queue, marker, id, record);
+    if ((await this.#client.exists(marker)) === 0) {
+      // The record was read a batch ago (up to BATCH / rate seconds with a cap): purged, or replayed by a
+      // concurrent run whose job may be gone by now, it must not be added again.
+      if ((await this.#client.exists(this.#keys.job(id))) === 0) return false;
+      await this.#add(queue, marker, id, record);
+    }
+    // Before the delete: a worker that died between writing this dead letter and marking its source job
+    // would write it again on the re-run (so would the sweep), and it would be replayed a second time.
+    await markSourceOfDeadLetter(this.#client, this.#prefix, id);
     await this.#purger.delete(id);
     await this.#client.del(marker);
+    return true;
   }
 
   async close(): Promise<void> {

@@ -4,9 +4,15 @@ import type { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import type { DeadLetterRecord, JobData } from '../../src/core/job.ts';
-import { serviceQueueName } from '../../src/core/queue-layout.ts';
+import {
+  DEAD_LETTERED_FIELD,
+  deadLetterJobId,
+  idempotentJobId,
+  serviceQueueName,
+} from '../../src/core/queue-layout.ts';
 import type { DeadLetterFilter } from '../../src/dead-letter/list-query.ts';
 import { DeadLetterReader } from '../../src/dead-letter/reader.ts';
+import { reconcileJob } from '../../src/dead-letter/reconciler.ts';
 import {
   MAX_REPORT_ITEMS,
   replayDeadLetters,
@@ -300,6 +306,69 @@ describe('exactly once', () => {
     expect(await queue.getJobCounts('wait')).toEqual({ wait: 0 });
     expect(await kit.reader.show(id)).toBeUndefined();
     expect(await redis.client.exists(marker)).toBe(0);
+  });
+
+  it('a dead letter deleted while it waits for its turn (purge, concurrent replay) is not added', async () => {
+    const kit = deadLetterKit(redis);
+    const first = await kit.write({ deadLetteredAt: T + 1 });
+    const second = await kit.write({ deadLetteredAt: T });
+    const queue = queueOf(kit.prefix, 'crm');
+    let deleted: Promise<boolean> | undefined;
+    const report = await replayDeadLetters(
+      { connection: redis.client, prefix: kit.prefix },
+      {
+        // 1/s: the second waits a second for its turn, long after the first finished and this ran.
+        ratePerSecond: 1,
+        onProgress: (progress) => {
+          if (progress.last?.id === first) deleted = kit.purger.delete(second);
+        },
+      },
+    );
+    expect(await deleted).toBe(true);
+    expect(report.items).toMatchObject([
+      { id: first, outcome: 'replayed' },
+      { id: second, outcome: 'skipped', reason: 'not-found' },
+    ]);
+    expect((await queue.getJobs(['wait'])).map((job) => job.id)).toEqual([replayJobId(first)]);
+  });
+
+  it('a worker that died between writing a dead letter and marking its job: once replayed, it is not written again', async () => {
+    const kit = deadLetterKit(redis);
+    const queue = queueOf(kit.prefix, 'crm');
+    // The failed source job, unmarked, and its dead letter (the worker died before markDeadLettered).
+    const source = await queue.add(
+      'createContact',
+      { input: { n: 1 }, idempotencyKey: 'order-7' },
+      {
+        jobId: idempotentJobId('order-7'),
+      },
+    );
+    const record = aRecord({
+      sourceJobId: source.id!,
+      enqueuedAt: source.timestamp,
+      idempotencyKey: 'order-7',
+    });
+    const { id } = await kit.writer.write(record);
+    expect(id).toBe(deadLetterJobId('crm', source.id!, source.timestamp));
+
+    expect(await replayDeadLetters({ connection: redis.client, prefix: kit.prefix })).toMatchObject({
+      replayed: 1,
+    });
+    // The failed-set sweep (or the worker's re-run) finds the source job: it must not write the dead letter again.
+    expect(await reconcileJob('crm', queue, source.id!, kit.writer, T)).toBe(false);
+    expect(await kit.reader.show(id)).toBeUndefined();
+    expect((await replayDeadLetters({ connection: redis.client, prefix: kit.prefix })).replayed).toBe(0);
+  });
+
+  it('marks only the very source job: a later job under the same idempotency id is left alone', async () => {
+    const kit = deadLetterKit(redis);
+    const queue = queueOf(kit.prefix, 'crm');
+    const later = await queue.add('createContact', { input: null }, { jobId: idempotentJobId('k-9') });
+    await kit.writer.write(
+      aRecord({ sourceJobId: later.id!, enqueuedAt: later.timestamp - 60_000, idempotencyKey: 'k-9' }),
+    );
+    await replayDeadLetters({ connection: redis.client, prefix: kit.prefix });
+    expect(await redis.client.hget(queue.toKey(later.id!), DEAD_LETTERED_FIELD)).toBeNull();
   });
 
   it.each([1, 2, 3, 4])(
