@@ -21,6 +21,7 @@ import {
   parseListOptions,
   type Position,
 } from './list-query.ts';
+import { markSourceOfDeadLetter } from './reconciler.ts';
 import {
   type DeadLetterFacets,
   type DeadLetterKeys,
@@ -58,6 +59,10 @@ export class DeadLetterPurger {
       this.#client.exists(this.#keys.job(id)),
       serviceOfDeadLetter(this.#client, this.#keys, id),
     ]);
+    // A worker that died between writing this dead letter and marking its source job would write it again
+    // on the job's re-run (so would the sweep): a purged, retired or replayed dead letter would come back.
+    // Marking the source (only if it is still the job that died) keeps every deleted dead letter deleted.
+    if (existed === 1) await markSourceOfDeadLetter(this.#client, this.#prefix, id);
     if (existed === 1 && (await this.#deadLetterQueue().remove(id)) === 0) {
       // BullMQ refuses to remove a locked job: something consumes `{dead-letter}`, which must stay paused.
       throw new ConfigurationError(

@@ -37,7 +37,6 @@ import {
   parseListOptions,
 } from './list-query.ts';
 import { countDeadLetters, DeadLetterPurger, walkDeadLetters, type WalkedDeadLetter } from './purge.ts';
-import { markSourceOfDeadLetter } from './reconciler.ts';
 import {
   type DeadLetterKeys,
   deadLetterKeys,
@@ -399,9 +398,8 @@ class Replayer {
       if ((await this.#client.exists(this.#keys.job(id))) === 0) return false;
       await this.#add(queue, marker, id, record);
     }
-    // Before the delete: a worker that died between writing this dead letter and marking its source job
-    // would write it again on the re-run (so would the sweep), and it would be replayed a second time.
-    await markSourceOfDeadLetter(this.#client, this.#prefix, id);
+    // The purger marks the source job first (markSourceOfDeadLetter): a dead letter written again after its
+    // replay would be replayed a second time.
     await this.#purger.delete(id);
     await this.#client.del(marker);
     return true;

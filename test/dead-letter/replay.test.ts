@@ -11,6 +11,7 @@ import {
   serviceQueueName,
 } from '../../src/core/queue-layout.ts';
 import type { DeadLetterFilter } from '../../src/dead-letter/list-query.ts';
+import { DeadLetterPurger } from '../../src/dead-letter/purge.ts';
 import { DeadLetterReader } from '../../src/dead-letter/reader.ts';
 import { reconcileJob } from '../../src/dead-letter/reconciler.ts';
 import {
@@ -358,6 +359,24 @@ describe('exactly once', () => {
     expect(await reconcileJob('crm', queue, source.id!, kit.writer, T)).toBe(false);
     expect(await kit.reader.show(id)).toBeUndefined();
     expect((await replayDeadLetters({ connection: redis.client, prefix: kit.prefix })).replayed).toBe(0);
+  });
+
+  it('the same for a purged dead letter: deleted, it is not written again by the sweep', async () => {
+    const kit = deadLetterKit(redis);
+    const queue = queueOf(kit.prefix, 'crm');
+    const source = await queue.add(
+      'createContact',
+      { input: { n: 2 } },
+      { jobId: idempotentJobId('order-8') },
+    );
+    const { id } = await kit.writer.write(
+      aRecord({ sourceJobId: source.id!, enqueuedAt: source.timestamp, idempotencyKey: 'order-8' }),
+    );
+    const purger = new DeadLetterPurger({ connection: redis.client, prefix: kit.prefix });
+    onTestFinished(() => purger.close());
+    expect(await purger.delete(id)).toBe(true);
+    expect(await reconcileJob('crm', queue, source.id!, kit.writer, T)).toBe(false);
+    expect(await kit.reader.show(id)).toBeUndefined();
   });
 
   it('marks only the very source job: a later job under the same idempotency id is left alone', async () => {
