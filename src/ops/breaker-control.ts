@@ -128,14 +128,14 @@ export async function closeBreaker(
   const key = breakerKey(deps.prefix, service);
   const wasOpen = (await readSharedState(deps.connection, key)) !== null;
   await clearSharedState(deps.connection, key);
-  if (wasOpen) {
-    await withQueues(deps, [service], async (queues) => {
-      const queue = queues.get(service)!;
-      await queue.removeRateLimitKey();
-      await sleep(options.settleMs ?? 2 * breakerDefaults.syncIntervalMs + 100);
-      if ((await readSharedState(deps.connection, key)) === null) await queue.removeRateLimitKey();
-    });
-  }
+  await withQueues(deps, [service], async (queues) => {
+    const queue = queues.get(service)!;
+    // Always: a queue held by a Retry-After alone (breaker closed) resumes too, as the doc above says.
+    await queue.removeRateLimitKey();
+    if (!wasOpen) return;
+    await sleep(options.settleMs ?? 2 * breakerDefaults.syncIntervalMs + 100);
+    if ((await readSharedState(deps.connection, key)) === null) await queue.removeRateLimitKey();
+  });
   const [view] = await listBreakers(deps, [service]);
   return view!;
 }
