@@ -8,22 +8,8 @@ import type { ServicesConfig } from '../core/services/types.ts';
 import type { Producer } from '../producer/producer.ts';
 import type { SecretStore } from '../secrets/redis-store.ts';
 import type { SecretObserver, SecretResolver, SecretSource } from '../secrets/resolver.ts';
+import type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';
 import { NotFoundError } from './errors.ts';
-
-/** What `POST /v1/secrets/:key/test` asks for: one live call of `service.operation` with the staged `value`. */
-export interface SecretTestRequest {
-  readonly key: string;
-  readonly value: string;
-  readonly service: string;
-  readonly operation: string;
-  readonly input?: unknown;
-  readonly tenant?: string;
-}
-
-/** What the call did (the worker's SecretTestOutcome; the API may not import src/worker, so it is restated). */
-export type SecretTestOutcome =
-  | { outcome: 'completed'; status: number; durationMs: number; body: unknown; bodyTruncated?: boolean }
-  | { outcome: 'failed'; error: { type: string; message: string; status?: number }; durationMs: number };
 
 /** The admin secrets routes' collaborators (DESIGN §5), built by cli/ (src/cli/api-server.ts). */
 export interface ApiSecrets {
@@ -90,3 +76,5 @@ export function createApiContext(options: {
     },
   };
 }
+
+export type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';

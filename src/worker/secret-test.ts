@@ -11,48 +11,26 @@
  */
 import { randomUUID } from 'node:crypto';
 
-import { type ErrorType, type FerryError, NetworkError, ValidationError } from '../core/errors.ts';
+import { type FerryError, NetworkError, ValidationError } from '../core/errors.ts';
 import type { JobData } from '../core/job.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type Clock, systemClock } from '../core/time.ts';
 import { parseSecretKey } from '../secrets/names.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
+import type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { runAttempt } from './processor.ts';
 
-export interface SecretTestOptions {
+export interface SecretTestOptions extends SecretTestRequest {
   config: ServicesConfig;
   /** The process's resolver; `key` is answered with `value` instead, every other secret as usual. */
   resolver: SecretResolver;
-  /** `crm_key` or `tenant/acme/crm_key`. */
-  key: string;
-  /** The candidate value (the staged version). Never in the outcome: it is scrubbed from body and messages. */
-  value: string;
-  service: string;
-  operation: string;
-  /** The job input the operation's templates read. */
-  input?: unknown;
-  /** The job's tenant. A tenant key (`tenant/T/x`) implies tenant T; a different one here is refused. */
-  tenant?: string;
   clock?: Clock;
 }
 
-export type SecretTestOutcome =
-  | {
-      outcome: 'completed';
-      status: number;
-      durationMs: number;
-      /** Scrubbed of every secret value and token the call used. */
-      body: unknown;
-      bodyTruncated?: boolean;
-    }
-  | {
-      outcome: 'failed';
-      error: { type: ErrorType; message: string; status?: number };
-      durationMs: number;
-    };
+export type { SecretTestOutcome } from '../secrets/secret-test.ts';
 
 /**
  * One live call of `service`/`operation` with `key` resolved to `value`. Throws ValidationError before any
