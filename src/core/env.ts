@@ -95,11 +95,15 @@ const envSchema = z.object({
   FERRY_SECRETS_KEY_FILE: z.string().optional(),
   /** A directory of secret files (Docker/Kubernetes secrets): `<dir>/<name>`, `<dir>/tenant/<t>/<name>`. */
   FERRY_SECRETS_DIR: z.string().optional(),
-  /** Where secrets are looked up, first match wins within a scope: any of store, file, env, in order. */
+  /**
+   * Where secrets are looked up, first match wins within a scope: any of store, file, env, in order. Unset:
+   * DEFAULT_SECRETS_SOURCES, without the store when no master key is set (set, listing store without a key
+   * fails start-up).
+   */
   FERRY_SECRETS_SOURCES: z
     .string()
     .regex(/^(store|file|env)(,(store|file|env))*$/, 'must be a comma-separated list of store, file, env')
-    .default('store,file,env'),
+    .optional(),
   /** How long a worker keeps a decrypted (or file) value before reading it again. */
   FERRY_SECRETS_CACHE_MS: z.coerce
     .number()
@@ -111,6 +115,9 @@ const envSchema = z.object({
 });
 
 export type Env = Readonly<z.infer<typeof envSchema>>;
+
+/** FERRY_SECRETS_SOURCES when it is unset. */
+export const DEFAULT_SECRETS_SOURCES = 'store,file,env';
 
 /** Every variable readEnv reads (README's configuration table lists each; a test holds it to this). */
 export const ENV_VARIABLES: readonly string[] = Object.freeze(Object.keys(envSchema.shape));

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 
-import type { Env } from '../core/env.ts';
+import { DEFAULT_SECRETS_SOURCES, type Env } from '../core/env.ts';
 import { ConfigurationError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { RedisClient } from '../core/redis.ts';
@@ -69,8 +69,8 @@ export interface SecretsRuntimeOptions {
 export async function createSecretsRuntime(options: SecretsRuntimeOptions): Promise<SecretsRuntime> {
   const { env, logger } = options;
   const keyring = await loadKeyring(env);
-  const order = env.FERRY_SECRETS_SOURCES.split(',') as SecretSource['kind'][];
-  const explicit = options.processEnv?.['FERRY_SECRETS_SOURCES'] ?? process.env['FERRY_SECRETS_SOURCES'];
+  const explicit = env.FERRY_SECRETS_SOURCES;
+  const order = (explicit ?? DEFAULT_SECRETS_SOURCES).split(',') as SecretSource['kind'][];
   const store =
     keyring === undefined
       ? undefined

@@ -268,19 +268,21 @@ ${ENVIRONMENT}`,
       const { env, keyring } = await readSettings();
       const config = await loadConfig(env, false);
       await withStore(env, keyring, async (store, connection) => {
-        const [{ describeSecrets }, { createSecretsRuntime }] = await Promise.all([
-          import('../../secrets/catalog.ts'),
-          import('../../secrets/setup.ts'),
-        ]);
+        const [{ describeSecrets }, { createSecretsRuntime }, { DEFAULT_SECRETS_SOURCES }] =
+          await Promise.all([
+            import('../../secrets/catalog.ts'),
+            import('../../secrets/setup.ts'),
+            import('../../core/env.ts'),
+          ]);
         // Without a master key the store is listed from its metadata, and the other sources still count.
-        const order = env.FERRY_SECRETS_SOURCES.split(',');
+        const order = (env.FERRY_SECRETS_SOURCES ?? DEFAULT_SECRETS_SOURCES).split(',');
         const kinds = keyring === undefined ? order.filter((kind) => kind !== 'store') : order;
         const runtime =
           kinds.length === 0
             ? undefined
             : await createSecretsRuntime({
                 env: { ...env, FERRY_SECRETS_SOURCES: kinds.join(',') },
-                processEnv: { ...process.env, FERRY_SECRETS_SOURCES: kinds.join(',') },
+                processEnv: process.env,
                 connection,
                 prefix: env.FERRY_PREFIX,
                 logger: await silentLogger(),
