@@ -11,7 +11,7 @@ import type { SseOptions } from '../../src/api/sse.ts';
 import { buildFerryApi } from '../../src/cli/api-server.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
-import { waitUntilReady } from '../../src/core/redis.ts';
+import { createRedisConnection, waitUntilReady } from '../../src/core/redis.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
 import { registerCleanup } from './cleanup.ts';
@@ -84,11 +84,8 @@ export async function startTestApi(options: {
     },
   });
   const logger = createLogger({ level: 'debug', destination });
-  const connection = new Redis(options.redisUrl, {
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    commandTimeout: 2_000,
-  });
+  // The connection `ferry api` makes (role `api`: no offline queue, its command timeout).
+  const connection = createRedisConnection({ url: options.redisUrl }, 'api', 'ferry-test-api') as Redis;
   connection.on('error', () => undefined);
   // As `ferry api` does at start-up (connectRedis): without an offline queue, a command sent before the
   // connection is ready fails at once.
