@@ -8,7 +8,7 @@ import { z } from 'zod';
 
 import { ValidationError } from '../core/errors.ts';
 import { attemptRecordSchema, enqueueRequestSchema, errorRecordSchema, issuePath } from '../core/job.ts';
-import { SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
+import { MAX_JOB_ID_LENGTH, SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -52,7 +52,7 @@ export function serializerCompiler(): (data: unknown) => string {
 // ---- shared pieces ----------------------------------------------------------------------------------------
 
 export const serviceName = z.string().regex(SERVICE_NAME_PATTERN, 'must be a service name');
-export const jobId = z.string().min(1).max(300);
+export const jobId = z.string().min(1).max(MAX_JOB_ID_LENGTH);
 
 export const errorBodySchema = z.object({
   error: z.object({

@@ -22,10 +22,19 @@ export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export const MAX_PRIORITY = 2_097_152;
 
 const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
+/**
+ * Control characters an HTTP header value cannot hold (what undici refuses: C0 but tab, and DEL). The default
+ * `Idempotency-Key` header carries the key, so a key with CR, LF or NUL would be accepted and then fail every
+ * call; it is refused at enqueue instead.
+ */
+export const IDEMPOTENCY_KEY_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
 const idempotencyKey = z
   .string()
   .min(1, 'must not be empty')
-  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
+  .refine((key) => !IDEMPOTENCY_KEY_FORBIDDEN.test(key), {
+    error: 'must not contain control characters (CR, LF, NUL…): it is sent in a header',
+  });
 const metadata = z.record(z.string(), z.unknown());
 
 /** What a producer enqueues (HTTP body, `Producer.enqueue` argument). */
@@ -75,7 +84,8 @@ export function parseSimpleEnqueueRequest(value: unknown): EnqueueRequest | unde
     if (
       typeof idempotencyKey !== 'string' ||
       idempotencyKey.length < 1 ||
-      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH
+      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH ||
+      IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey)
     )
       return undefined;
     request.idempotencyKey = idempotencyKey;
@@ -202,7 +212,8 @@ export function isTriviallyValidJobData(data: unknown): data is JobData {
     (idempotencyKey === undefined ||
       (typeof idempotencyKey === 'string' &&
         idempotencyKey.length >= 1 &&
-        idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH)) &&
+        idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH &&
+        !IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey))) &&
     (enqueueId === undefined || typeof enqueueId === 'string')
   );
 }

@@ -17,6 +17,7 @@ import {
   deadLetterJobId,
   DEFAULT_PREFIX,
   idempotentJobId,
+  isPossibleJobId,
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
@@ -133,6 +134,8 @@ export class Producer {
 
   async get(service: string, id: string): Promise<JobView | undefined> {
     this.#assertOpen();
+    // `meta`, `events`, `1:logs`…: queue keys, not jobs (read as one, a key is a fake job or a WRONGTYPE error).
+    if (!isPossibleJobId(id)) return undefined;
     await this.#ready();
     const queue = this.#queue(service);
     // State first, then the job: read the other way round, a job that completes in between would show as
@@ -211,6 +214,7 @@ export class Producer {
    */
   async cancel(service: string, id: string): Promise<'cancelled' | 'missing' | 'notCancellable'> {
     this.#assertOpen();
+    if (!isPossibleJobId(id)) return 'missing';
     await this.#ready();
     const queue = this.#queue(service);
     const keys = queue.keys;
