@@ -69,6 +69,10 @@ export async function startTestApi(options: {
   prefix: string;
   config: ServicesConfig;
   bodyLimitBytes?: number;
+  /** FERRY_API_REQUEST_TIMEOUT_MS (default 30 s). */
+  requestTimeoutMs?: number;
+  /** FERRY_MAX_METADATA_BYTES (default 16 KiB). */
+  maxMetadataBytes?: number;
   /** Server-Sent Events settings (a short heartbeat). */
   sse?: SseOptions;
   /** FERRY_SECRETS_KEY of the API process (the secrets routes can then seal and open values). */
@@ -98,6 +102,12 @@ export async function startTestApi(options: {
       ? {}
       : { FERRY_API_BODY_LIMIT_BYTES: String(options.bodyLimitBytes) }),
     ...(options.secretsKey === undefined ? {} : { FERRY_SECRETS_KEY: options.secretsKey }),
+    ...(options.requestTimeoutMs === undefined
+      ? {}
+      : { FERRY_API_REQUEST_TIMEOUT_MS: String(options.requestTimeoutMs) }),
+    ...(options.maxMetadataBytes === undefined
+      ? {}
+      : { FERRY_MAX_METADATA_BYTES: String(options.maxMetadataBytes) }),
   });
   const scrubber = new Scrubber();
   // The API as `ferry api` builds it (buildFerryApi), only not listening on PORT.
