@@ -35,6 +35,8 @@ export {
   DEFAULT_PREFIX,
   displayQueueName,
   idempotentJobId,
+  isPossibleJobId,
+  RESERVED_JOB_IDS,
   serviceFromQueueName,
   serviceQueueName,
 } from './core/queue-layout.ts';

@@ -90,6 +90,21 @@ export function isRedisUnavailable(error: unknown): boolean {
   );
 }
 
+/**
+ * Redis is up but refuses writes: out of memory under `noeviction` (OOM), a replica after a failover
+ * (READONLY), a failed snapshot with stop-writes-on-bgsave-error (MISCONF), too few replicas (NOREPLICAS),
+ * still loading its data (LOADING), or a replica whose master is down (MASTERDOWN). Like a Redis that is down,
+ * this passes: the client is told to retry, never given a 500. Matched on the reply's error code, at the start
+ * of the message or after the `-` of an error raised inside a script.
+ */
+const REDIS_REFUSAL = /(?:^|-)(OOM|READONLY|MISCONF|NOREPLICAS|LOADING|MASTERDOWN) /;
+
+/** The error code when Redis refused the command (see REDIS_REFUSAL), else undefined. */
+export function redisRefusal(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  return REDIS_REFUSAL.exec(error.message)?.[1];
+}
+
 /** Status of a ValidationError: 413 for size, 422 for a well-formed request naming what does not exist, else 400. */
 function validationStatus(error: { status: number | undefined; field: string | undefined }): number {
   if (error.status === 413 || error.status === 422) return error.status;
@@ -122,6 +137,10 @@ export function toErrorResponse(error: unknown): Mapped {
   if (isRedisUnavailable(error)) {
     const unavailable = new UnavailableError('Redis is unavailable; retry later');
     return toErrorResponse(unavailable);
+  }
+  const refusal = redisRefusal(error);
+  if (refusal !== undefined) {
+    return toErrorResponse(new UnavailableError(`Redis refuses writes (${refusal}); retry later`));
   }
   const fastifyError = error as Partial<FastifyError>;
   switch (fastifyError.code) {
@@ -177,7 +196,10 @@ export function handleError(error: unknown, request: FastifyRequest, reply: Fast
   if (mapped.statusCode >= 500 && mapped.statusCode !== 503) {
     request.log.error({ err: loggableError(error) }, 'request failed');
   } else if (mapped.statusCode === 503) {
-    request.log.warn({ err: loggableError(error) }, 'Redis unavailable');
+    request.log.warn(
+      { err: loggableError(error) },
+      redisRefusal(error) === undefined ? 'Redis unavailable' : 'Redis refuses writes',
+    );
   }
   if (mapped.headers !== undefined) void reply.headers(mapped.headers);
   void reply.code(mapped.statusCode).send(mapped.body);

@@ -7,8 +7,14 @@ import type { FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
 
 import { ValidationError } from '../core/errors.ts';
-import { attemptRecordSchema, enqueueRequestSchema, errorRecordSchema, issuePath } from '../core/job.ts';
-import { SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
+import {
+  attemptRecordSchema,
+  enqueueRequestSchema,
+  errorRecordSchema,
+  issuePath,
+  MAX_BATCH_JOBS,
+} from '../core/job.ts';
+import { MAX_JOB_ID_LENGTH, SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -52,7 +58,7 @@ export function serializerCompiler(): (data: unknown) => string {
 // ---- shared pieces ----------------------------------------------------------------------------------------
 
 export const serviceName = z.string().regex(SERVICE_NAME_PATTERN, 'must be a service name');
-export const jobId = z.string().min(1).max(300);
+export const jobId = z.string().min(1).max(MAX_JOB_ID_LENGTH);
 
 export const errorBodySchema = z.object({
   error: z.object({
@@ -85,7 +91,7 @@ const jobResultSchema = z.object({
 /** POST /v1/jobs: the Producer's schema; validated in the handler, against the loaded services too. */
 export const enqueueBody = jsonSchema(enqueueRequestSchema, { validate: false });
 
-export const MAX_BATCH_JOBS = 1000;
+export { MAX_BATCH_JOBS };
 export const batchBodySchema = z.strictObject({
   jobs: z
     .array(z.unknown())

@@ -54,7 +54,12 @@ export async function buildFerryApi(
   const { env, config, logger } = runtime;
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
-  const producer = new Producer({ connection, prefix, services: config.services });
+  const producer = new Producer({
+    connection,
+    prefix,
+    services: config.services,
+    maxMetadataBytes: env.FERRY_MAX_METADATA_BYTES,
+  });
   // No cache (FERRY_SECRETS_CACHE_MS 0) and no watch: the API resolves values only for a rare secrets test,
   // which must see a change made a moment ago, and a cache nothing clears would not.
   const secrets = await createSecretsRuntime({
@@ -94,6 +99,8 @@ export async function buildFerryApi(
     logger,
     metrics,
     bodyLimitBytes: env.FERRY_API_BODY_LIMIT_BYTES,
+    maxJsonDepth: env.FERRY_API_MAX_JSON_DEPTH,
+    requestTimeoutMs: env.FERRY_API_REQUEST_TIMEOUT_MS,
     selfAuthenticatedPrefixes: [DEFAULT_BULL_BOARD_PATH],
     plugins: [
       (scope, routeContext) =>

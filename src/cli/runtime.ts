@@ -4,7 +4,12 @@ import { closedState, nextState } from '../breakers/state.ts';
 import { clusterNodes, type Env, readEnv } from '../core/env.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { breakerKey } from '../core/queue-layout.ts';
-import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import {
+  type ConnectionRole,
+  createRedisConnection,
+  type RedisClient,
+  waitUntilReady,
+} from '../core/redis.ts';
 import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
@@ -52,7 +57,7 @@ export async function loadRuntime(options: { pretty?: boolean; name: string; env
   return { env, logger, config, scrubber };
 }
 
-export function connect(env: Env, role: 'worker' | 'producer', name: string): RedisClient {
+export function connect(env: Env, role: ConnectionRole, name: string): RedisClient {
   const nodes = clusterNodes(env);
   return createRedisConnection(
     nodes === undefined ? { url: env.REDIS_URL } : { clusterNodes: nodes },
@@ -67,7 +72,7 @@ export function connect(env: Env, role: 'worker' | 'producer', name: string): Re
  */
 export async function connectReady(
   env: Env,
-  role: 'worker' | 'producer',
+  role: ConnectionRole,
   name: string,
   timeoutMs = 30_000,
 ): Promise<RedisClient> {

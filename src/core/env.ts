@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { ValidationError } from './errors.ts';
+import { DEFAULT_API_BODY_LIMIT_BYTES, DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_METADATA_BYTES } from './job.ts';
 import { DEFAULT_LOG_BUFFER_BYTES, MAX_LOG_BUFFER_BYTES } from './logger.ts';
 import { DEFAULT_PREFIX } from './queue-layout.ts';
 import { DAY, SECOND } from './time.ts';
@@ -76,12 +77,26 @@ const envSchema = z.object({
   FERRY_API_TOKENS: z.string().optional(),
   /** A YAML file with the same list as FERRY_API_TOKENS (used when that is unset). */
   FERRY_API_TOKENS_FILE: z.string().optional(),
-  /** Largest HTTP request body the API accepts (a batch of 1000 jobs must fit). */
-  FERRY_API_BODY_LIMIT_BYTES: z.coerce
+  /**
+   * Largest HTTP request body the API accepts: a batch of 1000 jobs of 4 KiB plus one job at the default caps
+   * (DEFAULT_API_BODY_LIMIT_BYTES, about 4.4 MiB). POST /v1/jobs takes at most one job's worth of it.
+   */
+  FERRY_API_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(DEFAULT_API_BODY_LIMIT_BYTES),
+  /** Largest `metadata` of a job, in JSON bytes (413 over it). */
+  FERRY_MAX_METADATA_BYTES: z.coerce
     .number()
     .int()
-    .min(1024)
-    .default(16 * 1024 * 1024),
+    .min(0)
+    .max(1024 * 1024)
+    .default(DEFAULT_MAX_METADATA_BYTES),
+  /** Deepest nesting of arrays and objects in a JSON request body (400 over it, before it is parsed). */
+  FERRY_API_MAX_JSON_DEPTH: z.coerce.number().int().min(2).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
+  /** Longest a client may take to send a whole request, headers and body; it is then cut off. */
+  FERRY_API_REQUEST_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(30 * SECOND),
   /** Port of a worker's own `/metrics` (and `/healthz`) server; 0 turns it off. */
   FERRY_METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9464),
   /** Address the worker's metrics server listens on. */

@@ -18,14 +18,55 @@ import { MAX_IDEMPOTENCY_KEY_LENGTH, SERVICE_NAME_PATTERN } from './queue-layout
 import { DAY } from './time.ts';
 
 export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+// ---- size limits (docs/api.md § Limits) -------------------------------------------------------------------
+/** 256 KiB: the default largest job input (JSON bytes) when the service does not set maxInputBytes. */
+export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024;
+/** 16 KiB: the default largest `metadata` (JSON bytes); FERRY_MAX_METADATA_BYTES for the API. */
+export const DEFAULT_MAX_METADATA_BYTES = 16 * 1024;
+/**
+ * What a job's other fields can add to its data: service (64), operation (128), idempotencyKey (200
+ * characters, at most 3 UTF-8 bytes each), tenant (128), enqueueId (36), field names and punctuation. So a
+ * job's whole serialized data is at most maxInputBytes + maxMetadataBytes + JOB_FIELDS_BYTES: the per-job cap.
+ */
+export const JOB_FIELDS_BYTES = 2 * 1024;
+/** Deepest nesting of arrays and objects the API parses (a job's input is at most 62 levels under a batch). */
+export const DEFAULT_MAX_JSON_DEPTH = 64;
+/** Most jobs one batch may hold (POST /v1/jobs/batch, Producer.enqueueMany callers). */
+export const MAX_BATCH_JOBS = 1000;
+/** What one job of a batch may take on average within the default body limit (a typical job is ~300 B). */
+export const BATCH_JOB_BYTES = 4 * 1024;
+/**
+ * The body one job at the given caps can legitimately need: its whole data, twice over for clients that
+ * escape every non-ASCII character (`\u00e9`, Python's default), plus the other fields.
+ */
+export function jobBodyBytes(maxInputBytes: number, maxMetadataBytes: number): number {
+  return 2 * (maxInputBytes + maxMetadataBytes) + JOB_FIELDS_BYTES;
+}
+/**
+ * Default largest API request body: a full batch of BATCH_JOB_BYTES jobs plus room for one job at the default
+ * caps (4,655,104 bytes, about 4.4 MiB; it was 16 MiB). Larger jobs go one per POST /v1/jobs, whose limit is
+ * that of one job at the largest service's caps.
+ */
+export const DEFAULT_API_BODY_LIMIT_BYTES =
+  MAX_BATCH_JOBS * BATCH_JOB_BYTES + jobBodyBytes(DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_METADATA_BYTES);
 /** BullMQ's highest priority value (2^21). */
 export const MAX_PRIORITY = 2_097_152;
 
 const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
+/**
+ * Control characters an HTTP header value cannot hold (what undici refuses: C0 but tab, and DEL). The default
+ * `Idempotency-Key` header carries the key, so a key with CR, LF or NUL would be accepted and then fail every
+ * call; it is refused at enqueue instead.
+ */
+export const IDEMPOTENCY_KEY_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
 const idempotencyKey = z
   .string()
   .min(1, 'must not be empty')
-  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+  .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
+  .refine((key) => !IDEMPOTENCY_KEY_FORBIDDEN.test(key), {
+    error: 'must not contain control characters (CR, LF, NUL…): it is sent in a header',
+  });
 const metadata = z.record(z.string(), z.unknown());
 
 /** What a producer enqueues (HTTP body, `Producer.enqueue` argument). */
@@ -75,7 +116,8 @@ export function parseSimpleEnqueueRequest(value: unknown): EnqueueRequest | unde
     if (
       typeof idempotencyKey !== 'string' ||
       idempotencyKey.length < 1 ||
-      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH
+      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH ||
+      IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey)
     )
       return undefined;
     request.idempotencyKey = idempotencyKey;
@@ -202,7 +244,8 @@ export function isTriviallyValidJobData(data: unknown): data is JobData {
     (idempotencyKey === undefined ||
       (typeof idempotencyKey === 'string' &&
         idempotencyKey.length >= 1 &&
-        idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH)) &&
+        idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH &&
+        !IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey))) &&
     (enqueueId === undefined || typeof enqueueId === 'string')
   );
 }

@@ -6,6 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 
+import { QueueKeys } from 'bullmq';
+
 export const DEFAULT_PREFIX = 'ferry';
 export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export const DEAD_LETTER_QUEUE = '{dead-letter}';
@@ -33,6 +35,34 @@ export function displayQueueName(queueName: string): string {
  */
 export function idempotentJobId(idempotencyKey: string): string {
   return `idem-${createHash('sha256').update(idempotencyKey).digest('base64url')}`;
+}
+
+/** Longest job id the API takes in a URL (an `idem-` id is 48 characters; a raw producer's own may be longer). */
+export const MAX_JOB_ID_LENGTH = 300;
+
+/**
+ * Names of keys under a service queue's prefix, `<prefix>:{service}:<name>`, that are not jobs. A job's hash is
+ * `<prefix>:{service}:<id>`, so a job id equal to one of them would read (or remove) a queue key as a job. The
+ * list is BullMQ's own (QueueKeys, so a BullMQ upgrade keeps it current), plus names older BullMQ and Bull
+ * versions used and Ferry's own key.
+ */
+export const RESERVED_JOB_IDS: ReadonlySet<string> = new Set([
+  ...Object.keys(new QueueKeys().getKeys('q')),
+  'waiting',
+  'priority',
+  'delay',
+  'metrics',
+  'breaker',
+]);
+
+/**
+ * True for an id a job of a service queue can have: BullMQ's numbers, `idem-…` ids (idempotentJobId), replay
+ * ids, or a raw producer's own `jobId`. False for an id no job can have: empty, longer than MAX_JOB_ID_LENGTH,
+ * with a `:` (BullMQ's key separator: `1:logs`, `ferry:replayed:…` are keys, not jobs), or a reserved name.
+ * Readers answer "no such job" for these without asking Redis.
+ */
+export function isPossibleJobId(id: string): boolean {
+  return id.length >= 1 && id.length <= MAX_JOB_ID_LENGTH && !id.includes(':') && !RESERVED_JOB_IDS.has(id);
 }
 
 /**

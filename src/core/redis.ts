@@ -14,16 +14,28 @@ export interface RedisTarget {
   clusterNodes?: readonly string[];
 }
 
-export type ConnectionRole = 'worker' | 'producer';
+/** `api`: a producer that answers HTTP requests, which must get their 503 soon (docs/api.md). */
+export type ConnectionRole = 'worker' | 'producer' | 'api';
+
+/**
+ * The API's command timeout: a hung Redis (SIGSTOP, a stuck failover) answers nothing while the connection
+ * stays open, so without it a request would wait for the producer's 5 s. The API's own commands are small
+ * (one job, a page of dead letters, a 1000-job batch of about 16 MiB at most), far below this on a healthy
+ * Redis.
+ */
+export const API_COMMAND_TIMEOUT_MS = 2_000;
+
+const producerOptions: RedisOptions = {
+  maxRetriesPerRequest: 1,
+  enableOfflineQueue: false,
+  commandTimeout: 5_000,
+  connectTimeout: 5_000,
+};
 
 const roleOptions: Record<ConnectionRole, RedisOptions> = {
   worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
-  producer: {
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    commandTimeout: 5_000,
-    connectTimeout: 5_000,
-  },
+  producer: producerOptions,
+  api: { ...producerOptions, commandTimeout: API_COMMAND_TIMEOUT_MS },
 };
 
 export function createRedisConnection(target: RedisTarget, role: ConnectionRole, name?: string): RedisClient {

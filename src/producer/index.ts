@@ -7,6 +7,8 @@ export {
   DEFAULT_PREFIX,
   displayQueueName,
   idempotentJobId,
+  isPossibleJobId,
+  RESERVED_JOB_IDS,
   serviceQueueName,
 } from '../core/queue-layout.ts';
 export {

@@ -17,10 +17,11 @@ import {
   deadLetterJobId,
   DEFAULT_PREFIX,
   idempotentJobId,
+  isPossibleJobId,
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
-import { type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
+import { DEFAULT_MAX_METADATA_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
 
 export interface ProducerOptions {
   /** A Redis URL, or a connection to share (producer role: `enableOfflineQueue: false` fails fast when Redis is down). */
@@ -29,6 +30,8 @@ export interface ProducerOptions {
   prefix?: string;
   /** The services the producer may enqueue for; when given, unknown services and operations are refused at once. */
   services?: ServiceCatalog;
+  /** Largest `metadata` in JSON bytes; default DEFAULT_MAX_METADATA_BYTES (16 KiB). */
+  maxMetadataBytes?: number;
 }
 
 export interface EnqueueResult {
@@ -100,6 +103,8 @@ return 0
 /** Enqueues integration jobs. Imports no worker, HTTP or breaker code: safe to embed in any service. */
 export class Producer {
   readonly prefix: string;
+  /** Largest `metadata` this producer accepts (JSON bytes). */
+  readonly maxMetadataBytes: number;
   readonly #connection: RedisClient;
   readonly #ownsConnection: boolean;
   readonly #catalog: ServiceCatalog | undefined;
@@ -109,6 +114,7 @@ export class Producer {
   constructor(options: ProducerOptions) {
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.#catalog = options.services;
+    this.maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
     if (typeof options.connection === 'string') {
       this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
       this.#ownsConnection = true;
@@ -120,19 +126,25 @@ export class Producer {
 
   /** Validates and enqueues one job. Throws ValidationError (with `field`) for a bad request. */
   async enqueue(request: EnqueueRequest): Promise<EnqueueResult> {
-    const valid = validateEnqueueRequest(request, this.#catalog);
+    const valid = validateEnqueueRequest(request, this.#catalog, '', {
+      maxMetadataBytes: this.maxMetadataBytes,
+    });
     const [result] = await this.#add([valid]);
     return result!;
   }
 
   /** Validates every request first; adds none if any is bad (the error's field is `[i].…`). */
   async enqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
-    const valid = requests.map((request, i) => validateEnqueueRequest(request, this.#catalog, `[${i}].`));
+    const valid = requests.map((request, i) =>
+      validateEnqueueRequest(request, this.#catalog, `[${i}].`, { maxMetadataBytes: this.maxMetadataBytes }),
+    );
     return this.#add(valid);
   }
 
   async get(service: string, id: string): Promise<JobView | undefined> {
     this.#assertOpen();
+    // `meta`, `events`, `1:logs`…: queue keys, not jobs (read as one, a key is a fake job or a WRONGTYPE error).
+    if (!isPossibleJobId(id)) return undefined;
     await this.#ready();
     const queue = this.#queue(service);
     // State first, then the job: read the other way round, a job that completes in between would show as
@@ -211,6 +223,7 @@ export class Producer {
    */
   async cancel(service: string, id: string): Promise<'cancelled' | 'missing' | 'notCancellable'> {
     this.#assertOpen();
+    if (!isPossibleJobId(id)) return 'missing';
     await this.#ready();
     const queue = this.#queue(service);
     const keys = queue.keys;

@@ -1,13 +1,14 @@
 import { ValidationError } from '../core/errors.ts';
 import {
+  DEFAULT_MAX_INPUT_BYTES,
+  DEFAULT_MAX_METADATA_BYTES,
   type EnqueueRequest,
   enqueueRequestSchema,
   issuePath,
   parseSimpleEnqueueRequest,
 } from '../core/job.ts';
 
-/** 256 KiB: the default largest job input (JSON bytes) when the service does not set maxInputBytes. */
-export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024;
+export { DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_METADATA_BYTES };
 
 /** What a producer needs to know of the services file; ServicesConfig['services'] satisfies it. */
 export type ServiceCatalog = ReadonlyMap<
@@ -25,7 +26,7 @@ export type ServiceCatalog = ReadonlyMap<
  * answer per item) and then hands it to Producer.enqueueMany, which validates again: a request already
  * checked against the same catalog passes at once. They are frozen, so what was checked is what is enqueued.
  */
-const validated = new WeakMap<object, ServiceCatalog | undefined>();
+const validated = new WeakMap<object, { catalog: ServiceCatalog | undefined; maxMetadataBytes: number }>();
 
 /** Re-serialized JSON is at most this many times longer than its source text (an exponent spelled out). */
 const MAX_JSON_GROWTH = 6;
@@ -36,6 +37,8 @@ export interface ValidateOptions {
    * re-serialization of it fits the service's limit, the input is not serialized again to measure it.
    */
   sourceBytes?: number;
+  /** Largest `metadata` in JSON bytes (default DEFAULT_MAX_METADATA_BYTES; the API's FERRY_MAX_METADATA_BYTES). */
+  maxMetadataBytes?: number;
 }
 
 /**
@@ -49,13 +52,16 @@ export function validateEnqueueRequest(
   fieldPrefix = '',
   options: ValidateOptions = {},
 ): EnqueueRequest {
-  if (
-    typeof value === 'object' &&
-    value !== null &&
-    validated.has(value) &&
-    validated.get(value) === catalog
-  ) {
-    return value as EnqueueRequest;
+  const maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
+  if (typeof value === 'object' && value !== null) {
+    const checked = validated.get(value);
+    if (
+      checked !== undefined &&
+      checked.catalog === catalog &&
+      checked.maxMetadataBytes === maxMetadataBytes
+    ) {
+      return value as EnqueueRequest;
+    }
   }
   const request = parseSimpleEnqueueRequest(value) ?? parseWithZod(value, fieldPrefix);
   const service = catalog?.get(request.service);
@@ -94,8 +100,20 @@ export function validateEnqueueRequest(
       },
     );
   }
+  // Metadata is echoed in the result and every event: capped on its own, always measured (it is small when
+  // valid). With input and the bounded other fields, this caps the whole job at
+  // maxInputBytes + maxMetadataBytes + JOB_FIELDS_BYTES.
+  if (request.metadata !== undefined) {
+    const metadataBytes = Buffer.byteLength(JSON.stringify(request.metadata));
+    if (metadataBytes > maxMetadataBytes) {
+      throw new ValidationError(
+        `${fieldPrefix}metadata: ${metadataBytes} bytes, over the ${maxMetadataBytes}-byte limit`,
+        { field: `${fieldPrefix}metadata`, status: 413 },
+      );
+    }
+  }
   Object.freeze(request);
-  validated.set(request, catalog);
+  validated.set(request, { catalog, maxMetadataBytes });
   return request;
 }
 

@@ -104,9 +104,10 @@ describe('error logs', () => {
       token: TOKENS.admin,
       body: { service: 'svc', operation: 'op', input: { email: 'private-person@example.com' } },
     });
-    expect(response.status).toBe(500);
-    expect(response.body.error.type).toBe('InternalError');
-    const failed = api.logs.filter((line) => line.includes('request failed'));
+    // A write refusal is a 503 to retry (issue 13), logged with the reply's code.
+    expect(response.status).toBe(503);
+    expect(response.body.error.type).toBe('UnavailableError');
+    const failed = api.logs.filter((line) => line.includes('Redis refuses writes'));
     expect(failed).toHaveLength(1);
     expect(failed[0]).toContain('NOREPLICAS');
     expect(api.logs.join('\n')).not.toContain('private-person@example.com');

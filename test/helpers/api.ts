@@ -11,7 +11,7 @@ import type { SseOptions } from '../../src/api/sse.ts';
 import { buildFerryApi } from '../../src/cli/api-server.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
-import { waitUntilReady } from '../../src/core/redis.ts';
+import { createRedisConnection, waitUntilReady } from '../../src/core/redis.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
 import { registerCleanup } from './cleanup.ts';
@@ -69,6 +69,10 @@ export async function startTestApi(options: {
   prefix: string;
   config: ServicesConfig;
   bodyLimitBytes?: number;
+  /** FERRY_API_REQUEST_TIMEOUT_MS (default 30 s). */
+  requestTimeoutMs?: number;
+  /** FERRY_MAX_METADATA_BYTES (default 16 KiB). */
+  maxMetadataBytes?: number;
   /** Server-Sent Events settings (a short heartbeat). */
   sse?: SseOptions;
   /** FERRY_SECRETS_KEY of the API process (the secrets routes can then seal and open values). */
@@ -84,11 +88,8 @@ export async function startTestApi(options: {
     },
   });
   const logger = createLogger({ level: 'debug', destination });
-  const connection = new Redis(options.redisUrl, {
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-    commandTimeout: 2_000,
-  });
+  // The connection `ferry api` makes (role `api`: no offline queue, its command timeout).
+  const connection = createRedisConnection({ url: options.redisUrl }, 'api', 'ferry-test-api') as Redis;
   connection.on('error', () => undefined);
   // As `ferry api` does at start-up (connectRedis): without an offline queue, a command sent before the
   // connection is ready fails at once.
@@ -101,6 +102,12 @@ export async function startTestApi(options: {
       ? {}
       : { FERRY_API_BODY_LIMIT_BYTES: String(options.bodyLimitBytes) }),
     ...(options.secretsKey === undefined ? {} : { FERRY_SECRETS_KEY: options.secretsKey }),
+    ...(options.requestTimeoutMs === undefined
+      ? {}
+      : { FERRY_API_REQUEST_TIMEOUT_MS: String(options.requestTimeoutMs) }),
+    ...(options.maxMetadataBytes === undefined
+      ? {}
+      : { FERRY_MAX_METADATA_BYTES: String(options.maxMetadataBytes) }),
   });
   const scrubber = new Scrubber();
   // The API as `ferry api` builds it (buildFerryApi), only not listening on PORT.

@@ -3,11 +3,13 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
 import type { ApiContext } from '../context.ts';
-import { UNAVAILABLE_RETRY_AFTER_SECONDS } from '../errors.ts';
+import { redisRefusal, UNAVAILABLE_RETRY_AFTER_SECONDS } from '../errors.ts';
 import { jsonSchema } from '../schemas.ts';
 
-/** A ping slower than this counts as Redis down: readiness must answer quickly to be useful. */
-const READY_PING_TIMEOUT_MS = 1_000;
+/** A probe slower than this counts as Redis down: readiness must answer quickly to be useful. */
+const READY_PROBE_TIMEOUT_MS = 1_000;
+/** The probe key's lifetime: it is overwritten by every probe and gone this long after the last one. */
+const READY_PROBE_TTL_MS = 60_000;
 
 export interface MetricsSource {
   /** The Prometheus text exposition of every metric. */
@@ -16,21 +18,35 @@ export interface MetricsSource {
 
 const readySchema = z.object({
   status: z.enum(['ready', 'unavailable']),
-  redis: z.enum(['up', 'down']),
+  redis: z
+    .enum(['up', 'down', 'refusingWrites'])
+    .describe('refusingWrites: Redis answers but refuses writes (out of memory, read-only replica…)'),
   services: z.number().int().describe('services loaded from the services file'),
 });
 
-async function pingWithin(ctx: ApiContext, ms: number): Promise<boolean> {
+type RedisHealth = 'up' | 'down' | 'refusingWrites';
+
+/**
+ * One small write, bounded in time: what an enqueue needs is that Redis accepts writes, which a PING does not
+ * show (an out-of-memory `noeviction` Redis or a read-only replica answers PONG and refuses every enqueue).
+ * A write probe asks Redis itself, for every reason it may refuse, where an INFO-based guess (used_memory
+ * against maxmemory, role, last bgsave status) would restate Redis's rules and miss some. It costs one SET of
+ * one key with a TTL per readiness check; with Redis Cluster it probes the key's shard.
+ */
+async function probeWithin(ctx: ApiContext, ms: number): Promise<RedisHealth> {
   let timer: NodeJS.Timeout | undefined;
+  const key = `${ctx.prefix}:ferry:ready-probe`;
   try {
     return await Promise.race([
-      ctx.connection.ping().then((answer) => answer === 'PONG'),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), ms);
+      ctx.connection
+        .set(key, String(Date.now()), 'PX', READY_PROBE_TTL_MS)
+        .then((answer): RedisHealth => (answer === 'OK' ? 'up' : 'down')),
+      new Promise<RedisHealth>((resolve) => {
+        timer = setTimeout(() => resolve('down'), ms);
       }),
     ]);
-  } catch {
-    return false;
+  } catch (error) {
+    return redisRefusal(error) === undefined ? 'down' : 'refusingWrites';
   } finally {
     clearTimeout(timer);
   }
@@ -60,7 +76,7 @@ export function healthRoutes(
     {
       config: { scope: 'any' },
       schema: {
-        summary: 'Ready to serve: Redis answers and the services file is loaded',
+        summary: 'Ready to serve: Redis accepts a write and the services file is loaded',
         tags: ['health'],
         response: {
           200: jsonSchema(readySchema, { validate: false }),
@@ -69,11 +85,12 @@ export function healthRoutes(
       },
     },
     async (_request, reply) => {
-      const up = ctx.connection.status === 'ready' && (await pingWithin(ctx, READY_PING_TIMEOUT_MS));
+      const redis: RedisHealth =
+        ctx.connection.status === 'ready' ? await probeWithin(ctx, READY_PROBE_TIMEOUT_MS) : 'down';
       const services = ctx.config.services.size;
-      const ready = up && services > 0;
+      const ready = redis === 'up' && services > 0;
       if (!ready) void reply.code(503).header('retry-after', String(UNAVAILABLE_RETRY_AFTER_SECONDS));
-      return { status: ready ? 'ready' : 'unavailable', redis: up ? 'up' : 'down', services };
+      return { status: ready ? 'ready' : 'unavailable', redis, services };
     },
   );
 

@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 
 import { isFerryError, ValidationError } from '../../core/errors.ts';
-import type { EnqueueRequest } from '../../core/job.ts';
+import { type EnqueueRequest, jobBodyBytes } from '../../core/job.ts';
 import type { EnqueueResult, JobView } from '../../producer/producer.ts';
 import { validateEnqueueRequest } from '../../producer/validate.ts';
 import { canAccessTenant, requireAccess, requireService } from '../auth.ts';
@@ -41,6 +41,14 @@ function accepted(result: EnqueueResult): {
 
 export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const catalog = ctx.config.services;
+  // One job needs at most one job's body at the largest service's input cap: the rest of the body limit is
+  // for batches.
+  let largestInput = 0;
+  for (const service of catalog.values()) largestInput = Math.max(largestInput, service.maxInputBytes);
+  const oneJobBodyLimit = Math.min(
+    app.initialConfig.bodyLimit ?? Number.POSITIVE_INFINITY,
+    jobBodyBytes(largestInput, ctx.producer.maxMetadataBytes),
+  );
 
   /** The job a token may read, or 404 (another tenant's job does not exist for a tenant-limited token). */
   async function readableJob(
@@ -76,6 +84,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
     '/v1/jobs',
     {
       config: { scope: 'jobs:write', redis: true },
+      bodyLimit: oneJobBodyLimit,
       schema: {
         summary: 'Enqueue one job',
         description:
@@ -92,12 +101,10 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (request, reply) => {
       const principal = request.principal!;
       const length = Number(request.headers['content-length']);
-      const job = validateEnqueueRequest(
-        request.body,
-        catalog,
-        '',
-        Number.isSafeInteger(length) ? { sourceBytes: length } : {},
-      );
+      const job = validateEnqueueRequest(request.body, catalog, '', {
+        maxMetadataBytes: ctx.producer.maxMetadataBytes,
+        ...(Number.isSafeInteger(length) ? { sourceBytes: length } : {}),
+      });
       requireAccess(principal, job.service, job.tenant);
       const result = await ctx.producer.enqueue(job);
       const body = accepted(result);
@@ -136,7 +143,9 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const valid: { index: number; job: EnqueueRequest }[] = [];
       body.jobs.forEach((raw, index) => {
         try {
-          const job = validateEnqueueRequest(raw, catalog, `jobs[${index}].`);
+          const job = validateEnqueueRequest(raw, catalog, `jobs[${index}].`, {
+            maxMetadataBytes: ctx.producer.maxMetadataBytes,
+          });
           requireAccess(principal, job.service, job.tenant);
           valid.push({ index, job });
         } catch (error) {

@@ -38,7 +38,7 @@ Examples:
       }
       const runtime = await loadRuntime({ name: 'ferry-api', env });
       // No wait for Redis: the API starts while Redis is down and answers 503 + Retry-After until it is back.
-      const connection = connect(env, 'producer', 'ferry-api');
+      const connection = connect(env, 'api', 'ferry-api');
       connection.on('error', () => undefined);
       // Job event streams block on Redis: they need a worker-role connection (BullMQ copies it per service).
       const eventsConnection = connect(env, 'worker', 'ferry-api-events');

@@ -70,7 +70,7 @@ export function registerDevCommand(program: Command): void {
       const services = [...runtime.config.services.keys()];
       lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
       lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
-      const producerConnection = connect(runtime.env, 'producer', 'ferry-dev-producer');
+      const producerConnection = connect(runtime.env, 'api', 'ferry-dev-producer');
       const producer = new Producer({
         connection: producerConnection,
         prefix: runtime.env.FERRY_PREFIX,
