@@ -18,7 +18,7 @@ export const AFTER_POOL_CLOSE_MS = 500;
  * How far past its budget (FERRY_SHUTDOWN_TIMEOUT_MS + FERRY_SHUTDOWN_HANDBACK_MS) a shutdown may run before it
  * is cut short: the pool's own force-close and the steps after it.
  */
-export const SHUTDOWN_SLACK_MS = 1_000;
+export const SHUTDOWN_SLACK_MS = 1_500;
 
 /** What a close step reports; nothing (undefined) means everything in flight was recorded or handed back. */
 export interface ShutdownOutcome {
