@@ -4,6 +4,7 @@
  */
 import { QueueEvents, type QueueEventsListener } from 'bullmq';
 
+import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import { compareStreamIds } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
@@ -36,6 +37,10 @@ export interface ChannelOptions {
 const REPLAY_PAGE = 500;
 /** How long a subscribe waits for the read connection before it fails (the route answers 503). */
 const CONNECT_WAIT_MS = 2 * SECOND;
+/** How long close() waits for Redis, in all, before it force-closes the QueueEvents' connection. */
+export const CHANNEL_CLOSE_WAIT_MS = 2 * SECOND;
+/** What a force-close gets on top: it only disconnects sockets, it never waits for Redis. */
+const FORCE_CLOSE_WAIT_MS = 500;
 
 type FerryListener = QueueEventsListener & {
   [name: string]: (args: Record<string, unknown>, id: string) => void;
@@ -312,12 +317,27 @@ export class ServiceChannel {
     if (connection.status !== 'ready') await waitUntilReady(connection, CONNECT_WAIT_MS);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Ends every subscription and closes the QueueEvents, within `waitMs` (plus a moment to force-close) whatever
+   * Redis does: BullMQ's QueueEvents.close() waits for ever when Redis is down (its blocking connection, while
+   * reconnecting, never emits the `end` that close waits for, BullMQ #4585) or SIGSTOPped (no answer to QUIT).
+   */
+  async close(waitMs = CHANNEL_CLOSE_WAIT_MS): Promise<void> {
     this.#closed = true;
     for (const subscription of [...this.subscriptions]) subscription.end();
-    // A start under way (a subscribe that has not resolved yet) finishes first, so nothing it opens outlives us.
-    await this.#starting?.catch(() => undefined);
-    await this.#flushing;
-    await this.#queueEvents?.close();
+    const deadline = new Deadline(waitMs);
+    // A start under way (a subscribe that has not resolved yet) finishes first, so nothing it opens outlives us
+    // (a start that finishes after we gave up sees #closed and opens nothing).
+    if (this.#starting !== undefined) await settleWithin(this.#starting, deadline.left());
+    await settleWithin(this.#flushing, deadline.left());
+    const queueEvents = this.#queueEvents;
+    if (queueEvents === undefined) return;
+    if ((await settleWithin(queueEvents.close(), deadline.left())) === 'timeout') {
+      this.#options.logger.warn(
+        { service: this.#service, waitMs },
+        'job events stream did not close in time (Redis unreachable); force-closing its connection',
+      );
+      await forceCloseBull(queueEvents, FORCE_CLOSE_WAIT_MS);
+    }
   }
 }

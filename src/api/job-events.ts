@@ -53,8 +53,11 @@ export interface JobEventHub {
   subscribe(options: JobEventSubscribeOptions): Promise<JobEventSubscription>;
   /** Open subscriptions, of one service or of all. */
   subscriberCount(service?: string): number;
-  /** Ends every subscription (onEnd) and closes every QueueEvents. */
-  close(): Promise<void>;
+  /**
+   * Ends every subscription (onEnd) and closes every QueueEvents, within about `waitMs` (default 2 s) plus a
+   * moment to force-close, whatever Redis does.
+   */
+  close(waitMs?: number): Promise<void>;
 }
 
 const DEFAULT_CACHE_SIZE = 10_000;
@@ -88,9 +91,9 @@ export function createJobEventHub(options: JobEventHubOptions): JobEventHub {
       for (const channel of channels.values()) count += channel.subscriptions.size;
       return count;
     },
-    async close() {
+    async close(waitMs) {
       closed = true;
-      await Promise.all([...channels.values()].map((channel) => channel.close()));
+      await Promise.all([...channels.values()].map((channel) => channel.close(waitMs)));
       channels.clear();
     },
   };

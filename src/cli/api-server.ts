@@ -9,9 +9,11 @@ import { buildApp } from '../api/app.ts';
 import { serviceReadAccess, type TokenSet } from '../api/auth.ts';
 import { createAdminAuthorizer, DEFAULT_BULL_BOARD_PATH, registerBullBoard } from '../api/bull-board.ts';
 import { createApiContext } from '../api/context.ts';
+import { CHANNEL_CLOSE_WAIT_MS } from '../api/job-event-channel.ts';
 import { createJobEventHub } from '../api/job-events.ts';
 import { jobEventsRoutes } from '../api/routes/job-events.ts';
 import type { SseOptions } from '../api/sse.ts';
+import { Deadline, settleWithin } from '../core/deadline.ts';
 import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
@@ -21,6 +23,14 @@ import { createSecretsRuntime } from '../secrets/setup.ts';
 import { testStagedSecret } from '../worker/secret-test.ts';
 import type { WorkerPool } from '../worker/worker-pool.ts';
 import { createProcessMetrics, type Runtime } from './runtime.ts';
+
+/**
+ * The most the API's close() waits, in all, for requests, job event streams and connections (then it cuts
+ * what is left): SIGTERM exits within seconds even when Redis is gone or paused.
+ */
+export const API_CLOSE_WAIT_MS = 4_000;
+/** What a step gets when the shared wait is used up: enough to cut connections, never to wait for Redis. */
+const FORCE_WAIT_MS = 250;
 
 export interface RunningApi {
   app: FastifyInstance;
@@ -123,12 +133,17 @@ export async function buildFerryApi(
   return {
     app,
     close() {
+      // Bounded whatever Redis does (down, SIGKILLed, SIGSTOPped): each step waits at most for what is left.
       closing ??= (async () => {
-        await app.close();
-        await hub.close();
-        await metrics.close();
-        await deadLetterQueue.close();
-        await producer.close();
+        const deadline = new Deadline(API_CLOSE_WAIT_MS);
+        // Requests still waiting on Redis are cut: their clients retry (503 semantics), the process must go.
+        if ((await settleWithin(app.close(), deadline.left(FORCE_WAIT_MS))) === 'timeout')
+          app.server.closeAllConnections();
+        await hub.close(Math.min(CHANNEL_CLOSE_WAIT_MS, deadline.left(FORCE_WAIT_MS)));
+        await settleWithin(
+          Promise.all([metrics.close(), deadLetterQueue.close(), producer.close()]),
+          deadline.left(FORCE_WAIT_MS),
+        );
         secrets.close();
       })();
       return closing;

@@ -3,9 +3,10 @@
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
 
-import { MetricsTime, Queue, Worker } from 'bullmq';
+import { type Job, MetricsTime, Queue, Worker } from 'bullmq';
 
 import { type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
+import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
@@ -58,25 +59,22 @@ export interface WorkerPoolOptions {
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
 const UNLIMITED_RATE = { max: 1_000_000_000, perMs: SECOND };
 const RATE_LIMIT_REAPPLY_MS = 5 * MINUTE;
-/** After the shutdown deadline: how long cancelled jobs and closing connections get before we stop waiting. */
-const FORCE_CLOSE_AFTER_MS = 5 * SECOND;
-
-/** Resolves when `promise` settles (either way) or after `ms`, whichever comes first. */
-async function settleWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([promise.then(settled, settled), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function settled(): 'settled' {
-  return 'settled';
-}
+/** Default grace of in-flight calls on close (FERRY_SHUTDOWN_TIMEOUT_MS). */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 5 * SECOND;
+/** Default time aborted runs get to be recorded and handed back (FERRY_SHUTDOWN_HANDBACK_MS). */
+export const DEFAULT_SHUTDOWN_HANDBACK_MS = 3 * SECOND;
+/** Redis is taken for unreachable when a PING gets no answer within this. */
+const PROBE_TIMEOUT_MS = SECOND;
+const PROBE_INTERVAL_MS = 250;
+/**
+ * Once Redis was found unreachable, how long aborted runs still get to hand their jobs back (a Redis that was
+ * only slow answers within it); nothing else is waited for.
+ */
+const UNREACHABLE_HANDBACK_MS = SECOND;
+/** What force-closing BullMQ's own connections and the rest may take: they only disconnect sockets. */
+const FORCE_CLOSE_WAIT_MS = 500;
+/** Job ids listed in the log line about unrecorded results (the count is always whole). */
+const LOGGED_JOB_IDS = 20;
 
 function longestTimeoutMs(service: ServiceConfig): number {
   let longest = service.timeoutMs;
@@ -87,9 +85,58 @@ function longestTimeoutMs(service: ServiceConfig): number {
 interface ServiceRuntime {
   service: ServiceConfig;
   queue: Queue<JobData, JobResult>;
-  worker: Worker<JobData, JobResult>;
+  worker: TrackedWorker;
   pools: PoolSet;
   lastSweepMs: number;
+}
+
+/**
+ * A BullMQ Worker that knows which jobs it is running: a job is in flight from the moment it is taken until
+ * BullMQ has recorded its outcome in Redis (completed, failed, delayed or put back), which is when processJob
+ * settles. What is still in flight when a shutdown gives up was not recorded, and will run again.
+ */
+class TrackedWorker extends Worker<JobData, JobResult> {
+  readonly inFlight = new Set<Job<JobData, JobResult>>();
+  #idle: (() => void) | undefined;
+
+  override async processJob(
+    job: Job<JobData, JobResult>,
+    token: string,
+    fetchNextCallback?: () => boolean,
+  ): Promise<void | Job<JobData, JobResult>> {
+    this.inFlight.add(job);
+    try {
+      return await super.processJob(job, token, fetchNextCallback);
+    } finally {
+      this.inFlight.delete(job);
+      if (this.inFlight.size === 0) this.#idle?.();
+    }
+  }
+
+  /** Resolves once nothing is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#idle;
+      this.#idle = () => {
+        this.#idle = undefined;
+        previous?.();
+        resolve();
+      };
+    });
+  }
+}
+
+/** What close() could not finish. */
+export interface PoolCloseReport {
+  /**
+   * Jobs taken by this pool whose outcome was not recorded in Redis when close() gave up (Redis unreachable, or
+   * the hand-back took longer than allowed). Nothing is lost: each stays active in Redis until its lock expires,
+   * then runs again (at-least-once, with the same Idempotency-Key).
+   */
+  unrecorded: { service: string; jobId: string }[];
+  /** Whether Redis answered when close() ended. */
+  redisReachable: boolean;
 }
 
 export interface WorkerPool {
@@ -100,10 +147,15 @@ export interface WorkerPool {
   /** Applies queue settings, sweeps failed sets once, then starts taking jobs. */
   start(): Promise<void>;
   /**
-   * Stops taking jobs and waits for in-flight ones up to `deadlineMs`; past it, in-flight calls are aborted
-   * and their jobs put back (recorded as interrupted, no attempt used). Idempotent.
+   * Stops taking jobs and waits for in-flight ones up to `deadlineMs` (default 5 s); past it, in-flight calls
+   * are aborted and their jobs put back (recorded as interrupted, no attempt used), for up to `handbackMs`
+   * (default 3 s) more. When Redis does not answer, nothing can be recorded: calls are aborted at once and
+   * close() ends within about three seconds. Always resolves within `deadlineMs + handbackMs` plus half a
+   * second, whatever Redis does. Idempotent.
    */
-  close(options?: { deadlineMs?: number }): Promise<void>;
+  close(options?: { deadlineMs?: number; handbackMs?: number }): Promise<void>;
+  /** close(), saying what it could not record (the CLI's exit code and log line come from it). */
+  shutdown(options?: { deadlineMs?: number; handbackMs?: number }): Promise<PoolCloseReport>;
   /** Sweeps every service's failed set now (tests, ops). */
   sweep(): Promise<number>;
   on<E extends DeliveryEventName>(event: E, listener: (payload: DeliveryEventMap[E]) => void): WorkerPool;
@@ -192,7 +244,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       lockDurationMs,
       shutdownSignal: shutdown.signal,
     });
-    const worker = new Worker<JobData, JobResult>(queueName, processor, {
+    const worker = new TrackedWorker(queueName, processor, {
       connection,
       prefix,
       autorun: false,
@@ -285,7 +337,84 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   }
 
   const timers: NodeJS.Timeout[] = [];
-  let closing: Promise<void> | undefined;
+  let closing: Promise<PoolCloseReport> | undefined;
+
+  const inFlightCount = (): number => runtimes.reduce((n, { worker }) => n + worker.inFlight.size, 0);
+
+  /**
+   * Watches whether Redis answers while the pool closes: a connection that is not ready (Redis gone) or a PING
+   * unanswered within PROBE_TIMEOUT_MS (Redis paused or hung) is unreachable. `lost` resolves at the first sign.
+   */
+  function watchRedis(): { readonly reachable: boolean; lost: Promise<void>; stop(): void } {
+    let stopped = false;
+    let reachable = true;
+    let timer: NodeJS.Timeout | undefined;
+    let wake: (() => void) | undefined;
+    const answers = async (): Promise<boolean> => {
+      if (connection.status !== 'ready') return false;
+      let probe: NodeJS.Timeout | undefined;
+      try {
+        return await Promise.race([
+          connection.ping().then(
+            () => true,
+            () => false,
+          ),
+          new Promise<boolean>((resolve) => {
+            probe = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
+          }),
+        ]);
+      } finally {
+        clearTimeout(probe);
+      }
+    };
+    const lost = new Promise<void>((resolve) => {
+      void (async () => {
+        while (!stopped) {
+          if (!(await answers()) && !stopped) {
+            reachable = false;
+            resolve();
+            return;
+          }
+          await new Promise<void>((next) => {
+            wake = next;
+            timer = setTimeout(next, PROBE_INTERVAL_MS);
+          });
+        }
+        // Stopped: `lost` never resolves; a watcher that is not watching has lost nothing.
+      })();
+    });
+    return {
+      get reachable() {
+        return reachable;
+      },
+      lost,
+      stop() {
+        stopped = true;
+        clearTimeout(timer);
+        wake?.();
+      },
+    };
+  }
+
+  /** Until nothing is in flight, `ms` passed, or Redis was found unreachable, whichever comes first. */
+  async function waitForInFlight(
+    ms: number,
+    lost: Promise<void>,
+  ): Promise<'drained' | 'timeout' | 'unreachable'> {
+    if (inFlightCount() === 0) return 'drained';
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        Promise.all(runtimes.map(({ worker }) => worker.whenIdle())).then(() => 'drained' as const),
+        lost.then(() => 'unreachable' as const),
+        new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), Math.max(0, ms));
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 
   const pool: WorkerPool = {
     breakers,
@@ -315,41 +444,75 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       }
       logger.info({ services: names, prefix }, 'worker pool started');
     },
-    close({ deadlineMs = 30 * SECOND } = {}) {
-      closing ??= (async () => {
+    async close(options) {
+      await pool.shutdown(options);
+    },
+    shutdown({ deadlineMs = DEFAULT_SHUTDOWN_GRACE_MS, handbackMs = DEFAULT_SHUTDOWN_HANDBACK_MS } = {}) {
+      closing ??= (async (): Promise<PoolCloseReport> => {
         for (const timer of timers) clearInterval(timer);
-        let graceEnds = Date.now() + FORCE_CLOSE_AFTER_MS + deadlineMs;
-        const graceful = Promise.all(runtimes.map(({ worker }) => worker.close()));
-        if ((await settleWithin(graceful, deadlineMs)) === 'settled') {
-          await graceful; // a worker that failed to close fails close() too
-        } else {
+        const end = new Deadline(deadlineMs + handbackMs);
+        // Stop taking jobs. Never awaited unbounded: BullMQ's close waits for its blocking connection's `end`,
+        // which a connection that is reconnecting never emits (BullMQ #4585), so it hangs while Redis is down.
+        const stopping = Promise.all(runtimes.map(({ worker }) => worker.close()));
+        stopping.catch(() => undefined);
+        const redis = watchRedis();
+        let waited = await waitForInFlight(deadlineMs, redis.lost);
+        if (waited !== 'drained') {
           logger.warn(
-            { deadlineMs },
-            'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
+            { deadlineMs, inFlight: inFlightCount() },
+            waited === 'unreachable'
+              ? 'Redis is unreachable: no result can be recorded; aborting in-flight calls now'
+              : 'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
           );
           shutdown.abort('shutdown');
-          // An aborted job still records its interrupted run in Redis; if Redis does not answer, that never
-          // returns, and neither would close(). Within one bounded grace period, force-close: the jobs' locks
-          // expire and they run again elsewhere (at-least-once), nothing is lost.
-          graceEnds = Date.now() + FORCE_CLOSE_AFTER_MS;
-          if ((await settleWithin(graceful, (FORCE_CLOSE_AFTER_MS * 2) / 3)) === 'timeout') {
-            logger.warn('in-flight jobs did not settle after being aborted; force-closing');
-            await settleWithin(
-              Promise.all(runtimes.map(({ worker }) => worker.close(true))),
-              graceEnds - Date.now(),
-            );
-          }
+          // Each aborted run records itself as interrupted and puts its job back (no attempt used): that needs
+          // Redis. Without it there is nothing to wait for but a Redis that was only slow.
+          waited =
+            waited === 'unreachable'
+              ? await waitForInFlight(UNREACHABLE_HANDBACK_MS, new Promise(() => undefined))
+              : await waitForInFlight(Math.min(handbackMs, end.left()), redis.lost);
         }
+        const unrecorded = runtimes.flatMap(({ service, worker }) =>
+          [...worker.inFlight].map((job) => ({ service: service.name, jobId: job.id ?? '' })),
+        );
+        // The rest waits for Redis only while it answers (the watch goes on): the moment it is found
+        // unreachable there is nothing left to wait for.
+        const whileReachable = (promise: Promise<unknown>): Promise<unknown> =>
+          Promise.race([promise, redis.lost]);
+        // BullMQ's connections: closed gracefully while Redis answers and time is left, else force-closed.
+        const graceful =
+          redis.reachable && unrecorded.length === 0
+            ? await settleWithin(whileReachable(stopping), end.left(FORCE_CLOSE_WAIT_MS))
+            : 'timeout';
+        const forced = graceful === 'timeout' || !redis.reachable;
         const rest = Promise.all([
+          ...(forced ? runtimes.map(({ worker }) => forceCloseBull(worker, FORCE_CLOSE_WAIT_MS)) : []),
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
           tokens.close(),
           writer.close(),
           breakers.close(),
         ]);
-        if ((await settleWithin(rest, Math.max(graceEnds - Date.now(), 500))) === 'timeout')
+        // Forced, everything left shares one short wait: the whole close stays within its budget plus that.
+        const restWait = forced ? FORCE_CLOSE_WAIT_MS : end.left(FORCE_CLOSE_WAIT_MS);
+        if ((await settleWithin(whileReachable(rest), restWait)) === 'timeout' || !redis.reachable)
           logger.warn('queues and connections did not close in time; leaving them to the process exit');
+        const reachable = redis.reachable;
+        redis.stop();
+        if (unrecorded.length > 0) {
+          logger.error(
+            {
+              unrecorded: unrecorded.length,
+              jobs: unrecorded.slice(0, LOGGED_JOB_IDS),
+              redisReachable: reachable,
+            },
+            `results of ${unrecorded.length} in-flight job(s) were not recorded` +
+              `${reachable ? '' : ' (Redis unreachable)'}; ` +
+              'they will run again once their locks expire, with the same Idempotency-Key',
+          );
+        }
         logger.info('worker pool closed');
+        return { unrecorded, redisReachable: reachable };
       })();
       return closing;
     },

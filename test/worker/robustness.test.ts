@@ -69,4 +69,35 @@ describe('worker robustness', () => {
       frozen.process.kill('SIGCONT');
     }
   });
+
+  it(
+    'shutdown() with Redis paused aborts at once, whatever the grace, and names what it could not record',
+    {
+      timeout: 30_000,
+    },
+    async () => {
+      const downstream = await startDownstream(() => ({ status: 200, delayMs: 20_000 }));
+      const ferry = await createTestFerry(frozen, {
+        services: oneService(downstream.url, { timeoutMs: 30_000 }),
+      });
+      const { id } = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
+      await expect.poll(() => downstream.requests.length, { timeout: 10_000 }).toBe(1);
+      frozen.process.kill('SIGSTOP');
+      try {
+        const startedAt = Date.now();
+        // A grace and hand-back far longer than the call: only finding Redis unreachable can end this early.
+        const report = await withTimeout(
+          ferry.pool.shutdown({ deadlineMs: 60_000, handbackMs: 60_000 }),
+          20_000,
+          () => 'pool.shutdown() waited for a paused Redis',
+        );
+        expect(Date.now() - startedAt).toBeLessThan(10_000);
+        expect(report).toEqual({ unrecorded: [{ service: 'svc', jobId: id }], redisReachable: false });
+        expect(ferry.logs.some((line) => line.includes('Redis is unreachable'))).toBe(true);
+        expect(ferry.logs.some((line) => line.includes('were not recorded (Redis unreachable)'))).toBe(true);
+      } finally {
+        frozen.process.kill('SIGCONT');
+      }
+    },
+  );
 });

@@ -20,8 +20,8 @@ Examples:
     .action(async () => {
       const [
         { connect, loadRuntime, readEnvWithRedis },
-        { onShutdownSignal },
-        { startApi },
+        { onShutdownSignal, SHUTDOWN_SLACK_MS },
+        { API_CLOSE_WAIT_MS, startApi },
         { loadTokenSet },
       ] = await Promise.all([
         import('../runtime.ts'),
@@ -45,10 +45,15 @@ Examples:
       eventsConnection.on('error', () => undefined);
       const api = await startApi(runtime, { connection, eventsConnection, tokens });
       runtime.logger.info({ url: api.url, tokens: tokens.size }, `Ferry API listening on ${api.url}`);
-      onShutdownSignal(runtime.logger, async () => {
-        await api.close();
-        connection.disconnect();
-        eventsConnection.disconnect();
-      });
+      onShutdownSignal(
+        runtime.logger,
+        async () => {
+          await api.close();
+          connection.disconnect();
+          eventsConnection.disconnect();
+        },
+        // api.close() is bounded by API_CLOSE_WAIT_MS (plus moments to force-close): a last resort past it.
+        { limitMs: API_CLOSE_WAIT_MS + SHUTDOWN_SLACK_MS * 2 },
+      );
     });
 }

@@ -22,7 +22,8 @@ export function registerDevCommand(program: Command): void {
         { startDemoService },
         { startPrivateRedis },
         runtimeModule,
-        { onShutdownSignal },
+        { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
+        { settleWithin },
         { startApi },
         { loadTokenSet, TokenSet },
       ] = await Promise.all([
@@ -31,6 +32,7 @@ export function registerDevCommand(program: Command): void {
         import('../redis-server.ts'),
         import('../runtime.ts'),
         import('../shutdown.ts'),
+        import('../../core/deadline.ts'),
         import('../api-server.ts'),
         import('../../api/auth.ts'),
       ]);
@@ -42,7 +44,15 @@ export function registerDevCommand(program: Command): void {
         // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
         const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
         process.env.REDIS_URL = redis.url;
-        stops.push(() => redis.stop());
+        // Within the shutdown budget: a Redis that does not stop at once (paused) is killed, which loses no
+        // acknowledged write (AOF always); and never left running if this process exits another way.
+        stops.push(async () => {
+          if ((await settleWithin(redis.stop(), AFTER_POOL_CLOSE_MS)) === 'timeout') await redis.kill();
+        });
+        process.once('exit', () => {
+          if (redis.process.exitCode === null && redis.process.signalCode === null)
+            redis.process.kill('SIGKILL');
+        });
         lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
       } else {
         lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
@@ -97,15 +107,28 @@ export function registerDevCommand(program: Command): void {
           ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
           : `token     ${devToken}  (admin, this run only)`,
       );
-      onShutdownSignal(runtime.logger, async () => {
-        await api.close();
-        await producer.close();
-        await pool.close({ deadlineMs: runtime.env.FERRY_SHUTDOWN_TIMEOUT_MS });
-        secrets.close();
-        connection.disconnect();
-        producerConnection.disconnect();
-        for (const stop of stops.reverse()) await stop();
-      });
+      const { env } = runtime;
+      const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
+      onShutdownSignal(
+        runtime.logger,
+        async () => {
+          // The same bound as `ferry worker`: the API closes (bounded on its own) while the pool drains.
+          const [report] = await Promise.all([
+            pool.shutdown({
+              deadlineMs: env.FERRY_SHUTDOWN_TIMEOUT_MS,
+              handbackMs: env.FERRY_SHUTDOWN_HANDBACK_MS,
+            }),
+            api.close(),
+          ]);
+          await settleWithin(producer.close(), AFTER_POOL_CLOSE_MS);
+          secrets.close();
+          connection.disconnect();
+          producerConnection.disconnect();
+          for (const stop of stops.reverse()) await settleWithin(stop(), 2 * AFTER_POOL_CLOSE_MS);
+          return { unrecorded: report.unrecorded.length };
+        },
+        { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
+      );
       const token = devToken ?? '<your token>';
       process.stdout.write(
         `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:\n` +

@@ -13,13 +13,19 @@ export function registerWorkerCommand(program: Command): void {
     )
     .action(async (options: { services?: string }) => {
       // Loaded when the command runs: `ferry --help` and the other commands do not pay for BullMQ and undici.
-      const [runtimeModule, { onShutdownSignal }, { startMetricsServer }, { DeadLetterReader }] =
-        await Promise.all([
-          import('../runtime.ts'),
-          import('../shutdown.ts'),
-          import('../metrics-server.ts'),
-          import('../../dead-letter/reader.ts'),
-        ]);
+      const [
+        runtimeModule,
+        { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
+        { startMetricsServer },
+        { DeadLetterReader },
+        { settleWithin },
+      ] = await Promise.all([
+        import('../runtime.ts'),
+        import('../shutdown.ts'),
+        import('../metrics-server.ts'),
+        import('../../dead-letter/reader.ts'),
+        import('../../core/deadline.ts'),
+      ]);
       const { connectReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
         runtimeModule;
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
@@ -60,14 +66,22 @@ export function registerWorkerCommand(program: Command): void {
               connection.disconnect();
               throw error;
             });
-      onShutdownSignal(logger, async () => {
-        await pool.close({ deadlineMs: env.FERRY_SHUTDOWN_TIMEOUT_MS });
-        // Scrapable until the last in-flight job has finished.
-        await server?.close();
-        await metrics?.close();
-        secrets.close();
-        connection.disconnect();
-      });
+      const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
+      onShutdownSignal(
+        logger,
+        async () => {
+          const report = await pool.shutdown({
+            deadlineMs: env.FERRY_SHUTDOWN_TIMEOUT_MS,
+            handbackMs: env.FERRY_SHUTDOWN_HANDBACK_MS,
+          });
+          // Scrapable until the last in-flight job has finished; a scrape that waits on Redis is not waited for.
+          await settleWithin(Promise.all([server?.close(), metrics?.close()]), AFTER_POOL_CLOSE_MS);
+          secrets.close();
+          connection.disconnect();
+          return { unrecorded: report.unrecorded.length };
+        },
+        { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
+      );
       await pool.start();
       if (server !== undefined)
         logger.info({ url: `${server.url}/metrics` }, `metrics on ${server.url}/metrics`);
