@@ -22,7 +22,7 @@ const port = new URL(downstream.url).port;
 const operations = { call: { method: 'POST', path: '/things', body: '{{ input }}' } };
 const fast = { timeoutMs: 3_000, retry: { attempts: 2, backoff: { delayMs: 50, maxDelayMs: 100 } } };
 
-/** Every service of `services`, one job each (tenant optional); waits for all and returns their views. */
+/** One job of `service` (tenant optional): its final view and, when dead-lettered, its final error. */
 async function runOne(
   ferry: TestFerry,
   service: string,
@@ -77,6 +77,8 @@ describe('egress guard', () => {
         baseUrl: '{{ secrets.userinfo_url }}',
         egress: { allowPrivate: true },
       },
+      // A query in a whole-URL secret.
+      query: { ...fast, operations, baseUrl: '{{ secrets.query_url }}', egress: { allowPrivate: true } },
       // A host secret that tries to pick the port and the path: refused even where private egress is allowed.
       'host-injection': {
         ...fast,
@@ -91,6 +93,7 @@ describe('egress guard', () => {
       FERRY_SECRET_TENANT_acme__REGION_URL: `http://127.0.0.1:${port}`,
       FERRY_SECRET_USERINFO_URL: `http://user:pw@127.0.0.1:${port}`,
       FERRY_SECRET_INJECT_HOST: `127.0.0.1:${port}/evil?`,
+      FERRY_SECRET_QUERY_URL: `http://127.0.0.1:${port}/?x=1`,
     };
     const ferry = await createTestFerry(redis, { services: { services }, env });
     const before = downstream.requests.length;
