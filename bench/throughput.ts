@@ -76,6 +76,7 @@ function servicesYaml(concurrency: number): string {
     'services:',
     `  ${BENCH_SERVICE}:`,
     '    baseUrl: http://127.0.0.1:1  # replaced by FERRY_SERVICE_BENCH_URL',
+    '    egress: { allow: [127.0.0.1] }  # a host an env var chooses reaches loopback only when allowed',
     `    concurrency: ${concurrency}`,
     '    auth: { type: bearer, token: "{{ secrets.bench_token }}" }',
     '    operations:',

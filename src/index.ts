@@ -4,6 +4,7 @@ export {
   CircuitOpenError,
   ClientError,
   ConfigurationError,
+  EgressDeniedError,
   ERROR_TYPES,
   type ErrorRecord,
   type ErrorType,

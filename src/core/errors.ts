@@ -14,7 +14,8 @@ export type ErrorType =
   | 'CircuitOpenError'
   | 'ResponseTooLargeError'
   | 'ValidationError'
-  | 'ConfigurationError';
+  | 'ConfigurationError'
+  | 'EgressDeniedError';
 
 export interface FerryErrorOptions {
   /** HTTP status of the downstream response, when there was one. */
@@ -87,6 +88,16 @@ export class ConfigurationError extends FerryError {
   readonly retryable = false;
 }
 
+/**
+ * The call would reach an address the egress policy refuses (link-local, cloud metadata, or a private range
+ * for a host the services file does not name literally), or a secret or env value tried to fill more of a
+ * baseUrl than its host. Refused before any connection is opened; never retried.
+ */
+export class EgressDeniedError extends FerryError {
+  readonly type = 'EgressDeniedError';
+  readonly retryable = false;
+}
+
 export const ERROR_TYPES: readonly ErrorType[] = Object.freeze([
   'TimeoutError',
   'NetworkError',
@@ -98,6 +109,7 @@ export const ERROR_TYPES: readonly ErrorType[] = Object.freeze([
   'ResponseTooLargeError',
   'ValidationError',
   'ConfigurationError',
+  'EgressDeniedError',
 ]);
 
 const errorTypeSet = new Set<string>(ERROR_TYPES);

@@ -5,6 +5,7 @@
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
 import {
   CircuitOpenError,
+  EgressDeniedError,
   type FerryError,
   isFerryError,
   TimeoutError,
@@ -90,6 +91,10 @@ export async function runAttempt(
       service.tenantSecrets,
     );
     const secrets = resolved instanceof Promise ? await resolved : resolved;
+    if (data.tenant !== undefined && service.tenantSecrets === 'fallback') {
+      const scoped = checkTenantHostScope(service, data.tenant, deps.secrets);
+      if (scoped !== undefined) await scoped;
+    }
     const context: TemplateContext = {
       input: data.input,
       secrets,
@@ -140,6 +145,52 @@ export async function runAttempt(
     }
     return { kind: 'failed', error, durationMs };
   }
+}
+
+/** Per service: the secrets it reads outside its baseUrl (auth, headers, query, body), computed once. */
+const sentSecretNames = new WeakMap<ServiceConfig, readonly string[]>();
+
+/**
+ * Under `tenantSecrets: fallback`, a tenant whose own secret chose the baseUrl's host would otherwise get the
+ * GLOBAL token, password or header secret sent there: one tenant could collect the operator's credentials
+ * (issue 13). So when any baseUrl secret resolves from the tenant's scope, every other secret the call sends
+ * must resolve from that scope too, or the call is refused (EgressDeniedError) before anything is sent.
+ * Only services whose baseUrl reads a secret pay for the extra lookups.
+ */
+function checkTenantHostScope(
+  service: ServiceConfig,
+  tenant: string,
+  resolver: SecretResolver,
+): Promise<void> | undefined {
+  const hostNames = service.baseUrl.secretNames;
+  if (hostNames.length === 0) return undefined;
+  let sent = sentSecretNames.get(service);
+  if (sent === undefined) {
+    sent = service.secretNames.filter((name) => !hostNames.includes(name));
+    sentSecretNames.set(service, sent);
+  }
+  if (sent.length === 0) return undefined;
+  const names = sent;
+  return (async () => {
+    let chooser: string | undefined;
+    for (const name of hostNames) {
+      if ((await resolver.resolve(name, tenant, true)) !== undefined) {
+        chooser = name;
+        break;
+      }
+    }
+    if (chooser === undefined) return;
+    for (const name of names) {
+      if ((await resolver.resolve(name, tenant, true)) === undefined) {
+        throw new EgressDeniedError(
+          `secret "${name}" has no value of tenant "${tenant}", and its global value may not go to the ` +
+            `host tenant "${tenant}"'s own secret "${chooser}" chose (baseUrl of service "${service.name}"); ` +
+            `set tenant/${tenant}/${name}, or use tenantSecrets: required`,
+          { field: `secrets.${name}` },
+        );
+      }
+    }
+  })();
 }
 
 /** A call this worker aborted for shutdown says nothing about the service's health: never count it. */

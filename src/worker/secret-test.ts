@@ -19,6 +19,7 @@ import { parseSecretKey } from '../secrets/names.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';
+import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { runAttempt } from './processor.ts';
@@ -99,7 +100,7 @@ export async function testStagedSecret(options: SecretTestOptions): Promise<Secr
   const clock = options.clock ?? systemClock;
   const scrubber = new Scrubber();
   scrubber.add(value);
-  const pools = new PoolSet({ connections: 1 });
+  const pools = new PoolSet({ connections: 1, egress: egressScopeOf(service) });
   const tokens = new TokenCache({ observer: scrubber, clock });
   const data: JobData = { input: options.input };
   if (tenant !== undefined) data.tenant = tenant;

@@ -20,6 +20,7 @@ import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
+import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
@@ -218,7 +219,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
     const queue = new Queue<JobData, JobResult>(queueName, { connection, prefix });
-    const pools = new PoolSet({ connections: service.concurrency });
+    const pools = new PoolSet({ connections: service.concurrency, egress: egressScopeOf(service) });
     const processor = createDeliveryProcessor({
       service,
       breaker: breakers.get(name, {

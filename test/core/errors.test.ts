@@ -7,6 +7,7 @@ import {
   CircuitOpenError,
   ClientError,
   ConfigurationError,
+  EgressDeniedError,
   ERROR_TYPES,
   type FerryError,
   isFerryError,
@@ -31,6 +32,7 @@ const ALL: FerryError[] = [
   new ResponseTooLargeError('l'),
   new ValidationError('v', { field: 'input.email' }),
   new ConfigurationError('g'),
+  new EgressDeniedError('e', { field: 'baseUrl' }),
 ];
 
 /** Rows of docs/errors.md's table: `| \`Type\` | yes/no | ... |`. */
@@ -57,6 +59,7 @@ describe('error taxonomy', () => {
       ResponseTooLargeError: false,
       ValidationError: false,
       ConfigurationError: false,
+      EgressDeniedError: false,
     });
   });
 

@@ -288,7 +288,7 @@ describe('unknown options suggest the right one', () => {
     const text = 'services:\n  crm:\n    baseUrl: https://a.example.com\n    __proto__: { polluted: true }\n';
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([
       'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, rateLimit, auth, ' +
-        'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, operations)',
+        'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, operations)',
       'services.crm.operations: required (at least one operation)',
     ]);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
@@ -443,5 +443,88 @@ describe('oauth2 auth', () => {
     ],
   ])('refuses %s, naming the path', (_, extra, expected) => {
     expect(issuesOf(() => parseServicesConfig(oauth2(extra), {})).sort()).toEqual(expected);
+  });
+});
+
+describe('egress (issue 13)', () => {
+  it('reads egress.allowPrivate and egress.allow, merged from defaults', () => {
+    const config = parseServicesConfig({
+      defaults: { egress: { allow: ['10.1.2.0/24'] } },
+      services: {
+        crm: {
+          baseUrl: 'https://{{ secrets.crm_host }}',
+          egress: { allowPrivate: true, allow: ['api.internal', 'fd00::/8'] },
+          operations: { get: { method: 'GET', path: '/x' } },
+        },
+        mail: {
+          baseUrl: 'https://{{ secrets.mail_host }}',
+          operations: { get: { method: 'GET', path: '/x' } },
+        },
+        plain: { baseUrl: 'https://plain.example.com', operations: { get: { method: 'GET', path: '/x' } } },
+      },
+    });
+    const crm = config.services.get('crm')!;
+    expect(crm.egress.allowPrivate).toBe(true);
+    expect(crm.egress.allow.map((entry) => [entry.kind, entry.source])).toEqual([
+      ['host', 'api.internal'],
+      ['cidr', 'fd00::/8'],
+    ]);
+    const mail = config.services.get('mail')!;
+    expect(mail.egress.allowPrivate).toBe(false);
+    expect(mail.egress.allow.map((entry) => entry.source)).toEqual(['10.1.2.0/24']);
+  });
+
+  it('has no allowances by default', () => {
+    const crm = parseServicesConfig(minimal(), {}).services.get('crm')!;
+    expect(crm.egress).toEqual({ allowPrivate: false, allow: [] });
+  });
+
+  it('names the path of every bad egress value', () => {
+    const issues = issuesOf(() =>
+      parseServicesConfig(
+        minimal({
+          egress: { allowPrivate: 'yes', allow: ['10.1.2.0/33', 'api.internal', 'http://x', 7], deny: [] },
+        }),
+        {},
+      ),
+    );
+    expect(issues.sort()).toEqual([
+      'services.crm.egress.allowPrivate: must be true or false',
+      'services.crm.egress.allow[0]: not a CIDR or host name',
+      'services.crm.egress.allow[2]: not a CIDR or host name',
+      'services.crm.egress.allow[3]: must be a CIDR or host name',
+      'services.crm.egress.deny: unknown option (expected one of allowPrivate, allow)',
+    ]);
+    expect(issuesOf(() => parseServicesConfig(minimal({ egress: { allow: 'x' } }), {}))).toEqual([
+      'services.crm.egress.allow: must be a list of CIDRs and host names',
+    ]);
+  });
+
+  it.each([
+    ['http://127.0.0.1:4010', 'http://127.0.0.1:4010'],
+    ['https://api.example.com/v2/', 'https://api.example.com'],
+    ['https://api.example.com/{{ secrets.account }}', 'https://api.example.com'],
+    ['https://{{ secrets.host }}/v2', undefined],
+    ['https://{{ secrets.host }}.example.com', undefined],
+    ['http://127.0.0.1:{{ secrets.port }}', undefined],
+    ['{{ secrets.url }}', undefined],
+  ])('baseUrl %s has the literal origin %s', (baseUrl, origin) => {
+    const crm = parseServicesConfig(minimal({ baseUrl }), {}).services.get('crm')!;
+    expect(crm.literalOrigin).toBe(origin);
+    expect(crm.baseUrlFrom).toBe('file');
+  });
+
+  it('a FERRY_SERVICE_<NAME>_URL override is never a literal origin', () => {
+    const env = { FERRY_SERVICE_CRM_URL: 'http://127.0.0.1:9999' };
+    const crm = parseServicesConfig(minimal(), { env }).services.get('crm')!;
+    expect(crm.baseUrlFrom).toBe('env');
+    expect(crm.literalOrigin).toBeUndefined();
+  });
+
+  it('refuses userinfo in an env override, naming the variable', () => {
+    const env = { FERRY_SERVICE_CRM_URL: 'http://user:pw@127.0.0.1:9999' };
+    expect(issuesOf(() => parseServicesConfig(minimal(), { env }))).toEqual([
+      'services.crm.baseUrl: must not contain credentials (use auth) (value from FERRY_SERVICE_CRM_URL)',
+    ]);
   });
 });

@@ -362,3 +362,53 @@ describe('compile-time refusals', () => {
     expect((error as TemplateCompileError).reason.startsWith(reason)).toBe(true);
   });
 });
+
+describe('baseUrl templates (mode url): a value fills only its part of the URL (issue 13)', () => {
+  const render = (template: string, secrets: Record<string, string>) =>
+    compileTemplate(template, 'url', 'services.crm.baseUrl', { input: false }).render(context({ secrets }));
+
+  it.each([
+    ['http://{{ secrets.h }}/v1', 'api.example.com', 'http://api.example.com/v1'],
+    ['http://{{ secrets.h }}:8080', '10.0.0.1', 'http://10.0.0.1:8080'],
+    ['http://{{ secrets.h }}', '[::1]', 'http://[::1]'],
+    ['https://{{ secrets.h }}.crm.example.com', 'acme-eu_1', 'https://acme-eu_1.crm.example.com'],
+    ['http://api.example.com:{{ secrets.h }}/v1', '8443', 'http://api.example.com:8443/v1'],
+    ['https://api.example.com/{{ secrets.h }}', 'acct-7', 'https://api.example.com/acct-7'],
+    ['{{ secrets.h }}', 'https://user-api.example.com/v2', 'https://user-api.example.com/v2'],
+  ])('%s with %j renders %s', (template, value, expected) => {
+    expect(render(template, { h: value })).toBe(expected);
+  });
+
+  it.each([
+    ['http://{{ secrets.h }}/v1', '127.0.0.1:8080/evil?'],
+    ['http://{{ secrets.h }}/v1', '127.0.0.1:8080'],
+    ['http://{{ secrets.h }}/v1', 'user:pw@127.0.0.1'],
+    ['http://{{ secrets.h }}/v1', 'evil.com#'],
+    ['http://{{ secrets.h }}/v1', 'evil.com?'],
+    ['http://{{ secrets.h }}/v1', 'evil.com/x'],
+    ['http://{{ secrets.h }}/v1', 'evil.com\\x'],
+    ['http://{{ secrets.h }}/v1', 'evil .com'],
+    ['http://{{ secrets.h }}/v1', 'evil.com\t'],
+    ['http://{{ secrets.h }}/v1', 'evil.com\u0000'],
+    ['http://{{ secrets.h }}/v1', ''],
+    ['http://api.example.com:{{ secrets.h }}', '80/evil'],
+    ['http://api.example.com:{{ secrets.h }}', '99999'],
+    ['https://api.example.com/{{ secrets.h }}', 'x?y=1'],
+    ['https://api.example.com/{{ secrets.h }}', 'x#y'],
+    ['{{ secrets.h }}', 'http://a.example.com\\@b'],
+    ['{{ secrets.h }}', 'http://a.example.com /x'],
+  ])('%s refuses %j as EgressDeniedError, naming the placeholder and never the value', (template, value) => {
+    const error = thrown(() => render(template, { h: value })) as Error & { type?: string };
+    expect(error.type).toBe('EgressDeniedError');
+    expect(error.message).toContain('secrets.h');
+    if (value.length > 3) expect(error.message).not.toContain(value);
+  });
+
+  it.each([
+    ['http://user:pw@{{ secrets.h }}', 'must not contain credentials (use auth)'],
+    ['http://{{ secrets.h }}/v1?x=1', 'must not contain a query or fragment'],
+  ])('refuses %s at load', (template, reason) => {
+    const error = thrown(() => compileTemplate(template, 'url', 'w', { input: false }));
+    expect((error as TemplateCompileError).reason).toBe(reason);
+  });
+});

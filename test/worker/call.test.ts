@@ -51,7 +51,14 @@ async function serve(handler: Handler): Promise<TestServer> {
 }
 
 function poolsFor(connections = 4): PoolSet {
-  const pools = new PoolSet({ connections });
+  // The test servers listen on 127.0.0.1 and these pools have no literal origin: allow it explicitly.
+  const egress = {
+    service: 'svc',
+    rules: { allowPrivate: true, allow: [] },
+    literalOrigin: undefined,
+    hostLabel: 'test',
+  };
+  const pools = new PoolSet({ connections, egress });
   registerCleanup(() => pools.close());
   return pools;
 }

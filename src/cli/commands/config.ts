@@ -15,15 +15,23 @@ export function registerConfigCommand(program: Command): void {
       '\nExamples:\n  $ ferry config check\n  $ ferry config check ./prod.services.yaml --json\n',
     )
     .action(async (file: string | undefined, options: { json?: boolean }) => {
-      const { checkServicesFile } = await import('../../core/services/load.ts');
+      const [{ checkServicesFile, loadServicesFile }, { checkEgress }] = await Promise.all([
+        import('../../core/services/load.ts'),
+        import('../egress-check.ts'),
+      ]);
       const path = file ?? process.env.FERRY_SERVICES ?? './ferry.services.yaml';
       const result = await checkServicesFile(path);
+      // Valid, but would every call be refused? (An env override or a static host pointing at a range the
+      // service refuses; issue 13.) Warnings, not problems: the exit code stays 0.
+      const warnings = result.ok ? await checkEgress(await loadServicesFile(path)) : [];
       if (options.json === true) {
-        printJson({ file: path, ...result });
+        printJson({ file: path, ...result, ...(result.ok ? { warnings } : {}) });
       } else if (result.ok) {
         process.stdout.write(
           `ok: ${path} (${result.services.length} service(s): ${result.services.join(', ')})\n`,
         );
+        for (const warning of warnings)
+          process.stderr.write(`warning: ${warning.path}: ${warning.message}\n`);
       } else {
         process.stderr.write(`${path}: ${result.issues.length} problem(s)\n`);
         for (const issue of result.issues) process.stderr.write(`  ${issue.path}: ${issue.message}\n`);

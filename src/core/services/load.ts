@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import yaml from 'js-yaml';
 import type { z } from 'zod';
 
+import { parseAllowEntry } from '../egress.ts';
 import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../queue-layout.ts';
 import { deepFreeze } from '../time.ts';
 import {
@@ -169,7 +170,7 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
         }
         continue;
       }
-      const compiled = compileService(name, parsed.data, issues);
+      const compiled = compileService(name, parsed.data, issues, isOverridden ? 'env' : 'file');
       if (compiled !== undefined) services.set(name, compiled);
     }
   }
@@ -181,6 +182,7 @@ function compileService(
   name: string,
   doc: ServiceDocument,
   issues: ServicesFileIssue[],
+  baseUrlFrom: 'file' | 'env',
 ): ServiceConfig | undefined {
   const secretNames = new Set<string>();
   let isBroken = false;
@@ -233,10 +235,11 @@ function compileService(
   }
   const retry = doc.retry;
   const breaker = doc.breaker;
+  // A trailing slash would double the one every operation path starts with.
+  const baseUrl = doc.baseUrl.replace(/\/+$/, '');
   const service: ServiceConfig = {
     name,
-    // A trailing slash would double the one every operation path starts with.
-    baseUrl: compile(doc.baseUrl.replace(/\/+$/, ''), 'value', ['baseUrl'], false),
+    baseUrl: compile(baseUrl, 'url', ['baseUrl'], false),
     timeoutMs,
     concurrency: doc.concurrency ?? SERVICE_DEFAULTS.concurrency,
     rateLimit:
@@ -255,10 +258,34 @@ function compileService(
     maxResponseBytes: doc.maxResponseBytes ?? SERVICE_DEFAULTS.maxResponseBytes,
     maxInputBytes: doc.maxInputBytes ?? SERVICE_DEFAULTS.maxInputBytes,
     tenantSecrets: doc.tenantSecrets ?? SERVICE_DEFAULTS.tenantSecrets,
+    egress: {
+      allowPrivate: doc.egress?.allowPrivate ?? false,
+      allow: (doc.egress?.allow ?? []).flatMap((entry) => parseAllowEntry(entry) ?? []),
+    },
+    literalOrigin: baseUrlFrom === 'file' ? literalOriginOf(baseUrl) : undefined,
+    baseUrlFrom,
     operations: readonlyMap(operations),
     secretNames: [],
   };
   return isBroken ? undefined : { ...service, secretNames: [...secretNames].sort() };
+}
+
+/**
+ * The origin a baseUrl writes literally (scheme, host and port all before any placeholder), else undefined:
+ * `https://api.example.com/{{ secrets.account }}` has one, `https://{{ secrets.host }}/v2` and
+ * `http://127.0.0.1:{{ secrets.port }}` do not (a secret choosing the port of a literal loopback host could
+ * reach any local service).
+ */
+export function literalOriginOf(baseUrl: string): string | undefined {
+  const open = baseUrl.indexOf('{{');
+  const head = open === -1 ? baseUrl : baseUrl.slice(0, open);
+  const match = /^(https?:\/\/[^/]*)(\/|$)/i.exec(head);
+  if (match === null || (open !== -1 && match[2] === '')) return undefined;
+  try {
+    return new URL(match[1] as string).origin;
+  } catch {
+    return undefined;
+  }
 }
 
 function compileAuth(

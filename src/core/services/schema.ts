@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 
+import { parseAllowEntry } from '../egress.ts';
 import { MINUTE, SECOND } from '../time.ts';
 import { compileTemplate, TemplateCompileError, type TemplateMode } from './templates.ts';
 import type { ServiceConfig } from './types.ts';
@@ -239,7 +240,7 @@ const baseUrl = z.string({ error: expecting('an http(s) URL') }).superRefine((va
       context.addIssue({ code: 'custom', message: 'must not contain a query or fragment' });
     return;
   }
-  refineTemplate('value', { input: false })(value, context);
+  refineTemplate('url', { input: false })(value, context);
   const prefix = value.slice(0, value.indexOf('{{'));
   if (prefix !== '' && !/^https?:\/\//i.test(prefix)) {
     context.addIssue({
@@ -412,6 +413,25 @@ const operations = z
   )
   .refine((record) => Object.keys(record).length > 0, { error: 'must define at least one operation' });
 
+/**
+ * `egress:` (issue 13): which private, loopback, CGNAT, multicast or reserved addresses a service whose host
+ * is not written literally in the file may reach. Link-local and metadata addresses stay refused whatever
+ * this says.
+ */
+const egress = strictObject({
+  allowPrivate: z.boolean({ error: expecting('true or false') }).optional(),
+  allow: z
+    .array(
+      z
+        .string({ error: 'must be a CIDR or host name' })
+        .refine((entry) => parseAllowEntry(entry) !== undefined, {
+          error: 'not a CIDR or host name',
+        }),
+      { error: 'must be a list of CIDRs and host names' },
+    )
+    .optional(),
+});
+
 const serviceShape = {
   baseUrl,
   timeoutMs: milliseconds(1).optional(),
@@ -426,6 +446,7 @@ const serviceShape = {
   tenantSecrets: z
     .enum(TENANT_SECRETS_MODES, { error: `must be one of ${TENANT_SECRETS_MODES.join(', ')}` })
     .optional(),
+  egress: egress.optional(),
   operations,
 };
 

@@ -7,7 +7,7 @@
  * at load into a closure over precomputed parts, so rendering does no parsing. Values read from `input` are
  * data: they are inserted, never expanded again (no template injection).
  */
-import { ConfigurationError, ValidationError } from '../errors.ts';
+import { ConfigurationError, EgressDeniedError, ValidationError } from '../errors.ts';
 import type { CompiledTemplate, TemplateContext } from './types.ts';
 
 /**
@@ -16,8 +16,11 @@ import type { CompiledTemplate, TemplateContext } from './types.ts';
  *   `undefined`, so JSON drops the key); objects and arrays are compiled leaf by leaf.
  * - `path`: every placeholder's value is percent-encoded; missing, empty, `.` and `..` values are refused.
  * - `header`: the value as a string; CR, LF and NUL are refused, so is a missing value.
+ * - `url` (baseUrl): a value fills only the part of the URL its placeholder stands in (see urlFormatter): a
+ *   host placeholder only a host, a port placeholder only digits; no value may add userinfo, a query or a
+ *   fragment (EgressDeniedError: a secret or env value must not choose more than the file lets it).
  */
-export type TemplateMode = 'value' | 'path' | 'header';
+export type TemplateMode = 'value' | 'path' | 'header' | 'url';
 
 export const SECRET_NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]*$/;
 
@@ -172,11 +175,48 @@ function compileString(
   if (mode === 'header' && literals.some((literal) => CONTROL_IN_HEADER.test(literal))) {
     fail('header values must not contain CR, LF or NUL');
   }
+  const urlParts = mode === 'url' ? urlPartsOf(literals, fail) : undefined;
   const secretNames = new Set(
     placeholders.flatMap((p) => (p.secretName === undefined ? [] : [p.secretName])),
   );
   const usesInput = placeholders.some((p) => p.readsInput);
-  return { render: buildRender(source, mode, where, literals, placeholders), secretNames, usesInput };
+  return {
+    render: buildRender(source, mode, where, literals, placeholders, urlParts),
+    secretNames,
+    usesInput,
+  };
+}
+
+/** Which part of a baseUrl a placeholder fills: `whole` when it comes before `://` (a whole-URL value). */
+type UrlPart = 'whole' | 'host' | 'port' | 'path';
+
+/**
+ * The part of the URL each placeholder of a baseUrl stands in, from the literal text around it. Userinfo,
+ * a query or a fragment in the literal text is refused here (the schema says the same of a static URL).
+ */
+function urlPartsOf(literals: readonly string[], fail: (reason: string) => never): UrlPart[] {
+  let part: UrlPart | 'scheme' = 'scheme';
+  let inBrackets = false;
+  const parts: UrlPart[] = [];
+  literals.forEach((literal, index) => {
+    let from = 0;
+    if (part === 'scheme') {
+      const end = literal.indexOf('://');
+      if (end !== -1) [part, from] = ['host', end + 3];
+    }
+    for (let i = from; i < literal.length && part !== 'scheme'; i++) {
+      const char = literal[i] as string;
+      if (char === '?' || char === '#') fail('must not contain a query or fragment');
+      if (part === 'path') continue;
+      if (char === '@') fail('must not contain credentials (use auth)');
+      if (char === '[') inBrackets = true;
+      else if (char === ']') inBrackets = false;
+      else if (char === '/') part = 'path';
+      else if (char === ':' && part === 'host' && !inBrackets) part = 'port';
+    }
+    if (index < literals.length - 1) parts.push(part === 'scheme' ? 'whole' : part);
+  });
+  return parts;
 }
 
 function parsePlaceholder(text: string, fail: (reason: string) => never): Placeholder {
@@ -257,9 +297,22 @@ function buildRender(
   where: string,
   literals: readonly string[],
   placeholders: readonly Placeholder[],
+  urlParts: readonly UrlPart[] | undefined,
 ): Render {
   const head = literals[0] ?? '';
   if (placeholders.length === 0) return () => head;
+  if (urlParts !== undefined) {
+    const formats = urlParts.map((part) => urlFormatter(part, source));
+    const tails = literals.slice(1);
+    return (context) => {
+      let out = head;
+      for (let i = 0; i < placeholders.length; i++) {
+        const placeholder = placeholders[i] as Placeholder;
+        out += (formats[i] as UrlFormat)(placeholder.get(context), placeholder.label) + (tails[i] as string);
+      }
+      return out;
+    };
+  }
   const format = formatter(source, mode, where);
   const only = placeholders[0];
   if (
@@ -289,6 +342,7 @@ function formatter(
 ): (value: unknown, label: string) => string {
   switch (mode) {
     case 'value':
+    case 'url':
       return (value) => toText(value);
     case 'path':
       return (value, label) => encodePathValue(value, label, source);
@@ -313,6 +367,48 @@ function formatter(
       };
     }
   }
+}
+
+type UrlFormat = (value: unknown, label: string) => string;
+
+/** Host labels (any script), dots, `-` and `_`; or a bracketed IPv6 literal. */
+const HOST_VALUE = /^(?:[\p{L}\p{N}._-]+|\[[0-9A-Fa-f:.]+\])$/u;
+const PORT_VALUE = /^[0-9]{1,5}$/;
+/** Whitespace, controls and backslash (WHATWG URL reads `\` as `/`): never in any part of a baseUrl value. */
+const URL_UNSAFE = /[\s\p{Cc}\\]/u;
+
+/**
+ * A value that fills a host may fill only the host: no `:port` (unless the template has a port placeholder),
+ * no `/path`, `?`, `#`, `@userinfo`, backslash, whitespace or control character. `127.0.0.1:8080/evil?` in a
+ * host secret would otherwise pick the port and the path. The message names the placeholder, never the value.
+ */
+function urlFormatter(part: UrlPart, source: string): UrlFormat {
+  return (value, label) => {
+    const refuse = (problem: string): never => {
+      throw new EgressDeniedError(`${label} ${problem} (baseUrl ${quote(source)}); refused`, {
+        field: 'baseUrl',
+      });
+    };
+    if (value === undefined || value === null) return refuse('is missing');
+    const text = toText(value);
+    if (text === '') return refuse('is empty');
+    switch (part) {
+      case 'host':
+        if (!HOST_VALUE.test(text)) return refuse('may fill only the host: it holds another part of a URL');
+        return text;
+      case 'port':
+        if (!PORT_VALUE.test(text) || Number(text) > 65_535) return refuse('must be a port number');
+        return text;
+      case 'path':
+        if (URL_UNSAFE.test(text) || /[?#]/.test(text))
+          return refuse('must not hold a query, fragment, backslash, whitespace or control character');
+        return text;
+      case 'whole':
+        if (URL_UNSAFE.test(text))
+          return refuse('must not hold a backslash, whitespace or control character');
+        return text;
+    }
+  };
 }
 
 /** Mixed strings: strings as they are, numbers and booleans as JSON, objects JSON-encoded, null/missing as "". */

@@ -3,6 +3,8 @@
  * `load.ts` builds it from YAML; nothing downstream re-validates it.
  */
 
+import type { EgressRules } from '../egress.ts';
+
 /** Values a template can read. `secrets` are already resolved for the job's tenant. */
 export interface TemplateContext {
   input: unknown;
@@ -123,6 +125,16 @@ export interface ServiceConfig {
    * global value), and a job without a tenant is refused (ValidationError).
    */
   readonly tenantSecrets: 'fallback' | 'required';
+  /** `egress:` allowances (default none): private ranges a non-literal host may reach. */
+  readonly egress: EgressRules;
+  /**
+   * The origin (scheme, host and port) baseUrl writes literally in the services file: no placeholder before
+   * its path and no FERRY_SERVICE_<NAME>_URL override. Calls to it may reach private and loopback addresses
+   * (never link-local or metadata ones). Undefined when a secret, the tenant or the env chooses the origin.
+   */
+  readonly literalOrigin: string | undefined;
+  /** Where the baseUrl came from: the services file, or FERRY_SERVICE_<NAME>_URL (named in refusals). */
+  readonly baseUrlFrom: 'file' | 'env';
   readonly operations: ReadonlyMap<string, CompiledOperation>;
   /** Every secret name any template of this service reads (resolved per job, only these). */
   readonly secretNames: readonly string[];

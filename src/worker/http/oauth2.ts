@@ -24,6 +24,7 @@ import { type Clock, MINUTE, SECOND } from '../../core/time.ts';
 import type { SecretObserver } from '../../secrets/resolver.ts';
 import { parseRetryAfter } from '../retry-after.ts';
 import { AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
+import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
 import { ERROR_BODY_MAX_BYTES } from './response.ts';
 
 export const TOKEN_CACHE_DEFAULTS = {
@@ -198,7 +199,12 @@ export class TokenCache {
     if (this.#closed) throw tokenError(classifyError(new AttemptAbortedError('shutdown')));
     // Lifetimes count from when the request left, not from when the answer came back.
     const sentAtMs = this.#clock.now();
-    this.#agent ??= new Agent({ keepAliveTimeout: 30 * SECOND, connectTimeout: 30 * SECOND });
+    this.#agent ??= new Agent({
+      keepAliveTimeout: 30 * SECOND,
+      connectTimeout: 30 * SECOND,
+      // Link-local and metadata addresses are refused at dial time here too (egress.ts).
+      connect: { lookup: guardedLookup(TOKEN_ENDPOINT_SCOPE, '') },
+    });
     const response = await postTokenRequest(
       this.#agent,
       grant,
@@ -267,6 +273,7 @@ async function postTokenRequest(
   if (outer?.aborted === true) follow();
   else outer?.addEventListener('abort', follow, { once: true });
   try {
+    checkOriginHost(TOKEN_ENDPOINT_SCOPE, url.origin);
     const response = await agent.request({
       origin: url.origin,
       path: url.pathname + url.search,

@@ -1,4 +1,4 @@
-import { ValidationError } from '../../core/errors.ts';
+import { EgressDeniedError, ValidationError } from '../../core/errors.ts';
 import type { CompiledOperation, ServiceConfig, TemplateContext } from '../../core/services/types.ts';
 import { renderAuth } from './auth.ts';
 
@@ -33,6 +33,16 @@ function parseBase(baseUrl: string): ParsedBase {
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new ValidationError('baseUrl must be http or https', { field: 'baseUrl' });
+    }
+    // A whole-URL secret or env value may not add credentials, a query or a fragment (issue 13): the file
+    // refuses them in a static baseUrl, and `user@host` has served to hide the real host from a reader.
+    if (url.username !== '' || url.password !== '') {
+      throw new EgressDeniedError('baseUrl rendered with userinfo (user:password@); refused (use auth)', {
+        field: 'baseUrl',
+      });
+    }
+    if (baseUrl.includes('?') || baseUrl.includes('#')) {
+      throw new EgressDeniedError('baseUrl rendered with a query or fragment; refused', { field: 'baseUrl' });
     }
     parsed = { origin: url.origin, basePath: url.pathname.replace(/\/+$/, '') };
     if (parsedBases.size >= MAX_PARSED_BASES) parsedBases.clear();
