@@ -55,17 +55,21 @@ export const MAX_PRIORITY = 2_097_152;
 
 const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
 /**
- * Control characters an HTTP header value cannot hold (what undici refuses: C0 but tab, and DEL). The default
- * `Idempotency-Key` header carries the key, so a key with CR, LF or NUL would be accepted and then fail every
- * call; it is refused at enqueue instead.
+ * What an HTTP header value cannot hold, exactly as undici judges it (lib/core/util.js `headerCharRegex`): any
+ * control character but tab, DEL, and anything above U+00FF. undici throws on such a value, and a Pool that
+ * threw this way was seen to hang every later request (undici 7.30), so no header value that matches reaches
+ * undici: the default `Idempotency-Key` header carries the key, so such a key is refused at enqueue, and the
+ * worker checks every rendered header before a call (worker/http/call.ts).
  */
-export const IDEMPOTENCY_KEY_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
+export const HEADER_VALUE_FORBIDDEN = /[^\t\x20-\x7e\x80-\xff]/;
+export const IDEMPOTENCY_KEY_FORBIDDEN = HEADER_VALUE_FORBIDDEN;
 const idempotencyKey = z
   .string()
   .min(1, 'must not be empty')
   .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
   .refine((key) => !IDEMPOTENCY_KEY_FORBIDDEN.test(key), {
-    error: 'must not contain control characters (CR, LF, NUL…): it is sent in a header',
+    error:
+      'must hold no control characters (CR, LF, NUL…) and nothing above U+00FF: it is sent in a header',
   });
 const metadata = z.record(z.string(), z.unknown());
 

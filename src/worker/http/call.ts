@@ -2,7 +2,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 
 import type { Dispatcher } from 'undici';
 
-import { type FerryError, ResponseTooLargeError } from '../../core/errors.ts';
+import { type FerryError, ResponseTooLargeError, ValidationError } from '../../core/errors.ts';
+import { HEADER_VALUE_FORBIDDEN } from '../../core/job.ts';
 import { parseRetryAfter } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
@@ -39,6 +40,18 @@ export function callDownstream(
   request: OutboundRequest,
   options: CallOptions,
 ): Promise<CallResponse> {
+  // Every header, whatever filled it (a secret, a token endpoint's answer, a raw producer's key), is checked
+  // here, the one place all calls pass: undici must never see a value it refuses (core/job.ts says why).
+  for (const name in request.headers) {
+    if (HEADER_VALUE_FORBIDDEN.test(request.headers[name]!)) {
+      return Promise.reject(
+        new ValidationError(
+          `header ${name}: its value holds a control character or one above U+00FF; refused before sending`,
+          { field: `headers.${name}` },
+        ),
+      );
+    }
+  }
   return new Promise<CallResponse>((resolve, reject) => {
     const pool = pools.get(request.origin);
     const call = new DownstreamCall(options, resolve, reject);
