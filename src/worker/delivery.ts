@@ -32,6 +32,7 @@ import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-let
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { createRetryAfterWarning } from './retry-after.ts';
 import { decideRetry } from './retry-policy.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
@@ -70,6 +71,18 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
   const attemptLogger = logger.child({}, { redact: [] });
   const signal = deps.shutdownSignal;
+  // One per service per process, so a flood of long Retry-Afters logs a line a minute, not one per job.
+  const attemptDeps: ProcessorDeps = {
+    ...deps,
+    onRetryAfterClamped:
+      deps.onRetryAfterClamped ??
+      createRetryAfterWarning({
+        service: service.name,
+        maxRetryAfterMs: service.retry.maxRetryAfterMs,
+        logger,
+        now: () => deps.clock.now(),
+      }),
+  };
   return async (job, token) => {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
@@ -85,7 +98,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         return await deadLetter(job, token, state, state.final, deps, base);
       }
       const attempt = usedAttempts(state.attempts) + 1;
-      const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, deps, signal);
+      const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, attemptDeps, signal);
       logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
         case 'completed': {

@@ -28,6 +28,7 @@ import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from 
 import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
+import type { RetryAfterClampedListener } from './retry-after.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -54,6 +55,8 @@ export interface ProcessorDeps {
   /** OAuth2 client-credentials tokens, one cache per worker pool. */
   tokens: TokenCache;
   clock: Clock;
+  /** Told when a downstream (or its token endpoint) asked for more than `retry.maxRetryAfterMs`. */
+  onRetryAfterClamped?: RetryAfterClampedListener | undefined;
 }
 
 /** How long another caller waits when the breaker is half-open and someone else is probing. */
@@ -113,6 +116,7 @@ export async function runAttempt(
           timeoutMs: operation.timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
         });
@@ -184,6 +188,7 @@ async function callWithToken(
           timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
         }),
@@ -220,6 +225,7 @@ function fetchToken(
     // left of this one.
     fetchTimeoutMs: Math.max(timeoutMs, deps.service.timeoutMs),
     maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
+    onRetryAfterClamped: deps.onRetryAfterClamped,
     signal,
   });
 }
