@@ -49,6 +49,14 @@ export interface DeliveryDeps extends ProcessorDeps {
   shutdownSignal?: AbortSignal;
 }
 
+/**
+ * Longest single queue hold for an open breaker. The hold is tied to the breaker record (worker-pool.ts ends it
+ * when the breaker closes), but a worker that applied it from a stale view and died before learning of the
+ * close cannot end it: this bounds such a hold. A longer open is held slice after slice, each one taking one
+ * job to ask the breaker again: a few jobs moved every 10 s per worker, where a 1 s slice would move one per
+ * second per worker slot for the whole open period.
+ */
+const BREAKER_HOLD_SLICE_MS = 10_000;
 /** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup); doubles. */
 const INTERNAL_RETRY_DELAY_MS = 1_000;
 const MAX_INTERNAL_RETRY_DELAY_MS = 60_000;
@@ -135,8 +143,13 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           throw new DelayedError();
         }
         case 'held': {
-          if (state.heldMs + outcome.holdMs <= service.retry.maxHoldMs) {
-            return await hold(job, token, state, outcome, attempt, deps, base);
+          // An open breaker holds the queue slice by slice, each slice counted as it is applied.
+          const queueHoldMs =
+            outcome.error.type === 'CircuitOpenError'
+              ? Math.min(outcome.holdMs, BREAKER_HOLD_SLICE_MS)
+              : outcome.holdMs;
+          if (state.heldMs + queueHoldMs <= service.retry.maxHoldMs) {
+            return await hold(job, token, state, outcome, queueHoldMs, attempt, deps, base);
           }
           // Held longer than the service allows: from now on a hold uses attempts, so a service that never
           // recovers still ends in the dead-letter queue.
@@ -236,13 +249,16 @@ async function hold(
   token: string | undefined,
   state: DeliveryState,
   outcome: Extract<AttemptOutcome, { kind: 'held' }>,
+  /** How long the queue is held now: outcome.holdMs, or a slice of it for an open breaker. */
+  queueHoldMs: number,
   attempt: number,
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
   const errorRecord = toErrorRecord(outcome.error, scrub(deps));
-  state.heldMs += outcome.holdMs;
-  if (outcome.error.type !== 'CircuitOpenError') {
+  const isBreakerHold = outcome.error.type === 'CircuitOpenError';
+  state.heldMs += queueHoldMs;
+  if (!isBreakerHold) {
     // The call was made (429/503 + Retry-After): keep it in the history, though it uses no attempt.
     state.attempts.push(
       record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs),
@@ -262,8 +278,11 @@ async function hold(
       until,
       error: errorRecord,
     }),
-    deps.queue.rateLimit(outcome.holdMs),
+    deps.queue.rateLimit(queueHoldMs),
   ]);
+  // The breaker may have learned of a close while this hold was being applied: its release (worker-pool.ts)
+  // may have run before the hold landed. Re-check, so a closed breaker never leaves a hold behind.
+  if (isBreakerHold && deps.breaker?.state().state === 'closed') await deps.queue.removeRateLimitKey();
   deps.emit('job:service:held', {
     ...base,
     reason,

@@ -233,6 +233,21 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     return runtime;
   });
 
+  // A breaker hold is tied to the breaker's record, not to a timer: when this process learns that the breaker
+  // closed (the record is gone: `ferry breakers close`, a probe that succeeded, the record's expiry), it ends
+  // the queue's hold at once. A worker that held the queue from a view older than the close (issue 13) thus
+  // releases its own hold within one sync interval; delivery.ts re-checks right after applying a hold, for a
+  // close learned while it was being applied, and holds in slices so a hold whose worker died ends anyway.
+  breakers.on('breaker:state:changed', (change) => {
+    if (change.to.state !== 'closed' || change.from.state === 'closed') return;
+    const runtime = runtimes.find(({ service }) => service.name === change.name);
+    runtime?.queue
+      .removeRateLimitKey()
+      .catch((error: unknown) =>
+        logger.error({ service: change.name, err: error }, 'could not end the hold of a closed breaker'),
+      );
+  });
+
   /** Writes the dead letter of one job if it is in the failed set without one. */
   async function sweepOne(runtime: ServiceRuntime, jobId: string): Promise<void> {
     const failedAt = await connection.zscore(runtime.queue.toKey('failed'), jobId);
