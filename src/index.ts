@@ -33,6 +33,7 @@ export {
   deadLetterJobId,
   deadLetterJobName,
   DEFAULT_PREFIX,
+  defaultIdempotencyKey,
   displayQueueName,
   idempotentJobId,
   serviceFromQueueName,

@@ -106,7 +106,11 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         return await deadLetter(job, token, state, state.final, deps, base);
       }
       const attempt = usedAttempts(state.attempts) + 1;
-      const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, attemptDeps, signal);
+      const outcome = await runAttempt(
+        { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
+        attemptDeps,
+        signal,
+      );
       logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
         case 'completed': {

@@ -17,6 +17,7 @@ import {
   jobDataSchema,
   type JobResult,
 } from '../core/job.ts';
+import { defaultIdempotencyKey } from '../core/queue-layout.ts';
 import type { OAuth2Auth, ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
@@ -44,6 +45,8 @@ export interface AttemptJob {
   /** BullMQ job name = operation. */
   name: string;
   data: JobData;
+  /** When the job was created (BullMQ `job.timestamp`), epoch ms: part of its default idempotency key. */
+  createdAt?: number;
 }
 
 export interface ProcessorDeps {
@@ -97,7 +100,12 @@ export async function runAttempt(
       input: data.input,
       secrets,
       tenant: data.tenant,
-      job: { id: job.id, idempotencyKey: data.idempotencyKey ?? job.id },
+      job: {
+        id: job.id,
+        idempotencyKey:
+          data.idempotencyKey ??
+          defaultIdempotencyKey(service.name, job.id, job.createdAt ?? 0, data.enqueueId),
+      },
     };
     const request = buildRequest(service, operation, context);
     let response: CallResponse;
