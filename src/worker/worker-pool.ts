@@ -58,6 +58,17 @@ export interface WorkerPoolOptions {
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
 const UNLIMITED_RATE = { max: 1_000_000_000, perMs: SECOND };
 const RATE_LIMIT_REAPPLY_MS = 5 * MINUTE;
+/**
+ * KEYS[1] a queue's limiter key. Deletes it only while it holds the queue (`queue.rateLimit` stores
+ * Number.MAX_SAFE_INTEGER there): the same key counts the service's own rate limit, whose window a breaker
+ * close must not reset.
+ */
+const END_HOLD_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`;
 /** After the shutdown deadline: how long cancelled jobs and closing connections get before we stop waiting. */
 const FORCE_CLOSE_AFTER_MS = 5 * SECOND;
 
@@ -241,8 +252,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   breakers.on('breaker:state:changed', (change) => {
     if (change.to.state !== 'closed' || change.from.state === 'closed') return;
     const runtime = runtimes.find(({ service }) => service.name === change.name);
-    runtime?.queue
-      .removeRateLimitKey()
+    if (runtime === undefined) return;
+    connection
+      .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
       .catch((error: unknown) =>
         logger.error({ service: change.name, err: error }, 'could not end the hold of a closed breaker'),
       );
