@@ -34,6 +34,7 @@ export {
   deadLetterJobId,
   deadLetterJobName,
   DEFAULT_PREFIX,
+  defaultIdempotencyKey,
   displayQueueName,
   idempotentJobId,
   isPossibleJobId,

@@ -65,6 +65,28 @@ export function isPossibleJobId(id: string): boolean {
   return id.length >= 1 && id.length <= MAX_JOB_ID_LENGTH && !id.includes(':') && !RESERVED_JOB_IDS.has(id);
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The `Idempotency-Key` sent for a job enqueued without an `idempotencyKey` (and `{{ job.idempotencyKey }}`).
+ * Not the job id: BullMQ numbers jobs per queue from 1, so five services all sent `1`, and a Redis reset starts
+ * the numbers again (issue 13). Instead `ferry-` and the random enqueue id Ferry's producers store in the job
+ * data, or, for a raw BullMQ job without one (or with one that is not a UUID, which could repeat), a hash of
+ * service, job id, job creation time and that id. Everything it is made of is fixed for the job's life, so every
+ * attempt and every re-run after a stall sends the same key; a dead letter records it and its replay sends it
+ * again (dead-letter/replay.ts). The `ferry-` prefix keeps it apart from the keys producers choose.
+ */
+export function defaultIdempotencyKey(
+  service: string,
+  jobId: string,
+  createdAt: number,
+  enqueueId: unknown,
+): string {
+  if (typeof enqueueId === 'string' && UUID.test(enqueueId)) return `ferry-${enqueueId.toLowerCase()}`;
+  const seed = `${service}\n${jobId}\n${createdAt}\n${typeof enqueueId === 'string' ? enqueueId : ''}`;
+  return `ferry-${createHash('sha256').update(seed).digest('base64url').slice(0, 32)}`;
+}
+
 /**
  * Dead-letter job id for one source job: fixed per job so that every writer (the worker, the sweep, a re-run
  * after a crash) adds the same dead letter and none is duplicated. The source job's creation time is part of

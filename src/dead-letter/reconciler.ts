@@ -14,7 +14,12 @@ import {
   type JobData,
   usedAttempts,
 } from '../core/job.ts';
-import { DEAD_LETTERED_FIELD, deadLetterJobId, serviceQueueName } from '../core/queue-layout.ts';
+import {
+  DEAD_LETTERED_FIELD,
+  deadLetterJobId,
+  defaultIdempotencyKey,
+  serviceQueueName,
+} from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { DeadLetterWriter } from './writer.ts';
 
@@ -41,7 +46,12 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
     enqueuedAt: job.timestamp,
   };
   if (data.tenant !== undefined) record.tenant = data.tenant;
-  if (data.idempotencyKey !== undefined) record.idempotencyKey = data.idempotencyKey;
+  // The key the downstream was sent, also when the job had none of its own (processor.ts): a replay sends it
+  // again. (Job data is anyone's to write: a key that is not a string was never sent.)
+  record.idempotencyKey =
+    typeof data.idempotencyKey === 'string'
+      ? data.idempotencyKey
+      : defaultIdempotencyKey(service, record.sourceJobId, job.timestamp, data.enqueueId);
   if (data.metadata !== undefined) record.metadata = data.metadata;
   return record;
 }

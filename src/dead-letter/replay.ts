@@ -448,8 +448,10 @@ class Replayer {
 
 /**
  * A new job's data: fresh attempts (no `ferry` delivery state), the same input, tenant and metadata, and
- * the key the downstream saw as `Idempotency-Key`: the original key, or, for a job enqueued without one, its
- * job id (processor.ts sends that instead), so a call that did reach the downstream is recognised there.
+ * the key the downstream saw as `Idempotency-Key`, so a call that did reach the downstream is recognised
+ * there. A dead letter records it, the job's own key or the default one (queue-layout.ts
+ * defaultIdempotencyKey); one written before it did so, for a job without a key, has none: its job was sent
+ * its job id.
  */
 export function replayJobData(id: string, record: DeadLetterRecord): ReplayJobData {
   const data: ReplayJobData = { input: record.input ?? null, replayOf: id };

@@ -10,8 +10,6 @@
  * attempts, is dead-lettered), so a service that never comes back still ends in the dead-letter queue. For a
  * maintenance window longer than maxHoldMs, pause the queue (`ferry queues pause`) as well.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-
 import { breakerDefaults, clearSharedState, readSharedState, writeSharedOpen } from '../breakers/index.ts';
 import { ValidationError } from '../core/errors.ts';
 import { breakerKey } from '../core/queue-layout.ts';
@@ -33,7 +31,8 @@ export interface BreakerView {
   reason?: string;
   /**
    * How long workers still wait before taking this service's jobs (breaker hold, 429/503 Retry-After, or
-   * the rate limit reached); 0 = not held.
+   * the rate limit reached); 0 = not held. An open breaker holds the queue in slices of at most 10 s, each
+   * ended by a worker asking the breaker again, so this is the current slice's rest, not the open period's.
    */
   heldForMs: number;
 }
@@ -115,26 +114,17 @@ export async function openBreaker(
 
 /**
  * Closes `service`'s breaker in every worker, and ends the queue's hold, so every worker takes its jobs again
- * within about a second (they re-check a hold every second). The hold is ended twice: now, and again once
- * every worker has seen the close (two sync intervals), because a worker that had not seen it yet may have
- * held the queue again meanwhile. A 429/503 Retry-After hold ends too; the next such answer holds again.
+ * within about a second (they re-check a hold every second). A worker that had not yet seen the close may hold
+ * the queue again from its stale view; it ends that hold itself as soon as its breaker reads the record gone
+ * (every 500 ms; src/worker/worker-pool.ts), so no settle time is waited for here. A 429/503 Retry-After hold
+ * ends too; the next such answer holds again.
  */
-export async function closeBreaker(
-  deps: OpsDeps,
-  service: string,
-  options: { settleMs?: number } = {},
-): Promise<BreakerView> {
+export async function closeBreaker(deps: OpsDeps, service: string): Promise<BreakerView> {
   requireService(deps.config, service);
-  const key = breakerKey(deps.prefix, service);
-  const wasOpen = (await readSharedState(deps.connection, key)) !== null;
-  await clearSharedState(deps.connection, key);
+  await clearSharedState(deps.connection, breakerKey(deps.prefix, service));
   await withQueues(deps, [service], async (queues) => {
-    const queue = queues.get(service)!;
     // Always: a queue held by a Retry-After alone (breaker closed) resumes too, as the doc above says.
-    await queue.removeRateLimitKey();
-    if (!wasOpen) return;
-    await sleep(options.settleMs ?? 2 * breakerDefaults.syncIntervalMs + 100);
-    if ((await readSharedState(deps.connection, key)) === null) await queue.removeRateLimitKey();
+    await queues.get(service)!.removeRateLimitKey();
   });
   const [view] = await listBreakers(deps, [service]);
   return view!;

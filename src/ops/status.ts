@@ -63,16 +63,13 @@ export async function readStatus(deps: OpsDeps, services?: readonly string[]): P
           active: counts.active ?? 0,
           delayed: counts.delayed ?? 0,
           held:
-            heldForMs > 0
-              ? {
-                  // A breaker hold lasts until the open period's end; anything else is a rate-limit hold.
-                  reason:
-                    breaker.state !== 'closed' && breaker.openUntil !== undefined && breaker.openUntil >= now
-                      ? 'breakerOpen'
-                      : 'rateLimited',
-                  untilMs: now + heldForMs,
-                }
-              : null,
+            heldForMs <= 0
+              ? null
+              : // A breaker hold lasts until the open period's end (workers hold the queue in slices of it,
+                // src/worker/delivery.ts); anything else is a rate-limit hold.
+                breaker.state !== 'closed' && breaker.openUntil !== undefined && breaker.openUntil >= now
+                ? { reason: 'breakerOpen', untilMs: breaker.openUntil }
+                : { reason: 'rateLimited', untilMs: now + heldForMs },
           lastHour,
           deadLetters: deadLetters.get(service) ?? 0,
           breaker,

@@ -5,6 +5,7 @@ export {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
   DEFAULT_PREFIX,
+  defaultIdempotencyKey,
   displayQueueName,
   idempotentJobId,
   isPossibleJobId,

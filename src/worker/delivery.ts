@@ -32,6 +32,7 @@ import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-let
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { createRetryAfterWarning } from './retry-after.ts';
 import { decideRetry } from './retry-policy.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
@@ -48,6 +49,14 @@ export interface DeliveryDeps extends ProcessorDeps {
   shutdownSignal?: AbortSignal;
 }
 
+/**
+ * Longest single queue hold for an open breaker. The hold is tied to the breaker record (worker-pool.ts ends it
+ * when the breaker closes), but a worker that applied it from a stale view and died before learning of the
+ * close cannot end it: this bounds such a hold. A longer open is held slice after slice, each one taking one
+ * job to ask the breaker again: a few jobs moved every 10 s per worker, where a 1 s slice would move one per
+ * second per worker slot for the whole open period.
+ */
+const BREAKER_HOLD_SLICE_MS = 10_000;
 /** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup); doubles. */
 const INTERNAL_RETRY_DELAY_MS = 1_000;
 const MAX_INTERNAL_RETRY_DELAY_MS = 60_000;
@@ -70,6 +79,18 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
   const attemptLogger = logger.child({}, { redact: [] });
   const signal = deps.shutdownSignal;
+  // One per service per process, so a flood of long Retry-Afters logs a line a minute, not one per job.
+  const attemptDeps: ProcessorDeps = {
+    ...deps,
+    onRetryAfterClamped:
+      deps.onRetryAfterClamped ??
+      createRetryAfterWarning({
+        service: service.name,
+        maxRetryAfterMs: service.retry.maxRetryAfterMs,
+        logger,
+        now: () => deps.clock.now(),
+      }),
+  };
   return async (job, token) => {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
@@ -85,7 +106,11 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         return await deadLetter(job, token, state, state.final, deps, base);
       }
       const attempt = usedAttempts(state.attempts) + 1;
-      const outcome = await runAttempt({ id: jobId, name: job.name, data: job.data }, deps, signal);
+      const outcome = await runAttempt(
+        { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
+        attemptDeps,
+        signal,
+      );
       logAttempt(attemptLogger, base, attempt, outcome);
       switch (outcome.kind) {
         case 'completed': {
@@ -122,8 +147,13 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           throw new DelayedError();
         }
         case 'held': {
-          if (state.heldMs + outcome.holdMs <= service.retry.maxHoldMs) {
-            return await hold(job, token, state, outcome, attempt, deps, base);
+          // An open breaker holds the queue slice by slice, each slice counted as it is applied.
+          const queueHoldMs =
+            outcome.error.type === 'CircuitOpenError'
+              ? Math.min(outcome.holdMs, BREAKER_HOLD_SLICE_MS)
+              : outcome.holdMs;
+          if (state.heldMs + queueHoldMs <= service.retry.maxHoldMs) {
+            return await hold(job, token, state, outcome, queueHoldMs, attempt, deps, base);
           }
           // Held longer than the service allows: from now on a hold uses attempts, so a service that never
           // recovers still ends in the dead-letter queue.
@@ -223,13 +253,16 @@ async function hold(
   token: string | undefined,
   state: DeliveryState,
   outcome: Extract<AttemptOutcome, { kind: 'held' }>,
+  /** How long the queue is held now: outcome.holdMs, or a slice of it for an open breaker. */
+  queueHoldMs: number,
   attempt: number,
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
   const errorRecord = toErrorRecord(outcome.error, scrub(deps));
-  state.heldMs += outcome.holdMs;
-  if (outcome.error.type !== 'CircuitOpenError') {
+  const isBreakerHold = outcome.error.type === 'CircuitOpenError';
+  state.heldMs += queueHoldMs;
+  if (!isBreakerHold) {
     // The call was made (429/503 + Retry-After): keep it in the history, though it uses no attempt.
     state.attempts.push(
       record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs),
@@ -249,8 +282,11 @@ async function hold(
       until,
       error: errorRecord,
     }),
-    deps.queue.rateLimit(outcome.holdMs),
+    deps.queue.rateLimit(queueHoldMs),
   ]);
+  // The breaker may have learned of a close while this hold was being applied: its release (worker-pool.ts)
+  // may have run before the hold landed. Re-check, so a closed breaker never leaves a hold behind.
+  if (isBreakerHold && deps.breaker?.state().state === 'closed') await deps.queue.removeRateLimitKey();
   deps.emit('job:service:held', {
     ...base,
     reason,

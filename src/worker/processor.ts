@@ -18,6 +18,7 @@ import {
   jobDataSchema,
   type JobResult,
 } from '../core/job.ts';
+import { defaultIdempotencyKey } from '../core/queue-layout.ts';
 import type { OAuth2Auth, ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
@@ -29,6 +30,7 @@ import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from 
 import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
+import type { RetryAfterClampedListener } from './retry-after.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -44,6 +46,8 @@ export interface AttemptJob {
   /** BullMQ job name = operation. */
   name: string;
   data: JobData;
+  /** When the job was created (BullMQ `job.timestamp`), epoch ms: part of its default idempotency key. */
+  createdAt?: number;
 }
 
 export interface ProcessorDeps {
@@ -55,6 +59,8 @@ export interface ProcessorDeps {
   /** OAuth2 client-credentials tokens, one cache per worker pool. */
   tokens: TokenCache;
   clock: Clock;
+  /** Told when a downstream (or its token endpoint) asked for more than `retry.maxRetryAfterMs`. */
+  onRetryAfterClamped?: RetryAfterClampedListener | undefined;
 }
 
 /** How long another caller waits when the breaker is half-open and someone else is probing. */
@@ -99,7 +105,12 @@ export async function runAttempt(
       input: data.input,
       secrets,
       tenant: data.tenant,
-      job: { id: job.id, idempotencyKey: data.idempotencyKey ?? job.id },
+      job: {
+        id: job.id,
+        idempotencyKey:
+          data.idempotencyKey ??
+          defaultIdempotencyKey(service.name, job.id, job.createdAt ?? 0, data.enqueueId),
+      },
     };
     const request = buildRequest(service, operation, context);
     let response: CallResponse;
@@ -118,6 +129,7 @@ export async function runAttempt(
           timeoutMs: operation.timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
         });
@@ -235,6 +247,7 @@ async function callWithToken(
           timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
+          onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
         }),
@@ -271,6 +284,7 @@ function fetchToken(
     // left of this one.
     fetchTimeoutMs: Math.max(timeoutMs, deps.service.timeoutMs),
     maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
+    onRetryAfterClamped: deps.onRetryAfterClamped,
     signal,
   });
 }

@@ -77,6 +77,18 @@ const FORCE_CLOSE_WAIT_MS = 500;
 /** Job ids listed in the log line about unrecorded results (the count is always whole). */
 const LOGGED_JOB_IDS = 20;
 
+/**
+ * KEYS[1] a queue's limiter key. Deletes it only while it holds the queue (`queue.rateLimit` stores
+ * Number.MAX_SAFE_INTEGER there): the same key counts the service's own rate limit, whose window a breaker
+ * close must not reset.
+ */
+const END_HOLD_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`;
+
 function longestTimeoutMs(service: ServiceConfig): number {
   let longest = service.timeoutMs;
   for (const operation of service.operations.values()) longest = Math.max(longest, operation.timeoutMs);
@@ -284,6 +296,22 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     });
     const runtime: ServiceRuntime = { service, queue, worker, pools, lastSweepMs: 0 };
     return runtime;
+  });
+
+  // A breaker hold is tied to the breaker's record, not to a timer: when this process learns that the breaker
+  // closed (the record is gone: `ferry breakers close`, a probe that succeeded, the record's expiry), it ends
+  // the queue's hold at once. A worker that held the queue from a view older than the close (issue 13) thus
+  // releases its own hold within one sync interval; delivery.ts re-checks right after applying a hold, for a
+  // close learned while it was being applied, and holds in slices so a hold whose worker died ends anyway.
+  breakers.on('breaker:state:changed', (change) => {
+    if (change.to.state !== 'closed' || change.from.state === 'closed') return;
+    const runtime = runtimes.find(({ service }) => service.name === change.name);
+    if (runtime === undefined) return;
+    connection
+      .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
+      .catch((error: unknown) =>
+        logger.error({ service: change.name, err: error }, 'could not end the hold of a closed breaker'),
+      );
   });
 
   /** Writes the dead letter of one job if it is in the failed set without one. */

@@ -108,6 +108,7 @@ const services = {
       baseUrl: downstream.url,
       timeoutMs: 5_000,
       retry: { attempts: 2, backoff: { delayMs: 50, maxDelayMs: 100 } },
+      headers: { 'X-Job-Id': '{{ job.id }}' },
       operations: {
         create: { method: 'POST', path: '/things', body: '{{ input }}' },
         refuse: { method: 'POST', path: '/refuse', body: '{{ input }}' },
@@ -137,7 +138,7 @@ describe('ferry enqueue', () => {
       attempts: 1,
       result: { status: 201, body: { id: 7, received: { email: 'a@b.c' } }, attempts: 1 },
     });
-    const call = downstream.requests.find((request) => request.headers['idempotency-key'] === view.id);
+    const call = downstream.requests.find((request) => request.headers['x-job-id'] === view.id);
     expect(call?.body).toBe('{"email":"a@b.c"}');
 
     expect(human.code, human.process.output()).toBe(0);

@@ -70,6 +70,8 @@ function servicesFile(baseUrl: string, operations: Record<string, unknown>): unk
         retry: { attempts: ATTEMPTS, backoff: { delayMs: 20, maxDelayMs: 100 } },
         // Never open: this test is about crashes, not outages (an open breaker would hold the queue).
         breaker: { errorThresholdPercentage: 100, volumeThreshold: 1_000_000 },
+        // Which job a call is for (the default Idempotency-Key is not the job id).
+        headers: { 'X-Job-Id': '{{ job.id }}' },
         operations,
       },
     },
@@ -175,8 +177,8 @@ async function whenBusy(worker: FerryProcess, count: number): Promise<void> {
 function callsByJob(requests: readonly RecordedRequest[]): Map<string, number> {
   const calls = new Map<string, number>();
   for (const request of requests) {
-    const key = String(request.headers['idempotency-key']);
-    calls.set(key, (calls.get(key) ?? 0) + 1);
+    const jobId = String(request.headers['x-job-id']);
+    calls.set(jobId, (calls.get(jobId) ?? 0) + 1);
   }
   return calls;
 }
@@ -389,18 +391,24 @@ describe('SIGKILL of worker processes', () => {
     ]);
     // The processor ran twice (two calls), and BullMQ failed the job without a third.
     expect(hanging.requests).toHaveLength(2);
-    expect(hanging.requests.every((key) => key === id)).toBe(true);
+    expect(hanging.requests.every((call) => call.jobId === id)).toBe(true);
+    // The re-run after the stall sent the key of the first run.
+    expect(hanging.requests[0]!.key).toMatch(/^ferry-/);
+    expect(hanging.requests[1]!.key).toBe(hanging.requests[0]!.key);
     await expect
       .poll(() => last.countLogs((entry) => /dead-lettered a (failed )?job/.test(String(entry.msg))))
       .toBeGreaterThanOrEqual(1);
   }, 90_000);
 });
 
-/** A downstream that never answers; `requests` holds each call's Idempotency-Key. */
-async function startHangingService(): Promise<{ url: string; requests: string[] }> {
-  const requests: string[] = [];
+/** A downstream that never answers; `requests` holds each call's Idempotency-Key and job id. */
+async function startHangingService(): Promise<{
+  url: string;
+  requests: { key: string; jobId: string }[];
+}> {
+  const requests: { key: string; jobId: string }[] = [];
   const server = createServer((req: IncomingMessage) => {
-    requests.push(String(req.headers['idempotency-key']));
+    requests.push({ key: String(req.headers['idempotency-key']), jobId: String(req.headers['x-job-id']) });
     req.resume();
   });
   const { url } = await listenOnFreePort(server);

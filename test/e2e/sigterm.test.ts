@@ -33,6 +33,8 @@ function servicesFile(baseUrl: string, concurrency: number): unknown {
         timeoutMs: 60_000,
         concurrency,
         retry: { attempts: 3, backoff: { delayMs: 50, maxDelayMs: 200 } },
+        // Which job a call is for (the default Idempotency-Key is not the job id).
+        headers: { 'X-Job-Id': '{{ job.id }}' },
         operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
       },
     },
@@ -100,7 +102,7 @@ describe('SIGTERM to a worker process', () => {
     expect(worker.countLogs((entry) => entry.msg === 'shut down cleanly')).toBe(1);
 
     // The three calls completed and their results were stored.
-    const inFlight = downstream.requests.map((request) => String(request.headers['idempotency-key']));
+    const inFlight = downstream.requests.map((request) => String(request.headers['x-job-id']));
     expect(new Set(inFlight).size).toBe(3);
     for (const id of inFlight) {
       expect(await queue.getJobState(id)).toBe('completed');

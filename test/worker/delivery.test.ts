@@ -31,7 +31,8 @@ describe('delivery', () => {
     const calls = downstream.requests.slice(before);
     expect(calls).toHaveLength(1);
     expect(calls[0]).toMatchObject({ method: 'POST', url: '/things', body: '{"email":"a@b.c"}' });
-    expect(calls[0]?.headers['idempotency-key']).toBe(job.id);
+    // No idempotencyKey: the default one, from the job's random enqueue id (not its per-queue job id).
+    expect(calls[0]?.headers['idempotency-key']).toMatch(/^ferry-[0-9a-f-]{36}$/);
   });
 
   it('retries a retryable failure and then succeeds, with the history kept', async () => {

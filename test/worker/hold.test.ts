@@ -1,6 +1,6 @@
 /** Whole-service holds: Retry-After and an open breaker stop every worker, and held jobs keep their attempts. */
 import { Queue } from 'bullmq';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
 import type { BreakerState } from '../../src/breakers/index.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
@@ -66,6 +66,46 @@ describe('Retry-After', () => {
     expect(view.state).toBe('dead_lettered');
     expect(view.lastError?.type).toBe('RateLimitedError');
     expect(view.history.map((a) => a.outcome)).toEqual(['held', 'failed', 'failed']);
+  });
+});
+
+describe('a Retry-After over retry.maxRetryAfterMs', () => {
+  it('holds the whole service for the cap (5 min by default), not for what was asked, and warns once for a flood', async () => {
+    downstream.script(() => ({ status: 429, headers: { 'retry-after': '99999' } }));
+    const ferry = await createTestFerry(redis, {
+      services: oneService(downstream.url, { concurrency: 4 }),
+      start: false,
+    });
+    const held: number[] = [];
+    ferry.pool.on('job:service:held', (event) => held.push(event.holdMs));
+    const jobs = await ferry.producer.enqueueMany(
+      Array.from({ length: 4 }, (_, i) => ({ service: 'svc', operation: 'create' as const, input: { i } })),
+    );
+    await ferry.start();
+    await expect.poll(() => held.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    const queue = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix: ferry.prefix });
+    onTestFinished(() => queue.close());
+    // Asked: 99,999 s (27.8 h). Held: 5 min, for the whole queue.
+    expect(held.every((ms) => ms === 300_000)).toBe(true);
+    const ttl = await queue.getRateLimitTtl();
+    expect(ttl).toBeGreaterThan(240_000);
+    expect(ttl).toBeLessThanOrEqual(300_000);
+    const views = await Promise.all(jobs.map((job) => ferry.producer.get('svc', job.id)));
+    const holds = views.flatMap((v) => v!.history.filter((a) => a.outcome === 'held'));
+    expect(holds.length).toBeGreaterThan(0);
+    expect(holds.every((a) => a.retryDelayMs === 300_000)).toBe(true);
+    const warnings = ferry.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((line) => line.askedMs !== undefined);
+    // However many of the jobs were taken before the hold, one line, with the service and both values.
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({
+      level: 40,
+      service: 'svc',
+      askedMs: 99_999_000,
+      appliedMs: 300_000,
+      maxRetryAfterMs: 300_000,
+    });
   });
 });
 

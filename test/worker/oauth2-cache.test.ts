@@ -359,6 +359,25 @@ describe('token cache', () => {
     await tokens.close();
   });
 
+  it('clamps a 429 Retry-After to maxRetryAfterMs and reports what was asked', async () => {
+    const endpoint = await startTokenEndpoint(() => ({
+      status: 429,
+      headers: { 'retry-after': '99999' },
+      body: '',
+    }));
+    const { tokens } = cache();
+    const clamped: [number, number][] = [];
+    const error = await failure(
+      tokens.get(grant(oauth2(endpoint.url)), {
+        ...OPTIONS,
+        onRetryAfterClamped: (askedMs, appliedMs) => clamped.push([askedMs, appliedMs]),
+      }),
+    );
+    expect([error.type, error.retryAfterMs]).toEqual(['RateLimitedError', 60_000]);
+    expect(clamped).toEqual([[99_999_000, 60_000]]);
+    await tokens.close();
+  });
+
   it('accepts token_type in any case, and a form-encoded answer', async () => {
     const endpoint = await startTokenEndpoint((_, index) =>
       index === 0

@@ -30,8 +30,11 @@ export const SERVICE_DEFAULTS = {
     maxDelayMs: 10 * MINUTE,
     /** Extra retryable status codes: none. */
     retryOn: [],
-    /** Longest honoured Retry-After (longer ones are clamped): 1 h. */
-    maxRetryAfterMs: 60 * MINUTE,
+    /**
+     * Longest honoured Retry-After (longer ones are clamped, with a warning): 5 min. A 429/503 holds the whole
+     * service, so one answer asking for a day must not stop every job of it for long (issue 13).
+     */
+    maxRetryAfterMs: 5 * MINUTE,
     /** Time a job may be held (breaker open, 429/503) before holds use attempts: 1 h. */
     maxHoldMs: 60 * MINUTE,
   },

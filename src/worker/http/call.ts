@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 
 import { type FerryError, ResponseTooLargeError, ValidationError } from '../../core/errors.ts';
 import { HEADER_VALUE_FORBIDDEN } from '../../core/job.ts';
-import { parseRetryAfter } from '../retry-after.ts';
+import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
 import type { OutboundRequest } from './request.ts';
@@ -18,7 +18,10 @@ export interface CallOptions {
    */
   timeoutMs: number;
   maxResponseBytes: number;
+  /** Longest Retry-After honoured (the service's `retry.maxRetryAfterMs`); longer ones are clamped to it. */
   maxRetryAfterMs: number;
+  /** Told when a 429/503 asked for a longer Retry-After than maxRetryAfterMs. */
+  onRetryAfterClamped?: RetryAfterClampedListener | undefined;
   /** Aborted by the worker on shutdown past its deadline. */
   signal: AbortSignal | undefined;
   now: () => number;
@@ -187,11 +190,13 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
       this.#resolve({ status, headers: this.#headers, raw });
       return;
     }
-    const retryAfterMs =
+    const retryAfter =
       status === 429 || status === 503
-        ? parseRetryAfter(this.#headers['retry-after'], this.#options.now(), this.#options.maxRetryAfterMs)
+        ? readRetryAfter(this.#headers['retry-after'], this.#options.now(), this.#options.maxRetryAfterMs)
         : undefined;
-    const error = classifyStatus(status, retryAfterMs);
+    if (retryAfter !== undefined && retryAfter.askedMs > retryAfter.delayMs)
+      this.#options.onRetryAfterClamped?.(retryAfter.askedMs, retryAfter.delayMs);
+    const error = classifyStatus(status, retryAfter?.delayMs);
     const excerpt = bodyExcerpt(raw.subarray(0, ERROR_BODY_MAX_BYTES));
     if (excerpt !== '') error.message = `${error.message}: ${excerpt}`;
     this.#fail(error);

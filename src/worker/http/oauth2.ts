@@ -22,7 +22,7 @@ import {
 import type { OAuth2Auth, TemplateContext } from '../../core/services/types.ts';
 import { type Clock, MINUTE, SECOND } from '../../core/time.ts';
 import type { SecretObserver } from '../../secrets/resolver.ts';
-import { parseRetryAfter } from '../retry-after.ts';
+import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
 import { ERROR_BODY_MAX_BYTES } from './response.ts';
@@ -75,6 +75,8 @@ export interface TokenFetchOptions {
   fetchTimeoutMs?: number;
   /** Bound of a Retry-After the token endpoint sends with 429/503. */
   maxRetryAfterMs: number;
+  /** Told when the token endpoint asked for a longer Retry-After than maxRetryAfterMs. */
+  onRetryAfterClamped?: RetryAfterClampedListener | undefined;
   /** The worker pool's shutdown signal. */
   signal: AbortSignal | undefined;
 }
@@ -357,10 +359,13 @@ function classifyTokenFailure(
       ? ''
       : ` (${oauth.description === undefined ? oauth.code : `${oauth.code}: ${oauth.description}`})`;
   const message = `token endpoint: ${status}${detail}`;
-  const retryAfterMs =
+  const retryAfter =
     status === 429 || status === 503
-      ? parseRetryAfter(response.headers['retry-after'], clock.now(), options.maxRetryAfterMs)
+      ? readRetryAfter(response.headers['retry-after'], clock.now(), options.maxRetryAfterMs)
       : undefined;
+  if (retryAfter !== undefined && retryAfter.askedMs > retryAfter.delayMs)
+    options.onRetryAfterClamped?.(retryAfter.askedMs, retryAfter.delayMs);
+  const retryAfterMs = retryAfter?.delayMs;
   const errorOptions: FerryErrorOptions = { status, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
   if (status === 401 || status === 403 || (oauth !== undefined && AUTH_CODES.has(oauth.code)))
     return new AuthenticationError(message, errorOptions);
