@@ -39,6 +39,12 @@ type Target = 'worker' | 'api';
 /** The promise: out within 10 s of SIGTERM. */
 export const EXIT_LIMIT_MS = 10_000;
 
+/**
+ * The last measured exit of each scenario, by name (ms undefined: not out within the wait), so a test can
+ * assert the figure itself and not only the row's ok.
+ */
+export const measuredExits = new Map<string, { ms: number | undefined; code: number | null }>();
+
 async function breakRedis(redis: ChaosRedis, state: RedisState): Promise<void> {
   if (state === 'killed') await redis.kill9();
   else if (state === 'stopped') redis.pause();
@@ -104,6 +110,7 @@ function sigtermScenario(target: Target, state: RedisState): Scenario {
         await breakRedis(redis, state);
         const timing = await victim.timeTermination(waitMs);
         const exitNote = describeExit(timing, waitMs);
+        measuredExits.set(name, { ms: timing.ms, code: timing.exit?.code ?? null });
         log(`${target} after SIGTERM with Redis ${state}: ${exitNote}`);
         const said = victim
           .logs()
