@@ -96,7 +96,8 @@ export function textTable(rows: readonly ScenarioRow[]): string {
 export function markdownTable(rows: readonly ScenarioRow[]): string {
   const escape = (cell: string): string => cell.replaceAll('|', '\\|');
   const line = (values: readonly string[]): string => `| ${values.map(escape).join(' | ')} |`;
-  const align = COLUMNS.map((_, i) => (i === 0 || i === COLUMNS.length - 1 ? '---' : '---:'));
+  // Figures right-aligned; name, ok and notes left.
+  const align = COLUMNS.map((title) => (['scenario', 'ok', 'notes'].includes(title) ? '---' : '---:'));
   return [line(COLUMNS), `|${align.join('|')}|`, ...rows.map((row) => line(cells(row)))].join('\n');
 }
 
