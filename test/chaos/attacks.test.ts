@@ -24,14 +24,15 @@ function smoke(name: string): ScenarioOptions {
 describe('chaos attack scenarios (smoke)', () => {
   it(`api-fuzz: no 5xx, refusals kept, nothing lost, responsive after (seed ${seed})`, async () => {
     const report = await runApiFuzz(smoke('api-fuzz'));
+    // Soft: a failing run shows every broken promise at once, not only the first.
     expect(report.bodies).toBe(300);
     expect(report.enqueued, 'some fuzzed jobs are valid and accepted').toBeGreaterThan(0);
-    expect(report.serverErrors, `5xx answers (seed ${seed})`).toEqual({});
-    expect(report.unanswered, `requests without an answer (seed ${seed})`).toEqual({});
-    expect(report.acceptedButMustRefuse, `accepted what must be refused (seed ${seed})`).toEqual({});
+    expect.soft(report.serverErrors, `5xx answers (seed ${seed})`).toEqual({});
+    expect.soft(report.unanswered, `requests without an answer (seed ${seed})`).toEqual({});
+    expect.soft(report.acceptedButMustRefuse, `accepted what must be refused (seed ${seed})`).toEqual({});
     expect(report.apiExitedEarly).toBe(false);
     expect(report.responsive).toBe(true);
-    expect(report.lost, `accepted jobs neither completed nor dead-lettered (seed ${seed})`).toBe(0);
+    expect.soft(report.lost, `accepted jobs neither completed nor dead-lettered (seed ${seed})`).toBe(0);
   }, 120_000);
 
   it('authz-matrix: every route x 8 kinds of token follows the scope rules, never 5xx', async () => {
