@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 
 import { type FerryError, ResponseTooLargeError } from '../../core/errors.ts';
+import type { Scrubber } from '../../secrets/scrub.ts';
 import { parseRetryAfter } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
@@ -21,6 +22,11 @@ export interface CallOptions {
   /** Aborted by the worker on shutdown past its deadline. */
   signal: AbortSignal | undefined;
   now: () => number;
+  /**
+   * Scrubs the excerpt of an error body before it is cut and its whitespace collapsed (in the message it would
+   * be too late: a value cut at the excerpt's end, or with a double space, no longer matches).
+   */
+  scrubber: Scrubber;
 }
 
 export interface CallResponse {
@@ -179,7 +185,7 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
         ? parseRetryAfter(this.#headers['retry-after'], this.#options.now(), this.#options.maxRetryAfterMs)
         : undefined;
     const error = classifyStatus(status, retryAfterMs);
-    const excerpt = bodyExcerpt(raw.subarray(0, ERROR_BODY_MAX_BYTES));
+    const excerpt = bodyExcerpt(raw, this.#options.scrubber);
     if (excerpt !== '') error.message = `${error.message}: ${excerpt}`;
     this.#fail(error);
   }
