@@ -146,6 +146,21 @@ describe('Scrubber: every wire form', () => {
     );
   });
 
+  it('scrubs each of many long tokens (its needles spread over several regexes)', async () => {
+    const tokens = Array.from({ length: 120 }, (_, i) =>
+      Buffer.from(`{"tenant":${i},"scope":"a b/c+d"}`.repeat(20)).toString('base64url'),
+    );
+    const scrubber = scrubberFor(...tokens);
+    for (const i of [0, 59, 119]) {
+      const token = tokens[i]!;
+      const text = `Bearer ${token} /x?t=${encodeURIComponent(token)} ${Buffer.from(`u:${token}`).toString('base64')}`;
+      expect(scrubber.scrub(text)).toMatch(
+        /^Bearer \[redacted\] \/x\?t=\[redacted\] [A-Za-z0-9+/]{0,3}\[redacted\]/,
+      );
+      expect(scrubber.redactCutTail(`cut: ${token.slice(0, 40)}`)).toBe('cut: [redacted]');
+    }
+  });
+
   it('replaces the longer of two overlapping values whole', async () => {
     const scrubber = scrubberFor('abcd1234', 'abcd1234efgh5678');
     expect(scrubber.scrub('x abcd1234efgh5678 y')).toBe('x [redacted] y');
