@@ -132,15 +132,21 @@ export async function runAttempt(
           onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
+          scrubber: deps.scrubber,
         });
       response = await throughBreaker(call, deps, signal);
     }
-    const { body, truncated } = parseBody(response.raw, headerString(response.headers['content-type']));
+    // Scrubbed by parseBody, before a body over the cap is cut.
+    const { body, truncated } = parseBody(
+      response.raw,
+      headerString(response.headers['content-type']),
+      deps.scrubber,
+    );
     const result: Omit<JobResult, 'attempts'> = {
       status: response.status,
       // A Location or request-id header can echo a query-string API key back.
       headers: deps.scrubber.scrubValue(allowListedHeaders(response.headers)),
-      body: deps.scrubber.scrubValue(body),
+      body,
       durationMs: elapsed(),
     };
     if (truncated) result.bodyTruncated = true;
@@ -250,6 +256,7 @@ async function callWithToken(
           onRetryAfterClamped: deps.onRetryAfterClamped,
           signal,
           now: deps.clock.now,
+          scrubber: deps.scrubber,
         }),
       deps,
       signal,

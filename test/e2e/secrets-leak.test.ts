@@ -3,8 +3,9 @@
  * 401 refresh, secrets from the encrypted store, a directory of files and env) runs through the API and a
  * worker pool, composed as `ferry dev` composes them, against a downstream that echoes every credential it
  * is sent (in bodies, error bodies and a Location header). Then every Redis key and value, every log line,
- * every API response and every dead letter is searched for each secret value and OAuth token, raw, URL-encoded
- * and in base64 at every alignment. Nothing may be found.
+ * every API response and every dead letter is searched for each secret value and OAuth token in every encoding
+ * of test/helpers/secret-forms.ts (raw, JSON-escaped, encodeURIComponent, form, base64 and base64url at every
+ * alignment). Nothing may be found.
  *
  * The same scenario with redaction turned off (no pino redact, no value scrubbing in logs or stored data)
  * must find them: that run proves the searches can fail.
@@ -27,12 +28,13 @@ import { readEnv } from '../../src/core/env.ts';
 import { createLogger, type Logger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { generateMasterKey } from '../../src/secrets/crypto.ts';
-import { base64Forms, Scrubber } from '../../src/secrets/scrub.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
 import { createSecretsRuntime } from '../../src/secrets/setup.ts';
 import { createWorkerPool } from '../../src/worker/worker-pool.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { listenOnFreePort } from '../helpers/listen.ts';
 import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 
 const redis = await startRedis();
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -252,16 +254,7 @@ async function runScenario(redaction: boolean): Promise<Findings> {
     ...SECRETS,
     ...Object.fromEntries(accessTokens.map((token, i) => [`accessToken${i}`, token])),
   })) {
-    const forms = new Map<string, string>([
-      ['raw', value],
-      ['url-encoded', encodeURIComponent(value)],
-      ...base64Forms(value).map((form, i) => [`base64#${i}`, form] as [string, string]),
-    ]);
-    for (const [formName, form] of forms) {
-      for (const [place, text] of Object.entries(places)) {
-        if (text.includes(form)) hits.push(`${label} (${formName}) in ${place}`);
-      }
-    }
+    hits.push(...findSecretForms(label, secretForms(value), places));
   }
   expect(accessTokens.length).toBeGreaterThanOrEqual(2); // the 401 really made the worker refresh
   return {

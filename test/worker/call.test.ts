@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 
 import { type FerryError, isFerryError } from '../../src/core/errors.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
 import { callDownstream, type CallOptions } from '../../src/worker/http/call.ts';
 import { PoolSet } from '../../src/worker/http/pools.ts';
 import type { OutboundRequest } from '../../src/worker/http/request.ts';
@@ -79,6 +80,7 @@ const options: CallOptions = {
   maxRetryAfterMs: 60_000,
   signal: undefined,
   now: Date.now,
+  scrubber: new Scrubber(),
 };
 
 async function failure(promise: Promise<unknown>): Promise<FerryError> {

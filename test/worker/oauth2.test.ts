@@ -282,6 +282,27 @@ describe('oauth2 client credentials', () => {
     expect(await leakSurface(ferry, [view?.deadLetterId])).not.toContain(CLIENT_SECRET);
   });
 
+  it('a client secret in base64 across the cut of an error_description leaves none of it (issue 13)', async () => {
+    // The description is cut at 200 characters: scrubbed after the cut, only a start of the base64 would be left.
+    const encoded = Buffer.from(CLIENT_SECRET).toString('base64');
+    const endpoint = await startTokenEndpoint(() => ({
+      status: 400,
+      body: { error: 'invalid_client', error_description: `${'d'.repeat(190)}${encoded} was revoked` },
+    }));
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, {
+      env: ENV,
+      services: services(endpoint.url, downstream.url),
+    });
+    const [view] = await runJobs(ferry.producer, 1);
+    expect(view?.state).toBe('dead_lettered');
+    expect(view?.history[0]?.message).toBe(
+      `token endpoint: 400 (invalid_client: ${'d'.repeat(190)}[redacted]…)`,
+    );
+    const surface = await leakSurface(ferry, [view?.deadLetterId]);
+    for (let k = 8; k <= encoded.length; k++) expect(surface).not.toContain(encoded.slice(0, k));
+  });
+
   it('token endpoint answering 401: AuthenticationError, dead-lettered at once; no secret or token anywhere', async () => {
     const endpoint = await startTokenEndpoint((_, index) =>
       index === 0

@@ -4,6 +4,7 @@ import type { Dispatcher } from 'undici';
 
 import { type FerryError, ResponseTooLargeError, ValidationError } from '../../core/errors.ts';
 import { HEADER_VALUE_FORBIDDEN } from '../../core/job.ts';
+import type { Scrubber } from '../../secrets/scrub.ts';
 import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import type { PoolSet } from './pools.ts';
@@ -25,6 +26,11 @@ export interface CallOptions {
   /** Aborted by the worker on shutdown past its deadline. */
   signal: AbortSignal | undefined;
   now: () => number;
+  /**
+   * Scrubs the excerpt of an error body before it is cut and its whitespace collapsed (in the message it would
+   * be too late: a value cut at the excerpt's end, or with a double space, no longer matches).
+   */
+  scrubber: Scrubber;
 }
 
 export interface CallResponse {
@@ -197,7 +203,7 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
     if (retryAfter !== undefined && retryAfter.askedMs > retryAfter.delayMs)
       this.#options.onRetryAfterClamped?.(retryAfter.askedMs, retryAfter.delayMs);
     const error = classifyStatus(status, retryAfter?.delayMs);
-    const excerpt = bodyExcerpt(raw.subarray(0, ERROR_BODY_MAX_BYTES));
+    const excerpt = bodyExcerpt(raw, this.#options.scrubber);
     if (excerpt !== '') error.message = `${error.message}: ${excerpt}`;
     this.#fail(error);
   }

@@ -22,6 +22,7 @@ import {
 import type { OAuth2Auth, TemplateContext } from '../../core/services/types.ts';
 import { type Clock, MINUTE, SECOND } from '../../core/time.ts';
 import type { SecretObserver } from '../../secrets/resolver.ts';
+import { Scrubber } from '../../secrets/scrub.ts';
 import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
@@ -409,12 +410,15 @@ function readOAuthError(
   return { code, description };
 }
 
+/**
+ * `text` without the client secret in any of its wire forms (the processor's scrubber runs on the message
+ * too, but only after this description was cut and its control characters replaced, too late for a value the
+ * cut or the replacement altered). A rare path: one regex compiled per failed token request.
+ */
 function withoutSecret(text: string, secret: string): string {
-  if (secret.length < 4) return text;
-  let out = text;
-  for (const form of new Set([secret, formEncode(secret), encodeURIComponent(secret)]))
-    out = out.split(form).join('[redacted]');
-  return out;
+  const scrubber = new Scrubber();
+  scrubber.add(secret);
+  return scrubber.scrub(text);
 }
 
 /**
