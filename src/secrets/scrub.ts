@@ -34,6 +34,8 @@ const MAX_WIRE_CHARS_PER_CHAR = 20;
 interface Needle {
   /** Regex source matching the form (each character in any of its encodings). */
   readonly full: string;
+  /** Regex source matching a long enough start of the form anywhere (ANYWHERE_MIN_CHARS); tried after every `full`. */
+  readonly altered: string | undefined;
   /** Regex source matching a start of the form, long enough to redact, that runs to the end of the text. */
   readonly prefix: string;
   /** Characters of the form: longer forms are tried first, so a value never leaves a longer one's tail. */
@@ -203,11 +205,9 @@ export class Scrubber implements SecretObserver {
     this.#size = sorted.length;
     this.#tailWindow = window;
     this.#sorted = sorted;
-    this.#patterns = packed(
-      sorted.map((needle) => needle.full),
-      'g',
-      this.#cache,
-    );
+    // Whole values first, in every regex and position: an altered start is only what is left after them.
+    const altered = sorted.flatMap((needle) => (needle.altered === undefined ? [] : [needle.altered]));
+    this.#patterns = packed([...sorted.map((needle) => needle.full), ...altered], 'g', this.#cache);
     return this.#patterns;
   }
 
@@ -297,8 +297,9 @@ function cutOutsideMarker(text: string, maxChars: number): string {
  * its `+`, `/` and `=` may be percent- or JSON-escaped like any character (a token in a query string).
  */
 function needlesOf(value: string): Needle[] {
-  const minChars = prefixMinChars([...value].length);
-  const needles = [needle(value, minChars)];
+  const chars = [...value].length;
+  const minChars = prefixMinChars(chars);
+  const needles = [needle(value, minChars, anywhereMinChars(chars))];
   const encodings = new Set<string>(base64Forms(value));
   // OAuth2's Basic client authentication base64-encodes the form-encoded secret (RFC 6749 §2.3.1).
   const formEncoded = new URLSearchParams([['', value]]).toString().slice(1);
@@ -312,9 +313,29 @@ function needlesOf(value: string): Needle[] {
   return needles;
 }
 
-function needle(text: string, prefixMinGroups: number): Needle {
+/**
+ * A downstream can alter a value it echoes (a Latin-1 header byte read as UTF-8 turns `é` into U+FFFD; a
+ * template cuts it), leaving its start whole and the rest changed: the whole value no longer matches. So a run
+ * of at least this many leading characters of a value is redacted wherever it stands, not only at the end of a
+ * cut text: half the value, and never fewer than 8 characters. Half, so what stays visible can never be most
+ * of a value; 8, so a URL-valued secret (`https://…`) does not redact every URL, and ordinary words rarely
+ * match. Longer matches win: the whole value is matched whole.
+ */
+const ANYWHERE_MIN_CHARS = 8;
+
+function anywhereMinChars(valueLength: number): number {
+  return Math.max(ANYWHERE_MIN_CHARS, Math.ceil(valueLength / 2));
+}
+
+function needle(text: string, prefixMinGroups: number, anywhereMinGroups = Infinity): Needle {
   const groups = charGroups(text);
   const min = Math.min(prefixMinGroups, groups.length);
+  // The value's start, then each further character optional in turn (greedy: the longest run that matches).
+  const altered =
+    anywhereMinGroups >= groups.length
+      ? undefined
+      : groups.slice(0, anywhereMinGroups).join('') +
+        groups.slice(anywhereMinGroups).reduceRight((inner, group) => `(?:${group}${inner})?`, '');
   // `(?:c|$)` for every character after the minimum: the fragment may stop after any of them (a flat chain,
   // not nested groups, so a long value, a PEM key say, stays a regex about twice its needle's size).
   const rest = groups
@@ -323,6 +344,7 @@ function needle(text: string, prefixMinGroups: number): Needle {
     .join('');
   return {
     full: groups.join(''),
+    altered,
     prefix: `${groups.slice(0, min).join('')}${rest}$`,
     length: text.length,
   };

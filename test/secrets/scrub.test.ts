@@ -120,8 +120,8 @@ describe('Scrubber: every wire form', () => {
 
   it('leaves ordinary text alone: the letters of a value are case-sensitive, only escape digits are not', async () => {
     const scrubber = scrubberFor('AbCdEf/Gh12', 'secret value');
-    expect(scrubber.scrub('abcdef/gh12 ABCDEF/GH12 AbCdEf/Gh1 100% sure')).toBe(
-      'abcdef/gh12 ABCDEF/GH12 AbCdEf/Gh1 100% sure',
+    expect(scrubber.scrub('abcdef/gh12 ABCDEF/GH12 AbCdEf/ 100% sure')).toBe(
+      'abcdef/gh12 ABCDEF/GH12 AbCdEf/ 100% sure',
     );
     expect(scrubber.scrub('AbCdEf%2fGh12 AbCdEf%2FGh12')).toBe('[redacted] [redacted]');
     expect(scrubber.scrub('a secret-value, secretvalue')).toBe('a secret-value, secretvalue');
@@ -167,6 +167,28 @@ describe('Scrubber: every wire form', () => {
   });
 });
 
+describe('Scrubber: values a downstream altered', () => {
+  it('redacts a start of half the value or more (8 characters at least) wherever it stands', async () => {
+    const key = 'Kq7xPzR2mW9t  éLs4vN8bYc';
+    const scrubber = scrubberFor(key);
+    // A Latin-1 header byte read back as UTF-8: `é` became U+FFFD, the rest of the echo is intact.
+    const mangled = key.replace('é', '\uFFFD');
+    expect(scrubber.scrub(`you sent ${mangled}.`)).toBe('you sent [redacted]\uFFFDLs4vN8bYc.');
+    // The same in a JSON echo and percent-encoded: each character still matches in any of its forms.
+    expect(scrubber.scrub(JSON.stringify({ key: mangled }))).not.toContain('Kq7xPzR2mW9t');
+    expect(scrubber.scrub(encodeURIComponent(mangled))).not.toContain('Kq7xPzR2mW9t');
+    // Under half stays: it gives away less than it keeps hidden.
+    expect(scrubber.scrub('Kq7xPzR2mW9 then')).toBe('Kq7xPzR2mW9 then');
+  });
+
+  it('scrubs each whole value before any altered start, so values that share a start stay apart', async () => {
+    const scrubber = scrubberFor('tenant-one-secret-1', 'tenant-one-secret-22');
+    expect(scrubber.scrub('a=tenant-one-secret-1 b=tenant-one-secret-22 c=tenant-one-secXX')).toBe(
+      'a=[redacted] b=[redacted] c=[redacted]XX',
+    );
+  });
+});
+
 describe('Scrubber: values cut short', () => {
   for (const value of VALUES) {
     it(`redacts the start of ${JSON.stringify(value)} left at the end of a cut text, in every form`, async () => {
@@ -199,11 +221,12 @@ describe('Scrubber: values cut short', () => {
 
   it('keeps a text that was not cut whole, even when it ends like a value begins', async () => {
     const scrubber = scrubberFor('sk_live_0123456789abcdef');
-    expect(scrubber.scrubAndCut('key prefix: sk_live_0123', 100)).toEqual({
-      text: 'key prefix: sk_live_0123',
+    // 11 of 24 characters: under the half that is redacted anywhere (ANYWHERE_MIN_CHARS), over the cut-tail minimum.
+    expect(scrubber.scrubAndCut('key prefix: sk_live_012', 100)).toEqual({
+      text: 'key prefix: sk_live_012',
       truncated: false,
     });
-    expect(scrubber.scrubAndCut('key prefix: sk_live_0123', 100, true)).toEqual({
+    expect(scrubber.scrubAndCut('key prefix: sk_live_012', 100, true)).toEqual({
       text: 'key prefix: [redacted]',
       truncated: true,
     });
