@@ -68,8 +68,7 @@ const idempotencyKey = z
   .min(1, 'must not be empty')
   .max(MAX_IDEMPOTENCY_KEY_LENGTH, `must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`)
   .refine((key) => !IDEMPOTENCY_KEY_FORBIDDEN.test(key), {
-    error:
-      'must hold no control characters (CR, LF, NUL…) and nothing above U+00FF: it is sent in a header',
+    error: 'must hold no control characters (CR, LF, NUL…) and nothing above U+00FF: it is sent in a header',
   });
 const metadata = z.record(z.string(), z.unknown());
 
