@@ -3,6 +3,8 @@
  * inject()). Every route declares what it needs in its config: `scope` (a token scope, `any` valid token, or
  * `public`) and `redis` (answer 503 + Retry-After at once while Redis is down instead of waiting on it).
  */
+import type { IncomingMessage } from 'node:http';
+
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
@@ -67,6 +69,9 @@ export interface ApiOptions {
 export const API_VERSION = '0.1.0';
 /** How long a client may take to send a request (headers and body). */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30 * SECOND;
+/** Most of a refused body read and dropped before answering, and for how long (see the onSend hook). */
+const LINGER_MAX_BYTES = 64 * 1024 * 1024;
+const LINGER_MAX_MS = 5 * SECOND;
 /** Where Swagger UI and the OpenAPI document are served: the API's only routes that take Basic auth. */
 const DOCS_PREFIX = '/docs';
 
@@ -130,6 +135,13 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     }
     if (scope !== 'any') requireScope(request.principal, scope);
   });
+  // An answer given before the body was read (413, 415, 401…) is followed by Fastify closing the connection, and
+  // a client still sending then gets a reset that can swallow the answer (the chaos fuzz saw it under load).
+  // Read and drop the rest of the body first, within bounds, as nginx's lingering close does.
+  app.addHook('onSend', async (request, _reply, payload) => {
+    if (!request.raw.complete) await drainRequest(request.raw, LINGER_MAX_BYTES, LINGER_MAX_MS);
+    return payload;
+  });
   app.addHook('preHandler', async (request) => {
     const status = ctx.connection.status;
     if (request.routeOptions.config.redis !== true || status === 'ready') return;
@@ -187,4 +199,29 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   secretRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);
   return app;
+}
+
+/** Resolves once `raw` has ended (its data dropped), or after `maxBytes` more bytes or `maxMs`, whichever is first. */
+function drainRequest(raw: IncomingMessage, maxBytes: number, maxMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('end', done);
+      raw.off('close', done);
+      raw.off('error', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length;
+      if (seen > maxBytes) done();
+    };
+    const timer = setTimeout(done, maxMs);
+    raw.on('data', onData);
+    raw.once('end', done);
+    raw.once('close', done);
+    raw.once('error', done);
+    raw.resume();
+  });
 }
