@@ -203,7 +203,9 @@ describe('callDownstream', () => {
     const error = await failure(callDownstream(poolsFor(), post(server.url), { ...options, timeoutMs: 200 }));
     expect(error.type).toBe('TimeoutError');
     expect(error.message).toBe('attempt exceeded its timeout');
-    expect(performance.now() - started).toBeLessThan(1_500);
+    // The drip never ends and resets undici's per-chunk body timeout, so only the whole-attempt deadline can end
+    // the call; the bound only rules out undici's 30 s backstops, with room for a loaded machine.
+    expect(performance.now() - started).toBeLessThan(10_000);
     await server.closed(1);
   });
 
