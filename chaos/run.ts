@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import { killAllChildren } from './lab.ts';
+import { crashedRow, formatMs } from './rows.ts';
 import type { Scenario, ScenarioRow } from './scenario.ts';
-import { crashedRow, formatMs, killAllChildren } from './support.ts';
 
 const SCENARIOS_DIR = fileURLToPath(new URL('./scenarios/', import.meta.url));
 

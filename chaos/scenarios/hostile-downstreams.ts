@@ -8,27 +8,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createGzip } from 'node:zlib';
 
-import { Producer } from '../../src/index.ts';
+import { type CountingDownstream, type DownstreamHandler, reply, startDownstream } from '../downstream.ts';
+import { SERVICE, servicesDoc, startWorker, uniquePrefix, workerEnv, writeServicesFile } from '../ferry.ts';
+import { type AcceptedJob, enqueueDirectly, settleAndCount } from '../jobs.ts';
+import { withLab } from '../lab.ts';
+import { startRedisServer } from '../redis.ts';
+import { describeSettled, formatMiB, formatMs, lostNote, settledRow } from '../rows.ts';
 import type { Scenario, ScenarioRow } from '../scenario.ts';
-import {
-  type AcceptedJob,
-  callStats,
-  type CountingDownstream,
-  type DownstreamHandler,
-  formatMiB,
-  formatMs,
-  JobInspector,
-  SERVICE,
-  servicesDoc,
-  startDownstream,
-  startRedisServer,
-  startWorker,
-  uniquePrefix,
-  withLab,
-  workerEnv,
-  writeServicesFile,
-} from '../support.ts';
-
 /** A worker that buffers a hostile body shows it here: a 1 GiB body or a 1 GiB bomb cannot fit. */
 export const RSS_LIMIT_BYTES = 320 * 1024 * 1024;
 const MAX_RESPONSE_BYTES = 1024 * 1024;
@@ -109,9 +95,7 @@ function gzipBomb(size: number): Promise<Buffer> {
 }
 
 function json(res: ServerResponse, status: number, headers: Record<string, string> = {}): void {
-  if (res.destroyed) return;
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end('{"ok":true}');
+  reply(res, { status, headers, body: '{"ok":true}' });
 }
 
 const HOSTILITIES: readonly Hostility[] = [
@@ -288,24 +272,21 @@ function hostileScenario(hostility: Hostility): Scenario {
         const startRss = await worker.peakRssBytes();
         const operations = hostility.operations ?? ['call'];
         const count = smoke ? 4 : 12;
-        const producer = new Producer({ connection: redis.url, prefix });
-        let jobs: AcceptedJob[];
-        try {
-          const added = await producer.enqueueMany(
-            Array.from({ length: count }, (_, n) => ({
-              service: SERVICE,
-              operation: operations[n % operations.length]!,
-              input: { n },
-            })),
-          );
-          jobs = added.map((job) => ({ service: SERVICE, id: job.id }));
-        } finally {
-          await producer.close();
-        }
-        const inspector = new JobInspector(lab, redis.url, prefix);
-        const accounting = await inspector.settle(jobs, smoke ? 25_000 : 60_000);
+        const jobs = await enqueueDirectly(
+          redis.url,
+          prefix,
+          Array.from({ length: count }, (_, n) => ({
+            service: SERVICE,
+            operation: operations[n % operations.length]!,
+            input: { n },
+          })),
+        );
+        const { accounting, calls } = await settleAndCount(
+          lab,
+          { redisUrl: redis.url, prefix, calls: downstream.calls, timeoutMs: smoke ? 25_000 : 60_000 },
+          jobs,
+        );
         const peakRss = await worker.peakRssBytes();
-        const calls = callStats(downstream.calls, new Set(jobs.map((job) => job.id)));
         const extra = hostility.check?.(context, jobs) ?? { failures: [], notes: [] };
         const warnings = worker.countLogs(
           (entry) => (entry.level ?? 0) >= 40 && /retry-after/i.test(JSON.stringify(entry)),
@@ -334,27 +315,17 @@ function hostileScenario(hostility: Hostility): Scenario {
           `worker RSS peak ${formatMiB(peakRss)} (at start ${formatMiB(startRss)})`,
           ...(types === '' ? [] : [`dead letters: ${types}`]),
           ...extra.notes,
-          ...(accounting.lostSamples.length > 0 ? [`lost e.g. ${accounting.lostSamples.join('; ')}`] : []),
+          ...lostNote(accounting),
         ];
-        log(`settled: ${JSON.stringify({ ...accounting, outcomes: undefined })}; ${notes.join('; ')}`);
-        return {
-          scenario: hostility.name,
-          enqueued: accounting.enqueued,
-          completed: accounting.completed,
-          deadLettered: accounting.deadLettered,
-          lost: accounting.lost,
-          duplicateCalls: calls.duplicateCalls,
-          duplicatesWithDifferingKeys: calls.duplicatesWithDifferingKeys,
-          serverErrors: 0,
-          secretHits: 0,
-          recoverMs: null,
+        log(`settled: ${describeSettled(accounting)}; ${notes.join('; ')}`);
+        return settledRow(hostility.name, accounting, calls, {
           notes: notes.join('; '),
           ok:
             failures.length === 0 &&
             accounting.enqueued > 0 &&
             accounting.lost === 0 &&
             calls.duplicatesWithDifferingKeys === 0,
-        };
+        });
       }),
   };
 }

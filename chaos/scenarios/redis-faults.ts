@@ -6,31 +6,22 @@
  *   whose lock ran out meanwhile run twice, with one Idempotency-Key. The API answers 503 + Retry-After, never
  *   500, and the slowest answer is noted (docs/api.md: within 2 s).
  */
-import type { Scenario, ScenarioRow } from '../scenario.ts';
+import { answerOk, startDownstream } from '../downstream.ts';
 import {
-  answerOk,
-  callStats,
-  type ChaosRedis,
-  emptyTally,
-  formatMs,
-  JobInspector,
-  type Lab,
-  recoverMs,
   SERVICE,
   servicesDoc,
-  sleep,
   startApi,
-  startDownstream,
-  startRedisServer,
   startWorker,
-  steadyEnqueue,
   uniquePrefix,
-  waitFor,
-  withLab,
   workerEnv,
   writeServicesFile,
-} from '../support.ts';
-
+} from '../ferry.ts';
+import { emptyTally, steadyEnqueue } from '../http.ts';
+import { recoverMs, settleAndCount } from '../jobs.ts';
+import { type Lab, sleep, waitFor, withLab } from '../lab.ts';
+import { type ChaosRedis, startRedisServer } from '../redis.ts';
+import { describeSettled, formatMs, lostNote, settledRow } from '../rows.ts';
+import type { Scenario, ScenarioRow } from '../scenario.ts';
 interface FaultPlan {
   name: string;
   appendfsync: 'always' | 'no';
@@ -69,14 +60,14 @@ function redisScenario(plan: FaultPlan): Scenario {
         flow.stop();
         await flow.done;
         log(`enqueued ${tally.accepted.length} jobs; settling`);
-        const inspector = new JobInspector(lab, redis.url, prefix);
-        const accounting = await inspector.settle(tally.accepted, smoke ? 30_000 : 90_000);
-        const calls = callStats(downstream.calls, new Set(tally.accepted.map((job) => job.id)));
+        const { accounting, calls } = await settleAndCount(
+          lab,
+          { redisUrl: redis.url, prefix, calls: downstream.calls, timeoutMs: smoke ? 30_000 : 90_000 },
+          tally.accepted,
+        );
         const recover = recoverMs(accounting, faultEndedAt);
         const alive = workers.filter((worker) => worker.running).length;
-        log(
-          `settled: ${JSON.stringify({ ...accounting, outcomes: undefined })}; recover ${formatMs(recover)}`,
-        );
+        log(`settled: ${describeSettled(accounting)}; recover ${formatMs(recover)}`);
         const notes = [
           faultNotes,
           `${tally.unavailable} × 503 + Retry-After, slowest API answer ${formatMs(tally.slowestMs)}`,
@@ -84,19 +75,11 @@ function redisScenario(plan: FaultPlan): Scenario {
           ...(alive < workerCount
             ? [`${workerCount - alive} worker(s) exited: ${workers.find((w) => !w.running)?.tail(3) ?? ''}`]
             : []),
-          ...(accounting.lostSamples.length > 0 ? [`lost e.g. ${accounting.lostSamples.join('; ')}`] : []),
+          ...lostNote(accounting),
           ...(tally.samples.length > 0 ? [`API: ${tally.samples.join('; ')}`] : []),
         ];
-        return {
-          scenario: plan.name,
-          enqueued: accounting.enqueued,
-          completed: accounting.completed,
-          deadLettered: accounting.deadLettered,
-          lost: accounting.lost,
-          duplicateCalls: calls.duplicateCalls,
-          duplicatesWithDifferingKeys: calls.duplicatesWithDifferingKeys,
+        return settledRow(plan.name, accounting, calls, {
           serverErrors: tally.serverErrors,
-          secretHits: 0,
           recoverMs: recover,
           notes: notes.join('; '),
           ok:
@@ -107,7 +90,7 @@ function redisScenario(plan: FaultPlan): Scenario {
             tally.serverErrors === 0 &&
             recover !== null &&
             alive === workerCount,
-        };
+        });
       }),
   };
 }

@@ -7,32 +7,24 @@
  * a new worker runs, and nothing accepted may be lost. The worker runs with its default shutdown deadline.
  */
 
-import { Producer } from '../../src/index.ts';
-import type { Scenario, ScenarioRow } from '../scenario.ts';
+import { answerOk, startDownstream } from '../downstream.ts';
 import {
-  answerOk,
-  callStats,
   CHAOS_TOKEN,
-  type ChaosRedis,
-  emptyTally,
-  enqueueOverApi,
   type FerryChild,
-  formatMs,
-  JobInspector,
-  recoverMs,
   SERVICE,
   servicesDoc,
   startApi,
-  startDownstream,
-  startRedisServer,
   startWorker,
   uniquePrefix,
-  waitFor,
-  withLab,
   workerEnv,
   writeServicesFile,
-} from '../support.ts';
-
+} from '../ferry.ts';
+import { emptyTally, enqueueOverApi } from '../http.ts';
+import { enqueueDirectly, recoverMs, settleAndCount } from '../jobs.ts';
+import { waitFor, withLab } from '../lab.ts';
+import { type ChaosRedis, startRedisServer } from '../redis.ts';
+import { formatMs, lostNote, settledRow } from '../rows.ts';
+import type { Scenario, ScenarioRow } from '../scenario.ts';
 type RedisState = 'up' | 'killed' | 'stopped';
 type Target = 'worker' | 'api';
 
@@ -88,15 +80,13 @@ function sigtermScenario(target: Target, state: RedisState): Scenario {
         let sseNote = '';
         if (target === 'worker') {
           victim = await startWorker(lab, env);
-          const producer = new Producer({ connection: redis.url, prefix });
-          try {
-            const added = await producer.enqueueMany(
+          tally.accepted.push(
+            ...(await enqueueDirectly(
+              redis.url,
+              prefix,
               Array.from({ length: 6 }, (_, n) => ({ service: SERVICE, operation: 'call', input: { n } })),
-            );
-            tally.accepted.push(...added.map((job) => ({ service: SERVICE, id: job.id })));
-          } finally {
-            await producer.close();
-          }
+            )),
+          );
           // Three calls in flight (the concurrency) when the signal comes.
           await waitFor(() => downstream.calls.length >= 3, { timeoutMs: 20_000 });
         } else {
@@ -121,9 +111,11 @@ function sigtermScenario(target: Target, state: RedisState): Scenario {
         await restoreRedis(redis, state);
         const faultEndedAt = Date.now();
         await startWorker(lab, workerEnv({ redisUrl: redis.url, servicesFile, prefix }));
-        const inspector = new JobInspector(lab, redis.url, prefix);
-        const accounting = await inspector.settle(tally.accepted, smoke ? 20_000 : 60_000);
-        const calls = callStats(downstream.calls, new Set(tally.accepted.map((job) => job.id)));
+        const { accounting, calls } = await settleAndCount(
+          lab,
+          { redisUrl: redis.url, prefix, calls: downstream.calls, timeoutMs: smoke ? 20_000 : 60_000 },
+          tally.accepted,
+        );
         const recover = recoverMs(accounting, faultEndedAt);
 
         const inTime = timing.ms !== undefined && timing.ms <= EXIT_LIMIT_MS;
@@ -139,18 +131,10 @@ function sigtermScenario(target: Target, state: RedisState): Scenario {
             ? ['exit 0 although results were not recorded']
             : []),
           ...(said.length > 0 ? [`last warnings: ${said.join(' / ').slice(0, 160)}`] : []),
-          ...(accounting.lostSamples.length > 0 ? [`lost e.g. ${accounting.lostSamples.join('; ')}`] : []),
+          ...lostNote(accounting),
         ];
-        return {
-          scenario: name,
-          enqueued: accounting.enqueued,
-          completed: accounting.completed,
-          deadLettered: accounting.deadLettered,
-          lost: accounting.lost,
-          duplicateCalls: calls.duplicateCalls,
-          duplicatesWithDifferingKeys: calls.duplicatesWithDifferingKeys,
+        return settledRow(name, accounting, calls, {
           serverErrors: tally.serverErrors,
-          secretHits: 0,
           recoverMs: recover,
           notes: notes.filter((note) => note !== '').join('; '),
           ok:
@@ -160,7 +144,7 @@ function sigtermScenario(target: Target, state: RedisState): Scenario {
             accounting.lost === 0 &&
             calls.duplicatesWithDifferingKeys === 0 &&
             tally.serverErrors === 0,
-        };
+        });
       }),
   };
 }

@@ -3,36 +3,29 @@
  * and started again, over and over. At-least-once: every accepted job ends completed, a job a kill
  * interrupted runs again with the same Idempotency-Key.
  */
-import type { Scenario, ScenarioRow } from '../scenario.ts';
+import { answerOk, startDownstream } from '../downstream.ts';
 import {
-  answerOk,
-  callStats,
-  emptyTally,
-  formatMs,
-  JobInspector,
-  recoverMs,
-  seededRandom,
   SERVICE,
   servicesDoc,
-  sleep,
   startApi,
-  startDownstream,
-  startRedisServer,
   startWorker,
-  steadyEnqueue,
   uniquePrefix,
-  withLab,
   workerEnv,
   writeServicesFile,
-} from '../support.ts';
-
+} from '../ferry.ts';
+import { emptyTally, steadyEnqueue } from '../http.ts';
+import { type JobInspector, recoverMs, settleAndCount } from '../jobs.ts';
+import { Random, sleep, withLab } from '../lab.ts';
+import { startRedisServer } from '../redis.ts';
+import { describeSettled, formatMs, lostNote, settledRow } from '../rows.ts';
+import type { Scenario, ScenarioRow } from '../scenario.ts';
 const NAME = 'worker-kill-loop';
 
 const scenario: Scenario = {
   name: NAME,
   run: ({ smoke, seed, log }) =>
     withLab(NAME, log, async (lab): Promise<ScenarioRow> => {
-      const random = seededRandom(seed);
+      const random = new Random(seed);
       const kills = smoke ? 2 : 12;
       const redis = await startRedisServer(lab);
       // 30-80 ms per call: long enough that a kill lands mid-call.
@@ -57,8 +50,8 @@ const scenario: Scenario = {
       await sleep(1_000);
       let faultEndedAt = Date.now();
       for (let k = 0; k < kills; k++) {
-        await sleep(400 + random() * (smoke ? 800 : 2_000));
-        const which = random() < 0.5 ? 0 : 1;
+        await sleep(400 + random.next() * (smoke ? 800 : 2_000));
+        const which = random.next() < 0.5 ? 0 : 1;
         const victim = workers[which]!;
         await victim.kill9();
         faultEndedAt = Date.now();
@@ -70,9 +63,11 @@ const scenario: Scenario = {
       await flow.done;
       log(`enqueued ${tally.accepted.length} jobs; settling`);
 
-      const inspector = new JobInspector(lab, redis.url, prefix);
-      const accounting = await inspector.settle(tally.accepted, smoke ? 30_000 : 90_000);
-      const calls = callStats(downstream.calls, new Set(tally.accepted.map((job) => job.id)));
+      const { inspector, accounting, calls } = await settleAndCount(
+        lab,
+        { redisUrl: redis.url, prefix, calls: downstream.calls, timeoutMs: smoke ? 30_000 : 90_000 },
+        tally.accepted,
+      );
       const stalled = await countStalled(
         inspector,
         tally.accepted.map((job) => job.id),
@@ -82,20 +77,12 @@ const scenario: Scenario = {
         `${kills} kills of 2 workers`,
         `${stalled} jobs interrupted and run again`,
         `${tally.unavailable} × 503`,
-        ...(accounting.lostSamples.length > 0 ? [`lost e.g. ${accounting.lostSamples.join('; ')}`] : []),
+        ...lostNote(accounting),
         ...(tally.samples.length > 0 ? [`API: ${tally.samples.join('; ')}`] : []),
       ];
-      log(`settled: ${JSON.stringify({ ...accounting, outcomes: undefined })}; recover ${formatMs(recover)}`);
-      return {
-        scenario: NAME,
-        enqueued: accounting.enqueued,
-        completed: accounting.completed,
-        deadLettered: accounting.deadLettered,
-        lost: accounting.lost,
-        duplicateCalls: calls.duplicateCalls,
-        duplicatesWithDifferingKeys: calls.duplicatesWithDifferingKeys,
+      log(`settled: ${describeSettled(accounting)}; recover ${formatMs(recover)}`);
+      return settledRow(NAME, accounting, calls, {
         serverErrors: tally.serverErrors,
-        secretHits: 0,
         recoverMs: recover,
         notes: notes.join('; '),
         ok:
@@ -105,7 +92,7 @@ const scenario: Scenario = {
           tally.serverErrors === 0 &&
           accounting.enqueued > 0 &&
           recover !== null,
-      };
+      });
     }),
 };
 
