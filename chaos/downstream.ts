@@ -4,7 +4,7 @@
  * repeated calls and of jobs whose repeats carried differing keys.
  */
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 
 import type { Lab } from './lab.ts';
 
@@ -54,6 +54,32 @@ export function answerOk(delayMs = 0): DownstreamHandler {
     const send = (): void => reply(res, { status: 200, body: '{"ok":true}' });
     if (delayMs > 0) setTimeout(send, delayMs);
     else send();
+  };
+}
+
+/** A request as a script sees it: what was sent, the body as text. */
+export interface DownstreamRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+/** A handler from a function of the request to its reply; a script that throws is a 500. */
+export function answering(script: (request: DownstreamRequest) => Reply): DownstreamHandler {
+  return (req, res, call) => {
+    let answer: Reply;
+    try {
+      answer = script({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: call.body.toString('utf8'),
+      });
+    } catch (error) {
+      answer = { status: 500, body: `downstream script failed: ${(error as Error).message}` };
+    }
+    reply(res, answer);
   };
 }
 

@@ -258,21 +258,31 @@ export interface RunningApi {
   port: number;
 }
 
-/** `ferry api` on 127.0.0.1 and a free port with the chaos admin token, once it is listening. */
+export interface ApiToken {
+  name: string;
+  token: string;
+  scopes: string[];
+  services?: string[];
+  tenants?: string[];
+}
+
+/** `ferry api` on 127.0.0.1 and a free port, once it is listening; by default one admin token, CHAOS_TOKEN. */
 export async function startApi(
   lab: Lab,
   options: {
     redisUrl: string;
     servicesFile: string;
     prefix: string;
+    tokens?: readonly ApiToken[];
     extra?: Record<string, string | undefined>;
   },
 ): Promise<RunningApi> {
+  const tokens = options.tokens ?? [{ name: 'chaos', token: CHAOS_TOKEN, scopes: ['admin'] }];
   const api = spawnFerry(lab, ['api'], {
     REDIS_URL: options.redisUrl,
     FERRY_SERVICES: options.servicesFile,
     FERRY_PREFIX: options.prefix,
-    FERRY_API_TOKENS: JSON.stringify([{ name: 'chaos', token: CHAOS_TOKEN, scopes: ['admin'] }]),
+    FERRY_API_TOKENS: JSON.stringify(tokens),
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'info',

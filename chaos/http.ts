@@ -1,7 +1,132 @@
-/** Enqueueing over a running `ferry api`, at a steady rate, with a tally of what it answered. */
+/**
+ * Talking to a running `ferry api`: raw requests over node:http (so a path like `/v1/jobs/svc/../x` is sent as
+ * written, not normalised the way fetch's URL parser would), enqueueing at a steady rate with a tally of the
+ * answers, and reading jobs' states back over the API.
+ */
+import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
+
 import { CHAOS_TOKEN } from './ferry.ts';
 import type { AcceptedJob } from './jobs.ts';
-import { sleep } from './lab.ts';
+import { mapLimit, sleep } from './lab.ts';
+
+export interface RawAnswer {
+  /** The status; 0 when no answer came (connection refused or reset, or the timeout). */
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  /** Why no answer came. */
+  error?: string;
+}
+
+export interface RawRequest {
+  method: string;
+  /** Sent exactly as given (no URL normalisation). */
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  timeoutMs?: number;
+  /**
+   * For event streams: once the headers are in, read `streamMs` more of the body (default 0), then hang up.
+   * A body that ends earlier ends the read.
+   */
+  streamMs?: number;
+  /** Stop reading the body beyond this many bytes (the status is what matters). Default 4 MiB. */
+  maxBodyBytes?: number;
+  /** Hang up when this aborts (a long event stream read until the scenario is done with it). */
+  signal?: AbortSignal;
+}
+
+/** One request over node:http on 127.0.0.1; never throws (a failure is status 0 with `error`). */
+export function rawRequest(port: number, options: RawRequest): Promise<RawAnswer> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const maxBodyBytes = options.maxBodyBytes ?? 4 * 1024 * 1024;
+  return new Promise((resolve) => {
+    let settled = false;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let status = 0;
+    let headers: IncomingHttpHeaders = {};
+    const finish = (error?: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(streamTimer);
+      req.destroy();
+      resolve({
+        status,
+        headers,
+        text: Buffer.concat(chunks).toString('utf8'),
+        ...(error === undefined ? {} : { error }),
+      });
+    };
+    let streamTimer: NodeJS.Timeout | undefined;
+    const timer = setTimeout(
+      () => finish(status === 0 ? `no answer within ${timeoutMs} ms` : undefined),
+      timeoutMs,
+    );
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method,
+        path: options.path,
+        headers: {
+          ...(options.body === undefined
+            ? {}
+            : { 'content-length': String(Buffer.byteLength(options.body)) }),
+          ...options.headers,
+        },
+        agent: false,
+      },
+      (res) => {
+        status = res.statusCode ?? 0;
+        headers = res.headers;
+        if (options.streamMs !== undefined) {
+          streamTimer = setTimeout(() => finish(), options.streamMs);
+        }
+        res.on('data', (chunk: Buffer) => {
+          if (size >= maxBodyBytes) return;
+          chunks.push(chunk);
+          size += chunk.length;
+        });
+        res.on('end', () => finish());
+        res.on('error', () => finish());
+        res.on('close', () => finish());
+      },
+    );
+    req.on('error', (error) => finish(status === 0 ? error.message : undefined));
+    options.signal?.addEventListener('abort', () => finish(), { once: true });
+    if (options.body !== undefined) req.end(options.body);
+    else req.end();
+  });
+}
+
+/** `rawRequest` with a bearer token and a JSON body; the answer parsed when it is JSON. */
+export async function jsonRequest(
+  port: number,
+  method: string,
+  path: string,
+  token: string | undefined,
+  body?: unknown,
+  extraHeaders: Record<string, string> = {},
+): Promise<RawAnswer & { json: unknown }> {
+  const headers: Record<string, string> = { ...extraHeaders };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const answer = await rawRequest(port, {
+    method,
+    path,
+    headers,
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  let json: unknown;
+  try {
+    json = answer.text === '' ? undefined : JSON.parse(answer.text);
+  } catch {
+    json = undefined;
+  }
+  return { ...answer, json };
+}
 
 /** Tally of what the API answered. */
 export interface ApiTally {
@@ -106,4 +231,43 @@ export function steadyEnqueue(options: {
     },
     done,
   };
+}
+
+/** The terminal state of each job, read over the API: `completed`, `dead_lettered`, or what it still is. */
+export async function settleJobs(
+  port: number,
+  token: string,
+  jobs: readonly { service: string; id: string }[],
+  timeoutMs: number,
+): Promise<Map<string, string>> {
+  const states = new Map<string, string>();
+  const key = (job: { service: string; id: string }): string => `${job.service}/${job.id}`;
+  const deadline = Date.now() + timeoutMs;
+  let pending = [...jobs];
+  while (pending.length > 0) {
+    const next: typeof pending = [];
+    await mapLimit(pending, 8, async (job) => {
+      const answer = await jsonRequest(
+        port,
+        'GET',
+        `/v1/jobs/${encodeURIComponent(job.service)}/${encodeURIComponent(job.id)}`,
+        token,
+      );
+      const state =
+        answer.status === 200 ? String((answer.json as { state?: unknown }).state) : `http-${answer.status}`;
+      states.set(key(job), state);
+      if (state !== 'completed' && state !== 'dead_lettered') next.push(job);
+    });
+    pending = next;
+    if (pending.length === 0 || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return states;
+}
+
+/** A row field for a count: how many of `states` are `state`. */
+export function countStates(states: Map<string, string>, state: string): number {
+  let count = 0;
+  for (const value of states.values()) if (value === state) count++;
+  return count;
 }

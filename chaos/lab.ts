@@ -1,6 +1,6 @@
 /**
  * What every chaos scenario stands on: a `Lab` that owns everything a run starts and stops it all, waits on
- * conditions and one seeded PRNG.
+ * conditions, bounded parallel work and one seeded PRNG.
  *
  * Self-contained on purpose: test/helpers register their cleanup with vitest, and `npm run chaos` runs
  * outside vitest. Every process and server a scenario starts belongs to its `Lab`, which stops them all; a
@@ -103,6 +103,44 @@ export async function waitFor(
     if (Date.now() >= deadline) return false;
     await sleep(options.intervalMs ?? 100);
   }
+}
+
+/** Polls `check` until it returns a value other than undefined, or throws naming `what` after `timeoutMs`. */
+export async function waitForValue<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<T> {
+  let value: T | undefined;
+  const found = await waitFor(
+    async () => {
+      value = await check();
+      return value !== undefined;
+    },
+    { timeoutMs, intervalMs },
+  );
+  if (!found) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+  return value!;
+}
+
+/** Runs `task` over `items` with at most `limit` at a time, in order of start. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  task: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    for (;;) {
+      const index = next++;
+      if (index >= items.length) return;
+      results[index] = await task(items[index]!, index);
+    }
+  });
+  await Promise.all(lanes);
+  return results;
 }
 
 // ---------------------------------------------------------------------------------------------------------

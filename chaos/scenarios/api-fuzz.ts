@@ -9,24 +9,12 @@
  * with CR/LF/NUL, a body nested 1,000+ levels, 1 MiB of metadata, a job id Ferry could not have made); every
  * accepted job ends completed or dead-lettered; and the API still answers a valid request afterwards.
  */
-import {
-  countStates,
-  jsonRequest,
-  mapLimit,
-  peakRssMiB,
-  Random,
-  type RawRequest,
-  rawRequest,
-  settleJobs,
-  startApiProcess,
-  startChaosRedis,
-  startDownstream,
-  startWorkerProcess,
-  stopProcess,
-  tempDir,
-  withCleanup,
-  writeServicesFile,
-} from '../attack-support.ts';
+import { answering, startDownstream } from '../downstream.ts';
+import { startApi, startWorker, stopProcess, workerEnv, writeServicesFile } from '../ferry.ts';
+import { countStates, jsonRequest, type RawRequest, rawRequest, settleJobs } from '../http.ts';
+import { mapLimit, Random, withLab } from '../lab.ts';
+import { startRedisServer } from '../redis.ts';
+import { scenarioRow } from '../rows.ts';
 import type { Scenario, ScenarioOptions, ScenarioRow } from '../scenario.ts';
 
 const WRITER = `fuzz-writer-${'w'.repeat(24)}`;
@@ -436,11 +424,13 @@ function idProbes(smoke: boolean): Case[] {
 export async function runApiFuzz(options: ScenarioOptions): Promise<ApiFuzzReport> {
   const bodies = options.smoke ? 300 : 2_000;
   options.log(`api-fuzz: seed ${options.seed}, ${bodies} bodies`);
-  return withCleanup(async (cleanup) => {
+  return withLab('api-fuzz', options.log, async (lab) => {
     const random = new Random(options.seed);
-    const redis = await startChaosRedis(cleanup, { aof: false });
-    const downstream = await startDownstream(cleanup, () => ({ status: 200, body: '{"ok":true}' }));
-    const dir = await tempDir(cleanup, 'fuzz');
+    const redis = await startRedisServer(lab);
+    const downstream = await startDownstream(
+      lab,
+      answering(() => ({ status: 200, body: '{"ok":true}' })),
+    );
     const operations = { op: { method: 'POST', path: '/things', body: '{{ input }}' } };
     const service = {
       baseUrl: downstream.url,
@@ -449,14 +439,14 @@ export async function runApiFuzz(options: ScenarioOptions): Promise<ApiFuzzRepor
       retry: { attempts: 2, backoff: { delayMs: 50, maxDelayMs: 200 } },
       operations,
     };
-    const servicesFile = await writeServicesFile(dir, { services: { alpha: service, beta: service } });
+    const servicesFile = await writeServicesFile(lab, { services: { alpha: service, beta: service } });
     const prefix = `fuzz${options.seed}`;
     const tokens = [
       { name: 'writer', token: WRITER, scopes: ['jobs:write'] },
       { name: 'reader', token: READER, scopes: ['jobs:read'] },
     ];
-    const api = await startApiProcess(cleanup, { redisUrl: redis.url, servicesFile, prefix, tokens });
-    await startWorkerProcess(cleanup, { redisUrl: redis.url, servicesFile, prefix });
+    const api = await startApi(lab, { redisUrl: redis.url, servicesFile, prefix, tokens });
+    await startWorker(lab, workerEnv({ redisUrl: redis.url, servicesFile, prefix }));
 
     const generator = new Generator(random);
     const cases: Case[] = [];
@@ -468,7 +458,7 @@ export async function runApiFuzz(options: ScenarioOptions): Promise<ApiFuzzRepor
     const accepted = new Map<string, { service: string | undefined; id: string }>();
     let peak = 0;
     const sampleRss = async (): Promise<void> => {
-      peak = Math.max(peak, (await peakRssMiB(api.process.child.pid)) ?? 0);
+      peak = Math.round((await api.process.peakRssBytes()) / 1024 / 1024);
     };
 
     let done = 0;
@@ -590,17 +580,13 @@ export function apiFuzzRow(report: ApiFuzzReport): ScenarioRow {
     ...(report.delayedCancelled > 0 ? [`${report.delayedCancelled} delayed jobs cancelled`] : []),
     ...(report.apiExitedEarly ? ['API process exited during the run'] : []),
   ];
-  return {
+  return scenarioRow({
     scenario: 'api-fuzz',
     enqueued: report.enqueued,
     completed: report.completed,
     deadLettered: report.deadLettered,
     lost: report.lost,
-    duplicateCalls: 0,
-    duplicatesWithDifferingKeys: 0,
     serverErrors,
-    secretHits: 0,
-    recoverMs: null,
     notes: notes.join('; '),
     ok:
       serverErrors === 0 &&
@@ -609,7 +595,7 @@ export function apiFuzzRow(report: ApiFuzzReport): ScenarioRow {
       report.lost === 0 &&
       report.responsive &&
       !report.apiExitedEarly,
-  };
+  });
 }
 
 const scenario: Scenario = {

@@ -9,20 +9,12 @@
  * say who may call it.
  */
 import { generateMasterKey } from '../../src/secrets/crypto.ts';
-import {
-  jsonRequest,
-  type RawAnswer,
-  rawRequest,
-  startApiProcess,
-  startChaosRedis,
-  startDownstream,
-  startWorkerProcess,
-  stopProcess,
-  tempDir,
-  waitFor,
-  withCleanup,
-  writeServicesFile,
-} from '../attack-support.ts';
+import { answering, startDownstream } from '../downstream.ts';
+import { type ApiToken, startApi, startWorker, stopProcess, workerEnv, writeServicesFile } from '../ferry.ts';
+import { jsonRequest, type RawAnswer, rawRequest } from '../http.ts';
+import { waitForValue, withLab } from '../lab.ts';
+import { startRedisServer } from '../redis.ts';
+import { scenarioRow } from '../rows.ts';
 import type { Scenario, ScenarioOptions, ScenarioRow } from '../scenario.ts';
 
 /** The service every request names, and the one the limited admin is limited to. */
@@ -51,7 +43,7 @@ const TOKENS = {
   adminOtherService: `authz-admin-beta-${'b'.repeat(20)}`,
   writerOtherTenant: `authz-writer-globex-${'g'.repeat(20)}`,
 };
-const TOKEN_CONFIG = [
+const TOKEN_CONFIG: ApiToken[] = [
   { name: 'reader', token: TOKENS.jobsRead, scopes: ['jobs:read'] },
   { name: 'writer', token: TOKENS.jobsWrite, scopes: ['jobs:write'] },
   { name: 'admin', token: TOKENS.admin, scopes: ['admin'] },
@@ -406,15 +398,17 @@ function judge(rule: RouteRule, kind: TokenKind, answer: RawAnswer): string | un
 
 export async function runAuthzMatrix(options: ScenarioOptions): Promise<AuthzReport> {
   options.log('authz-matrix: starting');
-  return withCleanup(async (cleanup) => {
-    const redis = await startChaosRedis(cleanup, { aof: false });
+  return withLab('authz-matrix', options.log, async (lab) => {
+    const redis = await startRedisServer(lab);
     // `bad` answers 400: a ClientError, dead-lettered at once.
-    const downstream = await startDownstream(cleanup, (request) =>
-      request.url.startsWith('/bad')
-        ? { status: 400, body: '{"error":"bad"}' }
-        : { status: 200, body: '{"ok":true}' },
+    const downstream = await startDownstream(
+      lab,
+      answering((request) =>
+        request.url.startsWith('/bad')
+          ? { status: 400, body: '{"error":"bad"}' }
+          : { status: 200, body: '{"ok":true}' },
+      ),
     );
-    const dir = await tempDir(cleanup, 'authz');
     const service = {
       baseUrl: downstream.url,
       timeoutMs: 5_000,
@@ -425,20 +419,23 @@ export async function runAuthzMatrix(options: ScenarioOptions): Promise<AuthzRep
         bad: { method: 'POST', path: '/bad', body: '{{ input }}' },
       },
     };
-    const servicesFile = await writeServicesFile(dir, {
+    const servicesFile = await writeServicesFile(lab, {
       services: { [SERVICE]: service, [OTHER_SERVICE]: service },
     });
     const prefix = `authz${options.seed}`;
     const secretsKey = generateMasterKey();
     const env = { FERRY_SECRETS_KEY: secretsKey };
-    const api = await startApiProcess(cleanup, {
+    const api = await startApi(lab, {
       redisUrl: redis.url,
       servicesFile,
       prefix,
       tokens: TOKEN_CONFIG,
-      env,
+      extra: env,
     });
-    const worker = await startWorkerProcess(cleanup, { redisUrl: redis.url, servicesFile, prefix, env });
+    const worker = await startWorker(
+      lab,
+      workerEnv({ redisUrl: redis.url, servicesFile, prefix, extra: env }),
+    );
     const admin = (method: string, path: string, body?: unknown): ReturnType<typeof jsonRequest> =>
       jsonRequest(api.port, method, path, TOKENS.admin, body);
 
@@ -450,7 +447,7 @@ export async function runAuthzMatrix(options: ScenarioOptions): Promise<AuthzRep
       return (answer.json as { id: string }).id;
     };
     const completedJobId = await enqueue(job);
-    await waitFor(
+    await waitForValue(
       'the fixture job to complete',
       async () =>
         ((await admin('GET', `/v1/jobs/${SERVICE}/${completedJobId}`)).json as { state?: string }).state ===
@@ -461,7 +458,7 @@ export async function runAuthzMatrix(options: ScenarioOptions): Promise<AuthzRep
     );
     const deadLetter = async (): Promise<string> => {
       const id = await enqueue({ ...job, operation: 'bad' });
-      return waitFor(
+      return waitForValue(
         'a dead letter',
         async () => {
           const view = (await admin('GET', `/v1/jobs/${SERVICE}/${id}`)).json as { deadLetterId?: string };
@@ -530,20 +527,12 @@ export function authzRow(report: AuthzReport): ScenarioRow {
     ...(report.unknownRoutes.length > 0 ? [`routes with no rule: ${report.unknownRoutes.join(', ')}`] : []),
     ...(listed.length > 0 ? [`violations: ${listed.join('; ')}`] : []),
   ];
-  return {
+  return scenarioRow({
     scenario: 'authz-matrix',
-    enqueued: 0,
-    completed: 0,
-    deadLettered: 0,
-    lost: 0,
-    duplicateCalls: 0,
-    duplicatesWithDifferingKeys: 0,
     serverErrors: report.serverErrors,
-    secretHits: 0,
-    recoverMs: null,
     notes: notes.join('; '),
     ok: report.serverErrors === 0 && report.violations.length === 0 && report.unknownRoutes.length === 0,
-  };
+  });
 }
 
 const scenario: Scenario = {

@@ -18,23 +18,12 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 
 import { generateMasterKey } from '../../src/secrets/crypto.ts';
-import {
-  type DownstreamRequest,
-  jsonRequest,
-  mapLimit,
-  Random,
-  type RawAnswer,
-  rawRequest,
-  settleJobs,
-  startApiProcess,
-  startChaosRedis,
-  startDownstream,
-  startWorkerProcess,
-  stopProcess,
-  tempDir,
-  withCleanup,
-  writeServicesFile,
-} from '../attack-support.ts';
+import { answering, type DownstreamRequest, type Reply, startDownstream } from '../downstream.ts';
+import { startApi, startWorker, stopProcess, workerEnv, writeServicesFile } from '../ferry.ts';
+import { jsonRequest, type RawAnswer, rawRequest, settleJobs } from '../http.ts';
+import { mapLimit, Random, withLab } from '../lab.ts';
+import { redisClient, startRedisServer } from '../redis.ts';
+import { scenarioRow } from '../rows.ts';
 import type { Scenario, ScenarioOptions, ScenarioRow } from '../scenario.ts';
 
 const ADMIN = `scan-admin-${'a'.repeat(24)}`;
@@ -163,11 +152,7 @@ function echo(request: DownstreamRequest): string {
   });
 }
 
-function answerFor(request: DownstreamRequest): {
-  status: number;
-  headers?: Record<string, string>;
-  body?: string;
-} {
+function answerFor(request: DownstreamRequest): Reply {
   let input: { mode?: string; pad?: number } = {};
   try {
     input = JSON.parse(request.body) as typeof input;
@@ -268,7 +253,7 @@ async function filesUnder(dir: string): Promise<string[]> {
 export async function runSecretScan(options: ScenarioOptions): Promise<SecretScanReport> {
   const rounds = options.smoke ? 1 : 3;
   options.log(`secret-scan: seed ${options.seed}, ${rounds} round(s)`);
-  return withCleanup(async (cleanup) => {
+  return withLab('secret-scan', options.log, async (lab) => {
     const random = new Random(options.seed);
     const planted = {
       bearer_token: plantValue(random, true),
@@ -277,9 +262,8 @@ export async function runSecretScan(options: ScenarioOptions): Promise<SecretSca
       query_key: plantValue(random, false),
       query_key_staged: plantValue(random, false),
     };
-    const redis = await startChaosRedis(cleanup, { aof: true });
-    const downstream = await startDownstream(cleanup, answerFor);
-    const dir = await tempDir(cleanup, 'scan');
+    const redis = await startRedisServer(lab, { appendfsync: 'always' });
+    const downstream = await startDownstream(lab, answering(answerFor));
     const common = {
       baseUrl: downstream.url,
       timeoutMs: 5_000,
@@ -302,19 +286,19 @@ export async function runSecretScan(options: ScenarioOptions): Promise<SecretSca
         auth: { type: 'apiKey', query: 'api_key', value: '{{ secrets.query_key }}' },
       },
     };
-    const servicesFile = await writeServicesFile(dir, { services });
+    const servicesFile = await writeServicesFile(lab, { services });
     const prefix = `scan${options.seed}`;
     const env = {
       FERRY_SECRETS_KEY: generateMasterKey(),
       FERRY_SECRET_BEARER_TOKEN: planted.bearer_token,
       FERRY_SECRET_HEADER_KEY: planted.header_key,
     };
-    const api = await startApiProcess(cleanup, {
+    const api = await startApi(lab, {
       redisUrl: redis.url,
       servicesFile,
       prefix,
       tokens: [{ name: 'admin', token: ADMIN, scopes: ['admin'] }],
-      env,
+      extra: env,
     });
     const answers: { where: string; answer: RawAnswer }[] = [];
     let serverErrors = 0;
@@ -333,7 +317,10 @@ export async function runSecretScan(options: ScenarioOptions): Promise<SecretSca
       const set = await call('answer PUT secret', 'PUT', `/v1/secrets/${key}`, { value: planted[key] });
       if (set.status !== 201) throw new Error(`PUT /v1/secrets/${key} answered ${set.status}`);
     }
-    const worker = await startWorkerProcess(cleanup, { redisUrl: redis.url, servicesFile, prefix, env });
+    const worker = await startWorker(
+      lab,
+      workerEnv({ redisUrl: redis.url, servicesFile, prefix, extra: env }),
+    );
 
     // Every service's events, live, for the whole run.
     const streams = new AbortController();
@@ -430,7 +417,7 @@ export async function runSecretScan(options: ScenarioOptions): Promise<SecretSca
       bytes += text.length;
       hits.push(...scanText(text, where, secrets));
     };
-    const keys = await redisTexts(redis.client);
+    const keys = await redisTexts(redisClient(lab, redis.url));
     for (const { where, text } of keys) scan(text, where);
     const files = await filesUnder(redis.dir);
     for (const file of files) scan(await readFile(file, 'utf8'), `file ${file.slice(redis.dir.length + 1)}`);
@@ -489,20 +476,17 @@ export function secretScanRow(report: SecretScanReport): ScenarioRow {
         ]
       : []),
   ];
-  return {
+  return scenarioRow({
     scenario: 'secret-scan',
     enqueued: report.enqueued,
     completed: report.completed,
     deadLettered: report.deadLettered,
     lost: report.lost,
-    duplicateCalls: 0,
-    duplicatesWithDifferingKeys: 0,
     serverErrors: report.serverErrors,
     secretHits: report.hits.length,
-    recoverMs: null,
     notes: notes.join('; '),
     ok: report.hits.length === 0 && report.lost === 0 && report.serverErrors === 0,
-  };
+  });
 }
 
 const scenario: Scenario = {
