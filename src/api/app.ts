@@ -25,6 +25,7 @@ import { opsRoutes } from './routes/ops.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { serviceRoutes } from './routes/services.ts';
 import { serializerCompiler, validatorCompiler } from './schemas.ts';
+import { closeUnusedConnectionsOnClose } from './unused-connections.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -97,6 +98,8 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     // Job ids are validated by the route (up to 300 characters) rather than cut off at Fastify's 100 with a 414.
     routerOptions: { maxParamLength: 512 },
   });
+  // Else a client's spare connection (undici's after an aborted SSE stream) held close() for headersTimeout.
+  closeUnusedConnectionsOnClose(app);
   // JSON only: Fastify's default text/plain parser would hand a string to routes that expect objects (415).
   app.removeContentTypeParser('text/plain');
   registerJsonParser(app, options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH);
