@@ -322,6 +322,10 @@ function needlesOf(value: string): Needle[] {
  * match. Longer matches win: the whole value is matched whole.
  */
 const ANYWHERE_MIN_CHARS = 8;
+/** Longest value whose altered start is looked for anywhere (see needle()). */
+const ALTERED_MAX_CHARS = 128;
+/** Characters of a value past the minimum that a cut-off fragment is matched on one by one (see needle()). */
+const TAIL_CHAIN_MAX_CHARS = 32;
 
 function anywhereMinChars(valueLength: number): number {
   return Math.max(ANYWHERE_MIN_CHARS, Math.ceil(valueLength / 2));
@@ -331,21 +335,24 @@ function needle(text: string, prefixMinGroups: number, anywhereMinGroups = Infin
   const groups = charGroups(text);
   const min = Math.min(prefixMinGroups, groups.length);
   // The value's start, then each further character optional in turn (greedy: the longest run that matches).
+  // Only for values up to ALTERED_MAX_CHARS: a long token (a JWT) is plain base64 that no encoder alters, and
+  // a nested needle per long value made every scrub several times slower.
   const altered =
-    anywhereMinGroups >= groups.length
+    anywhereMinGroups >= groups.length || groups.length > ALTERED_MAX_CHARS
       ? undefined
       : groups.slice(0, anywhereMinGroups).join('') +
         groups.slice(anywhereMinGroups).reduceRight((inner, group) => `(?:${group}${inner})?`, '');
-  // `(?:c|$)` for every character after the minimum: the fragment may stop after any of them (a flat chain,
-  // not nested groups, so a long value, a PEM key say, stays a regex about twice its needle's size).
-  const rest = groups
-    .slice(min)
-    .map((group) => `(?:${group}|$)`)
-    .join('');
+  // `(?:c|$)` for each character after the minimum: the fragment may stop after any of them (a flat chain,
+  // not nested groups). Past TAIL_CHAIN_MAX_CHARS more characters of the value, whatever follows up to the end
+  // is taken as part of the fragment: a regex per needle over a whole long value (a hundred JWTs held, each
+  // with its base64 forms) took 19 s to compile, and that many characters of a value are the value.
+  const chained = groups.slice(min, min + TAIL_CHAIN_MAX_CHARS);
+  const rest = chained.map((group) => `(?:${group}|$)`).join('');
+  const beyond = min + chained.length < groups.length ? '[\\s\\S]*' : '';
   return {
     full: groups.join(''),
     altered,
-    prefix: `${groups.slice(0, min).join('')}${rest}$`,
+    prefix: `${groups.slice(0, min).join('')}${rest}${beyond}$`,
     length: text.length,
   };
 }

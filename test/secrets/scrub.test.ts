@@ -232,6 +232,16 @@ describe('Scrubber: values cut short', () => {
     });
   });
 
+  it('redacts a long cut-off start whole, past the characters it matches one by one', async () => {
+    const value = Array.from({ length: 100 }, (_, i) => 'Zq7!xW-9 '[i % 9]).join('');
+    const scrubber = scrubberFor(value);
+    for (const kept of [7, 38, 39, 40, 80, 99]) {
+      expect(scrubber.redactCutTail(`token: ${value.slice(0, kept)}`), `${kept} characters`).toBe(
+        'token: [redacted]',
+      );
+    }
+  });
+
   it('leaves fewer characters than the minimum, and ordinary endings, alone', async () => {
     const scrubber = scrubberFor('sk_live_0123456789abcdef');
     // 5 characters of a 24-character value: the minimum is 6 (docs/secrets.md).
