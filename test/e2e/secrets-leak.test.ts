@@ -17,21 +17,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 
-import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 
-import { TokenSet } from '../../src/api/auth.ts';
-import { buildFerryApi } from '../../src/cli/api-server.ts';
 import type { Runtime } from '../../src/cli/runtime.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { createLogger, type Logger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { generateMasterKey } from '../../src/secrets/crypto.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
-import { createSecretsRuntime } from '../../src/secrets/setup.ts';
-import { createWorkerPool } from '../../src/worker/worker-pool.ts';
 import { startDownstream } from '../helpers/downstream.ts';
+import { startFerryStack } from '../helpers/ferry-stack.ts';
 import { listenOnFreePort } from '../helpers/listen.ts';
 import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
@@ -161,57 +157,20 @@ async function runScenario(redaction: boolean): Promise<Findings> {
     : pino({ level: 'debug' }, destination);
   const runtime: Runtime = { env, logger, config, scrubber };
 
-  const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-  const apiConnection = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-  await new Promise((resolve) => apiConnection.once('ready', resolve));
-  onTestFinished(() => {
-    connection.disconnect();
-    apiConnection.disconnect();
+  const {
+    pool,
+    secrets,
+    base,
+    answers: responses,
+    call,
+  } = await startFerryStack(redis, {
+    runtime,
+    processEnv: vars,
+    adminToken: ADMIN,
   });
-  const secrets = await createSecretsRuntime({ env, processEnv: vars, connection, prefix, logger });
-  onTestFinished(() => secrets.close());
   await secrets.store!.set('bearer_token', SECRETS.storeBearer);
   await secrets.store!.set('tenant/acme/bearer_token', SECRETS.storeAcmeBearer);
   await secrets.store!.set('client_secret', SECRETS.storeClientSecret);
-
-  const pool = createWorkerPool({
-    config,
-    connection,
-    prefix,
-    secrets: secrets.resolver,
-    scrubber,
-    logger,
-    lockDurationMs: 5_000,
-    stalledIntervalMs: 1_000,
-    sweepIntervalMs: 1_000,
-  });
-  onTestFinished(() => pool.close({ deadlineMs: 2_000 }));
-  const api = await buildFerryApi(runtime, {
-    connection: apiConnection,
-    eventsConnection: connection,
-    tokens: TokenSet.parse([{ name: 'admin', token: ADMIN, scopes: ['admin'] }], 'leak test'),
-    pool,
-  });
-  onTestFinished(() => api.close());
-  await api.app.listen({ port: 0, host: '127.0.0.1' });
-  const address = api.app.server.address();
-  if (address === null || typeof address === 'string') throw new Error('no address');
-  const base = `http://127.0.0.1:${address.port}`;
-  const responses: string[] = [];
-  const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
-    const response = await fetch(base + path, {
-      method,
-      headers: {
-        authorization: `Bearer ${ADMIN}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    responses.push(`${method} ${path} ${response.status} ${[...response.headers].join(' ')}\n${text}`);
-    const isJson = response.headers.get('content-type')?.includes('json') === true;
-    return isJson && text !== '' ? (JSON.parse(text) as unknown) : undefined;
-  };
   await pool.start();
 
   // A secret set over the admin API (when this build has the route) is a value like any other.

@@ -13,19 +13,15 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 
-import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import { TokenSet } from '../../src/api/auth.ts';
-import { buildFerryApi } from '../../src/cli/api-server.ts';
 import type { Runtime } from '../../src/cli/runtime.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
-import { createSecretsRuntime } from '../../src/secrets/setup.ts';
-import { createWorkerPool } from '../../src/worker/worker-pool.ts';
 import { startDownstream } from '../helpers/downstream.ts';
+import { startFerryStack } from '../helpers/ferry-stack.ts';
 import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { findSecretForms, secretAndPrefixForms } from '../helpers/secret-forms.ts';
 
@@ -107,52 +103,11 @@ describe('a query-string API key and a password with a double space, echoed back
     const logger = createLogger({ level: 'debug', destination, scrub: (line) => scrubber.scrub(line) });
     const runtime: Runtime = { env, logger, config, scrubber };
 
-    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-    const apiConnection = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-    onTestFinished(() => {
-      connection.disconnect();
-      apiConnection.disconnect();
+    const { pool, answers, call } = await startFerryStack(redis, {
+      runtime,
+      processEnv: vars,
+      adminToken: ADMIN,
     });
-    await new Promise((resolve) => apiConnection.once('ready', resolve));
-    const secrets = await createSecretsRuntime({ env, processEnv: vars, connection, prefix, logger });
-    onTestFinished(() => secrets.close());
-    const pool = createWorkerPool({
-      config,
-      connection,
-      prefix,
-      secrets: secrets.resolver,
-      scrubber,
-      logger,
-      lockDurationMs: 5_000,
-      stalledIntervalMs: 1_000,
-      sweepIntervalMs: 1_000,
-    });
-    onTestFinished(() => pool.close({ deadlineMs: 2_000 }));
-    const api = await buildFerryApi(runtime, {
-      connection: apiConnection,
-      eventsConnection: connection,
-      tokens: TokenSet.parse([{ name: 'admin', token: ADMIN, scopes: ['admin'] }], 'wire forms test'),
-      pool,
-    });
-    onTestFinished(() => api.close());
-    await api.app.listen({ port: 0, host: '127.0.0.1' });
-    const address = api.app.server.address();
-    if (address === null || typeof address === 'string') throw new Error('no address');
-    const base = `http://127.0.0.1:${address.port}`;
-    const answers: string[] = [];
-    const call = async (method: string, path: string, body?: unknown): Promise<unknown> => {
-      const response = await fetch(base + path, {
-        method,
-        headers: {
-          authorization: `Bearer ${ADMIN}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await response.text();
-      answers.push(`${method} ${path} ${response.status} ${[...response.headers].join(' ')}\n${text}`);
-      return text === '' ? undefined : (JSON.parse(text) as unknown);
-    };
     await pool.start();
 
     const inputs: { service: string; mode: Mode; at: number }[] = [
