@@ -21,23 +21,7 @@ const TOKEN = 'shutdown-bound-token-0123456789abc';
 describe.each<RedisState>(['up', 'SIGKILLed', 'SIGSTOPped'])('SIGTERM while Redis is %s', (state) => {
   it('ferry api exits 0 within 10 s after an SSE subscription', { timeout: 60_000 }, async () => {
     const redis = await killableRedis();
-    const services = await writeServicesFile({
-      services: {
-        [SERVICE]: { baseUrl: 'http://127.0.0.1:9', operations: { op: { method: 'POST', path: '/' } } },
-      },
-    });
-    const api = spawnFerry(['api'], {
-      env: {
-        REDIS_URL: redis.url,
-        FERRY_SERVICES: services,
-        FERRY_PREFIX: uniquePrefix(),
-        FERRY_API_TOKENS: JSON.stringify([{ name: 'ops', token: TOKEN, scopes: ['admin'] }]),
-        PORT: '0',
-        LOG_FORMAT: 'json',
-      },
-    });
-    const line = await api.waitForLine(/Ferry API listening on/, { timeoutMs: 20_000 });
-    const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
+    const { api, url } = await startApi(redis.url);
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
     const enqueued = await fetch(`${url}/v1/jobs`, {
       method: 'POST',

@@ -28,16 +28,7 @@ describe.each<RedisState>(['up', 'SIGKILLed', 'SIGSTOPped'])('SIGTERM while Redi
       const redis = await killableRedis();
       const downstream = await startHoldingDownstream();
       const prefix = uniquePrefix();
-      const file = await writeServicesFile({
-        services: {
-          [SERVICE]: {
-            baseUrl: downstream.url,
-            timeoutMs: 60_000,
-            concurrency: 3,
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      });
+      const file = await holdingServicesFile(downstream.url);
       // The defaults of the shutdown budget (FERRY_SHUTDOWN_TIMEOUT_MS, FERRY_SHUTDOWN_HANDBACK_MS) are the
       // ones under test: nothing set.
       const env = workerEnv({
@@ -113,16 +104,7 @@ describe.each<RedisState>(['up', 'SIGSTOPped'])('ferry dev, SIGTERM while Redis 
       const redis = await killableRedis();
       const downstream = await startHoldingDownstream();
       const prefix = uniquePrefix();
-      const file = await writeServicesFile({
-        services: {
-          [SERVICE]: {
-            baseUrl: downstream.url,
-            timeoutMs: 60_000,
-            concurrency: 3,
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      });
+      const file = await holdingServicesFile(downstream.url);
       // Its own directory: `ferry dev` keeps a secrets key under ./.ferry.
       const dev = spawnFerry(['dev', '--no-demo-jobs'], {
         cwd: await tempDir('ferry-dev'),
@@ -186,4 +168,18 @@ async function startHoldingDownstream(): Promise<{
       answering = true;
     },
   };
+}
+
+/** One service whose calls the holding downstream keeps open, three at a time, for up to a minute. */
+function holdingServicesFile(baseUrl: string): Promise<string> {
+  return writeServicesFile({
+    services: {
+      [SERVICE]: {
+        baseUrl,
+        timeoutMs: 60_000,
+        concurrency: 3,
+        operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
+      },
+    },
+  });
 }
