@@ -21,15 +21,17 @@ import { describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
 import { SHUTDOWN_SLACK_MS } from '../../src/cli/shutdown.ts';
-import { ENV_VARIABLES, readEnv } from '../../src/core/env.ts';
+import { readEnv } from '../../src/core/env.ts';
 import { waitUntilReady } from '../../src/core/redis.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { type FerryProcess, ROOT, runFerry, spawnFerry, tempDir, withTimeout } from '../helpers/processes.ts';
+import { type FerryProcess, ROOT, spawnFerry, tempDir, withTimeout } from '../helpers/processes.ts';
 import {
   type ComposeFile,
   type ComposeService,
   durationMs,
+  ferryCommands,
+  ferryReads,
   hostPath,
   interpolatedNames,
   parseEnvFile,
@@ -42,27 +44,11 @@ const execFileAsync = promisify(execFile);
 /** Compose's stop_grace_period when a service sets none. */
 const COMPOSE_DEFAULT_GRACE_MS = 10_000;
 
-/** Names Ferry reads beyond the fixed list: secret values and services' baseUrl overrides. */
-function ferryReads(name: string): boolean {
-  return (
-    ENV_VARIABLES.includes(name) ||
-    /^FERRY_SECRET_[A-Za-z0-9_]+$/.test(name) ||
-    /^FERRY_SERVICE_[A-Z0-9_]+_URL$/.test(name)
-  );
-}
-
 /** Services that run the Ferry image (built from this repository). */
 function ferryServices(compose: ComposeFile): [string, ComposeService & { build?: unknown }][] {
   return Object.entries(compose.services).filter(
     ([, service]) => (service as { build?: unknown }).build !== undefined,
   );
-}
-
-async function ferryCommands(): Promise<Set<string>> {
-  const help = await runFerry(['--help']);
-  expect(help.code).toBe(0);
-  const commands = help.stdout.split('Commands:')[1]!.split('Examples:')[0]!;
-  return new Set([...commands.matchAll(/^ {2}([a-z-]+)/gm)].map((match) => match[1]!));
 }
 
 interface Local {

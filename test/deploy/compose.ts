@@ -7,8 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 
 import yaml from 'js-yaml';
+import { expect } from 'vitest';
 
-import { ROOT } from '../helpers/processes.ts';
+import { ENV_VARIABLES } from '../../src/core/env.ts';
+import { ROOT, runFerry } from '../helpers/processes.ts';
 
 export const COMPOSE_FILE = join(ROOT, 'docker-compose.yml');
 
@@ -119,4 +121,21 @@ export function durationMs(text: string): number {
     rest = rest.slice(match[0].length);
   }
   return total;
+}
+
+/** Whether Ferry reads a variable: the fixed list, secret values, services' baseUrl overrides. */
+export function ferryReads(name: string): boolean {
+  return (
+    ENV_VARIABLES.includes(name) ||
+    /^FERRY_SECRET_[A-Za-z0-9_]+$/.test(name) ||
+    /^FERRY_SERVICE_[A-Z0-9_]+_URL$/.test(name)
+  );
+}
+
+/** The commands `ferry --help` lists. */
+export async function ferryCommands(): Promise<Set<string>> {
+  const help = await runFerry(['--help']);
+  expect(help.code).toBe(0);
+  const commands = help.stdout.split('Commands:')[1]!.split('Examples:')[0]!;
+  return new Set([...commands.matchAll(/^ {2}([a-z-]+)/gm)].map((match) => match[1]!));
 }
