@@ -154,6 +154,8 @@ async function expectDurable(redis: LocalRedis, service: ComposeService): Promis
   expect(await redis.config('appendonly')).toBe('yes');
   expect(await redis.config('appendfsync')).toBe('always');
   expect(await redis.config('maxmemory-policy')).toBe('noeviction');
+  // No RDB snapshots (`--save ''`): the AOF is the one copy.
+  expect(await redis.config('save')).toBe('');
   expect(Number(await redis.config('maxmemory'))).toBeGreaterThan(0);
   expect(service.volumes?.some((volume) => volume.endsWith(':/data'))).toBe(true);
   expect(service.healthcheck?.test.join(' ')).toContain('redis-cli ping');

@@ -16,6 +16,7 @@ export const COMPOSE_FILE = join(ROOT, 'docker-compose.yml');
 
 export interface ComposeService {
   image?: string;
+  /** Always a list here: a string command is split as compose splits it (shell words). */
   command?: string[];
   entrypoint?: string[];
   env_file?: string | string[];
@@ -70,10 +71,37 @@ function interpolate(value: unknown): unknown {
   return value;
 }
 
+/** A string command as compose 1.29 splits it (Python's shlex.split): words, '…' and "…" quoting. */
+export function shellWords(text: string): string[] {
+  const words: string[] = [];
+  let word: string | undefined;
+  let quote: string | undefined;
+  for (const char of text) {
+    if (quote !== undefined) {
+      if (char === quote) quote = undefined;
+      else word += char;
+    } else if (char === "'" || char === '"') {
+      quote = char;
+      word ??= '';
+    } else if (/\s/.test(char)) {
+      if (word !== undefined) words.push(word);
+      word = undefined;
+    } else word = (word ?? '') + char;
+  }
+  if (quote !== undefined) throw new Error(`unbalanced quote in command: ${text}`);
+  if (word !== undefined) words.push(word);
+  return words;
+}
+
 /** The file as written (`raw`) and as compose sees it on a clean clone (`compose`: defaults interpolated). */
 export async function readComposeFile(): Promise<{ raw: unknown; compose: ComposeFile }> {
   const raw = yaml.load(await readFile(COMPOSE_FILE, 'utf8'));
-  return { raw, compose: interpolate(raw) as ComposeFile };
+  const compose = interpolate(raw) as ComposeFile;
+  for (const service of Object.values(compose.services)) {
+    const command = service.command as string | string[] | undefined;
+    if (typeof command === 'string') service.command = shellWords(command);
+  }
+  return { raw, compose };
 }
 
 /** A path of the compose file, relative to its folder as compose resolves it. */
