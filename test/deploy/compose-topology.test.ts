@@ -19,6 +19,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
+import { API_CLOSE_WAIT_MS } from '../../src/cli/api-server.ts';
 import { freePort } from '../../src/cli/redis-server.ts';
 import { SHUTDOWN_SLACK_MS } from '../../src/cli/shutdown.ts';
 import { readEnv } from '../../src/core/env.ts';
@@ -274,6 +275,10 @@ async function runFerryServices(
     Number(workerEnvs[0]!.FERRY_SHUTDOWN_TIMEOUT_MS) +
       Number(workerEnvs[0]!.FERRY_SHUTDOWN_HANDBACK_MS) +
       SHUTDOWN_SLACK_MS,
+  );
+  // The API's own shutdown limit (src/cli/commands/api.ts).
+  expect(durationMs(apiService.stop_grace_period!)).toBeGreaterThanOrEqual(
+    API_CLOSE_WAIT_MS + 2 * SHUTDOWN_SLACK_MS,
   );
   const started = Date.now();
   const exits = await Promise.all(

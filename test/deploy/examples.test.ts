@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import yaml from 'js-yaml';
 import { describe, expect, it } from 'vitest';
 
+import { API_CLOSE_WAIT_MS } from '../../src/cli/api-server.ts';
 import { SHUTDOWN_SLACK_MS } from '../../src/cli/shutdown.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { ROOT, runFerry, tempDir } from '../helpers/processes.ts';
@@ -98,8 +99,9 @@ describe('examples/systemd', () => {
       expect(unit.get('EnvironmentFile')).toHaveLength(1);
       expect(unit.get('KillSignal')).toEqual(['SIGTERM']);
       expect(unit.get('Restart')).toEqual(['on-failure']);
-      if (command === 'worker')
-        expect(durationMs(unit.get('TimeoutStopSec')![0]!)).toBeGreaterThan(shutdownBudgetMs(env));
+      expect(durationMs(unit.get('TimeoutStopSec')![0]!)).toBeGreaterThan(
+        command === 'worker' ? shutdownBudgetMs(env) : API_CLOSE_WAIT_MS + 2 * SHUTDOWN_SLACK_MS,
+      );
       for (const setting of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'PrivateTmp=yes'])
         expect(unit.get(setting.split('=')[0]!), setting).toEqual([setting.split('=')[1]]);
     },
@@ -140,8 +142,9 @@ describe('examples/kubernetes', () => {
         allowPrivilegeEscalation: false,
         readOnlyRootFilesystem: true,
       });
-      if (command === 'worker')
-        expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(shutdownBudgetMs(env));
+      expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(
+        command === 'worker' ? shutdownBudgetMs(env) : API_CLOSE_WAIT_MS + 2 * SHUTDOWN_SLACK_MS,
+      );
     }
     const service = all.find((m) => m.kind === 'Service')!;
     const api = deployments.find((d) => d.metadata.name === 'ferry-api')!;
