@@ -130,9 +130,11 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     try {
       request.principal = authenticate(tokens, request.headers.authorization, { basic: isDocs });
     } catch (error) {
+      // One challenge per header, Basic first: Chromium ignores a combined `Bearer …, Basic …` header (it
+      // showed the JSON 401 and never asked for credentials), and takes the first scheme it can answer.
       void reply.header(
         'www-authenticate',
-        isDocs ? 'Bearer realm="ferry", Basic realm="ferry"' : 'Bearer realm="ferry"',
+        isDocs ? ['Basic realm="ferry", charset="UTF-8"', 'Bearer realm="ferry"'] : 'Bearer realm="ferry"',
       );
       throw error;
     }
