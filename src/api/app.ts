@@ -13,7 +13,14 @@ import { DEFAULT_API_BODY_LIMIT_BYTES, DEFAULT_MAX_JSON_DEPTH } from '../core/jo
 import type { Logger } from '../core/logger.ts';
 import { waitUntilReady } from '../core/redis.ts';
 import { SECOND } from '../core/time.ts';
-import { authenticate, type Principal, requireScope, type Scope, type TokenSet } from './auth.ts';
+import {
+  authenticate,
+  type Principal,
+  requireScope,
+  type Scope,
+  tokenFromHeader,
+  type TokenSet,
+} from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
@@ -120,7 +127,13 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;
     const scope = config.scope ?? 'any';
-    if (scope === 'public') return;
+    if (scope === 'public') {
+      // Probes need no token (/healthz, /readyz); a valid bearer token may be told more (why /readyz is not
+      // ready). A missing or unknown one is no error here: the answer is then only up or down.
+      const token = tokenFromHeader(request.headers.authorization, { basic: false });
+      if (token !== undefined) request.principal = tokens.authenticate(token);
+      return;
+    }
     const url = request.routeOptions.url ?? request.url;
     if (selfAuthenticated.some((prefix) => url === prefix || url.startsWith(`${prefix}/`))) return;
     // Basic only where a browser needs it (/docs; Bull Board authenticates itself): a browser sends remembered
@@ -172,8 +185,9 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
         title: 'Ferry API',
         version: API_VERSION,
         description:
-          'Enqueue integration jobs, follow them, and operate Ferry. Every route but /healthz needs a bearer ' +
-          'token (FERRY_API_TOKENS) with the scope it names; errors are `{ error: { type, message, field? } }`.',
+          'Enqueue integration jobs, follow them, and operate Ferry. Every route but the probes /healthz and ' +
+          '/readyz needs a bearer token (FERRY_API_TOKENS) with the scope it names; errors are ' +
+          '`{ error: { type, message, field? } }`.',
       },
       components: {
         securitySchemes: {
