@@ -1,7 +1,7 @@
 /**
  * Every metrics endpoint Ferry serves passes `promtool check metrics` (Prometheus's own linter, Debian's
  * `prometheus` package) with no problem at all, lint warnings included: the worker's metrics server, the API's
- * token-protected /metrics, and `ferry dev`'s. Each is the built CLI as a child process, scraped after a job
+ * token-protected /metrics and its metrics server, and `ferry dev`'s two. Each is the built CLI as a child process, scraped after a job
  * went through it, so the counters and histograms have series. prom-client's default set names three gauges
  * `*_total`, which promtool refuses: they are exported as `*_all`.
  */
@@ -88,25 +88,34 @@ describe('promtool check metrics', () => {
     expect(text).toMatch(/^ferry_attempt_duration_seconds_bucket\{/m);
   });
 
-  it('passes on /metrics of `ferry api` (with a token)', { timeout: 60_000 }, async () => {
-    const prefix = uniquePrefix();
-    const servicesFile = await writeServicesFile(oneService('http://127.0.0.1:9'));
-    const api = spawnFerry(['api'], {
-      env: {
-        REDIS_URL: redis.url,
-        FERRY_SERVICES: servicesFile,
-        FERRY_PREFIX: prefix,
-        FERRY_API_TOKENS: TOKENS_JSON,
-        PORT: '0',
-        LOG_FORMAT: 'json',
-      },
-    });
-    const line = await api.waitForLine(/Ferry API listening on/, { timeoutMs: 20_000 });
-    const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
-    await expectPromtoolClean(`${url}/metrics`, { authorization: `Bearer ${TOKEN}` });
-  });
+  it(
+    'passes on /metrics of `ferry api`: its port (with a token) and its metrics server',
+    { timeout: 60_000 },
+    async () => {
+      const prefix = uniquePrefix();
+      const port = await freePort();
+      const servicesFile = await writeServicesFile(oneService('http://127.0.0.1:9'));
+      const api = spawnFerry(['api'], {
+        env: {
+          REDIS_URL: redis.url,
+          FERRY_SERVICES: servicesFile,
+          FERRY_PREFIX: prefix,
+          FERRY_API_TOKENS: TOKENS_JSON,
+          FERRY_METRICS_PORT: String(port),
+          PORT: '0',
+          LOG_FORMAT: 'json',
+        },
+      });
+      const line = await api.waitForLine(/Ferry API listening on/, { timeoutMs: 20_000 });
+      const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!;
+      await expectPromtoolClean(`${url}/metrics`, { authorization: `Bearer ${TOKEN}` });
+      await api.waitForLog((entry) => entry.msg === `metrics on http://127.0.0.1:${port}/metrics`);
+      await expectPromtoolClean(`http://127.0.0.1:${port}/metrics`);
+    },
+  );
 
   it('passes on /metrics of `ferry dev`, after its demo jobs', { timeout: 90_000 }, async () => {
+    const port = await freePort();
     const cwd = await tempDir('ferry-dev-promtool');
     await copyFile(join(ROOT, 'ferry.services.yaml'), join(cwd, 'ferry.services.yaml'));
     const dev = spawnFerry(['dev'], {
@@ -115,6 +124,7 @@ describe('promtool check metrics', () => {
         REDIS_URL: redis.url,
         FERRY_PREFIX: uniquePrefix(),
         FERRY_API_TOKENS: TOKENS_JSON,
+        FERRY_METRICS_PORT: String(port),
         PORT: '0',
       },
     });
@@ -124,5 +134,8 @@ describe('promtool check metrics', () => {
     await dev.waitForLine(/demo job reject: dead_lettered/, { timeoutMs: 45_000 });
     const text = await expectPromtoolClean(`${url}/metrics`, { authorization: `Bearer ${TOKEN}` });
     expect(text).toMatch(/^ferry_jobs_finished_total\{.*outcome="dead_lettered"\} 1$/m);
+    await dev.waitForLine(`metrics   http://127.0.0.1:${port}/metrics  (no token)`);
+    const listener = await expectPromtoolClean(`http://127.0.0.1:${port}/metrics`);
+    expect(listener).toMatch(/^ferry_jobs_finished_total\{.*outcome="dead_lettered"\} 1$/m);
   });
 });
