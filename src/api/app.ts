@@ -24,6 +24,7 @@ import {
 import type { ApiContext } from './context.ts';
 import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
+import { describeRoute } from './openapi.ts';
 import { deadLetterBulkRoutes } from './routes/dead-letter-bulk.ts';
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
@@ -179,6 +180,8 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   });
 
   await app.register(swagger, {
+    // Every status each route can answer, and an operationId (src/api/openapi.ts).
+    transform: describeRoute,
     openapi: {
       openapi: '3.1.0',
       info: {
@@ -187,15 +190,18 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
         description:
           'Enqueue integration jobs, follow them, and operate Ferry. Every route but the probes /healthz and ' +
           '/readyz needs a bearer token (FERRY_API_TOKENS) with the scope it names; errors are ' +
-          '`{ error: { type, message, field? } }`.',
+          '`{ error: { type, message, field? } }`. Browsers may send the token as the password of Basic ' +
+          'auth (any user name) to /docs and Bull Board only.',
+        license: { name: 'MIT', identifier: 'MIT' },
       },
+      // Relative: the API that serves this document (`ferry openapi --server <url>` prints it with another).
+      servers: [{ url: '/', description: 'the Ferry API serving this document' }],
       components: {
         securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer' },
-          basic: { type: 'http', scheme: 'basic', description: 'any user name, the token as password' },
+          bearer: { type: 'http', scheme: 'bearer', description: 'a token of FERRY_API_TOKENS' },
         },
       },
-      security: [{ bearer: [] }, { basic: [] }],
+      security: [{ bearer: [] }],
       tags: [
         { name: 'jobs', description: 'enqueue, read and cancel jobs' },
         { name: 'events', description: 'Server-Sent Events of jobs' },
