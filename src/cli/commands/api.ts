@@ -33,7 +33,7 @@ Examples:
       const tokens = await loadTokenSet(env);
       if (tokens === undefined) {
         throw new UsageError(
-          'no API tokens: set FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML); every route but /healthz needs one',
+          'no API tokens: set FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML); every route but /healthz and /readyz needs one',
         );
       }
       const runtime = await loadRuntime({ name: 'ferry-api', env });
