@@ -28,6 +28,11 @@ const RETRY_AFTER_HEADER = {
     description: `Seconds to wait before retrying (${UNAVAILABLE_RETRY_AFTER_SECONDS})`,
   },
 };
+/** Node's own answer when a request takes longer than FERRY_API_REQUEST_TIMEOUT_MS: not the API's error body. */
+const REQUEST_TIMEOUT = {
+  type: 'null',
+  description: 'The request was not received within FERRY_API_REQUEST_TIMEOUT_MS; the connection is closed',
+};
 const CHALLENGE_HEADER = {
   'WWW-Authenticate': { type: 'string', description: 'The challenge: `Bearer realm="ferry"`' },
 };
@@ -74,7 +79,10 @@ export function describeRoute({
     responses[401] = withHeaders(responses[401], CHALLENGE_HEADER);
     if (scope !== 'any') add(403);
   }
-  if (BODY_METHODS.has(method)) add(400, 408, 413, 415);
+  if (BODY_METHODS.has(method)) {
+    add(400, 413, 415);
+    responses[408] ??= REQUEST_TIMEOUT;
+  }
   if (own.params !== undefined || own.querystring !== undefined || url.includes(':')) add(400);
   if (config.redis === true || responses[503] !== undefined)
     responses[503] = withHeaders(responses[503], RETRY_AFTER_HEADER);
