@@ -112,7 +112,11 @@ export const ROUTES: Record<string, RouteRule> = {
     namesService: false,
     request: () => ({ method: 'GET', path: '/healthz' }),
   },
-  'GET /readyz': { scope: 'any', namesService: false, request: () => ({ method: 'GET', path: '/readyz' }) },
+  'GET /readyz': {
+    scope: 'public',
+    namesService: false,
+    request: () => ({ method: 'GET', path: '/readyz' }),
+  },
   'GET /metrics': {
     scope: 'jobs:read',
     namesService: false,

@@ -13,10 +13,18 @@ import { DEFAULT_API_BODY_LIMIT_BYTES, DEFAULT_MAX_JSON_DEPTH } from '../core/jo
 import type { Logger } from '../core/logger.ts';
 import { waitUntilReady } from '../core/redis.ts';
 import { SECOND } from '../core/time.ts';
-import { authenticate, type Principal, requireScope, type Scope, type TokenSet } from './auth.ts';
+import {
+  authenticate,
+  type Principal,
+  requireScope,
+  type Scope,
+  tokenFromHeader,
+  type TokenSet,
+} from './auth.ts';
 import type { ApiContext } from './context.ts';
 import { handleError, NotFoundError, REDIS_WAIT_MS, UnavailableError } from './errors.ts';
 import { registerJsonParser } from './json-body.ts';
+import { describeRoute } from './openapi.ts';
 import { deadLetterBulkRoutes } from './routes/dead-letter-bulk.ts';
 import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
@@ -120,7 +128,13 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;
     const scope = config.scope ?? 'any';
-    if (scope === 'public') return;
+    if (scope === 'public') {
+      // Probes need no token (/healthz, /readyz); a valid bearer token may be told more (why /readyz is not
+      // ready). A missing or unknown one is no error here: the answer is then only up or down.
+      const token = tokenFromHeader(request.headers.authorization, { basic: false });
+      if (token !== undefined) request.principal = tokens.authenticate(token);
+      return;
+    }
     const url = request.routeOptions.url ?? request.url;
     if (selfAuthenticated.some((prefix) => url === prefix || url.startsWith(`${prefix}/`))) return;
     // Basic only where a browser needs it (/docs; Bull Board authenticates itself): a browser sends remembered
@@ -130,9 +144,11 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
     try {
       request.principal = authenticate(tokens, request.headers.authorization, { basic: isDocs });
     } catch (error) {
+      // One challenge per header, Basic first: Chromium ignores a combined `Bearer …, Basic …` header (it
+      // showed the JSON 401 and never asked for credentials), and takes the first scheme it can answer.
       void reply.header(
         'www-authenticate',
-        isDocs ? 'Bearer realm="ferry", Basic realm="ferry"' : 'Bearer realm="ferry"',
+        isDocs ? ['Basic realm="ferry", charset="UTF-8"', 'Bearer realm="ferry"'] : 'Bearer realm="ferry"',
       );
       throw error;
     }
@@ -164,22 +180,28 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   });
 
   await app.register(swagger, {
+    // Every status each route can answer, and an operationId (src/api/openapi.ts).
+    transform: describeRoute,
     openapi: {
       openapi: '3.1.0',
       info: {
         title: 'Ferry API',
         version: API_VERSION,
         description:
-          'Enqueue integration jobs, follow them, and operate Ferry. Every route but /healthz needs a bearer ' +
-          'token (FERRY_API_TOKENS) with the scope it names; errors are `{ error: { type, message, field? } }`.',
+          'Enqueue integration jobs, follow them, and operate Ferry. Every route but the probes /healthz and ' +
+          '/readyz needs a bearer token (FERRY_API_TOKENS) with the scope it names; errors are ' +
+          '`{ error: { type, message, field? } }`. Browsers may send the token as the password of Basic ' +
+          'auth (any user name) to /docs and Bull Board only.',
+        license: { name: 'MIT', identifier: 'MIT' },
       },
+      // Relative: the API that serves this document (`ferry openapi --server <url>` prints it with another).
+      servers: [{ url: '/', description: 'the Ferry API serving this document' }],
       components: {
         securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer' },
-          basic: { type: 'http', scheme: 'basic', description: 'any user name, the token as password' },
+          bearer: { type: 'http', scheme: 'bearer', description: 'a token of FERRY_API_TOKENS' },
         },
       },
-      security: [{ bearer: [] }, { basic: [] }],
+      security: [{ bearer: [] }],
       tags: [
         { name: 'jobs', description: 'enqueue, read and cancel jobs' },
         { name: 'events', description: 'Server-Sent Events of jobs' },

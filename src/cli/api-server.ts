@@ -14,14 +14,17 @@ import { createJobEventHub } from '../api/job-events.ts';
 import { jobEventsRoutes } from '../api/routes/job-events.ts';
 import type { SseOptions } from '../api/sse.ts';
 import { Deadline, settleWithin } from '../core/deadline.ts';
+import type { Env } from '../core/env.ts';
 import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import { Producer } from '../producer/producer.ts';
 import { SecretStore } from '../secrets/redis-store.ts';
 import { createSecretsRuntime } from '../secrets/setup.ts';
 import { testStagedSecret } from '../worker/secret-test.ts';
 import type { WorkerPool } from '../worker/worker-pool.ts';
+import { type MetricsServer, redisReadiness, startMetricsServer } from './metrics-server.ts';
 import { createProcessMetrics, type Runtime } from './runtime.ts';
 
 /**
@@ -36,7 +39,24 @@ export interface RunningApi {
   app: FastifyInstance;
   /** `http://host:port` it listens on. */
   url: string;
+  /** `http://host:port` of the metrics server without a token, when one was asked for (`metricsListener`). */
+  metricsUrl?: string;
   close(): Promise<void>;
+}
+
+/**
+ * Where `ferry api` / `ferry dev` open a metrics server without a token: only when FERRY_METRICS_PORT is set
+ * (and not 0). The API port already serves /metrics with a token, and a worker on the same host listens on
+ * the default 9464: an API opening it by default would take the worker's port.
+ */
+export function apiMetricsListener(
+  env: Env,
+  processEnv: NodeJS.ProcessEnv = process.env,
+): { host: string; port: number } | undefined {
+  const set = processEnv.FERRY_METRICS_PORT !== undefined && processEnv.FERRY_METRICS_PORT.trim() !== '';
+  return set && env.FERRY_METRICS_PORT !== 0
+    ? { host: env.FERRY_METRICS_HOST, port: env.FERRY_METRICS_PORT }
+    : undefined;
 }
 
 export interface FerryApiOptions {
@@ -60,7 +80,7 @@ export interface FerryApiOptions {
 export async function buildFerryApi(
   runtime: Runtime,
   options: FerryApiOptions,
-): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
+): Promise<{ app: FastifyInstance; metrics: Metrics; close(): Promise<void> }> {
   const { env, config, logger } = runtime;
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
@@ -132,6 +152,7 @@ export async function buildFerryApi(
   let closing: Promise<void> | undefined;
   return {
     app,
+    metrics,
     close() {
       // Bounded whatever Redis does (down, SIGKILLed, SIGSTOPped): each step waits at most for what is left.
       closing ??= (async () => {
@@ -158,14 +179,33 @@ export async function startApi(
     port?: number;
     /** When the port is taken, listen on a free one instead of failing (`ferry dev` with PORT unset). */
     fallbackToFreePort?: boolean;
+    /**
+     * Also serve /metrics, /healthz and /readyz without a token on this address (see apiMetricsListener). A
+     * port in use fails start-up like the API's own.
+     */
+    metricsListener?: { host: string; port: number } | undefined;
   },
 ): Promise<RunningApi> {
   const { env } = runtime;
-  const { app, close } = await buildFerryApi(runtime, options);
+  const { app, metrics, close: closeApi } = await buildFerryApi(runtime, options);
   const host = options.host ?? env.HOST;
   const port = options.port ?? env.PORT;
+  let metricsServer: MetricsServer | undefined;
+  const close = async (): Promise<void> => {
+    await metricsServer?.close();
+    await closeApi();
+  };
   try {
     await listen(app, host, port, options.fallbackToFreePort === true);
+    if (options.metricsListener !== undefined) {
+      metricsServer = await startMetricsServer({
+        ...options.metricsListener,
+        metrics,
+        ready: redisReadiness(options.connection),
+        owner: "API's",
+        logger: runtime.logger,
+      });
+    }
   } catch (error) {
     await close();
     throw error;
@@ -175,7 +215,7 @@ export async function startApi(
     address !== null && typeof address === 'object'
       ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
       : `http://${host}:${port}`;
-  return { app, url, close };
+  return { app, url, ...(metricsServer === undefined ? {} : { metricsUrl: metricsServer.url }), close };
 }
 
 async function listen(app: FastifyInstance, host: string, port: number, fallback: boolean): Promise<void> {

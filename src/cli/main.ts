@@ -8,6 +8,7 @@ import { registerConfigCommand } from './commands/config.ts';
 import { registerDevCommand } from './commands/dev.ts';
 import { registerDlqCommand } from './commands/dlq.ts';
 import { registerEnqueueCommand } from './commands/enqueue.ts';
+import { registerOpenapiCommand } from './commands/openapi.ts';
 import { registerQueuesCommand } from './commands/queues.ts';
 import { registerRetryPlanCommand } from './commands/retry-plan.ts';
 import { registerSecretsCommand } from './commands/secrets.ts';
@@ -54,6 +55,7 @@ registerDlqCommand(program);
 registerBreakersCommand(program);
 registerQueuesCommand(program);
 registerRetryPlanCommand(program);
+registerOpenapiCommand(program);
 
 // commander takes a root option anywhere in the line, so a root --version would swallow `ferry secrets delete
 // crm_key --version 3` (print 0.1.0, delete nothing, exit 0). Ferry's own --version is meant only first.

@@ -107,9 +107,12 @@ const envSchema = z.object({
     .int()
     .min(100)
     .default(30 * SECOND),
-  /** Port of a worker's own `/metrics` (and `/healthz`) server; 0 turns it off. */
+  /**
+   * Port of a process's own `/metrics`, `/healthz` and `/readyz` server (no token); 0 turns it off. A worker
+   * opens it by default; `ferry api` and `ferry dev` only when the variable is set (see apiMetricsListener).
+   */
   FERRY_METRICS_PORT: z.coerce.number().int().min(0).max(65_535).default(9464),
-  /** Address the worker's metrics server listens on. */
+  /** Address the metrics server listens on. */
   FERRY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   /**
    * Master keys of the encrypted secret store: comma-separated `[<id>:]<key>`, each key 32 bytes as base64 or

@@ -96,7 +96,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
   const known = new Set(names);
   const registry = new Registry();
   const registers = [registry];
-  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (options.processMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    renameTotalGauges(registry);
+  }
 
   const tally = new DeliveryTally(
     services.map((service) => ({ name: service.name, operations: service.operations.keys() })),
@@ -313,4 +316,36 @@ export function createMetrics(options: MetricsOptions): Metrics {
       return closing;
     },
   };
+}
+
+/**
+ * prom-client's default set has three gauges named `*_total` (nodejs_active_{handles,requests,resources}_total),
+ * a suffix Prometheus reserves for counters: `promtool check metrics` fails on them, and OpenMetrics parsers
+ * read them as counters. Each is re-registered under DEFAULT_GAUGE_RENAMES' name with the same help and value
+ * (read from the original's collect), so nothing is lost; the per-type gauges (`nodejs_active_handles{type}`)
+ * are untouched.
+ */
+export const DEFAULT_GAUGE_RENAMES: Readonly<Record<string, string>> = Object.freeze({
+  nodejs_active_handles_total: 'nodejs_active_handles_all',
+  nodejs_active_requests_total: 'nodejs_active_requests_all',
+  nodejs_active_resources_total: 'nodejs_active_resources_all',
+});
+
+function renameTotalGauges(registry: Registry): void {
+  for (const [from, to] of Object.entries(DEFAULT_GAUGE_RENAMES)) {
+    const original = registry.getSingleMetric(from);
+    // Absent on a Node.js without the API behind it (process.getActiveResourcesInfo).
+    if (original === undefined) continue;
+    registry.removeSingleMetric(from);
+    new Gauge({
+      name: to,
+      help: (original as unknown as { help: string }).help,
+      registers: [registry],
+      async collect() {
+        const { values } = await original.get();
+        this.reset();
+        for (const { labels, value } of values) this.set(labels as Record<string, string>, value);
+      },
+    });
+  }
 }

@@ -136,7 +136,7 @@ const job = { service: 'svc', operation: 'create', input: { a: 1 }, tenant: 'glo
 /** One row per route; `covers every registered route` keeps it complete. */
 const ROWS: Row[] = [
   { method: 'GET', route: '/healthz', path: () => '/healthz', ok: 200, isPublic: true },
-  { method: 'GET', route: '/readyz', path: () => '/readyz', ok: 200 },
+  { method: 'GET', route: '/readyz', path: () => '/readyz', ok: 200, isPublic: true },
   { method: 'GET', route: '/docs', path: () => '/docs', ok: 200 },
   { method: 'GET', route: '/docs/json', path: () => '/docs/json', ok: 200 },
   { method: 'GET', route: '/docs/yaml', path: () => '/docs/yaml', ok: 200 },

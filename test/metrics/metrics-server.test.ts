@@ -3,8 +3,10 @@ import { createServer } from 'node:http';
 
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import { type MetricsServer, startMetricsServer } from '../../src/cli/metrics-server.ts';
+import { type MetricsServer, redisReadiness, startMetricsServer } from '../../src/cli/metrics-server.ts';
+import { freePort } from '../../src/cli/redis-server.ts';
 import { ConfigurationError } from '../../src/core/errors.ts';
+import { createRedisConnection, waitUntilReady } from '../../src/core/redis.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { createMetrics, type MetricsResponse } from '../../src/metrics/metrics.ts';
 import { oneService } from '../helpers/ferry.ts';
@@ -57,6 +59,54 @@ describe('metrics server', () => {
     expect(post.status).toBe(405);
     expect(post.headers.get('allow')).toBe('GET, HEAD');
     await post.body?.cancel();
+  });
+
+  it('GET /readyz: 200 "ready", or 503 "unavailable" with Retry-After; a 404 when not asked for', async () => {
+    let isReady = true;
+    const metrics = { render: () => Promise.resolve({ contentType: PROMETHEUS_TEXT, body: 'up 1\n' }) };
+    const server = await startMetricsServer({
+      host: '127.0.0.1',
+      port: 0,
+      metrics,
+      ready: () => Promise.resolve(isReady),
+    });
+    onTestFinished(() => server.close());
+    const up = await fetch(`${server.url}/readyz`);
+    expect(up.status).toBe(200);
+    expect(up.headers.get('retry-after')).toBeNull();
+    expect(await up.text()).toBe('ready');
+    isReady = false;
+    const down = await fetch(`${server.url}/readyz`);
+    expect(down.status).toBe(503);
+    expect(down.headers.get('retry-after')).toBe('5');
+    expect(await down.text()).toBe('unavailable');
+    expect((await fetch(`${server.url}/readyz`, { method: 'HEAD' })).status).toBe(503);
+
+    const without = await serve(metrics);
+    const missing = await fetch(`${without.url}/readyz`);
+    expect(missing.status).toBe(404);
+    await missing.body?.cancel();
+  });
+
+  it('redisReadiness: a PING answered in time is ready; a paused or unreachable Redis is not', async () => {
+    const connection = createRedisConnection({ url: redis.url }, 'api', 'readiness-test');
+    connection.on('error', () => undefined);
+    onTestFinished(() => connection.disconnect());
+    await waitUntilReady(connection);
+    const ready = redisReadiness(connection, 300);
+    expect(await ready()).toBe(true);
+    // Every client's commands held for 3 s: the PING does not come back within 300 ms.
+    await redis.client.call('CLIENT', 'PAUSE', '3000', 'ALL');
+    const started = Date.now();
+    expect(await ready()).toBe(false);
+    expect(Date.now() - started).toBeLessThan(2_500);
+    await expect.poll(() => ready(), { timeout: 10_000 }).toBe(true);
+
+    const port = await freePort();
+    const nowhere = createRedisConnection({ url: `redis://127.0.0.1:${port}` }, 'api', 'readiness-nowhere');
+    nowhere.on('error', () => undefined);
+    onTestFinished(() => nowhere.disconnect());
+    expect(await redisReadiness(nowhere, 300)()).toBe(false);
   });
 
   it('a render that fails answers 500, and the server goes on serving', async () => {

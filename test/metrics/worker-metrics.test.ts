@@ -66,6 +66,10 @@ describe('ferry worker metrics server', () => {
     expect(scrape.value('process_start_time_seconds')).toBeGreaterThan(0);
     const health = await fetch(`${url}/healthz`);
     expect(await health.text()).toBe('ok');
+    // Readiness for a Kubernetes worker Deployment: Redis answers.
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.text()).toBe('ready');
 
     worker.terminate();
     expect((await worker.waitForExit()).code, worker.output()).toBe(0);

@@ -20,8 +20,15 @@ const readySchema = z.object({
   status: z.enum(['ready', 'unavailable']),
   redis: z
     .enum(['up', 'down', 'refusingWrites'])
-    .describe('refusingWrites: Redis answers but refuses writes (out of memory, read-only replica…)'),
-  services: z.number().int().describe('services loaded from the services file'),
+    .optional()
+    .describe(
+      'Only with a valid token. refusingWrites: Redis answers but refuses writes (out of memory, read-only replica…)',
+    ),
+  services: z
+    .number()
+    .int()
+    .optional()
+    .describe('Only with a valid token: services loaded from the services file'),
 });
 
 type RedisHealth = 'up' | 'down' | 'refusingWrites';
@@ -33,7 +40,7 @@ type RedisHealth = 'up' | 'down' | 'refusingWrites';
  * against maxmemory, role, last bgsave status) would restate Redis's rules and miss some. It costs one SET of
  * one key with a TTL per readiness check; with Redis Cluster it probes the key's shard.
  */
-async function probeWithin(ctx: ApiContext, ms: number): Promise<RedisHealth> {
+async function probeOnce(ctx: ApiContext, ms: number): Promise<RedisHealth> {
   let timer: NodeJS.Timeout | undefined;
   const key = `${ctx.prefix}:ferry:ready-probe`;
   try {
@@ -57,6 +64,15 @@ export function healthRoutes(
   ctx: ApiContext,
   metrics: MetricsSource | undefined,
 ): void {
+  // /readyz needs no token: however many probes arrive at once, one write is under way at a time.
+  let probing: Promise<RedisHealth> | undefined;
+  const probe = (): Promise<RedisHealth> => {
+    probing ??= probeOnce(ctx, READY_PROBE_TIMEOUT_MS).finally(() => {
+      probing = undefined;
+    });
+    return probing;
+  };
+
   app.get(
     '/healthz',
     {
@@ -74,23 +90,27 @@ export function healthRoutes(
   app.get(
     '/readyz',
     {
-      config: { scope: 'any' },
+      config: { scope: 'public' },
       schema: {
-        summary: 'Ready to serve: Redis accepts a write and the services file is loaded',
+        summary: 'Ready to serve: Redis accepts a write and the services file is loaded (no token needed)',
+        description:
+          'Without a token (load balancers, Kubernetes probes) the answer is only `status`; with a valid bearer ' +
+          'token it also says why (`redis`, `services`). A missing or unknown token is never refused here.',
         tags: ['health'],
+        security: [{}, { bearer: [] }],
         response: {
           200: jsonSchema(readySchema, { validate: false }),
           503: jsonSchema(readySchema, { validate: false }),
         },
       },
     },
-    async (_request, reply) => {
-      const redis: RedisHealth =
-        ctx.connection.status === 'ready' ? await probeWithin(ctx, READY_PROBE_TIMEOUT_MS) : 'down';
+    async (request, reply) => {
+      const redis: RedisHealth = ctx.connection.status === 'ready' ? await probe() : 'down';
       const services = ctx.config.services.size;
       const ready = redis === 'up' && services > 0;
       if (!ready) void reply.code(503).header('retry-after', String(UNAVAILABLE_RETRY_AFTER_SECONDS));
-      return { status: ready ? 'ready' : 'unavailable', redis, services };
+      const status = ready ? ('ready' as const) : ('unavailable' as const);
+      return request.principal === undefined ? { status } : { status, redis, services };
     },
   );
 

@@ -21,7 +21,7 @@ Examples:
       const [
         { connect, loadRuntime, readEnvWithRedis },
         { onShutdownSignal, SHUTDOWN_SLACK_MS },
-        { API_CLOSE_WAIT_MS, startApi },
+        { API_CLOSE_WAIT_MS, apiMetricsListener, startApi },
         { loadTokenSet },
       ] = await Promise.all([
         import('../runtime.ts'),
@@ -33,7 +33,7 @@ Examples:
       const tokens = await loadTokenSet(env);
       if (tokens === undefined) {
         throw new UsageError(
-          'no API tokens: set FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML); every route but /healthz needs one',
+          'no API tokens: set FERRY_API_TOKENS (JSON) or FERRY_API_TOKENS_FILE (YAML); every route but /healthz and /readyz needs one',
         );
       }
       const runtime = await loadRuntime({ name: 'ferry-api', env });
@@ -43,8 +43,15 @@ Examples:
       // Job event streams block on Redis: they need a worker-role connection (BullMQ copies it per service).
       const eventsConnection = connect(env, 'worker', 'ferry-api-events');
       eventsConnection.on('error', () => undefined);
-      const api = await startApi(runtime, { connection, eventsConnection, tokens });
+      const api = await startApi(runtime, {
+        connection,
+        eventsConnection,
+        tokens,
+        metricsListener: apiMetricsListener(env),
+      });
       runtime.logger.info({ url: api.url, tokens: tokens.size }, `Ferry API listening on ${api.url}`);
+      if (api.metricsUrl !== undefined)
+        runtime.logger.info({ url: `${api.metricsUrl}/metrics` }, `metrics on ${api.metricsUrl}/metrics`);
       onShutdownSignal(
         runtime.logger,
         async () => {

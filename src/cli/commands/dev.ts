@@ -24,7 +24,7 @@ export function registerDevCommand(program: Command): void {
         runtimeModule,
         { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
         { settleWithin },
-        { startApi },
+        { apiMetricsListener, startApi },
         { loadTokenSet, TokenSet },
       ] = await Promise.all([
         import('../../producer/producer.ts'),
@@ -99,8 +99,10 @@ export function registerDevCommand(program: Command): void {
         tokens,
         pool,
         fallbackToFreePort: process.env.PORT === undefined,
+        metricsListener: apiMetricsListener(runtime.env),
       });
       lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
+      if (api.metricsUrl !== undefined) lines.push(`metrics   ${api.metricsUrl}/metrics  (no token)`);
       lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
       lines.push(
         devToken === undefined

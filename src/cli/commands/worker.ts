@@ -16,7 +16,7 @@ export function registerWorkerCommand(program: Command): void {
       const [
         runtimeModule,
         { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
-        { startMetricsServer },
+        { redisReadiness, startMetricsServer },
         { DeadLetterReader },
         { settleWithin },
       ] = await Promise.all([
@@ -58,6 +58,7 @@ export function registerWorkerCommand(program: Command): void {
               host: env.FERRY_METRICS_HOST,
               port: env.FERRY_METRICS_PORT,
               metrics,
+              ready: redisReadiness(connection),
               logger,
             }).catch(async (error: unknown) => {
               await metrics.close();
