@@ -26,6 +26,7 @@ export function registerDevCommand(program: Command): void {
         { settleWithin },
         { startApi },
         { loadTokenSet, TokenSet },
+        { StartupResources, stoppable },
       ] = await Promise.all([
         import('../../producer/producer.ts'),
         import('../demo-service.ts'),
@@ -35,78 +36,104 @@ export function registerDevCommand(program: Command): void {
         import('../../core/deadline.ts'),
         import('../api-server.ts'),
         import('../../api/auth.ts'),
+        import('../startup.ts'),
       ]);
-      const { connect, connectReady, loadRuntime, startWorkers } = runtimeModule;
+      const { connect, connectWhenReady, loadRuntime, startWorkers } = runtimeModule;
+      const ferryDir = join(process.cwd(), '.ferry');
+      // Everything started below is stopped again if a later step fails (a PORT in use, a bad services file).
+      const resources = new StartupResources();
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
-      if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
-        const dir = join(process.cwd(), '.ferry', 'redis');
-        // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
-        const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
-        process.env.REDIS_URL = redis.url;
-        // Within the shutdown budget: a Redis that does not stop at once (paused) is killed, which loses no
-        // acknowledged write (AOF always); and never left running if this process exits another way.
-        stops.push(async () => {
-          if ((await settleWithin(redis.stop(), AFTER_POOL_CLOSE_MS)) === 'timeout') await redis.kill();
+      const started = await resources.run(async () => {
+        if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
+          const dir = join(ferryDir, 'redis');
+          // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
+          const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
+          resources.add(() => redis.stop());
+          process.env.REDIS_URL = redis.url;
+          // Within the shutdown budget: a Redis that does not stop at once (paused) is killed, which loses no
+          // acknowledged write (AOF always); and never left running if this process exits another way.
+          stops.push(async () => {
+            if ((await settleWithin(redis.stop(), AFTER_POOL_CLOSE_MS)) === 'timeout') await redis.kill();
+          });
+          process.once('exit', () => {
+            if (redis.process.exitCode === null && redis.process.signalCode === null)
+              redis.process.kill('SIGKILL');
+          });
+          lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
+        } else {
+          lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
+        }
+        let demoUrl: string | undefined;
+        if (process.env.FERRY_SERVICE_DEMO_URL === undefined) {
+          const demo = await startDemoService();
+          resources.add(() => demo.close());
+          demoUrl = demo.url;
+          process.env.FERRY_SERVICE_DEMO_URL = demo.url;
+          stops.push(() => demo.close());
+          lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
+        }
+        // The secret store works out of the box: a master key of this checkout's own, kept next to the private
+        // Redis's data so values set in one run open in the next. Never used when a key is configured.
+        if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE === undefined) {
+          const keyFile = join(ferryDir, 'secrets.key');
+          await ensureDevMasterKey(keyFile);
+          process.env.FERRY_SECRETS_KEY_FILE = keyFile;
+          lines.push(`secrets   store key in ${keyFile} (dev only; set FERRY_SECRETS_KEY in production)`);
+        }
+        const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
+        // With REDIS_URL set, FERRY_REDIS_WAIT_MS applies as to `ferry worker`; the private Redis answers at once.
+        const connection = await stoppable(
+          (signal) =>
+            connectWhenReady(runtime.env, 'worker', 'ferry-dev', {
+              waitMs: runtime.env.FERRY_REDIS_WAIT_MS,
+              logger: runtime.logger,
+              signal,
+            }),
+          runtime.logger,
+        );
+        resources.add(() => connection.disconnect());
+        const { pool, secrets } = await startWorkers(runtime, connection, undefined);
+        resources.add(() => secrets.close());
+        resources.add(() => pool.close({ deadlineMs: 0 }));
+        await pool.start();
+        const services = [...runtime.config.services.keys()];
+        lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
+        lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
+        const producerConnection = connect(runtime.env, 'api', 'ferry-dev-producer');
+        resources.add(() => producerConnection.disconnect());
+        const producer = new Producer({
+          connection: producerConnection,
+          prefix: runtime.env.FERRY_PREFIX,
+          services: runtime.config.services,
         });
-        process.once('exit', () => {
-          if (redis.process.exitCode === null && redis.process.signalCode === null)
-            redis.process.kill('SIGKILL');
+        resources.add(() => producer.close());
+        // Tokens from the environment when set; otherwise one admin token for this run, printed below.
+        let devToken: string | undefined;
+        let tokens = await loadTokenSet(runtime.env);
+        if (tokens === undefined) {
+          devToken = randomBytes(24).toString('base64url');
+          tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
+        }
+        const api = await startApi(runtime, {
+          connection: producerConnection,
+          eventsConnection: connection,
+          tokens,
+          pool,
+          fallbackToFreePort: process.env.PORT === undefined,
         });
-        lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
-      } else {
-        lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
-      }
-      let demoUrl: string | undefined;
-      if (process.env.FERRY_SERVICE_DEMO_URL === undefined) {
-        const demo = await startDemoService();
-        demoUrl = demo.url;
-        process.env.FERRY_SERVICE_DEMO_URL = demo.url;
-        stops.push(() => demo.close());
-        lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
-      }
-      // The secret store works out of the box: a master key of this checkout's own, kept next to the private
-      // Redis's data so values set in one run open in the next. Never used when a key is configured.
-      if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE === undefined) {
-        const keyFile = join(process.cwd(), '.ferry', 'secrets.key');
-        await ensureDevMasterKey(keyFile);
-        process.env.FERRY_SECRETS_KEY_FILE = keyFile;
-        lines.push(`secrets   store key in ${keyFile} (dev only; set FERRY_SECRETS_KEY in production)`);
-      }
-      const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
-      const connection = await connectReady(runtime.env, 'worker', 'ferry-dev');
-      const { pool, secrets } = await startWorkers(runtime, connection, undefined);
-      await pool.start();
-      const services = [...runtime.config.services.keys()];
-      lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
-      lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
-      const producerConnection = connect(runtime.env, 'api', 'ferry-dev-producer');
-      const producer = new Producer({
-        connection: producerConnection,
-        prefix: runtime.env.FERRY_PREFIX,
-        services: runtime.config.services,
+        resources.add(() => api.close());
+        lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
+        lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
+        lines.push(
+          devToken === undefined
+            ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
+            : `token     ${devToken}  (admin, this run only)`,
+        );
+        return { runtime, connection, pool, secrets, producerConnection, producer, api, devToken, demoUrl };
       });
-      // Tokens from the environment when set; otherwise one admin token for this run, printed below.
-      let devToken: string | undefined;
-      let tokens = await loadTokenSet(runtime.env);
-      if (tokens === undefined) {
-        devToken = randomBytes(24).toString('base64url');
-        tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
-      }
-      const api = await startApi(runtime, {
-        connection: producerConnection,
-        eventsConnection: connection,
-        tokens,
-        pool,
-        fallbackToFreePort: process.env.PORT === undefined,
-      });
-      lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
-      lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
-      lines.push(
-        devToken === undefined
-          ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
-          : `token     ${devToken}  (admin, this run only)`,
-      );
+      const { runtime, connection, pool, secrets, producerConnection, producer, api, devToken, demoUrl } =
+        started;
       const { env } = runtime;
       const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
       onShutdownSignal(
