@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
@@ -20,13 +20,14 @@ export function registerDevCommand(program: Command): void {
       const [
         { Producer },
         { startDemoService },
-        { startPrivateRedis },
+        { startPrivateRedis, stopLeftoverRedis },
         runtimeModule,
         { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
         { settleWithin },
         { startApi },
         { loadTokenSet, TokenSet },
         { StartupResources, stoppable },
+        { ENV_FILE, lockDevFolder },
       ] = await Promise.all([
         import('../../producer/producer.ts'),
         import('../demo-service.ts'),
@@ -37,16 +38,28 @@ export function registerDevCommand(program: Command): void {
         import('../api-server.ts'),
         import('../../api/auth.ts'),
         import('../startup.ts'),
+        import('../dev-lock.ts'),
       ]);
       const { connect, connectWhenReady, loadRuntime, startWorkers } = runtimeModule;
+      // One dev per folder: a second one would run a second redis-server on the same AOF.
       const ferryDir = join(process.cwd(), '.ferry');
+      const lock = await lockDevFolder(ferryDir);
+      // However this process ends (but SIGKILL: the next dev takes the lock over), dev.env and the lock go.
+      process.once('exit', () => lock.release());
       // Everything started below is stopped again if a later step fails (a PORT in use, a bad services file).
       const resources = new StartupResources();
+      resources.add(() => lock.release());
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
       const started = await resources.run(async () => {
         if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
           const dir = join(ferryDir, 'redis');
+          // A killed dev's redis-server still appends to this AOF: stopped before another one starts on it.
+          const { stale } = lock;
+          if (stale?.redisPort !== undefined && (await stopLeftoverRedis(stale.redisPort, dir)))
+            lines.push(
+              `note      stopped the redis-server a killed ferry dev (pid ${stale.pid}) left running`,
+            );
           // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
           const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
           resources.add(() => redis.stop());
@@ -60,6 +73,7 @@ export function registerDevCommand(program: Command): void {
             if (redis.process.exitCode === null && redis.process.signalCode === null)
               redis.process.kill('SIGKILL');
           });
+          await lock.update({ redisPort: redis.port, redisDir: dir });
           lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
         } else {
           lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
@@ -124,11 +138,27 @@ export function registerDevCommand(program: Command): void {
         });
         resources.add(() => api.close());
         lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
+        const apiPort = Number(new URL(api.url).port);
+        if (process.env.PORT === undefined && apiPort !== runtime.env.PORT)
+          lines.push(
+            `note      ${runtime.env.PORT} was in use; the API is on :${apiPort} (set PORT to choose)`,
+          );
         lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
         lines.push(
           devToken === undefined
             ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
             : `token     ${devToken}  (admin, this run only)`,
+        );
+        await lock.update({ apiUrl: api.url });
+        await lock.writeEnvFile(devEnvEntries(runtime.env, api.url, devToken), [
+          `ferry dev (pid ${process.pid}) in ${process.cwd()}; removed when it stops.`,
+          `In another shell: set -a; . .ferry/${ENV_FILE}; set +a`,
+          ...(devToken === undefined
+            ? ['The API tokens are those of FERRY_API_TOKENS / FERRY_API_TOKENS_FILE.']
+            : ['FERRY_DEV_TOKEN: the admin token of this run, for the API (no ferry command reads it).']),
+        ]);
+        lines.push(
+          `env       ${join(ferryDir, ENV_FILE)}  (for other shells: set -a; . .ferry/${ENV_FILE}; set +a)`,
         );
         return { runtime, connection, pool, secrets, producerConnection, producer, api, devToken, demoUrl };
       });
@@ -152,6 +182,7 @@ export function registerDevCommand(program: Command): void {
           connection.disconnect();
           producerConnection.disconnect();
           for (const stop of stops.reverse()) await settleWithin(stop(), 2 * AFTER_POOL_CLOSE_MS);
+          lock.release();
           return { unrecorded: report.unrecorded.length };
         },
         { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
@@ -172,6 +203,34 @@ export function registerDevCommand(program: Command): void {
         void runDemoJobs(producer, runtime.logger);
       }
     });
+}
+
+/**
+ * What another shell needs to use this dev: the same Redis, prefix, services file and secret-store key as the
+ * `ferry` commands read them, and the API's URL and (when dev made it) token for curl and scripts.
+ */
+function devEnvEntries(
+  env: {
+    REDIS_URL?: string | undefined;
+    REDIS_CLUSTER_NODES?: string | undefined;
+    FERRY_PREFIX: string;
+    FERRY_SERVICES: string;
+  },
+  apiUrl: string,
+  devToken: string | undefined,
+): [string, string][] {
+  const entries: [string, string][] = [];
+  if (env.REDIS_CLUSTER_NODES !== undefined) entries.push(['REDIS_CLUSTER_NODES', env.REDIS_CLUSTER_NODES]);
+  else if (env.REDIS_URL !== undefined) entries.push(['REDIS_URL', env.REDIS_URL]);
+  entries.push(['FERRY_PREFIX', env.FERRY_PREFIX], ['FERRY_SERVICES', resolve(env.FERRY_SERVICES)]);
+  // A key given as a value (FERRY_SECRETS_KEY) stays where it was given: only a file's path is written.
+  if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE !== undefined)
+    entries.push(['FERRY_SECRETS_KEY_FILE', resolve(process.env.FERRY_SECRETS_KEY_FILE)]);
+  if (process.env.FERRY_SERVICE_DEMO_URL !== undefined)
+    entries.push(['FERRY_SERVICE_DEMO_URL', process.env.FERRY_SERVICE_DEMO_URL]);
+  entries.push(['FERRY_API_URL', apiUrl]);
+  if (devToken !== undefined) entries.push(['FERRY_DEV_TOKEN', devToken]);
+  return entries;
 }
 
 /** Creates the dev master key file (owner-only) unless it exists. */
