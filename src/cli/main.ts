@@ -15,6 +15,7 @@ import { registerSecretsCommand } from './commands/secrets.ts';
 import { registerStatusCommand } from './commands/status.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
 import { EXIT_FAILURE, EXIT_USAGE, printError, UsageError } from './output.ts';
+import { StartupStopped } from './startup.ts';
 
 // `ferry ... | head -1` closes our stdout early: that is the reader's choice, not an error worth a stack trace.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
@@ -66,8 +67,17 @@ try {
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) {
-    // --help and --version end here with exit code 0.
+    // --help and --version end here with exit code 0. Nothing is open yet: the process ends on its own.
     process.exitCode = error.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else {
+    failed(error);
+  }
+}
+
+function failed(error: unknown): never {
+  if (error instanceof StartupStopped) {
+    // SIGTERM/SIGINT while a long-running command was still starting (waiting for Redis): nothing was in flight.
+    process.exitCode = 0;
   } else {
     printError(error, program.opts<{ verbose?: boolean }>().verbose === true);
     // A mistake in what the caller typed (arguments, input) is a usage error; anything else a failure.
@@ -76,4 +86,8 @@ try {
         ? EXIT_USAGE
         : EXIT_FAILURE;
   }
+  // The error line is written (stderr is synchronous) and pino flushes its buffered lines on exit. Whatever a
+  // failed command left open (a Redis client reconnecting, a server, a child process) must not keep the process
+  // alive: the commands close what they opened, and this makes sure of it.
+  process.exit();
 }

@@ -8,14 +8,15 @@ import { UsageError } from './output.ts';
 
 /** Runs `fn` with ops collaborators; the connection is closed afterwards, whatever happens. */
 export async function withOps<T>(fn: (deps: OpsDeps) => Promise<T>): Promise<T> {
-  const [{ loadServicesFile }, { connectReady, readEnvWithRedis }] = await Promise.all([
+  const [{ loadServicesFile }, { connectWhenReady, readEnvWithRedis }] = await Promise.all([
     import('../core/services/load.ts'),
     import('./runtime.ts'),
   ]);
   const env = readEnvWithRedis();
   const config = await loadServicesFile(env.FERRY_SERVICES);
-  // The producer role: commands fail fast (no offline queue) instead of hanging while Redis is down.
-  const connection = await connectReady(env, 'producer', 'ferry-cli', 5_000);
+  // The producer role: commands fail fast (no offline queue) instead of hanging while Redis is down, and a
+  // Redis that refuses the connection ends the command at once, with one line.
+  const connection = await connectWhenReady(env, 'producer', 'ferry-cli', { waitMs: 0 });
   try {
     return await fn({ connection, prefix: env.FERRY_PREFIX, config });
   } finally {

@@ -12,7 +12,7 @@ export function printError(error: unknown, verbose = false): void {
   if (error instanceof Error) {
     const type = (error as { type?: unknown }).type;
     const label = typeof type === 'string' ? type : error.name === 'Error' ? 'error' : error.name;
-    process.stderr.write(`${label}: ${error.message}\n`);
+    process.stderr.write(`${label}: ${oneLine(error)}\n`);
     if (verbose && error.stack !== undefined) process.stderr.write(`${error.stack}\n`);
   } else {
     process.stderr.write(`error: ${String(error)}\n`);
@@ -21,4 +21,24 @@ export function printError(error: unknown, verbose = false): void {
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * A services file with several problems has one per line in its message: on a command's error path the first
+ * of them, with the file and how to see them all (`ferry config check` prints every one).
+ */
+function oneLine(error: Error): string {
+  const { issues, file } = error as { issues?: unknown; file?: unknown };
+  if (error.name !== 'ServicesFileError' || !Array.isArray(issues) || issues.length === 0)
+    return error.message;
+  const first = issues[0] as { path: string; message: string };
+  const where =
+    typeof file !== 'string' || first.path === file || first.path.startsWith(`${file}:`)
+      ? first.path
+      : `${file}: ${first.path}`;
+  const more =
+    issues.length === 1
+      ? ''
+      : ` (and ${issues.length - 1} more problem(s): ferry config check${typeof file === 'string' ? ` ${file}` : ''} lists them)`;
+  return `${where}: ${first.message}${more}`.replaceAll(/\s*\n\s*/g, ' ');
 }

@@ -138,3 +138,42 @@ function answersPing(port: number): Promise<boolean> {
     socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
   });
 }
+
+/**
+ * Stops the private redis-server a killed `ferry dev` left running on `dir` (its lock recorded the port), so
+ * that no two servers append to one AOF. Only a server that says its data directory is `dir` is stopped
+ * (SHUTDOWN: it writes and fsyncs its AOF first); whatever else now listens on that port is left alone.
+ * Resolves true when one was stopped.
+ */
+export async function stopLeftoverRedis(port: number, dir: string): Promise<boolean> {
+  const [{ Redis }, { realpath }] = await Promise.all([import('ioredis'), import('node:fs/promises')]);
+  const client = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    commandTimeout: 2_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const [, serverDir] = (await client.config('GET', 'dir')) as [string, string];
+    const wanted = await realpath(dir).catch(() => dir);
+    if (serverDir !== wanted && serverDir !== dir) return false;
+    await client.shutdown().catch(() => undefined);
+  } catch {
+    // Nothing listens there any more (or it is not a Redis): nothing to stop.
+    return false;
+  } finally {
+    client.disconnect();
+  }
+  const deadline = Date.now() + 10_000;
+  while (await answersPing(port)) {
+    if (Date.now() > deadline) throw new Error(`the redis-server left running on port ${port} did not stop`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
+}

@@ -86,6 +86,152 @@ export async function connectReady(
   return connection;
 }
 
+/** Why a command gave up on Redis at start-up (FERRY_REDIS_WAIT_MS): the message says what to do. */
+export class RedisUnreachableError extends Error {
+  override readonly name = 'RedisUnreachableError';
+}
+
+/**
+ * Fail fast (FERRY_REDIS_WAIT_MS=0) gives up at the first failed connection attempt; this bounds the attempt
+ * when nothing answers at all (a dropped SYN), under ioredis's own 10 s connect timeout.
+ */
+export const REDIS_FAIL_FAST_MS = 3_000;
+
+/**
+ * Where the process connects, for logs and error lines: `host:port` of REDIS_URL, or the cluster seeds. Never
+ * the user name or password REDIS_URL may carry.
+ */
+export function redisAddress(env: Env): string {
+  const nodes = clusterNodes(env);
+  if (nodes !== undefined) return nodes.join(',');
+  if (env.REDIS_URL === undefined) return '(REDIS_URL unset)';
+  try {
+    const url = new URL(env.REDIS_URL);
+    return `${url.hostname}:${url.port === '' ? '6379' : url.port}`;
+  } catch {
+    return '(REDIS_URL)';
+  }
+}
+
+export interface RedisWaitOptions {
+  /** How long to wait for Redis: 0 gives up at the first failed attempt, undefined never gives up. */
+  waitMs: number | undefined;
+  /**
+   * Where the one "waiting for Redis" line goes. A one-shot command has none: it never waits, and its error
+   * line does not offer FERRY_REDIS_WAIT_MS.
+   */
+  logger?: Logger;
+  /** Aborting it (SIGTERM while waiting) rejects at once. */
+  signal?: AbortSignal;
+}
+
+/**
+ * connect() and wait until Redis answers, as FERRY_REDIS_WAIT_MS says: give up at the first failed attempt
+ * (0), after that many ms, or never (ioredis reconnects with a backoff growing to 2 s). A wait logs once that
+ * it is waiting, and where. Wrong credentials are not worth waiting for: they fail at once. On any failure the
+ * connection is closed (ioredis would otherwise retry forever and hold the process open) and the error is a
+ * RedisUnreachableError whose one-line message says what to do.
+ */
+export async function connectWhenReady(
+  env: Env,
+  role: ConnectionRole,
+  name: string,
+  options: RedisWaitOptions,
+): Promise<RedisClient> {
+  const connection = connect(env, role, name);
+  try {
+    await waitForRedis(connection, redisAddress(env), redisPassword(env), options);
+  } catch (error) {
+    connection.disconnect();
+    throw error;
+  }
+  return connection;
+}
+
+function redisPassword(env: Env): string | undefined {
+  try {
+    const password = env.REDIS_URL === undefined ? '' : new URL(env.REDIS_URL).password;
+    return password === '' ? undefined : password;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Redis's answers to a wrong user name or password (ACL or requirepass). */
+const CREDENTIALS_ERROR = /^(WRONGPASS|NOAUTH|ERR invalid password)/;
+
+function waitForRedis(
+  client: RedisClient,
+  where: string,
+  password: string | undefined,
+  { waitMs, logger, signal }: RedisWaitOptions,
+): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  // An error message is Redis's or the socket's; the password is cut out all the same, in case one echoes it.
+  const describe = (error: Error | undefined): string => {
+    if (error === undefined) return '';
+    const message = password === undefined ? error.message : error.message.replaceAll(password, '***');
+    return ` (${message.replaceAll(/\s+/g, ' ')})`;
+  };
+  const whatToDo =
+    logger === undefined
+      ? 'start it or fix REDIS_URL'
+      : 'start it or fix REDIS_URL, or set FERRY_REDIS_WAIT_MS to wait for it';
+  return new Promise<void>((resolve, reject) => {
+    let lastError: Error | undefined;
+    let logged = false;
+    const limitMs = waitMs === 0 ? REDIS_FAIL_FAST_MS : waitMs;
+    const timer =
+      limitMs === undefined
+        ? undefined
+        : setTimeout(
+            () =>
+              fail(
+                waitMs === 0
+                  ? `Redis at ${where} did not answer${describe(lastError)}: ${whatToDo}`
+                  : `Redis at ${where} was not ready within ${limitMs} ms${describe(lastError)}: start it or fix REDIS_URL, or raise FERRY_REDIS_WAIT_MS`,
+              ),
+            limitMs,
+          );
+    const fail = (message: string): void => {
+      cleanup();
+      reject(new RedisUnreachableError(message));
+    };
+    const onReady = (): void => {
+      cleanup();
+      if (logged) logger?.info({ redis: where }, `Redis at ${where} is ready`);
+      resolve();
+    };
+    const onError = (error: Error): void => {
+      lastError = error;
+      if (CREDENTIALS_ERROR.test(error.message)) {
+        fail(
+          `Redis at ${where} refused the credentials${describe(error)}: fix the user name and password in REDIS_URL`,
+        );
+      } else if (waitMs === 0) {
+        fail(`Redis at ${where} is unreachable${describe(error)}: ${whatToDo}`);
+      } else if (!logged) {
+        logged = true;
+        logger?.warn(
+          { redis: where, waitMs: waitMs ?? null, error: describe(error).slice(2, -1) },
+          `waiting for Redis at ${where}${describe(error)}; retrying ${waitMs === undefined ? 'until it answers' : `for up to ${waitMs} ms`} (FERRY_REDIS_WAIT_MS)`,
+        );
+      }
+    };
+    const onAbort = (): void => fail(`stopped while waiting for Redis at ${where}`);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      client.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    client.on('ready', onReady);
+    client.on('error', onError);
+    if (signal?.aborted === true) onAbort();
+    else signal?.addEventListener('abort', onAbort);
+  });
+}
+
 /** The worker pool with its secret lookup (FERRY_SECRETS_*): close `secrets` after the pool. */
 export async function startWorkers(
   runtime: Runtime,

@@ -15,6 +15,15 @@ const envSchema = z.object({
   REDIS_URL: z.string().url().optional(),
   /** Comma-separated `host:port` seeds of a Redis Cluster; takes precedence over REDIS_URL. */
   REDIS_CLUSTER_NODES: z.string().optional(),
+  /**
+   * How long `ferry worker` and `ferry dev` (with REDIS_URL) wait for Redis at start-up, logging once that they
+   * wait and where: 0 fails at the first failed attempt; unset (or empty) waits until Redis answers, as a
+   * container under compose or Kubernetes should rather than crash-loop. One-shot commands never wait.
+   */
+  FERRY_REDIS_WAIT_MS: z.preprocess(
+    (value) => (value === '' ? undefined : value),
+    z.coerce.number().int().min(0).optional(),
+  ),
   /** Key prefix of every Ferry key in Redis. */
   FERRY_PREFIX: z
     .string()

@@ -117,7 +117,7 @@ describe('ferry status', () => {
     const down = await runFerry(['status'], { env: { ...env, REDIS_URL: 'redis://127.0.0.1:1' } });
     expect(down.code).toBe(1);
     expect(down.stderr.split('\n')).toHaveLength(1);
-    expect(down.stderr).toMatch(/Redis was not ready/);
+    expect(down.stderr).toMatch(/Redis at 127\.0\.0\.1:1 is unreachable .*REDIS_URL/);
     expect(down.stderr).not.toMatch(STACK_LINE);
   });
 });

@@ -23,11 +23,13 @@ Examples:
         { onShutdownSignal, SHUTDOWN_SLACK_MS },
         { API_CLOSE_WAIT_MS, apiMetricsListener, startApi },
         { loadTokenSet },
+        { StartupResources },
       ] = await Promise.all([
         import('../runtime.ts'),
         import('../shutdown.ts'),
         import('../api-server.ts'),
         import('../../api/auth.ts'),
+        import('../startup.ts'),
       ]);
       const env = readEnvWithRedis();
       const tokens = await loadTokenSet(env);
@@ -38,17 +40,23 @@ Examples:
       }
       const runtime = await loadRuntime({ name: 'ferry-api', env });
       // No wait for Redis: the API starts while Redis is down and answers 503 + Retry-After until it is back.
+      // Closed if a later step fails (the port is in use): open, they would keep the process alive for ever.
+      const resources = new StartupResources();
       const connection = connect(env, 'api', 'ferry-api');
+      resources.add(() => connection.disconnect());
       connection.on('error', () => undefined);
       // Job event streams block on Redis: they need a worker-role connection (BullMQ copies it per service).
       const eventsConnection = connect(env, 'worker', 'ferry-api-events');
+      resources.add(() => eventsConnection.disconnect());
       eventsConnection.on('error', () => undefined);
-      const api = await startApi(runtime, {
-        connection,
-        eventsConnection,
-        tokens,
-        metricsListener: apiMetricsListener(env),
-      });
+      const api = await resources.run(() =>
+        startApi(runtime, {
+          connection,
+          eventsConnection,
+          tokens,
+          metricsListener: apiMetricsListener(env),
+        }),
+      );
       runtime.logger.info({ url: api.url, tokens: tokens.size }, `Ferry API listening on ${api.url}`);
       if (api.metricsUrl !== undefined)
         runtime.logger.info({ url: `${api.metricsUrl}/metrics` }, `metrics on ${api.metricsUrl}/metrics`);

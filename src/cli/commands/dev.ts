@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
@@ -20,12 +20,14 @@ export function registerDevCommand(program: Command): void {
       const [
         { Producer },
         { startDemoService },
-        { startPrivateRedis },
+        { startPrivateRedis, stopLeftoverRedis },
         runtimeModule,
         { AFTER_POOL_CLOSE_MS, onShutdownSignal, SHUTDOWN_SLACK_MS },
         { settleWithin },
         { apiMetricsListener, startApi },
         { loadTokenSet, TokenSet },
+        { StartupResources, stoppable },
+        { ENV_FILE, lockDevFolder },
       ] = await Promise.all([
         import('../../producer/producer.ts'),
         import('../demo-service.ts'),
@@ -35,80 +37,135 @@ export function registerDevCommand(program: Command): void {
         import('../../core/deadline.ts'),
         import('../api-server.ts'),
         import('../../api/auth.ts'),
+        import('../startup.ts'),
+        import('../dev-lock.ts'),
       ]);
-      const { connect, connectReady, loadRuntime, startWorkers } = runtimeModule;
+      const { connect, connectWhenReady, loadRuntime, startWorkers } = runtimeModule;
+      // One dev per folder: a second one would run a second redis-server on the same AOF.
+      const ferryDir = join(process.cwd(), '.ferry');
+      const lock = await lockDevFolder(ferryDir);
+      // However this process ends (but SIGKILL: the next dev takes the lock over), dev.env and the lock go.
+      process.once('exit', () => lock.release());
+      // Everything started below is stopped again if a later step fails (a PORT in use, a bad services file).
+      const resources = new StartupResources();
+      resources.add(() => lock.release());
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
-      if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
-        const dir = join(process.cwd(), '.ferry', 'redis');
-        // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
-        const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
-        process.env.REDIS_URL = redis.url;
-        // Within the shutdown budget: a Redis that does not stop at once (paused) is killed, which loses no
-        // acknowledged write (AOF always); and never left running if this process exits another way.
-        stops.push(async () => {
-          if ((await settleWithin(redis.stop(), AFTER_POOL_CLOSE_MS)) === 'timeout') await redis.kill();
+      const started = await resources.run(async () => {
+        if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
+          const dir = join(ferryDir, 'redis');
+          // A killed dev's redis-server still appends to this AOF: stopped before another one starts on it.
+          const { stale } = lock;
+          if (stale?.redisPort !== undefined && (await stopLeftoverRedis(stale.redisPort, dir)))
+            lines.push(
+              `note      stopped the redis-server a killed ferry dev (pid ${stale.pid}) left running`,
+            );
+          // appendfsync always: an acknowledged job survives a Redis crash (DESIGN §8).
+          const redis = await startPrivateRedis({ dir, appendfsync: 'always' });
+          resources.add(() => redis.stop());
+          process.env.REDIS_URL = redis.url;
+          // Within the shutdown budget: a Redis that does not stop at once (paused) is killed, which loses no
+          // acknowledged write (AOF always); and never left running if this process exits another way.
+          stops.push(async () => {
+            if ((await settleWithin(redis.stop(), AFTER_POOL_CLOSE_MS)) === 'timeout') await redis.kill();
+          });
+          process.once('exit', () => {
+            if (redis.process.exitCode === null && redis.process.signalCode === null)
+              redis.process.kill('SIGKILL');
+          });
+          await lock.update({ redisPort: redis.port, redisDir: dir });
+          lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
+        } else {
+          lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
+        }
+        let demoUrl: string | undefined;
+        if (process.env.FERRY_SERVICE_DEMO_URL === undefined) {
+          const demo = await startDemoService();
+          resources.add(() => demo.close());
+          demoUrl = demo.url;
+          process.env.FERRY_SERVICE_DEMO_URL = demo.url;
+          stops.push(() => demo.close());
+          lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
+        }
+        // The secret store works out of the box: a master key of this checkout's own, kept next to the private
+        // Redis's data so values set in one run open in the next. Never used when a key is configured.
+        if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE === undefined) {
+          const keyFile = join(ferryDir, 'secrets.key');
+          await ensureDevMasterKey(keyFile);
+          process.env.FERRY_SECRETS_KEY_FILE = keyFile;
+          lines.push(`secrets   store key in ${keyFile} (dev only; set FERRY_SECRETS_KEY in production)`);
+        }
+        const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
+        // With REDIS_URL set, FERRY_REDIS_WAIT_MS applies as to `ferry worker`; the private Redis answers at once.
+        const connection = await stoppable(
+          (signal) =>
+            connectWhenReady(runtime.env, 'worker', 'ferry-dev', {
+              waitMs: runtime.env.FERRY_REDIS_WAIT_MS,
+              logger: runtime.logger,
+              signal,
+            }),
+          runtime.logger,
+        );
+        resources.add(() => connection.disconnect());
+        const { pool, secrets } = await startWorkers(runtime, connection, undefined);
+        resources.add(() => secrets.close());
+        resources.add(() => pool.close({ deadlineMs: 0 }));
+        await pool.start();
+        const services = [...runtime.config.services.keys()];
+        lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
+        lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
+        const producerConnection = connect(runtime.env, 'api', 'ferry-dev-producer');
+        resources.add(() => producerConnection.disconnect());
+        const producer = new Producer({
+          connection: producerConnection,
+          prefix: runtime.env.FERRY_PREFIX,
+          services: runtime.config.services,
         });
-        process.once('exit', () => {
-          if (redis.process.exitCode === null && redis.process.signalCode === null)
-            redis.process.kill('SIGKILL');
+        resources.add(() => producer.close());
+        // Tokens from the environment when set; otherwise one admin token for this run, printed below.
+        let devToken: string | undefined;
+        let tokens = await loadTokenSet(runtime.env);
+        if (tokens === undefined) {
+          devToken = randomBytes(24).toString('base64url');
+          tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
+        }
+        const api = await startApi(runtime, {
+          connection: producerConnection,
+          eventsConnection: connection,
+          tokens,
+          pool,
+          fallbackToFreePort: process.env.PORT === undefined,
+          metricsListener: apiMetricsListener(runtime.env),
         });
-        lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
-      } else {
-        lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
-      }
-      let demoUrl: string | undefined;
-      if (process.env.FERRY_SERVICE_DEMO_URL === undefined) {
-        const demo = await startDemoService();
-        demoUrl = demo.url;
-        process.env.FERRY_SERVICE_DEMO_URL = demo.url;
-        stops.push(() => demo.close());
-        lines.push(`demo      ${demo.url} (local demo service: /echo, /flaky, /reject)`);
-      }
-      // The secret store works out of the box: a master key of this checkout's own, kept next to the private
-      // Redis's data so values set in one run open in the next. Never used when a key is configured.
-      if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE === undefined) {
-        const keyFile = join(process.cwd(), '.ferry', 'secrets.key');
-        await ensureDevMasterKey(keyFile);
-        process.env.FERRY_SECRETS_KEY_FILE = keyFile;
-        lines.push(`secrets   store key in ${keyFile} (dev only; set FERRY_SECRETS_KEY in production)`);
-      }
-      const runtime = await loadRuntime({ name: 'ferry-dev', pretty: true });
-      const connection = await connectReady(runtime.env, 'worker', 'ferry-dev');
-      const { pool, secrets } = await startWorkers(runtime, connection, undefined);
-      await pool.start();
-      const services = [...runtime.config.services.keys()];
-      lines.push(`services  ${services.join(', ')} (from ${runtime.env.FERRY_SERVICES})`);
-      lines.push(`workers   one per service, prefix "${runtime.env.FERRY_PREFIX}"`);
-      const producerConnection = connect(runtime.env, 'api', 'ferry-dev-producer');
-      const producer = new Producer({
-        connection: producerConnection,
-        prefix: runtime.env.FERRY_PREFIX,
-        services: runtime.config.services,
+        resources.add(() => api.close());
+        lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
+        if (api.metricsUrl !== undefined) lines.push(`metrics   ${api.metricsUrl}/metrics  (no token)`);
+        const apiPort = Number(new URL(api.url).port);
+        if (process.env.PORT === undefined && apiPort !== runtime.env.PORT)
+          lines.push(
+            `note      ${runtime.env.PORT} was in use; the API is on :${apiPort} (set PORT to choose)`,
+          );
+        lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
+        lines.push(
+          devToken === undefined
+            ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
+            : `token     ${devToken}  (admin, this run only)`,
+        );
+        await lock.update({ apiUrl: api.url });
+        await lock.writeEnvFile(devEnvEntries(runtime.env, api.url, devToken), [
+          `ferry dev (pid ${process.pid}) in ${process.cwd()}; removed when it stops.`,
+          `In another shell: set -a; . .ferry/${ENV_FILE}; set +a`,
+          ...(devToken === undefined
+            ? ['The API tokens are those of FERRY_API_TOKENS / FERRY_API_TOKENS_FILE.']
+            : ['FERRY_DEV_TOKEN: the admin token of this run, for the API (no ferry command reads it).']),
+        ]);
+        lines.push(
+          `env       ${join(ferryDir, ENV_FILE)}  (for other shells: set -a; . .ferry/${ENV_FILE}; set +a)`,
+        );
+        return { runtime, connection, pool, secrets, producerConnection, producer, api, devToken, demoUrl };
       });
-      // Tokens from the environment when set; otherwise one admin token for this run, printed below.
-      let devToken: string | undefined;
-      let tokens = await loadTokenSet(runtime.env);
-      if (tokens === undefined) {
-        devToken = randomBytes(24).toString('base64url');
-        tokens = TokenSet.parse([{ name: 'dev', token: devToken, scopes: ['admin'] }], 'dev token');
-      }
-      const api = await startApi(runtime, {
-        connection: producerConnection,
-        eventsConnection: connection,
-        tokens,
-        pool,
-        fallbackToFreePort: process.env.PORT === undefined,
-        metricsListener: apiMetricsListener(runtime.env),
-      });
-      lines.push(`api       ${api.url}  (OpenAPI: ${api.url}/docs)`);
-      if (api.metricsUrl !== undefined) lines.push(`metrics   ${api.metricsUrl}/metrics  (no token)`);
-      lines.push(`board     ${api.url}/admin/queues  (Bull Board: any user name, the token as password)`);
-      lines.push(
-        devToken === undefined
-          ? 'token     from FERRY_API_TOKENS / FERRY_API_TOKENS_FILE'
-          : `token     ${devToken}  (admin, this run only)`,
-      );
+      const { runtime, connection, pool, secrets, producerConnection, producer, api, devToken, demoUrl } =
+        started;
       const { env } = runtime;
       const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
       onShutdownSignal(
@@ -127,6 +184,7 @@ export function registerDevCommand(program: Command): void {
           connection.disconnect();
           producerConnection.disconnect();
           for (const stop of stops.reverse()) await settleWithin(stop(), 2 * AFTER_POOL_CLOSE_MS);
+          lock.release();
           return { unrecorded: report.unrecorded.length };
         },
         { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
@@ -147,6 +205,34 @@ export function registerDevCommand(program: Command): void {
         void runDemoJobs(producer, runtime.logger);
       }
     });
+}
+
+/**
+ * What another shell needs to use this dev: the same Redis, prefix, services file and secret-store key as the
+ * `ferry` commands read them, and the API's URL and (when dev made it) token for curl and scripts.
+ */
+function devEnvEntries(
+  env: {
+    REDIS_URL?: string | undefined;
+    REDIS_CLUSTER_NODES?: string | undefined;
+    FERRY_PREFIX: string;
+    FERRY_SERVICES: string;
+  },
+  apiUrl: string,
+  devToken: string | undefined,
+): [string, string][] {
+  const entries: [string, string][] = [];
+  if (env.REDIS_CLUSTER_NODES !== undefined) entries.push(['REDIS_CLUSTER_NODES', env.REDIS_CLUSTER_NODES]);
+  else if (env.REDIS_URL !== undefined) entries.push(['REDIS_URL', env.REDIS_URL]);
+  entries.push(['FERRY_PREFIX', env.FERRY_PREFIX], ['FERRY_SERVICES', resolve(env.FERRY_SERVICES)]);
+  // A key given as a value (FERRY_SECRETS_KEY) stays where it was given: only a file's path is written.
+  if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE !== undefined)
+    entries.push(['FERRY_SECRETS_KEY_FILE', resolve(process.env.FERRY_SECRETS_KEY_FILE)]);
+  if (process.env.FERRY_SERVICE_DEMO_URL !== undefined)
+    entries.push(['FERRY_SERVICE_DEMO_URL', process.env.FERRY_SERVICE_DEMO_URL]);
+  entries.push(['FERRY_API_URL', apiUrl]);
+  if (devToken !== undefined) entries.push(['FERRY_DEV_TOKEN', devToken]);
+  return entries;
 }
 
 /** Creates the dev master key file (owner-only) unless it exists. */

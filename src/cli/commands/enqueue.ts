@@ -32,7 +32,7 @@ export function registerEnqueueCommand(program: Command): void {
       `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n`,
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
-      const [{ loadServicesFile }, { Producer }, { connect, readEnvWithRedis }] = await Promise.all([
+      const [{ loadServicesFile }, { Producer }, { connectWhenReady, readEnvWithRedis }] = await Promise.all([
         import('../../core/services/load.ts'),
         import('../../producer/producer.ts'),
         import('../runtime.ts'),
@@ -44,7 +44,8 @@ export function registerEnqueueCommand(program: Command): void {
       if (options.tenant !== undefined) request.tenant = options.tenant;
       if (options.idempotencyKey !== undefined) request.idempotencyKey = options.idempotencyKey;
       if (options.delayMs !== undefined) request.delayMs = Number(options.delayMs);
-      const connection = connect(env, 'producer', 'ferry-cli');
+      // A one-shot command: a Redis that refuses the connection ends it at once, with one line.
+      const connection = await connectWhenReady(env, 'producer', 'ferry-cli', { waitMs: 0 });
       const producer = new Producer({ connection, prefix: env.FERRY_PREFIX, services: config.services });
       try {
         const result = await producer.enqueue(request);

@@ -380,11 +380,12 @@ async function withStore(
   keyring: Keyring | undefined,
   work: (store: SecretStore, connection: RedisClient) => Promise<void>,
 ): Promise<void> {
-  const [{ connectReady }, { SecretStore }] = await Promise.all([
+  const [{ connectWhenReady }, { SecretStore }] = await Promise.all([
     import('../runtime.ts'),
     import('../../secrets/redis-store.ts'),
   ]);
-  const connection = await connectReady(env, 'producer', 'ferry-secrets', 10_000);
+  // A one-shot command: a Redis that refuses the connection ends it at once, with one line.
+  const connection = await connectWhenReady(env, 'producer', 'ferry-secrets', { waitMs: 0 });
   try {
     await work(new SecretStore({ connection, prefix: env.FERRY_PREFIX, keyring }), connection);
   } finally {

@@ -19,14 +19,16 @@ export function registerWorkerCommand(program: Command): void {
         { redisReadiness, startMetricsServer },
         { DeadLetterReader },
         { settleWithin },
+        { StartupResources, stoppable },
       ] = await Promise.all([
         import('../runtime.ts'),
         import('../shutdown.ts'),
         import('../metrics-server.ts'),
         import('../../dead-letter/reader.ts'),
         import('../../core/deadline.ts'),
+        import('../startup.ts'),
       ]);
-      const { connectReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
+      const { connectWhenReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
         runtimeModule;
       const runtime = await loadRuntime({ name: 'ferry-worker', env: readEnvWithRedis() });
       const { env, logger } = runtime;
@@ -39,34 +41,46 @@ export function registerWorkerCommand(program: Command): void {
         throw new UsageError(
           `--services: unknown service(s) ${unknown.join(', ')} (not in ${env.FERRY_SERVICES})`,
         );
-      const connection = await connectReady(env, 'worker', 'ferry-worker');
-      const { pool, secrets } = await startWorkers(runtime, connection, services);
-      // FERRY_METRICS_PORT=0 turns the metrics server off, and with it every metric: nothing is counted.
-      const metrics =
-        env.FERRY_METRICS_PORT === 0
-          ? undefined
-          : createProcessMetrics(runtime, connection, {
-              pool,
-              deadLetterCounts: new DeadLetterReader({ connection, prefix: env.FERRY_PREFIX })
-                .deadLetterCounts,
-            });
-      // Bound before the pool takes its first job: a port in use fails start-up with nothing to wind down.
-      const server =
-        metrics === undefined
-          ? undefined
-          : await startMetricsServer({
-              host: env.FERRY_METRICS_HOST,
-              port: env.FERRY_METRICS_PORT,
-              metrics,
-              ready: redisReadiness(connection),
-              logger,
-            }).catch(async (error: unknown) => {
-              await metrics.close();
-              await pool.close({ deadlineMs: 0 });
-              secrets.close();
-              connection.disconnect();
-              throw error;
-            });
+      // FERRY_REDIS_WAIT_MS: fail at once, wait so long, or wait (logging once) until Redis answers.
+      const connection = await stoppable(
+        (signal) =>
+          connectWhenReady(env, 'worker', 'ferry-worker', {
+            waitMs: env.FERRY_REDIS_WAIT_MS,
+            logger,
+            signal,
+          }),
+        logger,
+      );
+      // Closed, newest first, if a later step fails: a port in use must not leave the process hanging.
+      const resources = new StartupResources();
+      resources.add(() => connection.disconnect());
+      const { pool, secrets, metrics, server } = await resources.run(async () => {
+        const started = await startWorkers(runtime, connection, services);
+        resources.add(() => started.secrets.close());
+        resources.add(() => started.pool.close({ deadlineMs: 0 }));
+        // FERRY_METRICS_PORT=0 turns the metrics server off, and with it every metric: nothing is counted.
+        const processMetrics =
+          env.FERRY_METRICS_PORT === 0
+            ? undefined
+            : createProcessMetrics(runtime, connection, {
+                pool: started.pool,
+                deadLetterCounts: new DeadLetterReader({ connection, prefix: env.FERRY_PREFIX })
+                  .deadLetterCounts,
+              });
+        if (processMetrics !== undefined) resources.add(() => processMetrics.close());
+        // Bound before the pool takes its first job: a port in use fails start-up with nothing to wind down.
+        const metricsServer =
+          processMetrics === undefined
+            ? undefined
+            : await startMetricsServer({
+                host: env.FERRY_METRICS_HOST,
+                port: env.FERRY_METRICS_PORT,
+                metrics: processMetrics,
+                ready: redisReadiness(connection),
+                logger,
+              });
+        return { ...started, metrics: processMetrics, server: metricsServer };
+      });
       const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
       onShutdownSignal(
         logger,

@@ -38,9 +38,12 @@ export interface ServicesFileIssue {
 export class ServicesFileError extends Error {
   override readonly name = 'ServicesFileError';
   readonly issues: readonly ServicesFileIssue[];
+  /** The file the issues are in, when it was read from one (loadServicesFile). */
+  readonly file: string | undefined;
 
-  constructor(issues: readonly ServicesFileIssue[]) {
+  constructor(issues: readonly ServicesFileIssue[], file?: string) {
     super(issues.map((issue) => `${issue.path}: ${issue.message}`).join('\n'));
+    this.file = file;
     this.issues = Object.freeze(
       issues.map((issue) => Object.freeze({ path: issue.path, message: issue.message })),
     );
@@ -76,9 +79,14 @@ export async function loadServicesFile(
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
-    throw new ServicesFileError([{ path, message: describeReadError(error) }]);
+    throw new ServicesFileError([{ path, message: describeReadError(error) }], path);
   }
-  return parseServicesYaml(text, { source: path, env });
+  try {
+    return parseServicesYaml(text, { source: path, env });
+  } catch (error) {
+    if (error instanceof ServicesFileError) throw new ServicesFileError(error.issues, path);
+    throw error;
+  }
 }
 
 /** For `ferry config check`: the service names, or every issue. */
