@@ -110,6 +110,20 @@ describe('start-up failures: non-zero exit within 5 s, one line', () => {
       });
       await expectOneLineFailure(worker, /^ConfigurationError: FERRY_METRICS_PORT: .* already in use/);
     });
+    it('ferry api (FERRY_METRICS_PORT taken): exits after its API port was bound, naming the variable', async () => {
+      const metricsPort = await takenPort();
+      const api = spawnFerry(['api'], {
+        env: {
+          REDIS_URL: redis.url,
+          FERRY_SERVICES: servicesFile,
+          FERRY_API_TOKENS: TOKENS,
+          PORT: '0',
+          FERRY_METRICS_PORT: String(metricsPort),
+          LOG_FORMAT: 'json',
+        },
+      });
+      await expectOneLineFailure(api, /^ConfigurationError: FERRY_METRICS_PORT: .* already in use/);
+    });
   });
 
   describe('Redis unreachable, fail fast (FERRY_REDIS_WAIT_MS=0)', () => {
