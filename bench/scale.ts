@@ -278,6 +278,9 @@ interface RunResult {
   redisCpuUsPerJob: number;
   opsPerJob: number;
   opsByCommand: Map<string, number>;
+  /** With `monitor`: commands per job sent by clients (round trips, a pipeline's commands count one each) and run by Lua scripts. */
+  sent?: number;
+  inLua?: number;
   workerCpuUsPerJob: number;
   rssMiB: number;
   rssPeakMiB: number;
@@ -290,13 +293,29 @@ async function runOnce(
   servicesFile: string,
   processes: number,
   runDir: string,
+  monitorUrl?: string,
 ): Promise<RunResult> {
   for (const master of target.masters) await master.flushall();
   await mkdir(runDir, { recursive: true });
   const workers: Worker[] = [];
   const producer = new Producer({ connection: target.client });
   let feeder: ReturnType<typeof startFeeder> | undefined;
+  let monitor: Redis | undefined;
+  let monitorBase: Redis | undefined;
+  const counted = { on: false, sent: 0, inLua: 0, polls: 0 };
   try {
+    if (monitorUrl !== undefined) {
+      monitorBase = new Redis(monitorUrl);
+      monitor = await monitorBase.monitor(); // a connection of its own
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (!counted.on) return;
+        const command = String(args[0]).toLowerCase();
+        if (source === 'lua') counted.inLua += 1;
+        else if (command === 'info') return;
+        else if (command === 'llen') counted.polls += 1;
+        else counted.sent += 1;
+      });
+    }
     for (let index = 0; index < processes; index++)
       workers.push(await startWorker(target, servicesFile, join(runDir, `worker-${index + 1}.log`)));
     feeder = startFeeder(target.client, producer, services, CONCURRENCY * processes);
@@ -307,6 +326,7 @@ async function runOnce(
     const cpu0 = await Promise.all(workers.map((worker) => cpuSeconds(worker.pid)));
     const redis0 = await snapshot(target.masters);
     const t0 = Date.now();
+    counted.on = true;
     const rss: number[] = [];
     let rssPeak = 0;
     while (Date.now() - t0 < WINDOW_S * 1000) {
@@ -319,6 +339,7 @@ async function runOnce(
     }
     const redis1 = await snapshot(target.masters);
     const t1 = Date.now();
+    counted.on = false;
     const cpu1 = await Promise.all(workers.map((worker) => cpuSeconds(worker.pid)));
     const completed1 = await completedCount(target.client, services);
     const polls = feeder.polls() - polls0;
@@ -352,10 +373,13 @@ async function runOnce(
       workerCpuUsPerJob: (workerCpu * 1e6) / jobs,
       rssMiB: rss.reduce((sum, value) => sum + value, 0) / rss.length / MiB,
       rssPeakMiB: rssPeak / MiB,
+      ...(monitor === undefined ? {} : { sent: counted.sent / jobs, inLua: counted.inLua / jobs }),
       load: loadavg()[0]!,
     };
   } finally {
     await feeder?.stop();
+    monitor?.disconnect();
+    monitorBase?.disconnect();
     for (const worker of workers) worker.stop();
     await Promise.all(workers.map((worker) => worker.exited));
     await producer.close();
@@ -386,6 +410,9 @@ interface BenchRates {
   simple: Map<string, number>;
   /** EVALSHA calls per second of BENCH_SCRIPT. */
   scriptCalls: number;
+  /** The same per second of redis-server CPU (INFO cpu delta): what one core sustains, whatever else runs. */
+  simplePerCpuS: number;
+  scriptCallsPerCpuS: number;
 }
 
 async function redisBenchmark(dir: string): Promise<BenchRates> {
@@ -412,11 +439,15 @@ async function redisBenchmark(dir: string): Promise<BenchRates> {
     if (rates.size === 0) throw new Error(`redis-benchmark printed no rates:\n${stdout}`);
     return rates;
   };
+  const cpu = async (): Promise<number> => (await snapshot([client])).cpuS;
   try {
+    const cpu0 = await cpu();
     const simple = rateOf(
       (await exec('redis-benchmark', [...common, '-t', BENCH_TESTS], { timeout: 300_000 })).stdout,
     );
+    const cpu1 = await cpu();
     const sha = String(await client.script('LOAD', BENCH_SCRIPT));
+    const cpu2 = await cpu();
     const script = rateOf(
       (
         await exec(
@@ -426,7 +457,13 @@ async function redisBenchmark(dir: string): Promise<BenchRates> {
         )
       ).stdout,
     );
-    return { simple, scriptCalls: [...script.values()][0]! };
+    const cpu3 = await cpu();
+    return {
+      simple,
+      scriptCalls: [...script.values()][0]!,
+      simplePerCpuS: (BENCH_REQUESTS * simple.size) / (cpu1 - cpu0),
+      scriptCallsPerCpuS: BENCH_REQUESTS / (cpu3 - cpu2),
+    };
   } finally {
     client.disconnect();
     await server.stop();
@@ -493,6 +530,7 @@ async function main(): Promise<number> {
 
   const results: RunResult[] = [];
   const idleCpu = new Map<string, number>();
+  let monitored: RunResult | undefined;
   try {
     for (const setup of SETUPS) {
       let target: Target;
@@ -545,6 +583,18 @@ async function main(): Promise<number> {
           say(
             `  ${setup}, ${processes} process(es): ${result.jobsPerS.toFixed(0)} jobs/s ` +
               `(${result.jobs} jobs in ${result.seconds.toFixed(1)} s, load ${result.load.toFixed(2)})`,
+          );
+        }
+        if (setup === 'single') {
+          // One more 1-process run under MONITOR (not in the table: MONITOR costs Redis CPU): which commands
+          // clients send and which Lua scripts run.
+          monitored = await runOnce(
+            target,
+            services,
+            servicesFile,
+            1,
+            join(owned.workDir, 'single-monitor'),
+            target.env.REDIS_URL,
           );
         }
       } finally {
@@ -632,17 +682,18 @@ async function main(): Promise<number> {
   say();
   const rates = await redisBenchmark(join(owned.workDir, 'redis-benchmark'));
   const sortedRates = [...rates.simple.values()].sort((a, b) => a - b);
-  const perCore = sortedRates[Math.floor(sortedRates.length / 2)]!;
-  const inScript = rates.scriptCalls * SCRIPT_COMMANDS;
+  const wallMedian = sortedRates[Math.floor(sortedRates.length / 2)]!;
+  const perCore = rates.simplePerCpuS;
+  const inScript = rates.scriptCallsPerCpuS * SCRIPT_COMMANDS;
   say(
     `redis-benchmark -q -n ${BENCH_REQUESTS} -c 50 -t ${BENCH_TESTS} (one redis-server, no pipelining): ` +
       [...rates.simple.entries()].map(([command, rate]) => `${command} ${rate.toFixed(0)}`).join(', ') +
-      ` ops/s; median ${perCore.toFixed(0)} ops/s per core`,
+      ` ops/s (median ${wallMedian.toFixed(0)}); per second of redis-server CPU: ${perCore.toFixed(0)} ops`,
   );
   say(
     `redis-benchmark EVALSHA of a script running ${SCRIPT_COMMANDS} commands (INCR, HSET, HGET, ZADD, ZCARD, ` +
-      `LPUSH, LTRIM, EXISTS, SET, GET): ${rates.scriptCalls.toFixed(0)} calls/s = ${inScript.toFixed(0)} ` +
-      "commands/s per core when they run inside Lua, as most of a job's do",
+      `LPUSH, LTRIM, EXISTS, SET, GET): ${rates.scriptCalls.toFixed(0)} calls/s; per second of redis-server CPU: ` +
+      `${rates.scriptCallsPerCpuS.toFixed(0)} calls = ${inScript.toFixed(0)} commands run inside Lua`,
   );
   const single = oneProcess('single') ?? results[0];
   if (single !== undefined) {
@@ -650,8 +701,24 @@ async function main(): Promise<number> {
       `Expected jobs/s per Redis core ~= ops/s per core / ops per job = ${perCore.toFixed(0)} / ` +
         `${single.opsPerJob.toFixed(1)} ~= ${(perCore / single.opsPerJob).toFixed(0)} jobs/s counting every ` +
         `command as a round trip (a floor); ${inScript.toFixed(0)} / ${single.opsPerJob.toFixed(1)} ~= ` +
-        `${(inScript / single.opsPerJob).toFixed(0)} jobs/s counting them as run inside Lua; measured Redis CPU: ` +
-        `1 s / ${single.redisCpuUsPerJob.toFixed(0)} µs per job ~= ${(1e6 / single.redisCpuUsPerJob).toFixed(0)} jobs/s`,
+        `${(inScript / single.opsPerJob).toFixed(0)} jobs/s counting all as run inside Lua (a ceiling)`,
+    );
+  }
+  if (monitored?.sent !== undefined && monitored.inLua !== undefined) {
+    const sent = monitored.sent;
+    const inLua = monitored.inLua;
+    const estimate = 1 / (sent / perCore + inLua / inScript);
+    say(
+      `MONITOR, one Redis, 1 process (${monitored.jobs} jobs): ${sent.toFixed(1)} commands per job sent by clients ` +
+        `(the feeder's LLEN polls left out), ${inLua.toFixed(1)} run inside Lua scripts; so ` +
+        `1 / (${sent.toFixed(1)} / ${perCore.toFixed(0)} + ${inLua.toFixed(1)} / ${inScript.toFixed(0)}) ` +
+        `~= ${estimate.toFixed(0)} jobs/s per Redis core`,
+    );
+  }
+  if (single !== undefined) {
+    say(
+      `Measured here: Redis CPU ${single.redisCpuUsPerJob.toFixed(0)} µs per job (one Redis, 1 process) ~= ` +
+        `${(1e6 / single.redisCpuUsPerJob).toFixed(0)} jobs/s per Redis core`,
     );
   }
   for (const [setup, idle] of idleCpu)
