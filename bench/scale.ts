@@ -2,7 +2,7 @@
  * Scale-out: jobs/s of 1, 2 and 4 `ferry worker` processes at 50 ms downstream latency, on one Redis and on a
  * 3-master Redis Cluster, with what each job costs Redis (CPU, commands) and each worker (RSS, CPU).
  *
- *   npm run bench:scale [-- --quick] [-- --processes 1,2,4 --setups single,cluster --concurrency 2 --window 10]
+ *   npm run bench:scale [-- --quick] [-- --rounds 3 --processes 1,2,4 --setups single,cluster --concurrency 2 --window 10]
  *
  * - 8 services (`svc-…`, chosen so their queues `{svc-…}` land on all three masters of the cluster; the same
  *   names on one Redis), each `concurrency` calls in flight per worker process (fixed, default 2: 16 per
@@ -40,6 +40,7 @@ import { Producer } from '../src/producer/index.ts';
 import { ownProcesses, runBench } from './owned-processes.ts';
 import { PAYLOAD } from './payload.ts';
 import { type BenchCluster, startBenchCluster } from './redis-cluster.ts';
+import { median } from './stats.ts';
 
 const COMPILED = import.meta.url.endsWith('.js');
 const EXT = COMPILED ? '.js' : '.ts';
@@ -63,6 +64,7 @@ const { values: options } = parseArgs({
     warmup: { type: 'string' },
     'bench-requests': { type: 'string' },
     'min-ratio': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -73,9 +75,12 @@ const CONCURRENCY = Number(options.concurrency);
 const WINDOW_S = Number(options.window ?? (QUICK ? 4 : 10));
 const WARMUP_S = Number(options.warmup ?? (QUICK ? 1.5 : 3));
 const BENCH_REQUESTS = Number(options['bench-requests'] ?? (QUICK ? 50_000 : 200_000));
+const ROUNDS = Number(options.rounds);
 const MIN_RATIO = options['min-ratio'] === undefined ? undefined : Number(options['min-ratio']);
 if (
   PROCESSES.some((n) => !Number.isInteger(n) || n < 1) ||
+  !Number.isInteger(ROUNDS) ||
+  ROUNDS < 1 ||
   SETUPS.some((setup) => setup !== 'single' && setup !== 'cluster') ||
   ![CONCURRENCY, WINDOW_S, WARMUP_S, BENCH_REQUESTS].every((n) => Number.isFinite(n) && n > 0) ||
   (MIN_RATIO !== undefined && !(MIN_RATIO > 0))
@@ -497,7 +502,7 @@ async function main(): Promise<number> {
   say(
     `${SERVICES} services × concurrency ${CONCURRENCY} = ${SERVICES * CONCURRENCY} calls in flight per worker ` +
       `process; downstream answers after ${LATENCY_MS} ms (own process); each queue kept topped up to ` +
-      `concurrency × processes waiting jobs; ${WARMUP_S} s warm-up, ${WINDOW_S} s window per run`,
+      `concurrency × processes waiting jobs; ${WARMUP_S} s warm-up, ${WINDOW_S} s window per run, ${ROUNDS} round(s) (medians)`,
   );
   const downstreamUrl = await startDownstream();
 
@@ -528,7 +533,8 @@ async function main(): Promise<number> {
     }),
   );
 
-  const results: RunResult[] = [];
+  /** Every run, in order, with its round. */
+  const runs: { round: number; result: RunResult }[] = [];
   const idleCpu = new Map<string, number>();
   let monitored: RunResult | undefined;
   try {
@@ -571,19 +577,23 @@ async function main(): Promise<number> {
         await sleep(2_000);
         const idle1 = await snapshot(target.masters);
         idleCpu.set(setup, ((idle1.cpuS - idle0.cpuS) * 1000) / ((Date.now() - idleStart) / 1000));
-        for (const processes of PROCESSES) {
-          const result = await runOnce(
-            target,
-            services,
-            servicesFile,
-            processes,
-            join(owned.workDir, `${setup}-${processes}`),
-          );
-          results.push(result);
-          say(
-            `  ${setup}, ${processes} process(es): ${result.jobsPerS.toFixed(0)} jobs/s ` +
-              `(${result.jobs} jobs in ${result.seconds.toFixed(1)} s, load ${result.load.toFixed(2)})`,
-          );
+        // Rounds alternate the order (1, 2, 4 / 4, 2, 1) so the machine's drift does not favour one count.
+        for (let round = 1; round <= ROUNDS; round++) {
+          const order = round % 2 === 1 ? PROCESSES : [...PROCESSES].reverse();
+          for (const processes of order) {
+            const result = await runOnce(
+              target,
+              services,
+              servicesFile,
+              processes,
+              join(owned.workDir, `${setup}-${processes}-${round}`),
+            );
+            runs.push({ round, result });
+            say(
+              `  ${setup}, round ${round}, ${processes} process(es): ${result.jobsPerS.toFixed(0)} jobs/s ` +
+                `(${result.jobs} jobs in ${result.seconds.toFixed(1)} s, load ${result.load.toFixed(2)})`,
+            );
+          }
         }
         if (setup === 'single') {
           // One more 1-process run under MONITOR (not in the table: MONITOR costs Redis CPU): which commands
@@ -603,6 +613,32 @@ async function main(): Promise<number> {
     }
   } finally {
     await cluster?.stop();
+  }
+
+  // One row per setup and process count: the median of each figure over the rounds.
+  const results: RunResult[] = [];
+  for (const setup of SETUPS) {
+    for (const processes of PROCESSES) {
+      const of = runs
+        .map((run) => run.result)
+        .filter((result) => result.setup === setup && result.processes === processes);
+      if (of.length === 0) continue;
+      const mid = (pick: (result: RunResult) => number): number => median(of.map(pick));
+      results.push({
+        ...of[0]!,
+        jobs: mid((result) => result.jobs),
+        seconds: mid((result) => result.seconds),
+        jobsPerS: mid((result) => result.jobsPerS),
+        p50: mid((result) => result.p50),
+        p99: mid((result) => result.p99),
+        redisCpuUsPerJob: mid((result) => result.redisCpuUsPerJob),
+        opsPerJob: mid((result) => result.opsPerJob),
+        workerCpuUsPerJob: mid((result) => result.workerCpuUsPerJob),
+        rssMiB: mid((result) => result.rssMiB),
+        rssPeakMiB: Math.max(...of.map((result) => result.rssPeakMiB)),
+        load: mid((result) => result.load),
+      });
+    }
   }
 
   say();
@@ -731,7 +767,18 @@ async function main(): Promise<number> {
     const two = results.find((result) => result.setup === setup && result.processes === 2);
     if (one === undefined || two === undefined) continue;
     const ratio = two.jobsPerS / one.jobsPerS;
-    say(`${setup}: 2 processes / 1 process = ${ratio.toFixed(2)}x`);
+    const perRound = Array.from({ length: ROUNDS }, (_, index) => {
+      const find = (processes: number): RunResult | undefined =>
+        runs.find(
+          (run) =>
+            run.round === index + 1 && run.result.setup === setup && run.result.processes === processes,
+        )?.result;
+      return find(2)!.jobsPerS / find(1)!.jobsPerS;
+    });
+    say(
+      `${setup}: 2 processes / 1 process = ${ratio.toFixed(2)}x` +
+        (ROUNDS > 1 ? ` (medians; per round ${perRound.map((value) => value.toFixed(2)).join(', ')})` : ''),
+    );
     if (MIN_RATIO !== undefined && ratio < MIN_RATIO) code = 1;
   }
   return code;
