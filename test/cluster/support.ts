@@ -12,7 +12,7 @@ import type { TestCluster } from '../helpers/redis-cluster.ts';
 
 export const ADMIN_TOKEN = 'cluster-suite-admin-token-0123456789';
 
-/** workerEnv (short locks, fast sweeps, JSON logs) on the cluster: REDIS_CLUSTER_NODES and no REDIS_URL. */
+/** workerEnv (fast sweeps, JSON logs; a 15 s lock) on the cluster: REDIS_CLUSTER_NODES and no REDIS_URL. */
 export function clusterEnv(
   cluster: TestCluster,
   options: { servicesFile: string; prefix: string; extra?: Record<string, string | undefined> },
@@ -24,6 +24,8 @@ export function clusterEnv(
     extra: {
       REDIS_URL: undefined,
       REDIS_CLUSTER_NODES: cluster.seeds,
+      // Nothing here crashes a worker; a long lock keeps a loaded machine from running a job twice.
+      FERRY_LOCK_DURATION_MS: '15000',
       FERRY_API_TOKENS: JSON.stringify([{ name: 'admin', token: ADMIN_TOKEN, scopes: ['admin'] }]),
       ...options.extra,
     },
