@@ -228,6 +228,50 @@ describe('what operators see, on the cluster', () => {
   );
 });
 
+describe('operator commands on the cluster', () => {
+  it(
+    '`ferry enqueue --wait`, `ferry queues` pause/resume, `ferry breakers` open/close, /v1/status and /v1/queues',
+    { timeout: 60_000 },
+    async () => {
+      const service = services[3]!;
+      const enqueued = await runFerry(
+        ['enqueue', service, 'send', '--input', '{"via":"cli"}', '--wait', '--json'],
+        {
+          env,
+        },
+      );
+      expect(enqueued.code, enqueued.process.output()).toBe(0);
+      expect(JSON.parse(enqueued.stdout)).toMatchObject({ state: 'completed' });
+
+      const paused = await runFerry(['queues', 'pause', service, '--json'], { env });
+      expect(paused.code, paused.process.output()).toBe(0);
+      const queues = await api.call('GET', '/v1/queues');
+      expect(queues.status, queues.text).toBe(200);
+      expect(JSON.stringify(queues.body)).toContain(service);
+      const listed = await runFerry(['queues', 'list', '--json'], { env });
+      const rows = JSON.parse(listed.stdout) as { service: string; paused: boolean }[];
+      expect(rows.map((row) => [row.service, row.paused])).toEqual(services.map((s) => [s, s === service]));
+      expect((await runFerry(['queues', 'resume', service], { env })).code).toBe(0);
+
+      const opened = await runFerry(
+        ['breakers', 'open', service, '--for', '1h', '--reason', 'cluster test'],
+        {
+          env,
+        },
+      );
+      expect(opened.code, opened.process.output()).toBe(0);
+      const status = await api.call('GET', '/v1/status');
+      expect(status.status, status.text).toBe(200);
+      expect(JSON.stringify(status.body)).toContain('cluster test');
+      const closed = await runFerry(['breakers', 'close', service], { env });
+      expect(closed.code, closed.process.output()).toBe(0);
+      const breakers = await runFerry(['breakers', 'list', '--json'], { env });
+      expect(breakers.code).toBe(0);
+      expect(JSON.stringify(JSON.parse(breakers.stdout))).not.toContain('cluster test');
+    },
+  );
+});
+
 describe('breaker, hold and rate limit on the cluster', () => {
   it(
     'a breaker one worker opened holds another worker off the service until its reset timeout',
