@@ -48,7 +48,18 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
       const [host, port] = node.split(':');
       return { host: host ?? '127.0.0.1', port: Number(port ?? 6379) };
     });
-    return new Cluster(nodes, { redisOptions: options, enableOfflineQueue: role === 'worker' });
+    // A producer's Cluster queues commands until its first `ready`, and fails fast from then on. BullMQ takes a
+    // Cluster in status `connect` (connected, its CLUSTER INFO check not answered yet) as ready and sends INFO at
+    // once; refused there, a Queue created in that moment (the API builds its queues while it connects) keeps
+    // the rejection for good, and Bull Board answered 500 for the life of the process. Commands of that moment
+    // still end within commandTimeout (a 503 at the API).
+    const cluster = new Cluster(nodes, { redisOptions: options, enableOfflineQueue: true });
+    if (role !== 'worker') {
+      cluster.once('ready', () => {
+        cluster.options.enableOfflineQueue = false;
+      });
+    }
+    return cluster;
   }
   if (target.url === undefined) throw new Error('no Redis target: set REDIS_URL or REDIS_CLUSTER_NODES');
   return new Redis(target.url, options);
