@@ -80,13 +80,23 @@ export const REDIS_WAIT_MS = 2 * SECOND;
 const REDIS_DOWN_MESSAGES =
   /Stream isn't writeable|enableOfflineQueue|Command timed out|Connection is closed|Reached the max retries per request|Redis was not ready|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTCONN|EHOSTUNREACH/;
 
+/**
+ * A Redis Cluster in the middle of a failover or a slot migration (ioredis 6 `lib/cluster/index.ts`): the
+ * client gave up after `maxRedirections` retries of MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a closed connection
+ * ("Too many Cluster redirections. Last error: …"), or lost every node. A master's kill -9 answered 500 with
+ * "…Last error: MOVED <slot> <dead master>" before the replica took over (test/cluster/failover.test.ts).
+ */
+const CLUSTER_SWITCH_MESSAGES =
+  /^Too many Cluster redirections|^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK) |None of startup nodes is available|Failed to refresh slots cache|^Cluster is (ended|disconnect)/;
+
 export function isRedisUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as NodeJS.ErrnoException).code;
   return (
     error.name === 'MaxRetriesPerRequestError' ||
     (code !== undefined && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTCONN|EHOSTUNREACH)$/.test(code)) ||
-    REDIS_DOWN_MESSAGES.test(error.message)
+    REDIS_DOWN_MESSAGES.test(error.message) ||
+    CLUSTER_SWITCH_MESSAGES.test(error.message)
   );
 }
 

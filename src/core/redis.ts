@@ -38,6 +38,22 @@ const roleOptions: Record<ConnectionRole, RedisOptions> = {
   api: { ...producerOptions, commandTimeout: API_COMMAND_TIMEOUT_MS },
 };
 
+/**
+ * How often a Cluster client re-reads the slot map (CLUSTER SLOTS on a fresh connection to a random node).
+ * ioredis re-reads it only after MOVED, CLUSTERDOWN or a closed connection. A master that hangs instead of
+ * dying (a frozen VM, a partition, SIGSTOP) closes nothing: every command for its slots went on to it and
+ * timed out, long after its replica had taken over (test/cluster/failover.test.ts: no enqueue of that
+ * service accepted for the whole 15 s measured). The API re-reads every second, so it follows a failover
+ * within about a second; workers every 5 s, as each of their clients (one per service queue, for BullMQ's
+ * blocking reads) does its own. A re-read drops the connection to a master that serves no slot any more,
+ * which fails what hung on it over to the new master. See refreshSlotsEvery.
+ */
+export const CLUSTER_SLOTS_REFRESH_MS: Record<ConnectionRole, number> = {
+  api: 1_000,
+  producer: 5_000,
+  worker: 5_000,
+};
+
 export function createRedisConnection(target: RedisTarget, role: ConnectionRole, name?: string): RedisClient {
   const options: RedisOptions = {
     ...roleOptions[role],
@@ -59,10 +75,28 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
         cluster.options.enableOfflineQueue = false;
       });
     }
-    return cluster;
+    return refreshSlotsEvery(cluster, CLUSTER_SLOTS_REFRESH_MS[role]);
   }
   if (target.url === undefined) throw new Error('no Redis target: set REDIS_URL or REDIS_CLUSTER_NODES');
   return new Redis(target.url, options);
+}
+
+/**
+ * Re-reads the slot map every `everyMs` while the client is ready, on this client and on every duplicate of it
+ * (BullMQ duplicates a worker's client for its blocking reads). Not ioredis' own `slotsRefreshInterval`: its
+ * timer re-arms itself when a re-read is under way as the client disconnects, and then runs for ever, holding
+ * the process open. This one is unref'd and stops when the client ends.
+ */
+function refreshSlotsEvery(cluster: Cluster, everyMs: number): Cluster {
+  const timer = setInterval(() => {
+    if (cluster.status === 'ready') cluster.refreshSlotsCache();
+  }, everyMs);
+  timer.unref();
+  cluster.once('end', () => clearInterval(timer));
+  const duplicate = cluster.duplicate.bind(cluster);
+  cluster.duplicate = ((...args: Parameters<Cluster['duplicate']>) =>
+    refreshSlotsEvery(duplicate(...args), everyMs)) as Cluster['duplicate'];
+  return cluster;
 }
 
 /**
