@@ -13,6 +13,8 @@ export interface PrivateRedisOptions {
   appendfsync?: 'always' | 'everysec' | 'no';
   /** redis-server binary. Defaults to `FERRY_REDIS_SERVER` or `redis-server` on PATH. */
   binary?: string;
+  /** More `--name value` arguments, after Ferry's own (tests: `--replicaof 127.0.0.1 <port>`). */
+  extraArgs?: readonly string[];
 }
 
 export interface PrivateRedis {
@@ -62,6 +64,7 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
     'noeviction',
     '--logfile',
     join(options.dir, 'redis.log'),
+    ...(options.extraArgs ?? []),
   ];
   const child = spawn(binary, args, { stdio: 'ignore' });
   // Once the child failed to start or exited, stop polling its port: the poll's timers would otherwise keep
