@@ -38,14 +38,15 @@ const config = parseServicesConfig(
   { env: {} },
 );
 
-async function api(minReplicas: number, prefix = uniquePrefix()): Promise<TestApi & { prefix: string }> {
+async function api(minReplicas: number, timeoutMs = TIMEOUT_MS): Promise<TestApi & { prefix: string }> {
+  const prefix = uniquePrefix();
   const started = await startTestApi({
     redisUrl: master.url,
     prefix,
     config,
     env: {
       FERRY_ENQUEUE_MIN_REPLICAS: String(minReplicas),
-      FERRY_ENQUEUE_REPLICA_TIMEOUT_MS: String(TIMEOUT_MS),
+      FERRY_ENQUEUE_REPLICA_TIMEOUT_MS: String(timeoutMs),
     },
   });
   return Object.assign(started, { prefix });
@@ -146,7 +147,9 @@ describe('FERRY_ENQUEUE_MIN_REPLICAS=1 through the API', () => {
   });
 
   it('answers 503 with Retry-After while the replica is paused, and the retry returns the same job', async () => {
-    const ferry = await api(1);
+    // A longer timeout here: /readyz must be seen answering while the enqueue still waits, on a loaded machine.
+    const timeoutMs = 2_500;
+    const ferry = await api(1, timeoutMs);
     const job = { service: 'svc', operation: 'create', input: { n: 2 }, idempotencyKey: 'order-42' };
     const refused = await withReplicaPaused(async () => {
       const started = Date.now();
@@ -166,8 +169,8 @@ describe('FERRY_ENQUEUE_MIN_REPLICAS=1 through the API', () => {
     expect(refused.response.body.error.message).toMatch(/0 of 1 required Redis replica/);
     expect(Number(refused.response.headers.get('retry-after'))).toBeGreaterThan(0);
     const elapsed = refused.answeredAt - refused.started;
-    expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
-    expect(elapsed).toBeLessThan(TIMEOUT_MS + MARGIN_MS);
+    expect(elapsed).toBeGreaterThanOrEqual(timeoutMs - 50);
+    expect(elapsed).toBeLessThan(timeoutMs + MARGIN_MS);
     expect(refused.ready.status).toBe(200);
     expect(refused.readyWhilePending).toBe(true);
     expect(ferry.logs.some((line) => line.includes('replicas did not acknowledge'))).toBe(true);
