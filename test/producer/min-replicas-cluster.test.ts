@@ -12,12 +12,20 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { Cluster, Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { TokenSet } from '../../src/api/auth.ts';
+import { buildFerryApi } from '../../src/cli/api-server.ts';
 import { freePort, type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+import { readEnv } from '../../src/core/env.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
+import { createRedisConnection, waitUntilReady } from '../../src/core/redis.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { Producer } from '../../src/producer/producer.ts';
 import { isReplicaTimeoutError } from '../../src/producer/replicas.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
+import { TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
 
 const run = promisify(execFile);
 
@@ -161,6 +169,75 @@ describe('Producer minReplicas on a Redis Cluster', () => {
     } finally {
       await producer.close();
       cluster.disconnect();
+    }
+  });
+
+  it("through the API: 202 on the cluster, 503 with Retry-After while the slot master's replica is paused", async () => {
+    const connection = createRedisConnection({ clusterNodes: [seed] }, 'api', 'ferry-test-api');
+    const eventsConnection = createRedisConnection({ clusterNodes: [seed] }, 'worker', 'ferry-test-events');
+    connection.on('error', () => undefined);
+    eventsConnection.on('error', () => undefined);
+    await waitUntilReady(connection);
+    const prefix = `t${randomUUID().slice(0, 8)}`;
+    const config = parseServicesConfig(
+      {
+        services: Object.fromEntries(
+          SERVICES.map((name) => [
+            name,
+            { baseUrl: 'http://127.0.0.1:9', operations: { op: { method: 'POST', path: '/x' } } },
+          ]),
+        ),
+      },
+      { env: {} },
+    );
+    const env = readEnv({
+      FERRY_PREFIX: prefix,
+      FERRY_ENQUEUE_MIN_REPLICAS: '1',
+      FERRY_ENQUEUE_REPLICA_TIMEOUT_MS: '300',
+    });
+    const api = await buildFerryApi(
+      { env, logger: pino({ level: 'silent' }), config, scrubber: new Scrubber() },
+      { connection, eventsConnection, tokens: TokenSet.parse(TOKEN_CONFIG, 'test tokens'), processEnv: {} },
+    );
+    // Over real HTTP, as clients send (with app.inject each answer waited the API's 5 s linger time here).
+    await api.app.listen({ port: 0, host: '127.0.0.1' });
+    const address = api.app.server.address() as { port: number };
+    const post = async (body: unknown): Promise<{ statusCode: number; retryAfter: string | null }> => {
+      const response = await fetch(`http://127.0.0.1:${address.port}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKENS.writer}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      await response.text();
+      return { statusCode: response.status, retryAfter: response.headers.get('retry-after') };
+    };
+    try {
+      const accepted = await post({ service: 'b', operation: 'op', idempotencyKey: 'api-b' });
+      expect(accepted.statusCode).toBe(202);
+      const { replica } = await replicaOf(connection as Cluster, prefix, 'b');
+      replica.process.kill('SIGSTOP');
+      try {
+        for (let i = 0; i < 3; i++) {
+          const refused = await post({ service: 'b', operation: 'op', idempotencyKey: 'api-b2' });
+          expect(refused.statusCode, `try ${i}`).toBe(503);
+          expect(refused.retryAfter).not.toBeNull();
+        }
+      } finally {
+        replica.process.kill('SIGCONT');
+      }
+      await expect
+        .poll(
+          async () => (await post({ service: 'b', operation: 'op', idempotencyKey: 'api-b2' })).statusCode,
+          {
+            timeout: 15_000,
+            interval: 200,
+          },
+        )
+        .toBe(200);
+    } finally {
+      await api.close();
+      connection.disconnect();
+      eventsConnection.disconnect();
     }
   });
 });
