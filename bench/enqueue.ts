@@ -3,7 +3,7 @@
  *
  *   npm run bench:enqueue -- [--jobs 50000] [--batch 1000] [--concurrency 1,4] [--warmup 5000] [--rounds 6]
  *       [--connections 50] [--duration 10] [--single-rounds 2] [--parts batch,single] [--timeout 600]
- *       [--cpu-prof <dir>] [--min-ratio 0.8] [--keep]
+ *       [--cpu-prof <dir>] [--min-ratio 0.8] [--keep] [--min-replicas 1]
  *
  * Part 1 (batch): N jobs per run in batches, the same number of calls in flight on both sides; one block of
  * runs per --concurrency value (1: a sequential producer, every batch waits for its round trip; 4: enough in
@@ -23,6 +23,11 @@
  * key) for `--duration` seconds with `--connections` connections: requests/s, p50 and p99 latency, non-2xx
  * answers (must be 0). The same against `minimal` (bench/enqueue-minimal.ts: a Fastify route that does only
  * `queue.add`), the floor for any HTTP front of BullMQ.
+ *
+ * Part 3 (replicas, only with `--parts replicas`): a replica of the bench Redis (`--replicaof`) is attached
+ * for the whole part, then `ferry api` runs part 2's autocannon load with FERRY_ENQUEUE_MIN_REPLICAS=0
+ * (`off`) and =`--min-replicas` (`wait`), alternating, --single-rounds each: the only difference is the
+ * Redis WAIT after each enqueue. Prints req/s, latency and the ratio wait/off.
  *
  * A bench, not a test: it fails (exit 1) only when a run breaks its checks or, with --min-ratio, when the
  * batch ratio is below it. See bench/README.md § Enqueue bench for what is compared, why it is fair, and the
@@ -94,8 +99,8 @@ function servicesYaml(): string {
   ].join('\n');
 }
 
-type Part = 'batch' | 'single';
-const PARTS: readonly Part[] = ['batch', 'single'];
+type Part = 'batch' | 'single' | 'replicas';
+const PARTS: readonly Part[] = ['batch', 'single', 'replicas'];
 
 interface Options {
   jobs: number;
@@ -111,12 +116,13 @@ interface Options {
   cpuProfDir: string | undefined;
   minRatio: number | undefined;
   keep: boolean;
+  minReplicas: number;
 }
 
 const USAGE =
   'usage: npm run bench:enqueue -- [--jobs N] [--batch B] [--concurrency C[,C…]] [--warmup W] [--rounds R]\n' +
   '         [--connections K] [--duration s] [--single-rounds R] [--parts batch,single] [--timeout s]\n' +
-  '         [--cpu-prof dir] [--min-ratio r] [--keep]\n' +
+  '         [--cpu-prof dir] [--min-ratio r] [--keep] [--min-replicas N]\n' +
   '\n' +
   '  --jobs N           part 1: jobs per timed run (default 50000)\n' +
   '  --batch B          part 1: jobs per addBulk call and per POST /v1/jobs/batch, 1-1000 (default 1000)\n' +
@@ -126,11 +132,12 @@ const USAGE =
   '  --connections K    part 2: autocannon connections (default 50)\n' +
   '  --duration s       part 2: seconds per autocannon run (default 10)\n' +
   '  --single-rounds R  part 2: runs per side, alternating order (default 2)\n' +
-  '  --parts …          batch, single or both (default batch,single)\n' +
+  '  --parts …          batch, single, replicas (default batch,single)\n' +
   '  --timeout s        a part-1 run not done by then fails the bench (default 600)\n' +
   '  --cpu-prof dir     one .cpuprofile per API, minimal and client process (open in Chrome DevTools)\n' +
   '  --min-ratio r      exit 1 when a part-1 ratio api/direct (medians), at any concurrency, is below r\n' +
-  '  --keep             keep the temp dir (API logs, services file, Redis dir)\n';
+  '  --keep             keep the temp dir (API logs, services file, Redis dir)\n' +
+  '  --min-replicas N   part 3: FERRY_ENQUEUE_MIN_REPLICAS of the `wait` side (default 1; one replica runs)\n';
 
 function readOptions(): Options {
   const { values } = parseArgs({
@@ -148,6 +155,7 @@ function readOptions(): Options {
       'cpu-prof': { type: 'string' },
       'min-ratio': { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'min-replicas': { type: 'string', default: '1' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -187,6 +195,7 @@ function readOptions(): Options {
     cpuProfDir: values['cpu-prof'],
     minRatio,
     keep: values.keep,
+    minReplicas: integer('min-replicas', values['min-replicas'], 1, 1),
   };
 }
 
@@ -278,6 +287,7 @@ async function startServer(
   name: string,
   prefix: string,
   options: Options,
+  extraEnv: Record<string, string> = {},
 ): Promise<Server> {
   const port = await freePort();
   const logFile = join(owned.workDir!, 'logs', `${name}.log`);
@@ -300,6 +310,7 @@ async function startServer(
         LOG_LEVEL: 'info',
         // No worker metrics server in a bench process (and no port clash with anyone's tests).
         FERRY_METRICS_PORT: '0',
+        ...extraEnv,
       }),
     }),
   );
@@ -548,9 +559,10 @@ async function runSingle(
   round: number,
   admin: Redis,
   options: Options,
+  variant: { label: string; env: Record<string, string> } = { label: side, env: {} },
 ): Promise<SingleRun> {
-  const prefix = `enq-single-${side}-r${round}`;
-  const server = await startServer(side, `${prefix}-server`, prefix, options);
+  const prefix = `enq-single-${variant.label}-r${round}`;
+  const server = await startServer(side, `${prefix}-server`, prefix, options, variant.env);
   await warmUpSingle(server.url, options.connections);
   const redisBefore = await redisSnapshot(admin);
   const cpuBefore = await processCpuUs(server.pid);
@@ -576,7 +588,7 @@ async function runSingle(
   if (counted < ok || counted > ok + options.connections)
     problems.push(`Redis holds ${counted} jobs for ${ok} 2xx answers (${options.connections} connections)`);
   await admin.flushall();
-  if (problems.length > 0) throw new Error(`${side} single run ${prefix}: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new Error(`${variant.label} single run ${prefix}: ${problems.join('; ')}`);
   return {
     side,
     requestsPerSec: ok / result.duration,
@@ -702,6 +714,86 @@ const print = (text: string): void => {
   process.stdout.write(`${text}\n`);
 };
 
+// ---- part 3: FERRY_ENQUEUE_MIN_REPLICAS ----
+
+/** A replica of the bench Redis for part 3, resolved once its link is up and in sync. */
+async function startReplica(): Promise<{ stop(): Promise<void> }> {
+  const primary = owned.redis!;
+  const replica = await startPrivateRedis({
+    dir: join(owned.workDir!, 'replica'),
+    appendfsync: 'no',
+    extraArgs: ['--replicaof', '127.0.0.1', String(primary.port)],
+  });
+  owned.track(replica.process);
+  const client = new Redis(replica.url, { maxRetriesPerRequest: 1 });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const info = await client.info('replication');
+    if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) break;
+    if (Date.now() > deadline) throw new Error(`the replica did not sync within 30 s:\n${info}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  client.disconnect();
+  return { stop: () => replica.stop() };
+}
+
+/** WAIT commands Redis has run (INFO commandstats). */
+async function waitCalls(admin: Redis): Promise<number> {
+  return Number(/^cmdstat_wait:calls=(\d+)/m.exec(await admin.info('commandstats'))?.[1] ?? 0);
+}
+
+async function runReplicasPart(admin: Redis, options: Options): Promise<void> {
+  const replica = await startReplica();
+  const variants = [
+    { label: 'off', env: { FERRY_ENQUEUE_MIN_REPLICAS: '0' } },
+    { label: 'wait', env: { FERRY_ENQUEUE_MIN_REPLICAS: String(options.minReplicas) } },
+  ];
+  print(
+    [
+      '',
+      `part 3: single POST /v1/jobs to \`ferry api\` with one replica attached, ${options.connections} connections, ` +
+        `${options.durationS} s per run, ${options.singleRounds} round(s) of off, wait (order alternates)`,
+      `  off = FERRY_ENQUEUE_MIN_REPLICAS=0; wait = FERRY_ENQUEUE_MIN_REPLICAS=${options.minReplicas} ` +
+        '(Redis WAIT after each enqueue, FERRY_ENQUEUE_REPLICA_TIMEOUT_MS 1000)',
+      '',
+      SINGLE_HEADER,
+    ].join('\n'),
+  );
+  const runs = new Map<string, SingleRun[]>(variants.map((variant) => [variant.label, []]));
+  try {
+    for (let round = 1; round <= options.singleRounds; round++) {
+      const order = round % 2 === 1 ? variants : [...variants].reverse();
+      for (const variant of order) {
+        const before = await waitCalls(admin);
+        const run = await runSingle('ferry', round, admin, options, variant);
+        // The one difference between the sides, checked: a WAIT per answered enqueue (warm-up included) or none.
+        const waits = (await waitCalls(admin)) - before;
+        if (variant.label === 'off' ? waits !== 0 : waits < run.ok)
+          throw new Error(`${variant.label} run ${round}: Redis ran ${waits} WAIT for ${run.ok} 2xx answers`);
+        runs.get(variant.label)!.push(run);
+        print(singleResultRow(round, run).replace(/^ferry  /, variant.label.padEnd(7)));
+      }
+    }
+  } finally {
+    await replica.stop();
+  }
+  const off = runs.get('off')!;
+  const wait = runs.get('wait')!;
+  const rate = (list: readonly SingleRun[]): number => median(list.map((r) => r.requestsPerSec));
+  print(
+    [
+      '',
+      `summary, part 3: median of ${options.singleRounds} round(s) per side [min-max], ${options.connections} connections, ${options.durationS} s`,
+      singleSummaryRow(['side', 'req/s', '[min-max]', 'p50 ms', 'p99 ms', 'non-2xx', 'server µs/req']),
+      singleSummary('ferry', off).replace(/^ferry  /, 'off    '),
+      singleSummary('ferry', wait).replace(/^ferry  /, 'wait   '),
+      'checked: the off runs sent no WAIT, the wait runs one per 2xx answer at least (INFO commandstats)',
+      `ratio wait/off ${(rate(wait) / rate(off)).toFixed(2)} (req/s, medians; per round ` +
+        `${wait.map((r, i) => (r.requestsPerSec / off[i]!.requestsPerSec).toFixed(2)).join(', ')})`,
+    ].join('\n'),
+  );
+}
+
 // ---- main ----
 
 async function main(): Promise<number> {
@@ -821,6 +913,7 @@ async function main(): Promise<number> {
       ].join('\n'),
     );
   }
+  if (options.parts.includes('replicas')) await runReplicasPart(admin, options);
   admin.disconnect();
 
   print(`\nload average at the end: ${formatLoad()} (at the start: ${loadAtStart})`);

@@ -59,6 +59,7 @@ export {
   type ProducerOptions,
   WaitTimeoutError,
 } from './producer/producer.ts';
+export { isReplicaTimeoutError, ReplicaTimeoutError } from './producer/replicas.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
 export { createEnvSecretResolver } from './secrets/env-provider.ts';
 export type { SecretResolver } from './secrets/resolver.ts';

@@ -8,6 +8,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 
 import { isFerryError } from '../core/errors.ts';
 import { SECOND } from '../core/time.ts';
+import { isReplicaTimeoutError } from '../producer/replicas.ts';
 
 export const API_ERROR_TYPES = [
   'UnauthorizedError',
@@ -144,6 +145,8 @@ export function toErrorResponse(error: unknown): Mapped {
     if (error.field !== undefined) body.error.field = error.field;
     return { statusCode, body };
   }
+  // FERRY_ENQUEUE_MIN_REPLICAS not met in time: the job may be in Redis, the idempotency key makes a retry safe.
+  if (isReplicaTimeoutError(error)) return toErrorResponse(new UnavailableError(error.message));
   if (isRedisUnavailable(error)) {
     const unavailable = new UnavailableError('Redis is unavailable; retry later');
     return toErrorResponse(unavailable);
@@ -208,7 +211,11 @@ export function handleError(error: unknown, request: FastifyRequest, reply: Fast
   } else if (mapped.statusCode === 503) {
     request.log.warn(
       { err: loggableError(error) },
-      redisRefusal(error) === undefined ? 'Redis unavailable' : 'Redis refuses writes',
+      isReplicaTimeoutError(error)
+        ? 'Redis replicas did not acknowledge the enqueue in time'
+        : redisRefusal(error) === undefined
+          ? 'Redis unavailable'
+          : 'Redis refuses writes',
     );
   }
   if (mapped.headers !== undefined) void reply.headers(mapped.headers);

@@ -4,6 +4,7 @@
  */
 import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
+import { Cluster } from 'ioredis';
 
 import { buildApp } from '../api/app.ts';
 import { serviceReadAccess, type TokenSet } from '../api/auth.ts';
@@ -16,7 +17,7 @@ import type { SseOptions } from '../api/sse.ts';
 import { Deadline, settleWithin } from '../core/deadline.ts';
 import type { Env } from '../core/env.ts';
 import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
-import type { RedisClient } from '../core/redis.ts';
+import { API_COMMAND_TIMEOUT_MS, type RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { Producer } from '../producer/producer.ts';
@@ -59,6 +60,27 @@ export function apiMetricsListener(
     : undefined;
 }
 
+/**
+ * The connection the API's enqueues go on. With FERRY_ENQUEUE_MIN_REPLICAS a connection of their own: WAIT
+ * counts the writes of the connection it is sent on, and blocks that connection until the replicas answer
+ * (up to FERRY_ENQUEUE_REPLICA_TIMEOUT_MS), which must hold up neither /readyz nor the other routes. Its
+ * command timeout leaves WAIT its whole timeout.
+ */
+function enqueueConnection(connection: RedisClient, env: Env): RedisClient {
+  if (env.FERRY_ENQUEUE_MIN_REPLICAS === 0) return connection;
+  const commandTimeout = env.FERRY_ENQUEUE_REPLICA_TIMEOUT_MS + API_COMMAND_TIMEOUT_MS;
+  const name = 'ferry-api-enqueue';
+  const copy =
+    connection instanceof Cluster
+      ? connection.duplicate(undefined, {
+          redisOptions: { ...connection.options.redisOptions, commandTimeout, connectionName: name },
+        })
+      : connection.duplicate({ commandTimeout, connectionName: name });
+  // Connection errors reach the enqueue as rejected calls (503); without a listener ioredis prints each one.
+  copy.on('error', () => undefined);
+  return copy;
+}
+
 export interface FerryApiOptions {
   /** Producer-role connection (fails fast while Redis is down). */
   connection: RedisClient;
@@ -84,11 +106,14 @@ export async function buildFerryApi(
   const { env, config, logger } = runtime;
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
+  const producerConnection = enqueueConnection(connection, env);
   const producer = new Producer({
-    connection,
+    connection: producerConnection,
     prefix,
     services: config.services,
     maxMetadataBytes: env.FERRY_MAX_METADATA_BYTES,
+    minReplicas: env.FERRY_ENQUEUE_MIN_REPLICAS,
+    replicaTimeoutMs: env.FERRY_ENQUEUE_REPLICA_TIMEOUT_MS,
   });
   // No cache (FERRY_SECRETS_CACHE_MS 0) and no watch: the API resolves values only for a rare secrets test,
   // which must see a change made a moment ago, and a cache nothing clears would not.
@@ -165,6 +190,7 @@ export async function buildFerryApi(
           Promise.all([metrics.close(), deadLetterQueue.close(), producer.close()]),
           deadline.left(FORCE_WAIT_MS),
         );
+        if (producerConnection !== connection) producerConnection.disconnect();
         secrets.close();
       })();
       return closing;

@@ -108,6 +108,13 @@ const envSchema = z.object({
     .min(0)
     .max(1024 * 1024)
     .default(DEFAULT_MAX_METADATA_BYTES),
+  /**
+   * Replicas that must acknowledge an enqueue (Redis `WAIT`) before the API answers 2xx; 0 (default): no
+   * WAIT. Fewer within FERRY_ENQUEUE_REPLICA_TIMEOUT_MS: 503 with Retry-After (the job may have been added).
+   */
+  FERRY_ENQUEUE_MIN_REPLICAS: z.coerce.number().int().min(0).max(100).default(0),
+  /** How long an enqueue waits for FERRY_ENQUEUE_MIN_REPLICAS (WAIT's timeout; 0 would block forever). */
+  FERRY_ENQUEUE_REPLICA_TIMEOUT_MS: z.coerce.number().int().min(1).max(30_000).default(1_000),
   /** Deepest nesting of arrays and objects in a JSON request body (400 over it, before it is parsed). */
   FERRY_API_MAX_JSON_DEPTH: z.coerce.number().int().min(2).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
   /** Longest a client may take to send a whole request, headers and body; it is then cut off. */

@@ -21,4 +21,10 @@ export {
   type ProducerOptions,
   WaitTimeoutError,
 } from './producer.ts';
+export {
+  DEFAULT_MIN_REPLICAS,
+  DEFAULT_REPLICA_TIMEOUT_MS,
+  isReplicaTimeoutError,
+  ReplicaTimeoutError,
+} from './replicas.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';

@@ -21,6 +21,12 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import {
+  checkReplicaSettings,
+  DEFAULT_MIN_REPLICAS,
+  DEFAULT_REPLICA_TIMEOUT_MS,
+  waitForReplicas,
+} from './replicas.ts';
 import { DEFAULT_MAX_METADATA_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
 
 export interface ProducerOptions {
@@ -32,6 +38,15 @@ export interface ProducerOptions {
   services?: ServiceCatalog;
   /** Largest `metadata` in JSON bytes; default DEFAULT_MAX_METADATA_BYTES (16 KiB). */
   maxMetadataBytes?: number;
+  /**
+   * Replicas that must acknowledge each enqueue (Redis `WAIT`) before it resolves; default 0: no WAIT. When
+   * fewer acknowledge within `replicaTimeoutMs`, the call rejects with ReplicaTimeoutError, though the job may
+   * have been added: retry with the same idempotency key. WAIT blocks the connection it is sent on, so give a
+   * producer with this set a connection of its own.
+   */
+  minReplicas?: number;
+  /** How long an enqueue waits for `minReplicas` (1 to 30000 ms); default 1000. */
+  replicaTimeoutMs?: number;
 }
 
 export interface EnqueueResult {
@@ -109,12 +124,18 @@ export class Producer {
   readonly #ownsConnection: boolean;
   readonly #catalog: ServiceCatalog | undefined;
   readonly #queues = new Map<string, Queue<JobData, JobResult>>();
+  readonly #minReplicas: number;
+  readonly #replicaTimeoutMs: number;
+  readonly #slots = new Map<string, number>();
   #closed = false;
 
   constructor(options: ProducerOptions) {
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.#catalog = options.services;
     this.maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
+    this.#minReplicas = options.minReplicas ?? DEFAULT_MIN_REPLICAS;
+    this.#replicaTimeoutMs = options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS;
+    checkReplicaSettings(this.#minReplicas, this.#replicaTimeoutMs);
     if (typeof options.connection === 'string') {
       this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
       this.#ownsConnection = true;
@@ -124,7 +145,10 @@ export class Producer {
     }
   }
 
-  /** Validates and enqueues one job. Throws ValidationError (with `field`) for a bad request. */
+  /**
+   * Validates and enqueues one job. Throws ValidationError (with `field`) for a bad request, and
+   * ReplicaTimeoutError when `minReplicas` did not acknowledge it in time.
+   */
   async enqueue(request: EnqueueRequest): Promise<EnqueueResult> {
     const valid = validateEnqueueRequest(request, this.#catalog, '', {
       maxMetadataBytes: this.maxMetadataBytes,
@@ -294,6 +318,15 @@ export class Producer {
             }
             results[item.index] = { id, service, operation: item.request.operation, created };
           }),
+        );
+        // After every write of this queue's jobs (a repeat too: the first try may be the one that timed out),
+        // on the connection that made them.
+        await waitForReplicas(
+          client,
+          queue.keys.meta!,
+          this.#minReplicas,
+          this.#replicaTimeoutMs,
+          this.#slots,
         );
       }),
     );

@@ -79,6 +79,8 @@ export async function startTestApi(options: {
   secretsKey?: string;
   /** FERRY_SECRET_<NAME> values the API's env source reads (default none, not the test process's env). */
   processEnv?: NodeJS.ProcessEnv;
+  /** More variables for readEnv (e.g. FERRY_ENQUEUE_MIN_REPLICAS). */
+  env?: Record<string, string>;
 }): Promise<TestApi> {
   const logs: string[] = [];
   const destination = new Writable({
@@ -97,6 +99,7 @@ export async function startTestApi(options: {
   const eventsConnection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
   eventsConnection.on('error', () => undefined);
   const env = readEnv({
+    ...options.env,
     FERRY_PREFIX: options.prefix,
     ...(options.bodyLimitBytes === undefined
       ? {}

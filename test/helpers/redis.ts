@@ -16,11 +16,18 @@ export interface TestRedis extends PrivateRedis {
 
 /**
  * Starts a private redis-server for this test file on a free port in a temp dir, stopped in afterAll.
- * Never a shared 6379, never a mock.
+ * Never a shared 6379, never a mock. With `replicaOf`, a replica of that server (`--replicaof`); wait for
+ * its link with waitForReplicaLink.
  */
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: { replicaOf?: { port: number } } = {}): Promise<TestRedis> {
   const dir = join(tmpdir(), `ferry-test-redis-${randomUUID()}`);
-  const server = await startPrivateRedis({ dir, appendfsync: 'no' });
+  const server = await startPrivateRedis({
+    dir,
+    appendfsync: 'no',
+    ...(options.replicaOf === undefined
+      ? {}
+      : { extraArgs: ['--replicaof', '127.0.0.1', String(options.replicaOf.port)] }),
+  });
   const client = new Redis(server.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
   // A test that stops its server sees this client's failed reconnects: expected, not worth a stack trace each.
   client.on('error', () => undefined);
@@ -30,6 +37,17 @@ export async function startRedis(): Promise<TestRedis> {
     await rm(dir, { recursive: true, force: true });
   });
   return Object.assign(Object.create(null) as object, server, { client, dir }) as TestRedis;
+}
+
+/** Resolves once `replica` reports its link to the master up and in sync (INFO replication). */
+export async function waitForReplicaLink(replica: Redis, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await replica.info('replication');
+    if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) return;
+    if (Date.now() > deadline) throw new Error(`replica link not up within ${timeoutMs} ms:\n${info}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** A Redis key prefix unique to one test, so tests in a file never see each other's queues. */
