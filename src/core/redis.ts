@@ -12,7 +12,23 @@ export interface RedisTarget {
   url?: string;
   /** Cluster seed nodes (`host:port`); takes precedence over url. */
   clusterNodes?: readonly string[];
+  /**
+   * Redis Sentinels to ask for the master `sentinelName` (default `mymaster`); takes precedence over url and
+   * clusterNodes (the environment never sets two: readEnv refuses it).
+   */
+  sentinels?: readonly { host: string; port: number }[];
+  sentinelName?: string;
+  /** Password of the Sentinels (`requirepass` in sentinel.conf). */
+  sentinelPassword?: string;
+  /** Password of the data nodes (Sentinel's master, cluster nodes); with url, used when the URL has none. */
+  password?: string;
 }
+
+/**
+ * How long a Sentinel may take to answer where the master is: one that hangs (SIGSTOP, a dead host behind a
+ * live TCP proxy) is skipped for the next one instead of holding the (re)connection for ever.
+ */
+export const SENTINEL_COMMAND_TIMEOUT_MS = 2_000;
 
 /** `api`: a producer that answers HTTP requests, which must get their 503 soon (docs/api.md). */
 export type ConnectionRole = 'worker' | 'producer' | 'api';
@@ -43,6 +59,22 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
     ...roleOptions[role],
     ...(name === undefined ? {} : { connectionName: name }),
   };
+  if (target.password !== undefined) options.password = target.password;
+  if (target.sentinels !== undefined && target.sentinels.length > 0) {
+    return new Redis({
+      ...options,
+      sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
+      name: target.sentinelName ?? 'mymaster',
+      role: 'master',
+      ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+      sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
+      // Every reconnect asks the Sentinels again, so after a failover the default backoff (growing to 2 s)
+      // finds the new master. A master that was demoted without dropping its clients (a manual failover, a
+      // healed partition) answers writes with READONLY: reconnect then, through the Sentinels. A worker
+      // resends the refused command (it was not run); a producer's fails, and the API answers 503.
+      reconnectOnError: (error) => (/^READONLY /.test(error.message) ? (role === 'worker' ? 2 : 1) : false),
+    });
+  }
   if (target.clusterNodes !== undefined && target.clusterNodes.length > 0) {
     const nodes: ClusterNode[] = target.clusterNodes.map((node) => {
       const [host, port] = node.split(':');
@@ -50,7 +82,10 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
     });
     return new Cluster(nodes, { redisOptions: options, enableOfflineQueue: role === 'worker' });
   }
-  if (target.url === undefined) throw new Error('no Redis target: set REDIS_URL or REDIS_CLUSTER_NODES');
+  if (target.url === undefined) {
+    throw new Error('no Redis target: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
+  }
+  // Options fill in what the URL leaves out: a password in the URL wins over `password`.
   return new Redis(target.url, options);
 }
 
