@@ -23,6 +23,7 @@ import { promisify } from 'node:util';
 
 import { describe, expect, it } from 'vitest';
 
+import { freePort } from '../../src/cli/redis-server.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import {
   type FerryProcess,
@@ -73,7 +74,8 @@ async function startApi(
   services: string,
   prefix: string,
   extra: Record<string, string>,
-): Promise<{ api: FerryProcess; url: string }> {
+): Promise<{ api: FerryProcess; url: string; metricsUrl: string }> {
+  const metricsPort = await freePort();
   const api = spawnFerry(['api'], {
     env: {
       ...deployment.env,
@@ -81,12 +83,17 @@ async function startApi(
       FERRY_PREFIX: prefix,
       FERRY_API_TOKENS: JSON.stringify([{ name: 'ops', token: TOKEN, scopes: ['admin'] }]),
       PORT: '0',
+      FERRY_METRICS_PORT: String(metricsPort),
       LOG_FORMAT: 'json',
       ...extra,
     },
   });
   const line = await api.waitForLine(/Ferry API listening on/, { timeoutMs: 30_000 });
-  return { api, url: /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]! };
+  return {
+    api,
+    url: /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)![1]!,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+  };
 }
 
 /**
@@ -112,7 +119,7 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
       },
     },
   });
-  const { api, url } = await startApi(deployment, services, prefix, apiEnv);
+  const { api, url, metricsUrl } = await startApi(deployment, services, prefix, apiEnv);
   const worker = spawnFerry(['worker'], {
     env: {
       ...deployment.env,
@@ -255,6 +262,9 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
     const readyz = await fetch(`${url}/readyz`, { headers: { authorization: `Bearer ${TOKEN}` } });
     const readyText = await readyz.text();
     expect(readyz.status, readyText).toBe(200);
+    const metrics = await fetch(metricsUrl);
+    const metricsText = await metrics.text();
+    expect(metrics.status).toBe(200);
     const status = await runFerry(['status'], {
       env: { ...deployment.env, FERRY_SERVICES: services, FERRY_PREFIX: prefix },
     });
@@ -268,7 +278,14 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
     api.terminate();
     expect((await api.waitForExit(20_000)).code, api.output()).toBe(0);
 
-    const everything = [api.output(), worker.output(), status.stdout, status.stderr, readyText].join('\n');
+    const everything = [
+      api.output(),
+      worker.output(),
+      status.stdout,
+      status.stderr,
+      readyText,
+      metricsText,
+    ].join('\n');
     expect(everything).not.toContain(deployment.password);
     expect(everything).not.toContain(deployment.sentinelPassword!);
 
@@ -344,9 +361,28 @@ describe('ferry dev with REDIS_SENTINELS', () => {
       expect(run.code, run.process.output()).toBe(0);
       expect(JSON.parse(run.stdout)).toMatchObject({ state: 'completed' });
 
+      // Wrong passwords fail at once with one line naming the variables, and show neither password.
+      const wrongData = await runFerry(['status'], {
+        cwd,
+        env: { ...fromFile, REDIS_PASSWORD: 'wrong-data-password' },
+      });
+      expect(wrongData.code, wrongData.process.output()).toBe(1);
+      expect(wrongData.stderr).toMatch(/refused the credentials .*fix REDIS_PASSWORD/);
+      const wrongSentinel = await runFerry(['status'], {
+        cwd,
+        env: { ...fromFile, REDIS_SENTINEL_PASSWORD: 'wrong-sentinel-password' },
+      });
+      expect(wrongSentinel.code, wrongSentinel.process.output()).toBe(1);
+      expect(wrongSentinel.stderr).toMatch(/refused the credentials .*REDIS_SENTINEL_PASSWORD/);
+
       dev.terminate();
       expect((await dev.waitForExit(20_000)).code, dev.output()).toBe(0);
-      const everything = [dev.output(), run.process.output()].join('\n');
+      const everything = [
+        dev.output(),
+        run.process.output(),
+        wrongData.process.output(),
+        wrongSentinel.process.output(),
+      ].join('\n');
       expect(everything).not.toContain(deployment.password);
       expect(everything).not.toContain(deployment.sentinelPassword!);
     },
