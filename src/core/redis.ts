@@ -30,6 +30,22 @@ export interface RedisTarget {
  */
 export const SENTINEL_COMMAND_TIMEOUT_MS = 2_000;
 
+/**
+ * Longest pause between two reconnects through the Sentinels (plus up to 100 ms of jitter). Each reconnect
+ * asks a Sentinel where the master is, so this bounds how long after a failover a process keeps waiting
+ * for nothing: ioredis's own backoff grows to 5 s, which alone would break "accepting again within 5 s of
+ * the failover". The price is one short Sentinel query per connection every half second while the master
+ * is down (down-after-milliseconds plus the election: seconds, not minutes).
+ */
+export const SENTINEL_RECONNECT_MAX_MS = 500;
+
+/** Reconnect backoff through the Sentinels: 50, 100, 200, 400, then 500 ms, each plus 0-100 ms of jitter. */
+export function sentinelReconnectDelay(times: number): number {
+  return (
+    Math.min(50 * 2 ** Math.max(0, times - 1), SENTINEL_RECONNECT_MAX_MS) + Math.floor(Math.random() * 100)
+  );
+}
+
 /** `api`: a producer that answers HTTP requests, which must get their 503 soon (docs/api.md). */
 export type ConnectionRole = 'worker' | 'producer' | 'api';
 
@@ -68,10 +84,11 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
       role: 'master',
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
       sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
-      // Every reconnect asks the Sentinels again, so after a failover the default backoff (growing to 2 s)
-      // finds the new master. A master that was demoted without dropping its clients (a manual failover, a
-      // healed partition) answers writes with READONLY: reconnect then, through the Sentinels. A worker
-      // resends the refused command (it was not run); a producer's fails, and the API answers 503.
+      // Every reconnect asks the Sentinels again, so after a failover the next one finds the new master.
+      retryStrategy: sentinelReconnectDelay,
+      // A master that was demoted without dropping its clients (a manual failover, a healed partition)
+      // answers writes with READONLY: reconnect then, through the Sentinels. A worker resends the refused
+      // command (it was not run); a producer's fails, and the API answers 503.
       reconnectOnError: (error) => (/^READONLY /.test(error.message) ? (role === 'worker' ? 2 : 1) : false),
     });
   }

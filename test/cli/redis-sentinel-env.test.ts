@@ -4,11 +4,13 @@
  * cannot reach the Sentinels says where it waits (the Sentinels and the master's name) without a password.
  * The failover itself: test/e2e/sentinel-failover.test.ts.
  */
+import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
-import { redisAddress, redisPasswords } from '../../src/cli/runtime.ts';
+import { connect, redisAddress, redisPasswords } from '../../src/cli/runtime.ts';
 import { MAX_SENTINELS, parseSentinels, readEnv } from '../../src/core/env.ts';
+import { SENTINEL_RECONNECT_MAX_MS } from '../../src/core/redis.ts';
 import { runFerry, spawnFerry, writeServicesFile } from '../helpers/processes.ts';
 import { uniquePrefix } from '../helpers/redis.ts';
 
@@ -117,5 +119,22 @@ describe('a command that cannot reach the Sentinels', () => {
     const both = await runFerry(['status'], { env: { ...env, REDIS_URL: `redis://127.0.0.1:${port}` } });
     expect(both.code).not.toBe(0);
     expect(both.stderr).toMatch(/set either REDIS_SENTINELS or REDIS_URL, not both/);
+  });
+});
+
+describe('reconnecting through the Sentinels', () => {
+  it('pauses at most about half a second between attempts (ioredis alone grows to 5 s)', async () => {
+    const port = await freePort();
+    const env = readEnv({ REDIS_SENTINELS: `127.0.0.1:${port}`, REDIS_PASSWORD: PASSWORD });
+    for (const role of ['worker', 'producer', 'api'] as const) {
+      const client = connect(env, role, 'reconnect-test');
+      client.on('error', () => undefined);
+      const { retryStrategy } = (client as Redis).options;
+      client.disconnect();
+      const delays = Array.from({ length: 40 }, (_, i) => retryStrategy!(i + 1));
+      for (const delay of delays) expect(delay).toBeLessThanOrEqual(SENTINEL_RECONNECT_MAX_MS + 100);
+      // Fast at first: a blip is retried within a moment.
+      expect(delays[0]).toBeLessThan(200);
+    }
   });
 });

@@ -49,9 +49,14 @@ export interface SentinelDeployment {
   client(port: number): Redis;
   /**
    * Subscribes to `+switch-master` on every Sentinel; resolves once subscribed. `next()` resolves with the
-   * new master and when the first Sentinel announced it.
+   * new master and when the first Sentinel announced it; `seenAt` holds when each Sentinel did (they learn
+   * the new configuration from each other); `close()` unsubscribes.
    */
-  watchSwitch(): Promise<{ next(timeoutMs: number): Promise<Address & { at: number }> }>;
+  watchSwitch(): Promise<{
+    next(timeoutMs: number): Promise<Address & { at: number }>;
+    readonly seenAt: readonly number[];
+    close(): void;
+  }>;
   /** SIGKILL of the data node on `port` (`kill -9`), resolved once the process is gone; returns when it was sent. */
   kill9(port: number): Promise<number>;
   stop(): Promise<void>;
@@ -257,6 +262,7 @@ export async function startSentinels(
     async watchSwitch() {
       const subscribers = sentinels.map((sentinel) => client(sentinel.port, true));
       let announced: ((value: Address & { at: number }) => void) | undefined;
+      const seenAt: number[] = [];
       const switched = new Promise<Address & { at: number }>((resolve) => {
         announced = resolve;
       });
@@ -264,12 +270,18 @@ export async function startSentinels(
         subscriber.on('message', (channel: string, message: string) => {
           // `<name> <old ip> <old port> <new ip> <new port>`
           const [name, , , host, port] = message.split(' ');
-          if (channel === '+switch-master' && name === MASTER_NAME)
+          if (channel === '+switch-master' && name === MASTER_NAME) {
+            seenAt.push(Date.now());
             announced?.({ host: host!, port: Number(port), at: Date.now() });
+          }
         });
         await subscriber.subscribe('+switch-master');
       }
       return {
+        seenAt,
+        close() {
+          for (const subscriber of subscribers) subscriber.disconnect();
+        },
         async next(timeoutMs) {
           let timer: NodeJS.Timeout | undefined;
           try {
@@ -284,7 +296,6 @@ export async function startSentinels(
             ]);
           } finally {
             clearTimeout(timer);
-            for (const subscriber of subscribers) subscriber.disconnect();
           }
         },
       };
