@@ -189,6 +189,8 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
       30_000,
       () => 'a Sentinel reports a new master',
     ).then((at) => (reportedAt = Math.min(reportedAt ?? at, at)));
+    // Awaited below; if the switch never comes, its own failure is the one to report.
+    polled.catch(() => undefined);
     const switched = await watch.next(30_000);
     reportedAt = Math.min(reportedAt ?? switched.at, switched.at);
     await polled;
