@@ -86,6 +86,11 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
       sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
       // Every reconnect asks the Sentinels again, so after a failover the next one finds the new master.
       retryStrategy: sentinelReconnectDelay,
+      // Subscribed to +switch-master on the Sentinels, a connection leaves the old master the moment the
+      // new one is announced. Without it, after a planned failover (SENTINEL FAILOVER) or a healed partition
+      // the old master, still up, took writes for up to 10 s (until the Sentinels demote it), and those
+      // acknowledged writes were then lost. The price: one subscription per Sentinel per connection.
+      failoverDetector: true,
       // A master that was demoted without dropping its clients (a manual failover, a healed partition)
       // answers writes with READONLY: reconnect then, through the Sentinels. A worker resends the refused
       // command (it was not run); a producer's fails, and the API answers 503.

@@ -24,6 +24,10 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
+import { connect } from '../../src/cli/runtime.ts';
+import { readEnv } from '../../src/core/env.ts';
+import { waitUntilReady } from '../../src/core/redis.ts';
+import { registerCleanup } from '../helpers/cleanup.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import {
   type FerryProcess,
@@ -390,6 +394,46 @@ describe('ferry dev with REDIS_SENTINELS', () => {
       ].join('\n');
       expect(everything).not.toContain(deployment.password);
       expect(everything).not.toContain(deployment.sentinelPassword!);
+    },
+  );
+});
+
+describe('a planned failover (SENTINEL FAILOVER), the old master still up', () => {
+  it(
+    'moves every connection to the new master as soon as a Sentinel announces it',
+    { timeout: 60_000 },
+    async () => {
+      const deployment = await startSentinels();
+      const env = readEnv(deployment.env);
+      const connections = (['api', 'producer', 'worker'] as const).map((role) =>
+        connect(env, role, `planned-${role}`),
+      );
+      registerCleanup(async () => {
+        for (const connection of connections) connection.disconnect();
+      });
+      for (const connection of connections) connection.on('error', () => undefined);
+      await Promise.all(connections.map((connection) => waitUntilReady(connection, 20_000)));
+      const old = await deployment.master();
+      const port = async (connection: (typeof connections)[number]): Promise<number> =>
+        Number(/tcp_port:(\d+)/.exec(await connection.info('server'))?.[1]);
+      for (const connection of connections) expect(await port(connection)).toBe(old.port);
+
+      const watch = await deployment.watchSwitch();
+      await deployment.failover();
+      const switched = await watch.next(30_000);
+      expect(switched.port).not.toBe(old.port);
+      // The Sentinels demote the old master only at their next look at it (up to 10 s): until then it takes
+      // writes that will be lost. Every connection must have left it well before that.
+      for (const [i, connection] of connections.entries()) {
+        await until(
+          async () => ((await port(connection)) === switched.port ? true : undefined),
+          5_000,
+          () => `connection ${i} (api, producer, worker) on the new master`,
+        );
+      }
+      const key = `planned-${Date.now()}`;
+      await connections[0]!.set(key, 'kept');
+      expect(await deployment.client(switched.port).get(key)).toBe('kept');
     },
   );
 });

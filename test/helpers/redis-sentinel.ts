@@ -57,6 +57,8 @@ export interface SentinelDeployment {
     readonly seenAt: readonly number[];
     close(): void;
   }>;
+  /** `SENTINEL FAILOVER`: a planned failover, the old master still up (it is demoted later). */
+  failover(): Promise<void>;
   /** SIGKILL of the data node on `port` (`kill -9`), resolved once the process is gone; returns when it was sent. */
   kill9(port: number): Promise<number>;
   stop(): Promise<void>;
@@ -299,6 +301,9 @@ export async function startSentinels(
           }
         },
       };
+    },
+    async failover() {
+      await sentinelClients[0]!.call('SENTINEL', 'FAILOVER', MASTER_NAME);
     },
     async kill9(port) {
       const node = dataNodes.find((candidate) => candidate.port === port);
