@@ -1,7 +1,7 @@
 /** Builds the long-running parts from the environment: the one place that wires modules together. */
 import { readSharedState } from '../breakers/index.ts';
 import { closedState, nextState } from '../breakers/state.ts';
-import { clusterNodes, type Env, readEnv } from '../core/env.ts';
+import { clusterNodes, type Env, readEnv, sentinels } from '../core/env.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { breakerKey } from '../core/queue-layout.ts';
 import {
@@ -35,9 +35,13 @@ export interface Runtime {
  */
 export function readEnvWithRedis(): Env {
   const env = readEnv();
-  if (env.REDIS_URL === undefined && env.REDIS_CLUSTER_NODES === undefined) {
+  if (
+    env.REDIS_URL === undefined &&
+    env.REDIS_CLUSTER_NODES === undefined &&
+    env.REDIS_SENTINELS === undefined
+  ) {
     throw new UsageError(
-      'REDIS_URL (or REDIS_CLUSTER_NODES) is not set; `ferry dev` starts a private Redis for local use',
+      'REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS) is not set; `ferry dev` starts a private Redis for local use',
     );
   }
   return env;
@@ -53,14 +57,29 @@ export async function loadRuntime(options: { pretty?: boolean; name: string; env
     bufferBytes: env.FERRY_LOG_BUFFER_BYTES,
     name: options.name,
   });
+  // Redis passwords are no secrets of a service, but no log line may carry one either.
+  for (const password of redisPasswords(env)) scrubber.add(password);
   const config = await loadServicesFile(env.FERRY_SERVICES);
   return { env, logger, config, scrubber };
 }
 
 export function connect(env: Env, role: ConnectionRole, name: string): RedisClient {
   const nodes = clusterNodes(env);
+  const sentinelNodes = sentinels(env);
+  const password = env.REDIS_PASSWORD === undefined ? {} : { password: env.REDIS_PASSWORD };
   return createRedisConnection(
-    nodes === undefined ? { url: env.REDIS_URL } : { clusterNodes: nodes },
+    sentinelNodes !== undefined
+      ? {
+          sentinels: sentinelNodes,
+          sentinelName: env.REDIS_SENTINEL_NAME,
+          ...(env.REDIS_SENTINEL_PASSWORD === undefined
+            ? {}
+            : { sentinelPassword: env.REDIS_SENTINEL_PASSWORD }),
+          ...password,
+        }
+      : nodes === undefined
+        ? { url: env.REDIS_URL, ...password }
+        : { clusterNodes: nodes, ...password },
     role,
     name,
   );
@@ -98,10 +117,17 @@ export class RedisUnreachableError extends Error {
 export const REDIS_FAIL_FAST_MS = 3_000;
 
 /**
- * Where the process connects, for logs and error lines: `host:port` of REDIS_URL, or the cluster seeds. Never
- * the user name or password REDIS_URL may carry.
+ * Where the process connects, for logs and error lines: `host:port` of REDIS_URL, the cluster seeds, or the
+ * Sentinels and the master's name. Never the user name or a password.
  */
 export function redisAddress(env: Env): string {
+  const sentinelNodes = sentinels(env);
+  if (sentinelNodes !== undefined) {
+    const list = sentinelNodes.map(({ host, port }) =>
+      host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+    );
+    return `master ${env.REDIS_SENTINEL_NAME} via sentinels ${list.join(',')}`;
+  }
   const nodes = clusterNodes(env);
   if (nodes !== undefined) return nodes.join(',');
   if (env.REDIS_URL === undefined) return '(REDIS_URL unset)';
@@ -140,7 +166,7 @@ export async function connectWhenReady(
 ): Promise<RedisClient> {
   const connection = connect(env, role, name);
   try {
-    await waitForRedis(connection, redisAddress(env), redisPassword(env), options);
+    await waitForRedis(connection, redisAddress(env), redisPasswords(env), redisSettings(env), options);
   } catch (error) {
     connection.disconnect();
     throw error;
@@ -148,35 +174,55 @@ export async function connectWhenReady(
   return connection;
 }
 
-function redisPassword(env: Env): string | undefined {
+/** Every Redis password the environment holds (REDIS_URL's, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD). */
+export function redisPasswords(env: Env): string[] {
+  const passwords = [env.REDIS_PASSWORD, env.REDIS_SENTINEL_PASSWORD];
   try {
-    const password = env.REDIS_URL === undefined ? '' : new URL(env.REDIS_URL).password;
-    return password === '' ? undefined : password;
+    if (env.REDIS_URL !== undefined) passwords.push(decodeURIComponent(new URL(env.REDIS_URL).password));
   } catch {
-    return undefined;
+    // Not a URL (readEnv has checked it is one): nothing to cut out.
   }
+  return passwords
+    .filter((password): password is string => password !== undefined && password !== '')
+    .sort((a, b) => b.length - a.length);
+}
+
+/** The variables that say where Redis is, and hold its credentials: what an error line tells the user to fix. */
+function redisSettings(env: Env): { where: string; credentials: string } {
+  if (env.REDIS_SENTINELS !== undefined) {
+    return {
+      where: 'REDIS_SENTINELS and REDIS_SENTINEL_NAME',
+      credentials: 'REDIS_PASSWORD (the master) and REDIS_SENTINEL_PASSWORD (the Sentinels)',
+    };
+  }
+  if (env.REDIS_CLUSTER_NODES !== undefined) {
+    return { where: 'REDIS_CLUSTER_NODES', credentials: 'REDIS_PASSWORD' };
+  }
+  return { where: 'REDIS_URL', credentials: 'the user name and password in REDIS_URL (or REDIS_PASSWORD)' };
 }
 
 /** Redis's answers to a wrong user name or password (ACL or requirepass). */
-const CREDENTIALS_ERROR = /^(WRONGPASS|NOAUTH|ERR invalid password)/;
+const CREDENTIALS_ERROR = /(^|Last error: )(WRONGPASS|NOAUTH|ERR invalid password)/;
 
 function waitForRedis(
   client: RedisClient,
   where: string,
-  password: string | undefined,
+  passwords: readonly string[],
+  settings: { where: string; credentials: string },
   { waitMs, logger, signal }: RedisWaitOptions,
 ): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();
-  // An error message is Redis's or the socket's; the password is cut out all the same, in case one echoes it.
+  // An error message is Redis's or the socket's; passwords are cut out all the same, in case one echoes them.
   const describe = (error: Error | undefined): string => {
     if (error === undefined) return '';
-    const message = password === undefined ? error.message : error.message.replaceAll(password, '***');
+    let message = error.message;
+    for (const password of passwords) message = message.replaceAll(password, '***');
     return ` (${message.replaceAll(/\s+/g, ' ')})`;
   };
   const whatToDo =
     logger === undefined
-      ? 'start it or fix REDIS_URL'
-      : 'start it or fix REDIS_URL, or set FERRY_REDIS_WAIT_MS to wait for it';
+      ? `start it or fix ${settings.where}`
+      : `start it or fix ${settings.where}, or set FERRY_REDIS_WAIT_MS to wait for it`;
   return new Promise<void>((resolve, reject) => {
     let lastError: Error | undefined;
     let logged = false;
@@ -189,7 +235,7 @@ function waitForRedis(
               fail(
                 waitMs === 0
                   ? `Redis at ${where} did not answer${describe(lastError)}: ${whatToDo}`
-                  : `Redis at ${where} was not ready within ${limitMs} ms${describe(lastError)}: start it or fix REDIS_URL, or raise FERRY_REDIS_WAIT_MS`,
+                  : `Redis at ${where} was not ready within ${limitMs} ms${describe(lastError)}: start it or fix ${settings.where}, or raise FERRY_REDIS_WAIT_MS`,
               ),
             limitMs,
           );
@@ -202,12 +248,22 @@ function waitForRedis(
       if (logged) logger?.info({ redis: where }, `Redis at ${where} is ready`);
       resolve();
     };
-    const onError = (error: Error): void => {
+    // Through Sentinels, ioredis's error says only that none gave a master; each Sentinel's own error (an
+    // unknown master name, a refused password) comes first, as a sentinelError.
+    let lastSentinelError: Error | undefined;
+    const onSentinelError = (error: Error): void => {
+      lastSentinelError = error;
+    };
+    const onError = (incoming: Error): void => {
+      const error =
+        lastSentinelError !== undefined &&
+        incoming.message.startsWith('All sentinels are unreachable') &&
+        !incoming.message.includes('Last error:')
+          ? new Error(`${incoming.message} Last error: ${lastSentinelError.message}`)
+          : incoming;
       lastError = error;
       if (CREDENTIALS_ERROR.test(error.message)) {
-        fail(
-          `Redis at ${where} refused the credentials${describe(error)}: fix the user name and password in REDIS_URL`,
-        );
+        fail(`Redis at ${where} refused the credentials${describe(error)}: fix ${settings.credentials}`);
       } else if (waitMs === 0) {
         fail(`Redis at ${where} is unreachable${describe(error)}: ${whatToDo}`);
       } else if (!logged) {
@@ -223,10 +279,12 @@ function waitForRedis(
       clearTimeout(timer);
       client.off('ready', onReady);
       client.off('error', onError);
+      client.off('sentinelError', onSentinelError);
       signal?.removeEventListener('abort', onAbort);
     };
     client.on('ready', onReady);
     client.on('error', onError);
+    client.on('sentinelError', onSentinelError);
     if (signal?.aborted === true) onAbort();
     else signal?.addEventListener('abort', onAbort);
   });

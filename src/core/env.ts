@@ -16,6 +16,23 @@ const envSchema = z.object({
   /** Comma-separated `host:port` seeds of a Redis Cluster; takes precedence over REDIS_URL. */
   REDIS_CLUSTER_NODES: z.string().optional(),
   /**
+   * Comma-separated `host:port` of Redis Sentinels (at most MAX_SENTINELS): the master is asked of them, and
+   * followed through a failover. Not together with REDIS_URL or REDIS_CLUSTER_NODES (readEnv refuses it).
+   */
+  REDIS_SENTINELS: z.preprocess((value) => (value === '' ? undefined : value), z.string().optional()),
+  /** The master's name in the Sentinels' configuration (`sentinel monitor <name> …`). */
+  REDIS_SENTINEL_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'must match [A-Za-z0-9._-]{1,64}')
+    .default('mymaster'),
+  /** Password of the Sentinels themselves (`requirepass` in sentinel.conf); unset: none. */
+  REDIS_SENTINEL_PASSWORD: z.preprocess((value) => (value === '' ? undefined : value), z.string().optional()),
+  /**
+   * Password of the Redis data nodes behind REDIS_SENTINELS or REDIS_CLUSTER_NODES; with REDIS_URL, used
+   * when the URL carries none.
+   */
+  REDIS_PASSWORD: z.preprocess((value) => (value === '' ? undefined : value), z.string().optional()),
+  /**
    * How long `ferry worker` and `ferry dev` (with REDIS_URL) wait for Redis at start-up, logging once that they
    * wait and where: 0 fails at the first failed attempt; unset (or empty) waits until Redis answers, as a
    * container under compose or Kubernetes should rather than crash-loop. One-shot commands never wait.
@@ -173,7 +190,56 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {
     const name = String(issue.path[0] ?? 'env');
     throw new ValidationError(`${name}: ${issue.message}`, { field: name });
   }
-  return Object.freeze(parsed.data);
+  const data = parsed.data;
+  if (data.REDIS_SENTINELS !== undefined) {
+    // REDIS_CLUSTER_NODES over REDIS_URL is an old, documented precedence; Sentinel is new, so no guessing.
+    const others = (['REDIS_URL', 'REDIS_CLUSTER_NODES'] as const).filter((name) => data[name] !== undefined);
+    if (others.length > 0) {
+      throw new ValidationError(
+        `REDIS_SENTINELS: set either REDIS_SENTINELS or ${others.join(' and ')}, not both`,
+        { field: 'REDIS_SENTINELS' },
+      );
+    }
+    parseSentinels(data.REDIS_SENTINELS);
+  }
+  return Object.freeze(data);
+}
+
+/** Most entries REDIS_SENTINELS may list: a deployment runs 3 or 5; this only bounds a mistake. */
+export const MAX_SENTINELS = 16;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * REDIS_SENTINELS as `{ host, port }`s: `host:port` or `[ipv6]:port`, comma-separated, 1 to MAX_SENTINELS of
+ * them. Throws a ValidationError naming the variable and the bad entry.
+ */
+export function parseSentinels(value: string): HostPort[] {
+  const fail = (message: string): never => {
+    throw new ValidationError(`REDIS_SENTINELS: ${message}`, { field: 'REDIS_SENTINELS' });
+  };
+  const entries = value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  if (entries.length === 0) fail('must list at least one host:port');
+  if (entries.length > MAX_SENTINELS) fail(`lists ${entries.length} entries; at most ${MAX_SENTINELS}`);
+  return entries.map((entry) => {
+    const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(entry);
+    const port = Number(match?.[3]);
+    if (match === null || port < 1 || port > 65_535) {
+      return fail(`"${entry.slice(0, 80)}" is not host:port (e.g. 10.0.0.5:26379)`);
+    }
+    return { host: match[1] ?? match[2]!, port };
+  });
+}
+
+/** REDIS_SENTINELS parsed (readEnv has validated it), or undefined when unset. */
+export function sentinels(env: Env): HostPort[] | undefined {
+  return env.REDIS_SENTINELS === undefined ? undefined : parseSentinels(env.REDIS_SENTINELS);
 }
 
 export function clusterNodes(env: Env): string[] | undefined {

@@ -12,6 +12,38 @@ export interface RedisTarget {
   url?: string;
   /** Cluster seed nodes (`host:port`); takes precedence over url. */
   clusterNodes?: readonly string[];
+  /**
+   * Redis Sentinels to ask for the master `sentinelName` (default `mymaster`); takes precedence over url and
+   * clusterNodes (the environment never sets two: readEnv refuses it).
+   */
+  sentinels?: readonly { host: string; port: number }[];
+  sentinelName?: string;
+  /** Password of the Sentinels (`requirepass` in sentinel.conf). */
+  sentinelPassword?: string;
+  /** Password of the data nodes (Sentinel's master, cluster nodes); with url, used when the URL has none. */
+  password?: string;
+}
+
+/**
+ * How long a Sentinel may take to answer where the master is: one that hangs (SIGSTOP, a dead host behind a
+ * live TCP proxy) is skipped for the next one instead of holding the (re)connection for ever.
+ */
+export const SENTINEL_COMMAND_TIMEOUT_MS = 2_000;
+
+/**
+ * Longest pause between two reconnects through the Sentinels (plus up to 100 ms of jitter). Each reconnect
+ * asks a Sentinel where the master is, so this bounds how long after a failover a process keeps waiting
+ * for nothing: ioredis's own backoff grows to 5 s, which alone would break "accepting again within 5 s of
+ * the failover". The price is one short Sentinel query per connection every half second while the master
+ * is down (down-after-milliseconds plus the election: seconds, not minutes).
+ */
+export const SENTINEL_RECONNECT_MAX_MS = 500;
+
+/** Reconnect backoff through the Sentinels: 50, 100, 200, 400, then 500 ms, each plus 0-100 ms of jitter. */
+export function sentinelReconnectDelay(times: number): number {
+  return (
+    Math.min(50 * 2 ** Math.max(0, times - 1), SENTINEL_RECONNECT_MAX_MS) + Math.floor(Math.random() * 100)
+  );
 }
 
 /** `api`: a producer that answers HTTP requests, which must get their 503 soon (docs/api.md). */
@@ -59,6 +91,28 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
     ...roleOptions[role],
     ...(name === undefined ? {} : { connectionName: name }),
   };
+  if (target.password !== undefined) options.password = target.password;
+  if (target.sentinels !== undefined && target.sentinels.length > 0) {
+    return new Redis({
+      ...options,
+      sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
+      name: target.sentinelName ?? 'mymaster',
+      role: 'master',
+      ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+      sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
+      // Every reconnect asks the Sentinels again, so after a failover the next one finds the new master.
+      retryStrategy: sentinelReconnectDelay,
+      // Subscribed to +switch-master on the Sentinels, a connection leaves the old master the moment the
+      // new one is announced. Without it, after a planned failover (SENTINEL FAILOVER) or a healed partition
+      // the old master, still up, took writes for up to 10 s (until the Sentinels demote it), and those
+      // acknowledged writes were then lost. The price: one subscription per Sentinel per connection.
+      failoverDetector: true,
+      // A master that was demoted without dropping its clients (a manual failover, a healed partition)
+      // answers writes with READONLY: reconnect then, through the Sentinels. A worker resends the refused
+      // command (it was not run); a producer's fails, and the API answers 503.
+      reconnectOnError: (error) => (/^READONLY /.test(error.message) ? (role === 'worker' ? 2 : 1) : false),
+    });
+  }
   if (target.clusterNodes !== undefined && target.clusterNodes.length > 0) {
     const nodes: ClusterNode[] = target.clusterNodes.map((node) => {
       const [host, port] = node.split(':');
@@ -77,7 +131,10 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
     }
     return refreshSlotsEvery(cluster, CLUSTER_SLOTS_REFRESH_MS[role]);
   }
-  if (target.url === undefined) throw new Error('no Redis target: set REDIS_URL or REDIS_CLUSTER_NODES');
+  if (target.url === undefined) {
+    throw new Error('no Redis target: set REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS');
+  }
+  // Options fill in what the URL leaves out: a password in the URL wins over `password`.
   return new Redis(target.url, options);
 }
 

@@ -91,7 +91,7 @@ describe('usage errors exit 2', () => {
     const run = await runFerry(['worker'], { env: { FERRY_SERVICES: fixture('valid.yaml') } });
     expect(run.code, run.process.output()).toBe(2);
     expect(run.stderr.split('\n')).toHaveLength(1);
-    expect(run.stderr).toMatch(/REDIS_URL \(or REDIS_CLUSTER_NODES\) is not set/);
+    expect(run.stderr).toMatch(/REDIS_URL \(or REDIS_CLUSTER_NODES or REDIS_SENTINELS\) is not set/);
     expect(run.stderr).toMatch(/ferry dev/);
     expect(run.stderr).not.toMatch(STACK_LINE);
   });

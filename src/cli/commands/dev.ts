@@ -9,7 +9,7 @@ export function registerDevCommand(program: Command): void {
   program
     .command('dev')
     .description(
-      'run Ferry locally in one process: a private redis-server (when REDIS_URL is unset), the demo service, workers, and the HTTP API with Bull Board',
+      'run Ferry locally in one process: a private redis-server (when no REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS is set), the demo service, workers, and the HTTP API with Bull Board',
     )
     .option('--no-demo-jobs', 'do not enqueue the three demo jobs at start')
     .addHelpText(
@@ -28,6 +28,7 @@ export function registerDevCommand(program: Command): void {
         { loadTokenSet, TokenSet },
         { StartupResources, stoppable },
         { ENV_FILE, lockDevFolder },
+        { readEnv },
       ] = await Promise.all([
         import('../../producer/producer.ts'),
         import('../demo-service.ts'),
@@ -39,8 +40,9 @@ export function registerDevCommand(program: Command): void {
         import('../../api/auth.ts'),
         import('../startup.ts'),
         import('../dev-lock.ts'),
+        import('../../core/env.ts'),
       ]);
-      const { connect, connectWhenReady, loadRuntime, startWorkers } = runtimeModule;
+      const { connect, connectWhenReady, loadRuntime, redisAddress, startWorkers } = runtimeModule;
       // One dev per folder: a second one would run a second redis-server on the same AOF.
       const ferryDir = join(process.cwd(), '.ferry');
       const lock = await lockDevFolder(ferryDir);
@@ -52,7 +54,11 @@ export function registerDevCommand(program: Command): void {
       const stops: (() => Promise<void>)[] = [];
       const lines: string[] = [];
       const started = await resources.run(async () => {
-        if (process.env.REDIS_URL === undefined && process.env.REDIS_CLUSTER_NODES === undefined) {
+        if (
+          process.env.REDIS_URL === undefined &&
+          process.env.REDIS_CLUSTER_NODES === undefined &&
+          (process.env.REDIS_SENTINELS ?? '') === ''
+        ) {
           const dir = join(ferryDir, 'redis');
           // A killed dev's redis-server still appends to this AOF: stopped before another one starts on it.
           const { stale } = lock;
@@ -75,6 +81,9 @@ export function registerDevCommand(program: Command): void {
           });
           await lock.update({ redisPort: redis.port, redisDir: dir });
           lines.push(`redis     ${redis.url} (private redis-server, data in ${dir})`);
+        } else if ((process.env.REDIS_SENTINELS ?? '') !== '') {
+          // Never a password: REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD stay out of the banner.
+          lines.push(`redis     ${redisAddress(readEnv())}`);
         } else {
           lines.push(`redis     ${process.env.REDIS_URL ?? process.env.REDIS_CLUSTER_NODES}`);
         }
@@ -190,12 +199,16 @@ export function registerDevCommand(program: Command): void {
         { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
       );
       const token = devToken ?? '<your token>';
+      const redisHint =
+        runtime.env.REDIS_SENTINELS === undefined
+          ? `REDIS_URL=${runtime.env.REDIS_URL ?? ''}`
+          : `REDIS_SENTINELS=${runtime.env.REDIS_SENTINELS} REDIS_SENTINEL_NAME=${runtime.env.REDIS_SENTINEL_NAME}`;
       process.stdout.write(
         `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:\n` +
           `  curl -s -H 'authorization: Bearer ${token}' -H 'content-type: application/json' \\\n` +
           `    -d '{"service":"demo","operation":"echo","input":{"hello":"world"}}' ${api.url}/v1/jobs\n` +
-          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n` +
-          `  REDIS_URL=${runtime.env.REDIS_URL ?? ''} FERRY_SECRETS_KEY_FILE=${process.env.FERRY_SECRETS_KEY_FILE ?? ''} npx ferry secrets list\n\n`,
+          `  ${redisHint} npx ferry enqueue demo echo --input '{"hello":"world"}' --wait\n` +
+          `  ${redisHint} FERRY_SECRETS_KEY_FILE=${process.env.FERRY_SECRETS_KEY_FILE ?? ''} npx ferry secrets list\n\n`,
       );
       if (
         options.demoJobs &&
@@ -215,6 +228,10 @@ function devEnvEntries(
   env: {
     REDIS_URL?: string | undefined;
     REDIS_CLUSTER_NODES?: string | undefined;
+    REDIS_SENTINELS?: string | undefined;
+    REDIS_SENTINEL_NAME: string;
+    REDIS_SENTINEL_PASSWORD?: string | undefined;
+    REDIS_PASSWORD?: string | undefined;
     FERRY_PREFIX: string;
     FERRY_SERVICES: string;
   },
@@ -222,8 +239,15 @@ function devEnvEntries(
   devToken: string | undefined,
 ): [string, string][] {
   const entries: [string, string][] = [];
-  if (env.REDIS_CLUSTER_NODES !== undefined) entries.push(['REDIS_CLUSTER_NODES', env.REDIS_CLUSTER_NODES]);
+  if (env.REDIS_SENTINELS !== undefined) {
+    // The file is 0600 and already holds the token; another shell needs the passwords as much as the address.
+    entries.push(['REDIS_SENTINELS', env.REDIS_SENTINELS], ['REDIS_SENTINEL_NAME', env.REDIS_SENTINEL_NAME]);
+    if (env.REDIS_SENTINEL_PASSWORD !== undefined)
+      entries.push(['REDIS_SENTINEL_PASSWORD', env.REDIS_SENTINEL_PASSWORD]);
+  } else if (env.REDIS_CLUSTER_NODES !== undefined)
+    entries.push(['REDIS_CLUSTER_NODES', env.REDIS_CLUSTER_NODES]);
   else if (env.REDIS_URL !== undefined) entries.push(['REDIS_URL', env.REDIS_URL]);
+  if (env.REDIS_PASSWORD !== undefined) entries.push(['REDIS_PASSWORD', env.REDIS_PASSWORD]);
   entries.push(['FERRY_PREFIX', env.FERRY_PREFIX], ['FERRY_SERVICES', resolve(env.FERRY_SERVICES)]);
   // A key given as a value (FERRY_SECRETS_KEY) stays where it was given: only a file's path is written.
   if (process.env.FERRY_SECRETS_KEY === undefined && process.env.FERRY_SECRETS_KEY_FILE !== undefined)

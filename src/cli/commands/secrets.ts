@@ -40,7 +40,7 @@ interface DeleteOptions extends KeyOptions {
 }
 
 const ENVIRONMENT = `
-Environment: REDIS_URL (or REDIS_CLUSTER_NODES), FERRY_PREFIX, FERRY_SECRETS_KEY or FERRY_SECRETS_KEY_FILE
+Environment: REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS), FERRY_PREFIX, FERRY_SECRETS_KEY or FERRY_SECRETS_KEY_FILE
 (set, stage, test, reencrypt), FERRY_SECRETS_DIR and FERRY_SECRET_<NAME> (list, test), FERRY_SERVICES (list,
 test): the same as the worker's.`;
 
