@@ -37,9 +37,13 @@ import { startPrivateRedis } from '../src/cli/redis-server.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../src/core/redis.ts';
 import { Producer } from '../src/producer/index.ts';
+import {
+  launchRedisCluster,
+  servicesOnEveryMaster,
+  type TestCluster,
+} from '../test/helpers/redis-cluster-core.ts';
 import { ownProcesses, runBench } from './owned-processes.ts';
 import { PAYLOAD } from './payload.ts';
-import { type BenchCluster, startBenchCluster } from './redis-cluster.ts';
 import { median } from './stats.ts';
 
 const COMPILED = import.meta.url.endsWith('.js');
@@ -507,11 +511,11 @@ async function main(): Promise<number> {
   const downstreamUrl = await startDownstream();
 
   // The cluster decides the service names (queues on all three masters); one Redis uses the same ones.
-  let cluster: BenchCluster | undefined;
+  let cluster: TestCluster | undefined;
   let services: string[];
   if (SETUPS.includes('cluster')) {
-    cluster = await startBenchCluster(join(owned.workDir, 'cluster'));
-    services = await cluster.servicesOnEveryMaster(SERVICES);
+    cluster = await launchRedisCluster(join(owned.workDir, 'cluster'));
+    services = await servicesOnEveryMaster(cluster, SERVICES);
   } else {
     services = Array.from({ length: SERVICES }, (_, index) => `svc-${index}`);
   }
@@ -562,7 +566,7 @@ async function main(): Promise<number> {
           name: setup,
           env: { REDIS_CLUSTER_NODES: cluster!.seeds },
           client,
-          masters: await cluster!.masters(),
+          masters: await mastersOf(cluster!),
         };
         close = async () => {
           client.disconnect();
@@ -785,3 +789,11 @@ async function main(): Promise<number> {
 }
 
 runBench('bench:scale', owned, main);
+
+/** Plain clients to the nodes that are masters now: their INFO is the cluster's Redis cost. */
+async function mastersOf(cluster: TestCluster): Promise<Redis[]> {
+  const masters = new Set(
+    (await cluster.view()).filter((node) => node.role === 'master').map((node) => node.address),
+  );
+  return cluster.nodes.filter((node) => masters.has(node.address)).map((node) => node.client);
+}

@@ -2,22 +2,17 @@
  * Producer `minReplicas` on a real Redis Cluster (3 masters, 3 replicas of Debian's redis-server): WAIT must
  * go to the master of the queue's slot, on the connection that wrote the job. A keyless command sent through
  * ioredis' Cluster goes to a random node, where WAIT counts nothing of this write and answers at once.
- * (Starts its own small cluster; the shared cluster helper of issue 15 can replace startCluster below.)
  */
-import { execFile } from 'node:child_process';
+
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { TokenSet } from '../../src/api/auth.ts';
 import { buildFerryApi } from '../../src/cli/api-server.ts';
-import { freePort, type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+import type { PrivateRedis } from '../../src/cli/redis-server.ts';
 import { readEnv } from '../../src/core/env.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { createRedisConnection, waitUntilReady } from '../../src/core/redis.ts';
@@ -26,77 +21,11 @@ import { Producer } from '../../src/producer/producer.ts';
 import { isReplicaTimeoutError } from '../../src/producer/replicas.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
 import { TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
+import { startRedisCluster } from '../helpers/redis-cluster.ts';
 
-const run = promisify(execFile);
-
-async function startCluster(): Promise<{ nodes: PrivateRedis[]; seed: string }> {
-  const dir = join(tmpdir(), `ferry-test-cluster-${randomUUID()}`);
-  const nodes: PrivateRedis[] = [];
-  afterAll(async () => {
-    for (const node of nodes) node.process.kill('SIGCONT');
-    await Promise.all(nodes.map((node) => node.stop()));
-    await rm(dir, { recursive: true, force: true });
-  });
-  for (let i = 0; i < 6; i++) {
-    const nodeDir = join(dir, String(i));
-    // The cluster bus on a free port of its own (by default port + 10000, which may be taken or over 65535).
-    const busPort = await freePort();
-    nodes.push(
-      await startPrivateRedis({
-        dir: nodeDir,
-        appendfsync: 'no',
-        extraArgs: [
-          '--cluster-port',
-          String(busPort),
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          join(nodeDir, 'nodes.conf'),
-          '--cluster-node-timeout',
-          '2000',
-        ],
-      }),
-    );
-  }
-  await run('redis-cli', [
-    '--cluster',
-    'create',
-    ...nodes.map((node) => `127.0.0.1:${node.port}`),
-    '--cluster-replicas',
-    '1',
-    '--cluster-yes',
-  ]);
-  // Every node sees the whole cluster, and every master has its replica online and acknowledging.
-  const deadline = Date.now() + 20_000;
-  while (!(await clusterReady(nodes))) {
-    if (Date.now() > deadline) throw new Error('the cluster was not ready within 20 s');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  return { nodes, seed: `127.0.0.1:${nodes[0]!.port}` };
-}
-
-async function clusterReady(nodes: readonly PrivateRedis[]): Promise<boolean> {
-  const states = await Promise.all(
-    nodes.map(async (node) => {
-      const client = new Redis(node.port, { lazyConnect: true, maxRetriesPerRequest: 1 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        const info = (await client.cluster('INFO')) as string;
-        const replication = await client.info('replication');
-        const acked = /role:master/.test(replication) ? await client.wait(1, 100) : 1;
-        return /cluster_state:ok/.test(info) && acked === 1;
-      } catch {
-        return false;
-      } finally {
-        client.disconnect();
-      }
-    }),
-  );
-  return states.every(Boolean);
-}
-
-const { nodes, seed } = await startCluster();
+const cluster0 = await startRedisCluster();
+const nodes = cluster0.nodes;
+const seed = nodes[0]!.address;
 const SERVICES = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
 
 /** The cluster's master for `service`'s queue, and the process of that master's replica. */
