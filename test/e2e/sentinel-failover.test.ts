@@ -11,7 +11,9 @@
  * - every job accepted after the failover completes, and the worker exits cleanly on SIGTERM;
  * - no job acknowledged more than 1 s before the kill is lost. Replication is asynchronous: a job acked in
  *   the last moment before the kill may not have reached the replica. Those are counted and printed, not
- *   asserted (FERRY_ENQUEUE_MIN_REPLICAS exists for them: `runFailover` takes the API's extra environment).
+ *   asserted. FERRY_ENQUEUE_MIN_REPLICAS exists for them: a second case runs the same with
+ *   FERRY_ENQUEUE_MIN_REPLICAS=1 on a master with two replicas (one is promoted, the Sentinels re-attach the
+ *   other) and asserts that no acknowledged enqueue is lost at all, and that the API sent its WAITs.
  * - no password shows in any output, /readyz or `ferry status`.
  * The figures are printed (`sentinel failover:` line) and recorded in docs/scaling.md § Sentinel failover.
  */
@@ -21,6 +23,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
+import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
@@ -73,6 +76,18 @@ export interface FailoverReport {
   acked: number;
   requests: number;
   maxRequestMs: number;
+  /** Data replicas started (the promoted one included). */
+  replicas: number;
+  /** From the failover until the new master has a replica in sync again (null: none within the run). */
+  replicaAttachedMs: number | null;
+  /** WAIT calls on the old master before the kill and on the new one (INFO commandstats). */
+  waitCalls: { old: number; new: number };
+}
+
+/** `cmdstat_wait` calls on a data node, 0 when it never ran one. */
+async function waitCalls(node: Redis): Promise<number> {
+  const info = await node.info('commandstats');
+  return Number(/^cmdstat_wait:calls=(\d+)/m.exec(info)?.[1] ?? 0);
 }
 
 async function startApi(
@@ -104,10 +119,17 @@ async function startApi(
 
 /**
  * One whole run on a fresh deployment: returns the figures after asserting what must hold. `apiEnv` is added
- * to the API's environment (a second run with FERRY_ENQUEUE_MIN_REPLICAS is one call).
+ * to the API's environment; `replicas` is the number of data replicas (default 1). With
+ * FERRY_ENQUEUE_MIN_REPLICAS of 1 or more in `apiEnv` the claim is stronger: no acknowledged enqueue is lost
+ * at all (each 2xx was on a replica when it was given), and the API must really have sent its WAITs.
  */
-export async function runFailover(apiEnv: Record<string, string> = {}): Promise<FailoverReport> {
-  const deployment = await startSentinels({ sentinelPassword: true });
+export async function runFailover(
+  apiEnv: Record<string, string> = {},
+  options: { replicas?: number } = {},
+): Promise<FailoverReport> {
+  const replicas = options.replicas ?? 1;
+  const minReplicas = Number(apiEnv.FERRY_ENQUEUE_MIN_REPLICAS ?? 0);
+  const deployment = await startSentinels({ sentinelPassword: true, replicas });
   const downstream = await startDownstream(() => ({ status: 200, body: { ok: true }, delayMs: 5 }));
   const called = new Set<string>();
   downstream.script((request) => {
@@ -182,6 +204,9 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
 
     const watch = await deployment.watchSwitch();
     const old = await deployment.master();
+    const oldMaster = deployment.client(old.port);
+    const ackedBeforeKill = acked().length;
+    const waitCallsOld = await waitCalls(oldMaster);
     // When a Sentinel first names the new master: polled, and the +switch-master event, whichever is first.
     let reportedAt: number | undefined;
     const killedAt = await deployment.kill9(old.port);
@@ -200,6 +225,20 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
     await polled;
     const failoverAt = reportedAt;
     expect(switched.port).not.toBe(old.port);
+    const newMaster = deployment.client(switched.port);
+    // With 2 replicas the Sentinels re-attach the other one to the new master: when it is in sync again.
+    let replicaAttachedAt: number | undefined;
+    // (With one replica there is none left to attach: not polled.)
+    const attached =
+      replicas > 1
+        ? until(
+            async () =>
+              /^slave\d+:.*state=online/m.test(await newMaster.info('replication')) ? Date.now() : undefined,
+            30_000,
+            () => 'a replica in sync with the new master',
+          ).then((at) => (replicaAttachedAt = at))
+        : Promise.resolve();
+    attached.catch(() => undefined);
 
     // Enqueues are accepted again, and jobs enqueued from then on are called.
     await until(
@@ -218,9 +257,9 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
 
     // Every acked job still in Redis runs: wait until each is called, but for those that may have been lost
     // with the master (acked in the last second before the kill, or while it was down), and the queue is empty.
-    const newMaster = deployment.client(switched.port);
+    // With replica acknowledgement on, every acked job must run.
     const mustRun = acked().filter(
-      (entry) => entry.end < killedAt - SAFE_BEFORE_KILL_MS || entry.start > failoverAt,
+      (entry) => minReplicas > 0 || entry.end < killedAt - SAFE_BEFORE_KILL_MS || entry.start > failoverAt,
     );
     await until(
       async () => {
@@ -265,6 +304,15 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
     const lost = acked().filter((entry) => !called.has(entry.key));
     const lostSafe = lost.filter((entry) => entry.end < killedAt - SAFE_BEFORE_KILL_MS);
     expect(lostSafe.map((entry) => entry.key)).toEqual([]);
+    await attached;
+    const waitCallsNew = await waitCalls(newMaster);
+    if (minReplicas > 0) {
+      // Each 2xx was on a replica when it was given: none lost, not even in the last moment before the kill.
+      expect(lost.map((entry) => entry.key)).toEqual([]);
+      // And the API did ask: one WAIT per acknowledged enqueue at least, on each master.
+      expect(waitCallsOld).toBeGreaterThanOrEqual(ackedBeforeKill);
+      expect(waitCallsNew).toBeGreaterThanOrEqual(acked().filter((entry) => entry.start > failoverAt).length);
+    }
 
     // Other commands work through the Sentinels too, and no password shows anywhere.
     const readyz = await fetch(`${url}/readyz`, { headers: { authorization: `Bearer ${TOKEN}` } });
@@ -311,6 +359,9 @@ export async function runFailover(apiEnv: Record<string, string> = {}): Promise<
       acked: acked().length,
       requests: sent.length,
       maxRequestMs,
+      replicas,
+      replicaAttachedMs: replicaAttachedAt === undefined ? null : replicaAttachedAt - failoverAt,
+      waitCalls: { old: waitCallsOld, new: waitCallsNew },
     };
     // eslint-disable-next-line no-console -- the measured figures, printed on purpose
     console.log(`sentinel failover: ${JSON.stringify({ apiEnv, ...report })}`);
@@ -330,6 +381,18 @@ describe('Redis Sentinel failover (kill -9 of the master)', () => {
     async () => {
       const report = await runFailover();
       expect(report.acked).toBeGreaterThan(0);
+    },
+  );
+
+  it(
+    'with FERRY_ENQUEUE_MIN_REPLICAS=1 and 2 replicas, loses no acknowledged enqueue at all',
+    { timeout: 120_000 },
+    async () => {
+      const report = await runFailover({ FERRY_ENQUEUE_MIN_REPLICAS: '1' }, { replicas: 2 });
+      expect(report.acked).toBeGreaterThan(0);
+      expect(report.lostAcked).toBe(0);
+      expect(report.waitCalls.old).toBeGreaterThan(0);
+      expect(report.waitCalls.new).toBeGreaterThan(0);
     },
   );
 });

@@ -1,6 +1,6 @@
 /**
- * A real Redis Sentinel deployment from Debian's packages, for one test file: a master, a replica
- * (`replicaof`) and 3 Sentinels (`redis-sentinel`, each with its own config file: Sentinels rewrite theirs),
+ * A real Redis Sentinel deployment from Debian's packages, for one test file: a master, a replica (or
+ * `replicas` of them, `replicaof`) and 3 Sentinels (`redis-sentinel`, each with its own config file: Sentinels rewrite theirs),
  * all on free ports on 127.0.0.1, each in its own temp dir. The data nodes have a password (`requirepass` +
  * `masterauth`), and so do the Sentinels when asked. Failure detection is fast (`down-after-milliseconds`
  * 1000, `failover-timeout` 3000) so that a `kill -9` of the master is followed within seconds. Everything is
@@ -92,10 +92,16 @@ async function stopProcess(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** Starts the deployment and waits until the Sentinels know the replica and each other (a failover can run). */
+/**
+ * Starts the deployment and waits until the Sentinels know the replicas and each other (a failover can run).
+ * `replicas` (default 1): with 2, a failover promotes one and the Sentinels re-attach the other to it, so the
+ * new master has a replica again (what `FERRY_ENQUEUE_MIN_REPLICAS=1` needs to keep accepting enqueues).
+ */
 export async function startSentinels(
-  options: { sentinelPassword?: boolean } = {},
+  options: { sentinelPassword?: boolean; replicas?: number } = {},
 ): Promise<SentinelDeployment> {
+  const replicaCount = options.replicas ?? 1;
+  if (!Number.isInteger(replicaCount) || replicaCount < 1) throw new Error('replicas: at least 1');
   const root = join(tmpdir(), `ferry-test-sentinel-${randomUUID().slice(0, 8)}`);
   const password = `data-${randomBytes(12).toString('hex')}`;
   const sentinelPassword =
@@ -199,15 +205,16 @@ export async function startSentinels(
 
   try {
     const master = await startDataNode();
-    const replica = await startDataNode(master.port);
+    const replicas: SentinelNode[] = [];
+    for (let i = 0; i < replicaCount; i++) replicas.push(await startDataNode(master.port));
     const masterClient = client(master.port);
     await until(
       async () => {
         const info = await masterClient.info('replication');
-        return /slave0:.*state=online/.test(info) ? true : undefined;
+        return (info.match(/^slave\d+:.*state=online/gm) ?? []).length === replicaCount ? true : undefined;
       },
       15_000,
-      () => 'the replica is in sync',
+      () => `the ${replicaCount} replica(s) in sync`,
     );
     for (let i = 0; i < 3; i++) await startSentinel(master.port);
     // A failover needs a majority of Sentinels that know each other and the replica (hello messages every 2 s).
@@ -216,14 +223,16 @@ export async function startSentinels(
       await until(
         async () => {
           const others = (await sentinelClient.call('SENTINEL', 'SENTINELS', MASTER_NAME)) as unknown[];
-          const replicas = (await sentinelClient.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
-          const known = replicas.some(
-            (fields) => fields.includes(String(replica.port)) && !fields.join(' ').includes('s_down'),
+          const listed = (await sentinelClient.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
+          const known = replicas.every((replica) =>
+            listed.some(
+              (fields) => fields.includes(String(replica.port)) && !fields.join(' ').includes('s_down'),
+            ),
           );
           return others.length === 2 && known ? true : undefined;
         },
         20_000,
-        () => `sentinel :${sentinel.port} knows the other two and the replica`,
+        () => `sentinel :${sentinel.port} knows the other two and the replica(s)`,
       );
     }
   } catch (error) {
