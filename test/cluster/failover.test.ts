@@ -7,7 +7,14 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type Answer, EnqueueLoad, settle, startClusterStack } from '../helpers/cluster-load.ts';
+import {
+  type Answer,
+  EnqueueLoad,
+  settle,
+  startClusterStack,
+  waitForFlow,
+  waitUntil,
+} from '../helpers/cluster-load.ts';
 import {
   type ClusterNode,
   type NodeView,
@@ -29,21 +36,6 @@ const REPLICATION_WINDOW_MS = 1_000;
  * promotion is seen here a moment after it happened: this much slack after it.
  */
 const CLUSTER_DOWN_SLACK_MS = 1_000;
-
-function waitUntil(
-  predicate: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return (async () => {
-    for (;;) {
-      if (await predicate()) return;
-      if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  })();
-}
 
 const isOk = (answer: Answer): boolean => answer.status === 200 || answer.status === 202;
 
@@ -73,13 +65,8 @@ async function failOver(how: 'kill' | 'hang', serviceIndex: number): Promise<voi
   const stack = await startClusterStack(cluster, services);
   const load = new EnqueueLoad(stack.url, services);
   try {
-    // Jobs flow for every service before the kill.
-    await waitUntil(
-      () => services.every((service) => stack.downstream.requests.some((r) => r.url === `/${service}`)),
-      20_000,
-      'jobs called for every service',
-    );
-    await waitUntil(() => load.accepted().length >= 60, 20_000, '60 accepted enqueues');
+    // Jobs flow for every service before the fault.
+    await waitForFlow(stack, load, services);
 
     const killedAt = Date.now();
     if (how === 'kill') await master.kill();

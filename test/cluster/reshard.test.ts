@@ -7,24 +7,13 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { EnqueueLoad, settle, startClusterStack } from '../helpers/cluster-load.ts';
+import { EnqueueLoad, settle, startClusterStack, waitForFlow, waitUntil } from '../helpers/cluster-load.ts';
 import { type ClusterNode, servicesOnEveryMaster, startRedisCluster } from '../helpers/redis-cluster.ts';
 
 const cluster = await startRedisCluster();
 
 /** Keys moved per MIGRATE: small, so the queue is half on each master for a while. */
 const BATCH = 5;
-
-function waitUntil(predicate: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return (async () => {
-    for (;;) {
-      if (predicate()) return;
-      if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  })();
-}
 
 /** Moves `slot` from `source` to `target` while the cluster serves it (redis-cli's moveSlot, one slot). */
 async function migrateSlot(
@@ -75,12 +64,8 @@ describe('resharding a busy service queue slot under load', () => {
     const stack = await startClusterStack(cluster, services);
     const load = new EnqueueLoad(stack.url, services);
     try {
-      await waitUntil(
-        () => services.every((service) => stack.downstream.requests.some((r) => r.url === `/${service}`)),
-        20_000,
-        'jobs called for every service',
-      );
-      await waitUntil(() => load.accepted().length >= 60, 20_000, '60 accepted enqueues');
+      // Jobs flow for every service before the fault.
+      await waitForFlow(stack, load, services);
 
       const startedAt = Date.now();
       const { keys, batches } = await migrateSlot(

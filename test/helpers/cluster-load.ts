@@ -151,3 +151,32 @@ export async function settle(
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
+
+/** Polls `predicate` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  predicate: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Jobs flow before a fault: every service has been called, and `accepted` enqueues were acknowledged. */
+export async function waitForFlow(
+  stack: ClusterStack,
+  load: EnqueueLoad,
+  services: readonly string[],
+  accepted = 60,
+): Promise<void> {
+  await waitUntil(
+    () => services.every((service) => stack.downstream.requests.some((r) => r.url === `/${service}`)),
+    20_000,
+    'jobs called for every service',
+  );
+  await waitUntil(() => load.accepted().length >= accepted, 20_000, `${accepted} accepted enqueues`);
+}
