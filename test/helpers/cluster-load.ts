@@ -8,6 +8,7 @@ import { type Downstream, startDownstream } from './downstream.ts';
 import { type FerryProcess, spawnFerry, startWorker, workerEnv, writeServicesFile } from './processes.ts';
 import { uniquePrefix } from './redis.ts';
 import type { TestCluster } from './redis-cluster.ts';
+import { waitUntil } from './until.ts';
 
 export const LOAD_TOKEN = 'ferry-cluster-load-token-0123456789';
 
@@ -152,19 +153,7 @@ export async function settle(
   }
 }
 
-/** Polls `predicate` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
-export async function waitUntil(
-  predicate: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await predicate()) return;
-    if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+export { waitUntil } from './until.ts';
 
 /** Jobs flow before a fault: every service has been called, and `accepted` enqueues were acknowledged. */
 export async function waitForFlow(

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 
 import { freePort, type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+import { waitUntil } from './until.ts';
 
 const run = promisify(execFile);
 
@@ -156,14 +157,8 @@ export async function launchRedisCluster(
     return true;
   };
 
-  const waitHealthy = async (timeoutMs = 30_000): Promise<void> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (await healthy().catch(() => false)) return;
-      if (Date.now() > deadline) throw new Error(`the cluster was not healthy within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
+  const waitHealthy = (timeoutMs = 30_000): Promise<void> =>
+    waitUntil(healthy, timeoutMs, 'the cluster healthy');
   await waitHealthy();
 
   const seeds = nodes.map((node) => node.address).join(',');

@@ -17,6 +17,7 @@ import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
+import { until } from './until.ts';
 
 export const MASTER_NAME = 'mymaster';
 export const DOWN_AFTER_MS = 1_000;
@@ -64,20 +65,7 @@ export interface SentinelDeployment {
   stop(): Promise<void>;
 }
 
-/** Polls `check` every 50 ms until it returns a value (not undefined); rejects with `what` after timeoutMs. */
-export async function until<T>(
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-  what: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+export { until } from './until.ts';
 
 function startProcess(binary: string, args: readonly string[]): ChildProcess {
   const child = spawn(binary, args, { stdio: 'ignore' });

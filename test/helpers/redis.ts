@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
 
 import { type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+import { until } from './until.ts';
 
 export interface TestRedis extends PrivateRedis {
   /** A plain client for assertions; closed with the server. */
@@ -41,13 +42,15 @@ export async function startRedis(options: { replicaOf?: { port: number } } = {})
 
 /** Resolves once `replica` reports its link to the master up and in sync (INFO replication). */
 export async function waitForReplicaLink(replica: Redis, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const info = await replica.info('replication');
-    if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) return;
-    if (Date.now() > deadline) throw new Error(`replica link not up within ${timeoutMs} ms:\n${info}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  let info = '';
+  await until(
+    async () => {
+      info = await replica.info('replication');
+      return /master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info) ? true : undefined;
+    },
+    timeoutMs,
+    () => `replica link up:\n${info}`,
+  );
 }
 
 /** A Redis key prefix unique to one test, so tests in a file never see each other's queues. */
