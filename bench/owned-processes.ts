@@ -74,3 +74,23 @@ export function runBench(name: string, owned: OwnedProcesses, main: () => Promis
       process.exit(1);
     });
 }
+
+/** The port a child prints as its first stdout line (bench/downstream.ts does); rejects after 20 s or on exit. */
+export function readPrintedPort(child: ChildProcess, what: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not print its port within 20 s`)), 20_000);
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString('utf8');
+      const line = /^(\d+)\n/.exec(out);
+      if (line?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(Number(line[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (code ${code}) before printing its port`));
+    });
+  });
+}

@@ -42,7 +42,7 @@ import {
   servicesOnEveryMaster,
   type TestCluster,
 } from '../test/helpers/redis-cluster-core.ts';
-import { ownProcesses, runBench } from './owned-processes.ts';
+import { ownProcesses, readPrintedPort, runBench } from './owned-processes.ts';
 import { PAYLOAD } from './payload.ts';
 import { median } from './stats.ts';
 
@@ -144,25 +144,7 @@ async function startDownstream(): Promise<string> {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     }),
   );
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(
-      () => reject(new Error('downstream did not print its port within 20 s')),
-      20_000,
-    );
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString('utf8');
-      const line = /^(\d+)\n/.exec(out);
-      if (line?.[1] !== undefined) {
-        clearTimeout(timer);
-        resolve(Number(line[1]));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`downstream exited (${code}) before printing its port`));
-    });
-  });
+  const port = await readPrintedPort(child, 'downstream');
   return `http://127.0.0.1:${port}`;
 }
 

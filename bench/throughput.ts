@@ -30,7 +30,7 @@ import { Pool } from 'undici';
 import { startPrivateRedis } from '../src/cli/redis-server.ts';
 import type { JobData } from '../src/core/job.ts';
 import { serviceQueueName } from '../src/core/queue-layout.ts';
-import { ownProcesses, runBench } from './owned-processes.ts';
+import { ownProcesses, readPrintedPort, runBench } from './owned-processes.ts';
 import { PAYLOAD } from './payload.ts';
 import { formatInterval, median } from './stats.ts';
 import {
@@ -175,25 +175,7 @@ async function startDownstream(latencyMs: number): Promise<Downstream> {
       env: CHILD_ENV,
     }),
   );
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(
-      () => reject(new Error('downstream did not print its port within 20 s')),
-      20_000,
-    );
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString('utf8');
-      const line = /^(\d+)\n/.exec(out);
-      if (line?.[1] !== undefined) {
-        clearTimeout(timer);
-        resolve(Number(line[1]));
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`downstream exited (code ${code}) before printing its port`));
-    });
-  });
+  const port = await readPrintedPort(child, 'downstream');
   return { url: `http://127.0.0.1:${port}`, child };
 }
 
