@@ -36,7 +36,7 @@ export async function buildOpenApiDocument(options: { server?: string } = {}): P
     {
       env: readEnv({}),
       logger: createLogger({ level: 'silent' }),
-      config: { services: new Map(), source: undefined },
+      config: { services: new Map(), schedules: new Map(), source: undefined },
       scrubber: new Scrubber(),
     },
     {

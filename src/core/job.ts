@@ -180,6 +180,8 @@ export interface DeliveryState {
   final?: ErrorRecord;
   /** Times Ferry itself failed to record an outcome (bounded: see delivery.ts). */
   internalErrors?: number;
+  /** Set just before a job is moved to its fallback service, so a re-run after a crash finishes the move. */
+  routedTo?: JobRef;
 }
 
 /** A Ferry error type; an enum (not a custom check) so that JSON Schema and OpenAPI list the types. */
@@ -218,7 +220,31 @@ export const deliveryStateSchema: z.ZodType<DeliveryState> = z.object({
   stallsSeen: count,
   final: errorRecordSchema.optional(),
   internalErrors: count.optional(),
+  routedTo: z.object({ service: z.string().min(1), jobId: z.string().min(1) }).optional(),
 });
+
+/** A job on a service queue, named from another job (a reaction's follow-up, a route, a chain's next step). */
+export interface JobRef {
+  service: string;
+  jobId: string;
+}
+const jobRefSchema = z.object({ service: z.string().min(1), jobId: z.string().min(1) });
+
+/** Why Ferry itself enqueued a job: the reaction or schedule that made it. Producers never set it. */
+export const JOB_ORIGIN_KINDS = ['onFailure', 'then', 'fallback', 'schedule'] as const;
+export const jobOriginSchema = z.object({
+  kind: z.enum(JOB_ORIGIN_KINDS),
+  /** The source job (absent for a schedule's run). */
+  source: jobRefSchema.optional(),
+  /** onFailure: the dead letter that fired the rule, and the rule's index. */
+  deadLetterId: z.string().optional(),
+  rule: count.optional(),
+  /** schedule: its name in the services file. */
+  schedule: z.string().optional(),
+  /** Steps from the first job of the flow (a producer's job is 0): bounds onFailure/then chains. */
+  depth: count,
+});
+export type JobOrigin = z.infer<typeof jobOriginSchema>;
 
 /** Job data on a service queue (DESIGN §3): the contract for raw BullMQ producers. */
 export const jobDataSchema = z.looseObject({
@@ -228,6 +254,7 @@ export const jobDataSchema = z.looseObject({
   metadata: metadata.optional(),
   /** Set by Ferry's producers to tell a new job from an idempotent repeat. */
   enqueueId: z.string().optional(),
+  origin: jobOriginSchema.optional(),
 });
 export interface JobData extends z.infer<typeof jobDataSchema> {
   ferry?: DeliveryState;
@@ -240,9 +267,10 @@ export interface JobData extends z.infer<typeof jobDataSchema> {
  */
 export function isTriviallyValidJobData(data: unknown): data is JobData {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return false;
-  const { tenant, idempotencyKey, metadata, enqueueId } = data as Record<string, unknown>;
+  const { tenant, idempotencyKey, metadata, enqueueId, origin } = data as Record<string, unknown>;
   return (
     metadata === undefined &&
+    origin === undefined &&
     (tenant === undefined || (typeof tenant === 'string' && TENANT_PATTERN.test(tenant))) &&
     (idempotencyKey === undefined ||
       (typeof idempotencyKey === 'string' &&
@@ -265,6 +293,10 @@ export interface JobResult {
   /** Ferry attempts used, including the successful one. */
   attempts: number;
   metadata?: Record<string, unknown>;
+  /** `then`: the next step's job. */
+  next?: JobRef;
+  /** `fallback`: the job was moved to the fallback service's queue (its breaker was open); no call was made. */
+  routedTo?: JobRef;
 }
 
 /**

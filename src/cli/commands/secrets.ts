@@ -404,7 +404,7 @@ async function loadConfig(env: Env, required: boolean): Promise<ServicesConfig> 
       await access(env.FERRY_SERVICES);
     } catch {
       process.stderr.write(`note: no services file at ${env.FERRY_SERVICES}; "used by" is not shown\n`);
-      return { services: new Map(), source: undefined };
+      return { services: new Map(), schedules: new Map(), source: undefined };
     }
   }
   return loadServicesFile(env.FERRY_SERVICES);

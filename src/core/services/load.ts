@@ -183,7 +183,11 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
     }
   }
   if (issues.length > 0) throw new ServicesFileError(dedupe(issues));
-  return deepFreeze<ServicesConfig>({ services: readonlyMap(services), source: options.source });
+  return deepFreeze<ServicesConfig>({
+    services: readonlyMap(services),
+    schedules: readonlyMap([]),
+    source: options.source,
+  });
 }
 
 function compileService(
@@ -239,6 +243,8 @@ function compileService(
       body:
         operation.body === undefined ? undefined : compile(operation.body, 'value', [...at, 'body'], true),
       timeoutMs: operation.timeoutMs ?? timeoutMs,
+      onFailure: [],
+      then: undefined,
     });
   }
   const retry = doc.retry;
@@ -274,6 +280,7 @@ function compileService(
     baseUrlFrom,
     operations: readonlyMap(operations),
     secretNames: [],
+    fallback: undefined,
   };
   return isBroken ? undefined : { ...service, secretNames: [...secretNames].sort() };
 }

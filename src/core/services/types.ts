@@ -11,6 +11,49 @@ export interface TemplateContext {
   secrets: ReadonlyMap<string, string>;
   tenant: string | undefined;
   job: { id: string; idempotencyKey: string };
+  /** onFailure templates only: the final error (message already scrubbed of secrets). */
+  error?: { type: string; status: number | undefined; message: string };
+  /** onFailure templates only: the dead letter's id. */
+  deadLetter?: { id: string };
+  /** `then` templates only: the completed call's result (headers: the allow-listed ones). */
+  result?: { status: number; headers: Readonly<Record<string, string>>; body: unknown };
+}
+
+/**
+ * `enqueue: { service, operation, input }` of a reaction (onFailure rule, `then`): the follow-up job. Checked at
+ * load: the service and operation exist. `input` is a template (mode `value`) over the roots its place allows.
+ */
+export interface CompiledEnqueue {
+  readonly service: string;
+  readonly operation: string;
+  /** undefined: the follow-up has no input. */
+  readonly input: CompiledTemplate | undefined;
+}
+
+/** One `onFailure` rule. `when` undefined matches any error; otherwise every list given must match. */
+export interface FailureRule {
+  readonly when:
+    | {
+        /** undefined: any type. */
+        readonly errorTypes: readonly string[] | undefined;
+        /** undefined: any status (and none). */
+        readonly statuses: readonly number[] | undefined;
+      }
+    | undefined;
+  readonly enqueue: CompiledEnqueue;
+}
+
+/** A top-level `schedules:` entry: a BullMQ job scheduler kept equal to the file by the workers. */
+export interface ScheduleConfig {
+  readonly name: string;
+  readonly service: string;
+  readonly operation: string;
+  /** Static JSON (no templates), the input of every run. */
+  readonly input: unknown;
+  readonly tenant: string | undefined;
+  readonly repeat:
+    | { readonly kind: 'cron'; readonly cron: string; readonly tz: string | undefined }
+    | { readonly kind: 'every'; readonly everyMs: number };
 }
 
 /** A `{{ … }}` template compiled once at load. */
@@ -43,6 +86,13 @@ export interface CompiledOperation {
   readonly body: CompiledTemplate | undefined;
   /** Per-operation overrides. */
   readonly timeoutMs: number;
+  /**
+   * The operation's own `onFailure` rules followed by its service's, in file order: the first match is used, and
+   * its index in this list is part of the follow-up's idempotency key.
+   */
+  readonly onFailure: readonly FailureRule[];
+  /** `then: { enqueue }`: the next step, enqueued once when a job of this operation completes. */
+  readonly then: CompiledEnqueue | undefined;
 }
 
 export type AuthConfig =
@@ -138,10 +188,14 @@ export interface ServiceConfig {
   readonly operations: ReadonlyMap<string, CompiledOperation>;
   /** Every secret name any template of this service reads (resolved per job, only these). */
   readonly secretNames: readonly string[];
+  /** `fallback: { service }`: where a job goes while this service's breaker is open (same operation names). */
+  readonly fallback: string | undefined;
 }
 
 export interface ServicesConfig {
   readonly services: ReadonlyMap<string, ServiceConfig>;
+  /** Top-level `schedules:`, by name. */
+  readonly schedules: ReadonlyMap<string, ScheduleConfig>;
   /** The file it was loaded from, when it came from a file. */
   readonly source: string | undefined;
 }
