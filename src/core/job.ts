@@ -316,6 +316,8 @@ export const deadLetterRecordSchema = z.object({
   finalError: errorRecordSchema,
   deadLetteredAt: z.number(),
   enqueuedAt: z.number(),
+  origin: jobOriginSchema.optional(),
+  followUp: jobRefSchema.extend({ rule: count }).optional(),
 });
 
 /** A dead letter's data on `{dead-letter}`. */
@@ -334,6 +336,10 @@ export interface DeadLetterRecord {
   deadLetteredAt: number;
   /** Epoch ms at which the job was first enqueued. */
   enqueuedAt: number;
+  /** The source job's origin, when Ferry enqueued it (a reaction, a route, a schedule). */
+  origin?: JobOrigin;
+  /** The onFailure follow-up this dead letter fired: its job, and the index of the rule that matched. */
+  followUp?: JobRef & { rule: number };
 }
 
 /** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */
