@@ -262,6 +262,19 @@ describe('refusals name the exact path', () => {
     expect(issuesOf(() => parseServicesConfig(doc({}, operation))).sort()).toEqual([...expected].sort());
   });
 
+  it('names the key other tools use for it', () => {
+    expect(
+      issuesOf(() =>
+        parseServicesConfig(doc({ failover: { service: 'ops' }, onError: [] }, { next: {}, onError: [] })),
+      ).sort(),
+    ).toEqual([
+      'services.crm.failover: unknown option (did you mean fallback?)',
+      'services.crm.onError: unknown option (did you mean onFailure?)',
+      `${at}.next: unknown option (did you mean then?)`,
+      `${at}.onError: unknown option (did you mean onFailure?)`,
+    ]);
+  });
+
   it('fallback: a mapping with a service', () => {
     expect(issuesOf(() => parseServicesConfig(doc({ fallback: 'ops' })))).toEqual([
       'services.crm.fallback: must be a mapping',
