@@ -22,6 +22,7 @@ import {
   deliveryStateSchema,
   issuePath,
   type JobData,
+  type JobRef,
   type JobResult,
   usedAttempts,
 } from '../core/job.ts';
@@ -30,6 +31,7 @@ import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import { applyRoute, type FallbackRouter, type RoutedJob } from './fallback-route.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
@@ -47,6 +49,8 @@ export interface DeliveryDeps extends ProcessorDeps {
   lockDurationMs: number;
   /** Aborted (reason `shutdown`) when the worker pool's shutdown deadline passes: in-flight calls stop. */
   shutdownSignal?: AbortSignal;
+  /** Moves a job to its service's fallback while the breaker is open (fallback-route.ts); absent: never routes. */
+  fallbacks?: FallbackRouter;
 }
 
 /**
@@ -105,6 +109,10 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         // A previous run decided to dead-letter but died before the job reached failed: finish that, no new call.
         return await deadLetter(job, token, state, state.final, deps, base);
       }
+      if (state.routedTo !== undefined) {
+        // A previous run decided to route but died before the job completed: finish the move, ask no breaker.
+        return await route(job, token, state, state.routedTo, deps, base);
+      }
       const attempt = usedAttempts(state.attempts) + 1;
       const outcome = await runAttempt(
         { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
@@ -147,6 +155,14 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           throw new DelayedError();
         }
         case 'held': {
+          const fallback =
+            outcome.error.type === 'CircuitOpenError'
+              ? deps.fallbacks?.target(service, job.name, job.data)
+              : undefined;
+          if (fallback !== undefined) {
+            const routedTo = deps.fallbacks!.plan(service, fallback, routedJob(job));
+            return await route(job, token, state, routedTo, deps, base);
+          }
           // An open breaker holds the queue slice by slice, each slice counted as it is applied.
           const queueHoldMs =
             outcome.error.type === 'CircuitOpenError'
@@ -295,6 +311,33 @@ async function hold(
     error: errorRecord,
   });
   throw new RateLimitError();
+}
+
+/** Fallback routing (fallback-route.ts): BullMQ's side of it, the lock checks; the rest is applyRoute's. */
+async function route(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  state: DeliveryState,
+  routedTo: JobRef,
+  deps: DeliveryDeps,
+  base: EventBase,
+): Promise<JobResult> {
+  return applyRoute(routedJob(job), state, routedTo, base, {
+    ...deps,
+    router: deps.fallbacks,
+    persist: () => persistOwned(job, token, state, deps),
+    assertOwned: () => assertOwned(job, token, deps),
+  });
+}
+
+function routedJob(job: Job<JobData, JobResult>): RoutedJob {
+  return {
+    id: job.id ?? '',
+    name: job.name,
+    data: job.data,
+    createdAt: job.timestamp,
+    priority: job.opts.priority ?? 0,
+  };
 }
 
 async function deadLetter(

@@ -5,7 +5,7 @@
 
 import { type Job, MetricsTime, Queue, Worker } from 'bullmq';
 
-import { type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
+import { type BreakerOptions, type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
 import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
@@ -20,6 +20,7 @@ import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
+import { createFallbackRouter } from './fallback-route.ts';
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
@@ -93,6 +94,15 @@ function longestTimeoutMs(service: ServiceConfig): number {
   let longest = service.timeoutMs;
   for (const operation of service.operations.values()) longest = Math.max(longest, operation.timeoutMs);
   return longest;
+}
+
+/** A service's breaker options, the same in every process (and for a fallback this process only reads). */
+function breakerOptionsOf(service: ServiceConfig): BreakerOptions {
+  return {
+    ...service.breaker,
+    // The probe is one call: its lock must outlive the slowest operation, or a second process probes too.
+    probeTimeoutMs: Math.max(30 * SECOND, longestTimeoutMs(service) + 5 * SECOND),
+  };
 }
 
 interface ServiceRuntime {
@@ -227,6 +237,22 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // through one listener per signal (see callDownstream).
   const shutdown = new AbortController();
 
+  // Fallback routing (fallback-route.ts) reads each fallback's breaker from this registry: registered now, for
+  // fallbacks this pool does not serve too, so their first read of the shared state is done before work starts.
+  for (const name of names) {
+    const fallback = options.config.services.get(options.config.services.get(name)!.fallback ?? '');
+    if (fallback !== undefined) breakers.get(fallback.name, breakerOptionsOf(fallback));
+  }
+  const fallbacks = createFallbackRouter({
+    config: options.config,
+    connection,
+    prefix,
+    breakerOf: (name) => {
+      const service = options.config.services.get(name);
+      return service === undefined ? undefined : breakers.get(name, breakerOptionsOf(service));
+    },
+  });
+
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
@@ -234,11 +260,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const pools = new PoolSet({ connections: service.concurrency, egress: egressScopeOf(service) });
     const processor = createDeliveryProcessor({
       service,
-      breaker: breakers.get(name, {
-        ...service.breaker,
-        // The probe is one call: its lock must outlive the slowest operation, or a second process probes too.
-        probeTimeoutMs: Math.max(30 * SECOND, longestTimeoutMs(service) + 5 * SECOND),
-      }),
+      breaker: breakers.get(name, breakerOptionsOf(service)),
       secrets: options.secrets,
       scrubber,
       pools,
@@ -256,6 +278,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       random,
       lockDurationMs,
       shutdownSignal: shutdown.signal,
+      fallbacks,
     });
     const worker = new TrackedWorker(queueName, processor, {
       connection,
@@ -518,6 +541,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           ...(forced ? runtimes.map(({ worker }) => forceCloseBull(worker, FORCE_CLOSE_WAIT_MS)) : []),
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
+          fallbacks.close(),
           tokens.close(),
           writer.close(),
           breakers.close(),
