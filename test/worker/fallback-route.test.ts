@@ -16,7 +16,7 @@ import type { JobData, JobResult } from '../../src/core/job.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
-import type { ServiceConfig, ServicesConfig } from '../../src/core/services/types.ts';
+import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
 import { Producer } from '../../src/producer/index.ts';
@@ -35,12 +35,13 @@ const backup = await startDownstream();
 const PRIMARY = 'sms-primary';
 const BACKUP = 'sms-backup';
 
-function smsService(baseUrl: string): Record<string, unknown> {
+function smsService(baseUrl: string, fallback?: string): Record<string, unknown> {
   return {
     baseUrl,
     timeoutMs: 2_000,
     concurrency: 4,
     retry: { attempts: 3, backoff: { delayMs: 50, maxDelayMs: 200 } },
+    ...(fallback === undefined ? {} : { fallback: { service: fallback } }),
     operations: {
       send: { method: 'POST', path: '/messages', body: '{{ input }}' },
       status: { method: 'GET', path: '/messages/{{ input.id }}' },
@@ -50,14 +51,10 @@ function smsService(baseUrl: string): Record<string, unknown> {
 
 /** The services file with `sms-primary`'s `fallback: { service: sms-backup }`. */
 function servicesConfig(): ServicesConfig {
-  const config = parseServicesConfig(
-    { services: { [PRIMARY]: smsService(primary.url), [BACKUP]: smsService(backup.url) } },
+  return parseServicesConfig(
+    { services: { [PRIMARY]: smsService(primary.url, BACKUP), [BACKUP]: smsService(backup.url) } },
     { env: {} },
   );
-  const services = new Map<string, ServiceConfig>();
-  for (const [name, service] of config.services)
-    services.set(name, name === PRIMARY ? { ...service, fallback: BACKUP } : service);
-  return { ...config, services };
 }
 
 interface Setup {
