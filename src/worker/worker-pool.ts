@@ -5,7 +5,12 @@
 
 import { type Job, MetricsTime, Queue, Worker } from 'bullmq';
 
-import { type BreakerOptions, type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
+import {
+  type BreakerOptions,
+  type BreakerRegistry,
+  createBreakerRegistry,
+  type ServiceBreaker,
+} from '../breakers/index.ts';
 import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
@@ -239,18 +244,17 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
 
   // Fallback routing (fallback-route.ts) reads each fallback's breaker from this registry: registered now, for
   // fallbacks this pool does not serve too, so their first read of the shared state is done before work starts.
+  const fallbackBreakers = new Map<string, ServiceBreaker>();
   for (const name of names) {
     const fallback = options.config.services.get(options.config.services.get(name)!.fallback ?? '');
-    if (fallback !== undefined) breakers.get(fallback.name, breakerOptionsOf(fallback));
+    if (fallback !== undefined && !fallbackBreakers.has(fallback.name))
+      fallbackBreakers.set(fallback.name, breakers.get(fallback.name, breakerOptionsOf(fallback)));
   }
   const fallbacks = createFallbackRouter({
     config: options.config,
     connection,
     prefix,
-    breakerOf: (name) => {
-      const service = options.config.services.get(name);
-      return service === undefined ? undefined : breakers.get(name, breakerOptionsOf(service));
-    },
+    breakerOf: (name) => fallbackBreakers.get(name),
   });
 
   const runtimes: ServiceRuntime[] = names.map((name) => {
@@ -328,13 +332,21 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // close learned while it was being applied, and holds in slices so a hold whose worker died ends anyway.
   breakers.on('breaker:state:changed', (change) => {
     if (change.to.state !== 'closed' || change.from.state === 'closed') return;
-    const runtime = runtimes.find(({ service }) => service.name === change.name);
-    if (runtime === undefined) return;
-    connection
-      .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
-      .catch((error: unknown) =>
-        logger.error({ service: change.name, err: error }, 'could not end the hold of a closed breaker'),
-      );
+    // The closed service's own hold, and the holds of services whose breaker is open and which fall back to it
+    // (held because both were open): their jobs can be routed again now, not only once the hold's slice ends.
+    const open = new Set(
+      breakers.list().flatMap(({ name, state }) => (state.state === 'closed' ? [] : [name])),
+    );
+    for (const runtime of runtimes) {
+      const { service } = runtime;
+      if (service.name !== change.name && !(service.fallback === change.name && open.has(service.name)))
+        continue;
+      connection
+        .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
+        .catch((error: unknown) =>
+          logger.error({ service: service.name, err: error }, 'could not end the hold of a closed breaker'),
+        );
+    }
   });
 
   /** Writes the dead letter of one job if it is in the failed set without one. */

@@ -282,6 +282,32 @@ describe('fallback routing while the breaker is open', () => {
     expect(await Job.fromId(ferry.queue(BACKUP), idempotentJobId('both-open'))).toBeUndefined();
   });
 
+  it('routes the held jobs once the fallback recovers, without waiting out the hold', async () => {
+    const ferry = await setup();
+    const ops = { connection: redis.client, prefix: ferry.prefix, config: ferry.config };
+    await openBreaker(ops, PRIMARY, { forMs: 60_000 });
+    await openBreaker(ops, BACKUP, { forMs: 60_000 });
+    const pool = await ferry.pool([PRIMARY]);
+    await breakerSeen(pool, BACKUP, 'open');
+    let heldAt = 0;
+    pool.on('job:service:held', () => {
+      heldAt ||= Date.now();
+    });
+    const [job] = await ferry.producer.enqueueMany([
+      { service: PRIMARY, operation: 'send', input: { text: 'later' }, idempotencyKey: 'backup-back' },
+    ]);
+    await waitUntil(() => heldAt > 0, 10_000, 'the job held');
+    // An open breaker holds the queue in slices of 10 s; the backup's close ends the slice in every worker.
+    await closeBreaker(ops, BACKUP);
+    const view = await ferry.producer.waitFor(PRIMARY, job!.id, { timeoutMs: 20_000 });
+    expect((view.result as JobResult | undefined)?.routedTo).toEqual({
+      service: BACKUP,
+      jobId: idempotentJobId('backup-back'),
+    });
+    const source = await Job.fromId(ferry.queue(PRIMARY), job!.id);
+    expect(source!.finishedOn! - heldAt).toBeLessThan(9_500);
+  });
+
   it('a run that finds the route persisted finishes the move without asking either breaker', async () => {
     const ferry = await setup();
     const ops = { connection: redis.client, prefix: ferry.prefix, config: ferry.config };
