@@ -31,9 +31,11 @@ import { waitUntil } from '../helpers/until.ts';
 const redis = await startRedis();
 const primary = await startDownstream();
 const backup = await startDownstream();
+const third = await startDownstream();
 
 const PRIMARY = 'sms-primary';
 const BACKUP = 'sms-backup';
+const THIRD = 'sms-third';
 
 function smsService(baseUrl: string, fallback?: string): Record<string, unknown> {
   return {
@@ -52,7 +54,13 @@ function smsService(baseUrl: string, fallback?: string): Record<string, unknown>
 /** The services file with `sms-primary`'s `fallback: { service: sms-backup }`. */
 function servicesConfig(): ServicesConfig {
   return parseServicesConfig(
-    { services: { [PRIMARY]: smsService(primary.url, BACKUP), [BACKUP]: smsService(backup.url) } },
+    {
+      services: {
+        [PRIMARY]: smsService(primary.url, BACKUP),
+        [BACKUP]: smsService(backup.url, THIRD),
+        [THIRD]: smsService(third.url),
+      },
+    },
     { env: {} },
   );
 }
@@ -308,6 +316,46 @@ describe('fallback routing while the breaker is open', () => {
     expect(source!.finishedOn! - heldAt).toBeLessThan(9_500);
   });
 
+  it('a routed job whose new service opens in turn goes one hop further down the chain, with the same key', async () => {
+    const ferry = await setup();
+    const ops = { connection: redis.client, prefix: ferry.prefix, config: ferry.config };
+    await openBreaker(ops, PRIMARY, { forMs: 60_000 });
+    const primaryPool = await ferry.pool([PRIMARY]);
+    await breakerSeen(primaryPool, PRIMARY, 'open');
+    const [job] = await ferry.producer.enqueueMany([
+      {
+        service: PRIMARY,
+        operation: 'send',
+        input: { text: 'chain' },
+        idempotencyKey: 'chain-1',
+        tenant: 't1',
+      },
+    ]);
+    const first = await ferry.producer.waitFor(PRIMARY, job!.id, { timeoutMs: 15_000 });
+    const onBackup = (first.result as JobResult | undefined)?.routedTo;
+    expect(onBackup).toEqual({ service: BACKUP, jobId: idempotentJobId('chain-1') });
+    // No backup worker yet: the job waits on the backup's queue until the backup's breaker has opened too.
+    await openBreaker(ops, BACKUP, { forMs: 60_000 });
+    const thirdBefore = third.requests.length;
+    const backupBefore = backup.requests.length;
+    const backupPool = await ferry.pool([BACKUP, THIRD]);
+    await breakerSeen(backupPool, BACKUP, 'open');
+    const second = await ferry.producer.waitFor(BACKUP, onBackup!.jobId, { timeoutMs: 15_000 });
+    const onThird = (second.result as JobResult | undefined)?.routedTo;
+    expect(onThird).toEqual({ service: THIRD, jobId: idempotentJobId('chain-1') });
+    const last = await ferry.producer.waitFor(THIRD, onThird!.jobId, { timeoutMs: 15_000 });
+    expect(last.state).toBe('completed');
+    expect(last.result?.status).toBe(200);
+    const moved = await Job.fromId<JobData>(ferry.queue(THIRD), onThird!.jobId);
+    expect(moved?.data).toMatchObject({
+      tenant: 't1',
+      idempotencyKey: 'chain-1',
+      origin: { kind: 'fallback', source: { service: BACKUP, jobId: onBackup!.jobId }, depth: 2 },
+    });
+    expect(keysSeen(third, thirdBefore)).toEqual(new Map([['chain-1', 1]]));
+    expect(backup.requests.length - backupBefore).toBe(0);
+  });
+
   it('a run that finds the route persisted finishes the move without asking either breaker', async () => {
     const ferry = await setup();
     const ops = { connection: redis.client, prefix: ferry.prefix, config: ferry.config };
@@ -358,7 +406,7 @@ describe('the fallback router', () => {
     expect(router.target(primaryService, 'send', { input: 1 })).toBeUndefined();
     states[BACKUP] = { state: 'closed' };
     expect(router.target(primaryService, 'unknownOp', { input: 1 })).toBeUndefined();
-    expect(router.target(config.services.get(BACKUP)!, 'send', { input: 1 })).toBeUndefined();
+    expect(router.target(config.services.get(THIRD)!, 'send', { input: 1 })).toBeUndefined();
     const cameFromBackup = {
       input: 1,
       origin: { kind: 'fallback' as const, source: { service: BACKUP, jobId: '7' }, depth: 1 },
