@@ -1,5 +1,5 @@
 import type { ErrorRecord } from './errors.ts';
-import type { JobResult } from './job.ts';
+import type { JobRef, JobResult } from './job.ts';
 
 /** Fields every job event carries. */
 interface JobEventBase {
@@ -27,6 +27,8 @@ export interface DeliveryEventMap {
   };
   'job:run:interrupted': JobEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
   'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
+  /** The service's breaker was open: the job moved to its fallback's queue (`fallback`) and completed. */
+  'job:fallback:routed': JobEventBase & { fallback: string; routedTo: JobRef; result: JobResult };
 }
 
 export type DeliveryEventName = keyof DeliveryEventMap;

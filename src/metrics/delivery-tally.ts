@@ -67,6 +67,8 @@ export interface ServiceTally {
   rateLimitedHolds: number;
   stalledRuns: number;
   shutdownRuns: number;
+  /** Jobs moved to a fallback service while the breaker was open, by fallback (the configured one from the start). */
+  readonly routedJobs: Map<string, number>;
 }
 
 /** What a worker pool offers: typed delivery events (src/core/events.ts). */
@@ -84,11 +86,11 @@ export class DeliveryTally {
    * @param bucketsSeconds histogram upper bounds, ascending, in seconds.
    */
   constructor(
-    services: Iterable<{ name: string; operations: Iterable<string> }>,
+    services: Iterable<{ name: string; operations: Iterable<string>; fallback?: string | undefined }>,
     bucketsSeconds: readonly number[],
   ) {
     this.#boundsMs = Float64Array.from(bucketsSeconds, (seconds) => seconds * 1000);
-    for (const { name, operations } of services) {
+    for (const { name, operations, fallback } of services) {
       const tallies = new Map<string, OperationTally>();
       for (const operation of operations) tallies.set(operation, this.#newOperation(operation));
       this.#services.set(name, {
@@ -99,6 +101,7 @@ export class DeliveryTally {
         rateLimitedHolds: 0,
         stalledRuns: 0,
         shutdownRuns: 0,
+        routedJobs: new Map(fallback === undefined ? [] : [[fallback, 0]]),
       });
     }
   }
@@ -150,17 +153,25 @@ export class DeliveryTally {
       if (event.reason === 'stalled') service.stalledRuns += 1;
       else service.shutdownRuns += 1;
     };
+    const onRouted = (event: DeliveryEventMap['job:fallback:routed']): void => {
+      const service = this.#services.get(event.service);
+      // The fallback is a service name from the services file (the worker routes to configured fallbacks only).
+      if (service !== undefined)
+        service.routedJobs.set(event.fallback, (service.routedJobs.get(event.fallback) ?? 0) + 1);
+    };
     source.on('job:attempt:completed', onCompleted);
     source.on('job:attempt:retrying', onRetrying);
     source.on('job:dead:lettered', onDeadLettered);
     source.on('job:service:held', onHeld);
     source.on('job:run:interrupted', onInterrupted);
+    source.on('job:fallback:routed', onRouted);
     return () => {
       source.off('job:attempt:completed', onCompleted);
       source.off('job:attempt:retrying', onRetrying);
       source.off('job:dead:lettered', onDeadLettered);
       source.off('job:service:held', onHeld);
       source.off('job:run:interrupted', onInterrupted);
+      source.off('job:fallback:routed', onRouted);
     };
   }
 

@@ -102,7 +102,11 @@ export function createMetrics(options: MetricsOptions): Metrics {
   }
 
   const tally = new DeliveryTally(
-    services.map((service) => ({ name: service.name, operations: service.operations.keys() })),
+    services.map((service) => ({
+      name: service.name,
+      operations: service.operations.keys(),
+      fallback: service.fallback,
+    })),
     ATTEMPT_DURATION_BUCKETS_SECONDS,
   );
 
@@ -201,6 +205,20 @@ export function createMetrics(options: MetricsOptions): Metrics {
       for (const service of tally.services()) {
         this.inc({ service: service.service, reason: 'stalled' }, service.stalledRuns);
         this.inc({ service: service.service, reason: 'shutdown' }, service.shutdownRuns);
+      }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_jobs_routed_total',
+    help: "Jobs this process moved to the service's fallback service (its breaker open, the fallback's not); no call was made.",
+    labelNames: ['service', 'fallback'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        for (const [fallback, count] of service.routedJobs)
+          this.inc({ service: service.service, fallback }, count);
       }
     },
   });

@@ -26,14 +26,17 @@ import {
   deliveryStateSchema,
   issuePath,
   type JobData,
+  type JobRef,
   type JobResult,
   usedAttempts,
 } from '../core/job.ts';
 import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId } from '../core/queue-layout.ts';
+import type { ServiceConfig } from '../core/services/types.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import { applyRoute, type FallbackRouter, type RoutedJob } from './fallback-route.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
@@ -50,6 +53,8 @@ export interface DeliveryDeps extends ProcessorDeps {
   lockDurationMs: number;
   /** Aborted (reason `shutdown`) when the worker pool's shutdown deadline passes: in-flight calls stop. */
   shutdownSignal?: AbortSignal;
+  /** Moves a job to its service's fallback while the breaker is open (fallback-route.ts); absent: never routes. */
+  fallbacks?: FallbackRouter;
 }
 
 /** Not run: the outcome of a job whose state holds a dead letter an earlier run decided. */
@@ -110,6 +115,10 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
         return await deadLetter(job, token, state, decision, deps, base);
       }
+      if (state.routedTo !== undefined) {
+        // A previous run decided to route but died before the job completed: finish the move, ask no breaker.
+        return await route(job, token, state, state.routedTo, deps, base);
+      }
       const attempt = usedAttempts(state.attempts) + 1;
       const outcome = await runAttempt(
         { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
@@ -117,7 +126,13 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         signal,
       );
       logAttempt(attemptLogger, base, attempt, outcome);
-      const decision = decide(outcome, state, policy, deps.clock.now(), deps.random);
+      const decision = decide(
+        withFallbackState(outcome, service, job, deps),
+        state,
+        policy,
+        deps.clock.now(),
+        deps.random,
+      );
       switch (decision.kind) {
         case 'complete': {
           if (outcome.kind !== 'completed') throw mismatch(decision, outcome.kind);
@@ -186,10 +201,11 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           );
           return await deadLetter(job, token, state, decision, deps, base);
         }
-        case 'route':
-          // Decided only when the caller reports the fallback's breaker closed (fallbackOpen: false), which
-          // this processor does not do yet: the fallback move is applied by its own module.
-          throw mismatch(decision, outcome.kind);
+        case 'route': {
+          if (outcome.kind !== 'held' || deps.fallbacks === undefined) throw mismatch(decision, outcome.kind);
+          const routedTo = deps.fallbacks.plan(service, decision.service, routedJob(job));
+          return await route(job, token, state, routedTo, deps, base);
+        }
       }
     } catch (error) {
       if (
@@ -315,6 +331,50 @@ async function hold(
     error: errorRecord,
   });
   throw new RateLimitError();
+}
+
+/** Fallback routing (fallback-route.ts): BullMQ's side of it, the lock checks; the rest is applyRoute's. */
+async function route(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  state: DeliveryState,
+  routedTo: JobRef,
+  deps: DeliveryDeps,
+  base: EventBase,
+): Promise<JobResult> {
+  return applyRoute(routedJob(job), state, routedTo, base, {
+    ...deps,
+    router: deps.fallbacks,
+    persist: () => persistOwned(job, token, state, deps),
+    assertOwned: () => assertOwned(job, token, deps),
+  });
+}
+
+/**
+ * A breaker hold tells decide() whether the job may go to the service's fallback (`fallbackOpen: false`): the
+ * router's answer, from this process's view of the fallback's breaker (no Redis call). Other outcomes as they are.
+ */
+function withFallbackState(
+  outcome: AttemptOutcome,
+  service: ServiceConfig,
+  job: Job<JobData, JobResult>,
+  deps: DeliveryDeps,
+): DeliveryOutcome {
+  if (outcome.kind !== 'held' || outcome.error.type !== 'CircuitOpenError' || deps.fallbacks === undefined)
+    return outcome;
+  const { error, holdMs } = outcome;
+  const fallbackOpen = deps.fallbacks.target(service, job.name, job.data) === undefined;
+  return { kind: 'held', error, holdMs, fallbackOpen };
+}
+
+function routedJob(job: Job<JobData, JobResult>): RoutedJob {
+  return {
+    id: job.id ?? '',
+    name: job.name,
+    data: job.data,
+    createdAt: job.timestamp,
+    priority: job.opts.priority ?? 0,
+  };
 }
 
 /**

@@ -5,7 +5,12 @@
 
 import { type Job, MetricsTime, Queue, Worker } from 'bullmq';
 
-import { type BreakerRegistry, createBreakerRegistry } from '../breakers/index.ts';
+import {
+  type BreakerOptions,
+  type BreakerRegistry,
+  createBreakerRegistry,
+  type ServiceBreaker,
+} from '../breakers/index.ts';
 import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
@@ -20,6 +25,7 @@ import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
+import { createFallbackRouter } from './fallback-route.ts';
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
@@ -93,6 +99,15 @@ function longestTimeoutMs(service: ServiceConfig): number {
   let longest = service.timeoutMs;
   for (const operation of service.operations.values()) longest = Math.max(longest, operation.timeoutMs);
   return longest;
+}
+
+/** A service's breaker options, the same in every process (and for a fallback this process only reads). */
+function breakerOptionsOf(service: ServiceConfig): BreakerOptions {
+  return {
+    ...service.breaker,
+    // The probe is one call: its lock must outlive the slowest operation, or a second process probes too.
+    probeTimeoutMs: Math.max(30 * SECOND, longestTimeoutMs(service) + 5 * SECOND),
+  };
 }
 
 interface ServiceRuntime {
@@ -227,6 +242,21 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // through one listener per signal (see callDownstream).
   const shutdown = new AbortController();
 
+  // Fallback routing (fallback-route.ts) reads each fallback's breaker from this registry: registered now, for
+  // fallbacks this pool does not serve too, so their first read of the shared state is done before work starts.
+  const fallbackBreakers = new Map<string, ServiceBreaker>();
+  for (const name of names) {
+    const fallback = options.config.services.get(options.config.services.get(name)!.fallback ?? '');
+    if (fallback !== undefined && !fallbackBreakers.has(fallback.name))
+      fallbackBreakers.set(fallback.name, breakers.get(fallback.name, breakerOptionsOf(fallback)));
+  }
+  const fallbacks = createFallbackRouter({
+    config: options.config,
+    connection,
+    prefix,
+    breakerOf: (name) => fallbackBreakers.get(name),
+  });
+
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
@@ -234,11 +264,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const pools = new PoolSet({ connections: service.concurrency, egress: egressScopeOf(service) });
     const processor = createDeliveryProcessor({
       service,
-      breaker: breakers.get(name, {
-        ...service.breaker,
-        // The probe is one call: its lock must outlive the slowest operation, or a second process probes too.
-        probeTimeoutMs: Math.max(30 * SECOND, longestTimeoutMs(service) + 5 * SECOND),
-      }),
+      breaker: breakers.get(name, breakerOptionsOf(service)),
       secrets: options.secrets,
       scrubber,
       pools,
@@ -256,6 +282,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       random,
       lockDurationMs,
       shutdownSignal: shutdown.signal,
+      fallbacks,
     });
     const worker = new TrackedWorker(queueName, processor, {
       connection,
@@ -305,13 +332,21 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // close learned while it was being applied, and holds in slices so a hold whose worker died ends anyway.
   breakers.on('breaker:state:changed', (change) => {
     if (change.to.state !== 'closed' || change.from.state === 'closed') return;
-    const runtime = runtimes.find(({ service }) => service.name === change.name);
-    if (runtime === undefined) return;
-    connection
-      .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
-      .catch((error: unknown) =>
-        logger.error({ service: change.name, err: error }, 'could not end the hold of a closed breaker'),
-      );
+    // The closed service's own hold, and the holds of services whose breaker is open and which fall back to it
+    // (held because both were open): their jobs can be routed again now, not only once the hold's slice ends.
+    const open = new Set(
+      breakers.list().flatMap(({ name, state }) => (state.state === 'closed' ? [] : [name])),
+    );
+    for (const runtime of runtimes) {
+      const { service } = runtime;
+      if (service.name !== change.name && !(service.fallback === change.name && open.has(service.name)))
+        continue;
+      connection
+        .eval(END_HOLD_SCRIPT, 1, runtime.queue.toKey('limiter'), String(Number.MAX_SAFE_INTEGER))
+        .catch((error: unknown) =>
+          logger.error({ service: service.name, err: error }, 'could not end the hold of a closed breaker'),
+        );
+    }
   });
 
   /** Writes the dead letter of one job if it is in the failed set without one. */
@@ -518,6 +553,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           ...(forced ? runtimes.map(({ worker }) => forceCloseBull(worker, FORCE_CLOSE_WAIT_MS)) : []),
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
+          fallbacks.close(),
           tokens.close(),
           writer.close(),
           breakers.close(),

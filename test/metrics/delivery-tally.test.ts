@@ -44,6 +44,31 @@ describe('DeliveryTally', () => {
     return { tally, events, detach: tally.observe(events) };
   }
 
+  it('counts routed jobs per fallback, from 0 for the configured one', () => {
+    const tally = new DeliveryTally(
+      [
+        { name: 'svc', operations: ['create'], fallback: 'backup' },
+        { name: 'plain', operations: ['create'] },
+      ],
+      ATTEMPT_DURATION_BUCKETS_SECONDS,
+    );
+    const events = new EventEmitter();
+    const detach = tally.observe(events);
+    const [svc, plain] = [...tally.services()];
+    expect([...svc!.routedJobs]).toEqual([['backup', 0]]);
+    expect([...plain!.routedJobs]).toEqual([]);
+    const routedTo = { service: 'backup', jobId: 'idem-x' };
+    const result = { status: 0, headers: {}, body: null, durationMs: 0, attempts: 0, routedTo };
+    events.emit('job:fallback:routed', { ...base, fallback: 'backup', routedTo, result });
+    events.emit('job:fallback:routed', { ...base, fallback: 'backup', routedTo, result });
+    events.emit('job:fallback:routed', { ...base, service: 'unknown', fallback: 'backup', routedTo, result });
+    expect([...svc!.routedJobs]).toEqual([['backup', 2]]);
+    // A route is no attempt and no finished job of the routed service.
+    expect(svc!.operations.get('create')!.completedJobs).toBe(0);
+    detach();
+    expect(events.eventNames()).toEqual([]);
+  });
+
   it('counts each event where docs/operations.md says, and nothing after detaching', () => {
     const { tally, events, detach } = setup();
     const error = { type: 'ServerError' as const, message: 'boom', status: 503 };
