@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { parseAllowEntry } from '../egress.ts';
 import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../queue-layout.ts';
 import { deepFreeze } from '../time.ts';
+import { compileSchedules, type ScheduleIssue } from './schedules.ts';
 import {
   SERVICE_DEFAULTS,
   SERVICE_NAME_MESSAGE,
@@ -182,10 +183,19 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
       if (compiled !== undefined) services.set(name, compiled);
     }
   }
+  // `schedules:` (schedules.ts): after the services, whose names, operations and limits it checks.
+  const scheduleIssues: ScheduleIssue[] = [];
+  const schedules = compileSchedules(
+    doc['schedules'],
+    new Set(isPlainObject(servicesRaw) ? Object.keys(servicesRaw) : []),
+    services,
+    scheduleIssues,
+  );
+  for (const issue of scheduleIssues) issues.push({ path: formatPath(issue.path), message: issue.message });
   if (issues.length > 0) throw new ServicesFileError(dedupe(issues));
   return deepFreeze<ServicesConfig>({
     services: readonlyMap(services),
-    schedules: readonlyMap([]),
+    schedules: readonlyMap(schedules),
     source: options.source,
   });
 }
