@@ -90,9 +90,13 @@ export function scheduleJobData(schedule: Pick<ScheduleConfig, 'name' | 'input' 
   return data;
 }
 
-/** The tick's own options: gone once it made its run; a Redis error while adding the run is retried. */
+/**
+ * The tick's own options: a Redis error while adding the run is retried; the tick is gone once it made its run
+ * or gave up (it is no job of the service: the dead-letter sweep must never find it in the failed set).
+ */
 const TICK_OPTIONS = {
   removeOnComplete: true,
+  removeOnFail: true,
   attempts: 5,
   backoff: { type: 'exponential', delay: 1000 },
 } as const;
