@@ -30,6 +30,7 @@ import { deadLetterRoutes } from './routes/dead-letters.ts';
 import { healthRoutes, type MetricsSource } from './routes/health.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { opsRoutes } from './routes/ops.ts';
+import { scheduleRoutes } from './routes/schedules.ts';
 import { secretRoutes } from './routes/secrets.ts';
 import { serviceRoutes } from './routes/services.ts';
 import { serializerCompiler, validatorCompiler } from './schemas.ts';
@@ -221,6 +222,7 @@ export async function buildApp(options: ApiOptions): Promise<FastifyInstance> {
   deadLetterRoutes(app, ctx);
   deadLetterBulkRoutes(app, ctx);
   opsRoutes(app, ctx);
+  scheduleRoutes(app, ctx);
   secretRoutes(app, ctx);
   for (const plugin of options.plugins ?? []) await plugin(app, ctx);
   return app;

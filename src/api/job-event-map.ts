@@ -69,7 +69,9 @@ export type Dispatch =
 
 export function jobIdOf(entry: StreamEntry): string | undefined {
   const jobId = entry.fields.jobId;
-  return typeof jobId === 'string' ? jobId : undefined;
+  // A schedule's tick (`repeat:ferry-schedule-<name>:<ms>`, src/core/schedule-layout.ts) is no job of the
+  // service: only the run it adds is, so its events are left out.
+  return typeof jobId === 'string' && !jobId.startsWith('repeat:') ? jobId : undefined;
 }
 
 /** A flat XRANGE entry (`[id, [field, value, ...]]`) as a StreamEntry. */

@@ -11,6 +11,7 @@ import { registerEnqueueCommand } from './commands/enqueue.ts';
 import { registerOpenapiCommand } from './commands/openapi.ts';
 import { registerQueuesCommand } from './commands/queues.ts';
 import { registerRetryPlanCommand } from './commands/retry-plan.ts';
+import { registerSchedulesCommand } from './commands/schedules.ts';
 import { registerSecretsCommand } from './commands/secrets.ts';
 import { registerStatusCommand } from './commands/status.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
@@ -56,6 +57,7 @@ registerDlqCommand(program);
 registerBreakersCommand(program);
 registerQueuesCommand(program);
 registerRetryPlanCommand(program);
+registerSchedulesCommand(program);
 registerOpenapiCommand(program);
 
 // commander takes a root option anywhere in the line, so a root --version would swallow `ferry secrets delete

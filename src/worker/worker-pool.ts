@@ -30,6 +30,7 @@ import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
+import { isScheduleTick, runScheduleTick, syncSchedules } from './schedules.ts';
 
 export interface WorkerPoolOptions {
   config: ServicesConfig;
@@ -262,7 +263,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const queueName = serviceQueueName(name);
     const queue = new Queue<JobData, JobResult>(queueName, { connection, prefix });
     const pools = new PoolSet({ connections: service.concurrency, egress: egressScopeOf(service) });
-    const processor = createDeliveryProcessor({
+    const deliver = createDeliveryProcessor({
       service,
       breaker: breakers.get(name, breakerOptionsOf(service)),
       secrets: options.secrets,
@@ -284,6 +285,10 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       shutdownSignal: shutdown.signal,
       fallbacks,
     });
+    // A schedule's tick is not delivered: it adds the schedule's run (worker/schedules.ts).
+    const tickDeps = { connection, prefix, service: name, queue: queue as unknown as Queue, logger };
+    const processor = (job: Job<JobData, JobResult>, token?: string): Promise<JobResult> =>
+      isScheduleTick(job) ? runScheduleTick(job, tickDeps) : deliver(job, token);
     const worker = new TrackedWorker(queueName, processor, {
       connection,
       prefix,
@@ -486,6 +491,15 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     services: names,
     async start() {
       await applyRateLimits();
+      const schedules = await syncSchedules({
+        connection,
+        prefix,
+        config: options.config,
+        queues: new Map(runtimes.map(({ service, queue }) => [service.name, queue as unknown as Queue])),
+        logger,
+      });
+      if (options.config.schedules.size > 0 || schedules.removed.length > 0)
+        logger.info({ schedules }, 'schedules synced with the services file');
       for (const { worker } of runtimes) {
         worker.run().catch((error: unknown) => logger.error({ err: error }, 'worker stopped with an error'));
       }

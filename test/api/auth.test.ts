@@ -244,6 +244,26 @@ const ROWS: Row[] = [
   },
   {
     method: 'GET',
+    route: '/v1/schedules',
+    path: () => '/v1/schedules',
+    wrongScope: TOKENS.writer,
+    // Filtered to the schedules of the token's services and tenants, not refused.
+    otherTenant: { token: TOKENS.acme, status: 200 },
+    otherService: { status: 200 },
+    ok: 200,
+  },
+  ...(['pause', 'resume', 'run-now'] as const).map((action) => ({
+    method: 'POST',
+    route: `/v1/schedules/:name/${action}`,
+    path: () => `/v1/schedules/nightly/${action}`,
+    wrongScope: TOKENS.reader,
+    // The schedule runs as tenant globex.
+    otherTenant: { token: TOKENS.acmeAdmin, status: 403 },
+    otherService: { status: 403 },
+    ok: action === 'run-now' ? 202 : 200,
+  })),
+  {
+    method: 'GET',
     route: '/v1/jobs/:service/:id/events',
     path: (ids) => `/v1/jobs/svc/${ids.globexJob}/events`,
     wrongScope: TOKENS.writer,
@@ -427,6 +447,15 @@ async function setup(): Promise<{ api: TestApi; ids: Ids }> {
           baseUrl: downstream.url,
           headers: { 'x-api-key': '{{ secrets.matrix_key }}' },
           operations: { ping: { method: 'GET', path: '/ping' } },
+        },
+      },
+      schedules: {
+        nightly: {
+          cron: '0 2 * * *',
+          service: 'svc',
+          operation: 'create',
+          input: { a: 1 },
+          tenant: 'globex',
         },
       },
     },

@@ -33,6 +33,14 @@ describe('toDispatch', () => {
     },
   );
 
+  it.each(['added', 'active', 'completed', 'removed'])(
+    "%s of a schedule's tick is no job event (only the run it adds is)",
+    (event) => {
+      const entry = { id: '1-0', event, fields: { jobId: 'repeat:ferry-schedule-nightly:1795500000000' } };
+      expect(toDispatch('svc', entry, undefined, undefined)).toBeUndefined();
+    },
+  );
+
   it('a native event takes the tenant of the job it read', () => {
     const dispatch = toDispatch(
       'svc',

@@ -13,6 +13,7 @@ import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../qu
 import { deepFreeze } from '../time.ts';
 import { checkFlowGraph } from './flow-graph.ts';
 import { compileEnqueue, type CompileEnqueueInput, compileFailureRules, flowGraphOf } from './reactions.ts';
+import { compileSchedules, type ScheduleIssue } from './schedules.ts';
 import {
   SERVICE_DEFAULTS,
   SERVICE_NAME_MESSAGE,
@@ -195,10 +196,19 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
     for (const issue of checkFlowGraph(flowGraphOf(documents, unchecked)))
       issues.push({ path: formatPath(issue.path), message: issue.message });
   }
+  // `schedules:` (schedules.ts): after the services, whose names, operations and limits it checks.
+  const scheduleIssues: ScheduleIssue[] = [];
+  const schedules = compileSchedules(
+    doc['schedules'],
+    new Set(isPlainObject(servicesRaw) ? Object.keys(servicesRaw) : []),
+    services,
+    scheduleIssues,
+  );
+  for (const issue of scheduleIssues) issues.push({ path: formatPath(issue.path), message: issue.message });
   if (issues.length > 0) throw new ServicesFileError(dedupe(issues));
   return deepFreeze<ServicesConfig>({
     services: readonlyMap(services),
-    schedules: readonlyMap([]),
+    schedules: readonlyMap(schedules),
     source: options.source,
   });
 }

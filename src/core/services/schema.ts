@@ -576,6 +576,8 @@ export const servicesFileSchema = strictObject({
         ? 'required (a mapping of service names to services)'
         : 'must be a mapping of service names to services',
   }),
+  /** Checked by schedules.ts (compileSchedules). */
+  schedules: z.unknown().optional(),
 });
 
 export const SERVICE_NAME_MESSAGE = 'service name must match [a-z0-9][a-z0-9_-]{0,63}';
