@@ -27,9 +27,10 @@ import {
 } from '../core/job.ts';
 import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
-import { deadLetterJobId } from '../core/queue-layout.ts';
+import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
@@ -47,6 +48,8 @@ export interface DeliveryDeps extends ProcessorDeps {
   lockDurationMs: number;
   /** Aborted (reason `shutdown`) when the worker pool's shutdown deadline passes: in-flight calls stop. */
   shutdownSignal?: AbortSignal;
+  /** onFailure and `then` (follow-ups.ts). Without it, no reaction runs. */
+  followUps?: FollowUps;
 }
 
 /**
@@ -79,6 +82,8 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
   const attemptLogger = logger.child({}, { redact: [] });
   const signal = deps.shutdownSignal;
+  // Decided once: a service with no `then` pays nothing per completed job.
+  const hasThen = deps.followUps !== undefined && [...service.operations.values()].some((op) => op.then);
   // One per service per process, so a flood of long Retry-Afters logs a line a minute, not one per job.
   const attemptDeps: ProcessorDeps = {
     ...deps,
@@ -118,6 +123,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           // twice as much. The keys come out in the same order (attempts last).
           const result = outcome.result as JobResult;
           result.attempts = attempt;
+          if (hasThen) await enqueueNext(job, token, state, result, attempt, outcome.durationMs, deps, base);
           // Fields listed, not `{ ...base }`: in the bench's profile the spread cost ~6 µs on every job.
           deps.emit('job:attempt:completed', {
             service: base.service,
@@ -318,14 +324,51 @@ async function deadLetter(
   const deadLetterId = deadLetterJobId(deps.service.name, base.jobId, job.timestamp);
   // A re-run of a job whose dead letter was written (and maybe purged since) before the crash: write none.
   const written = rerun && (await isDeadLettered(deps.writer, deps.queue, base.jobId));
-  if (!written) {
-    await deps.writer.write(deadLetterFromJob(deps.service.name, job, deps.clock.now()));
-    await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
-  }
+  const letter = deadLetterFromJob(deps.service.name, job, deps.clock.now());
+  // onFailure: planned before the write, so the record names its follow-up (the job id is fixed); added after
+  // it and before the mark, so a crash anywhere in between leaves an unmarked job that its re-run (or the
+  // sweep) finishes, adding the same job id again: one follow-up per dead letter.
+  const followUp = deps.followUps?.planFailure(deps.service, letter, deadLetterId, job.data);
+  if (!written) await deps.writer.write(letter);
+  if (followUp?.kind === 'add') await deps.followUps?.add(followUp.job);
+  if (!written) await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
   deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
   deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
   throw new UnrecoverableError(formatFailedReason(finalError));
+}
+
+/**
+ * `then`: adds the next step's job before the job completes and names it in `result.next`. A crash after the
+ * add runs the call again (at-least-once) and the add is a no-op: one next job. A next job that cannot be made
+ * (template error, chain too deep) dead-letters this job as ValidationError instead.
+ */
+async function enqueueNext(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  state: DeliveryState,
+  result: JobResult,
+  attempt: number,
+  durationMs: number,
+  deps: DeliveryDeps,
+  base: EventBase,
+): Promise<void> {
+  const then = deps.service.operations.get(job.name)?.then;
+  const followUps = deps.followUps;
+  if (then === undefined || followUps === undefined) return;
+  const data = job.data;
+  const idempotencyKey =
+    typeof data.idempotencyKey === 'string'
+      ? data.idempotencyKey
+      : defaultIdempotencyKey(deps.service.name, base.jobId, job.timestamp, data.enqueueId);
+  const next = followUps.planThen(deps.service, then, { id: base.jobId, idempotencyKey, data }, result);
+  if (next instanceof Error) {
+    const errorRecord = toErrorRecord(next, scrub(deps));
+    state.attempts.push(record(attempt, 'failed', deps, durationMs, next, errorRecord.message));
+    return deadLetter(job, token, state, errorRecord, deps, base);
+  }
+  await followUps.add(next);
+  result.next = { service: next.service, jobId: next.jobId };
 }
 
 type EventBase = { service: string; operation: string; jobId: string; tenant: string | undefined };
