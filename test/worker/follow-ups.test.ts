@@ -17,11 +17,14 @@ import type {
   ServicesConfig,
   TemplateContext,
 } from '../../src/core/services/types.ts';
+import { createMetrics } from '../../src/metrics/metrics.ts';
 import { onFailureIdempotencyKey, thenIdempotencyKey } from '../../src/worker/follow-ups.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, type TestFerry } from '../helpers/ferry.ts';
+import { promtoolCheckMetrics } from '../helpers/promtool.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { until, waitUntil } from '../helpers/until.ts';
+import { Scrape } from '../metrics/support.ts';
 
 const redis = await startRedis();
 
@@ -498,5 +501,55 @@ describe('then', () => {
     expect(record.finalError.message).toMatch(/chain depth limit 1 reached/);
     expect(record.origin).toMatchObject({ kind: 'then', depth: 1 });
     expect(await jobCount(ferry, 'three')).toBe(0);
+  });
+});
+
+describe('follow-up metrics', () => {
+  it('count follow-ups by kind and the ones that could not be made, in series promtool accepts', async () => {
+    const brokenThen = withReactions({
+      svc: {
+        step1: {
+          then: enqueue(
+            'two',
+            'step2',
+            template(() => {
+              throw new Error('no');
+            }),
+          ),
+        },
+      },
+    });
+    const ferry = await createTestFerry(redis, {
+      services: servicesFile(),
+      transform: (config) => brokenThen(CHAIN(ON_FAILURE(config))),
+    });
+    const metrics = createMetrics({
+      config: ferry.config,
+      connection: ferry.connection,
+      prefix: ferry.prefix,
+      processMetrics: false,
+    });
+    onTestFinished(() => metrics.close());
+    metrics.observeDeliveries(ferry.pool);
+    const auth = await ferry.producer.enqueue({ service: 'svc', operation: 'auth', input: {} });
+    const step = await ferry.producer.enqueue({ service: 'svc', operation: 'step1', input: {} });
+    // auth's rule makes a follow-up; step1's then cannot be rendered (step1 has no onFailure rule).
+    const views = await Promise.all([
+      ferry.producer.waitFor('svc', auth.id, { timeoutMs: 15_000 }),
+      ferry.producer.waitFor('svc', step.id, { timeoutMs: 15_000 }),
+    ]);
+    expect(views.map((view) => view.state)).toEqual(['dead_lettered', 'dead_lettered']);
+    const { body } = await metrics.render();
+    const scrape = new Scrape(body);
+    expect(scrape.type('ferry_follow_ups_total')).toBe('COUNTER');
+    expect(scrape.value('ferry_follow_ups_total', { service: 'svc', kind: 'onFailure' })).toBe(1);
+    expect(scrape.value('ferry_follow_ups_total', { service: 'svc', kind: 'then' })).toBe(0);
+    expect(
+      scrape.value('ferry_follow_ups_refused_total', { service: 'svc', kind: 'then', reason: 'template' }),
+    ).toBe(1);
+    expect(
+      scrape.value('ferry_follow_ups_refused_total', { service: 'svc', kind: 'onFailure', reason: 'depth' }),
+    ).toBe(0);
+    expect(await promtoolCheckMetrics(body)).toEqual({ code: 0, problems: [] });
   });
 });
