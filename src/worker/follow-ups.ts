@@ -63,7 +63,7 @@ export interface FollowUpsOptions {
   connection: RedisClient;
   prefix: string;
   logger: Logger;
-  /** Default DEFAULT_MAX_CHAIN_DEPTH; an enqueue's own `maxDepth` (when the services file sets one) wins. */
+  /** Default DEFAULT_MAX_CHAIN_DEPTH; an enqueue's own `maxDepth` lowers it for that enqueue. */
   maxChainDepth?: number;
   /** Told of every follow-up added or refused (metrics). */
   emit?: DeliveryEventListener;
@@ -99,13 +99,16 @@ export class FollowUps {
     record: DeadLetterRecord,
     deadLetterId: string,
     data: JobData | undefined,
+    /** The rule the delivery policy matched (Decision `deadLetter.rule`); `match`: match it here, the same way. */
+    decided: number | undefined | 'match' = 'match',
   ): FailurePlan {
     const rules = service.operations.get(record.operation)?.onFailure;
     if (rules === undefined || rules.length === 0) return undefined;
     const error = record.finalError;
-    const rule = matchFailureRule(rules, { type: error.type, status: error.status });
-    if (rule === undefined) return undefined;
-    const enqueue = (rules[rule] as (typeof rules)[number]).enqueue;
+    const rule = decided === 'match' ? matchFailureRule(rules, error) : decided;
+    const matched = rule === undefined ? undefined : rules[rule];
+    if (rule === undefined || matched === undefined) return undefined;
+    const enqueue = matched.enqueue;
     const source: JobRef = { service: service.name, jobId: record.sourceJobId };
     const refuse = (reason: FollowUpRefusal, message: string): FailurePlan => {
       record.followUpError = message;
@@ -215,9 +218,9 @@ export class FollowUps {
     return depth > this.#limit(enqueue) ? 'limit' : depth;
   }
 
+  /** The runtime's limit, or the enqueue's own `maxDepth` when that is lower. */
   #limit(enqueue: CompiledEnqueue): number {
-    const own = (enqueue as { maxDepth?: unknown }).maxDepth;
-    return typeof own === 'number' ? own : this.#maxDepth;
+    return enqueue.maxDepth === undefined ? this.#maxDepth : Math.min(enqueue.maxDepth, this.#maxDepth);
   }
 
   #depthMessage(problem: 'origin' | 'limit', enqueue: CompiledEnqueue): string {
