@@ -56,6 +56,10 @@ function doc(
 }
 
 const ALERT = { service: 'ops', operation: 'rotateAlert' };
+const OPS = {
+  baseUrl: 'https://ops.example.com',
+  operations: { rotateAlert: { method: 'POST', path: '/alerts', body: '{{ input }}' } },
+};
 
 const YAML = `
 defaults:
@@ -133,7 +137,7 @@ describe('onFailure, then and fallback compile', () => {
     expect(crm.operations.get('getContact')?.onFailure[0]?.enqueue.input?.source).toBe('{{ deadLetter.id }}');
     const inherited = parseServicesConfig({
       defaults: { onFailure: [{ when: { errorType: 'ClientError' }, enqueue: ALERT }] },
-      ...doc({}, { onFailure: [{ enqueue: ALERT }] }),
+      ...doc({}, { onFailure: [{ enqueue: ALERT }] }, { ops: { ...OPS, onFailure: [] } }),
     });
     expect(
       inherited.services
@@ -256,6 +260,19 @@ describe('refusals name the exact path', () => {
     ],
   ])('%s', (_name, operation, expected) => {
     expect(issuesOf(() => parseServicesConfig(doc({}, operation))).sort()).toEqual([...expected].sort());
+  });
+
+  it('names the key other tools use for it', () => {
+    expect(
+      issuesOf(() =>
+        parseServicesConfig(doc({ failover: { service: 'ops' }, onError: [] }, { next: {}, onError: [] })),
+      ).sort(),
+    ).toEqual([
+      'services.crm.failover: unknown option (did you mean fallback?)',
+      'services.crm.onError: unknown option (did you mean onFailure?)',
+      `${at}.next: unknown option (did you mean then?)`,
+      `${at}.onError: unknown option (did you mean onFailure?)`,
+    ]);
   });
 
   it('fallback: a mapping with a service', () => {
@@ -419,5 +436,85 @@ describe('template roots per place', () => {
       '"v1"',
     );
     expect(header.render(context({ result: { status: 200, headers: {}, body: null } }))).toBeUndefined();
+  });
+});
+
+describe('graph checks at load (flow-graph.ts)', () => {
+  it('refuses an unknown target, naming the path of the enqueue key', () => {
+    expect(
+      issuesOf(() =>
+        parseServicesConfig(doc({}, { then: { enqueue: { service: 'ops', operation: 'rotate' } } })),
+      ),
+    ).toEqual([
+      'services.crm.operations.createContact.then.enqueue.operation: service ops has no operation "rotate" ' +
+        '(its operations: rotateAlert)',
+    ]);
+  });
+
+  it('checks a rule inherited from defaults at each service that inherits it', () => {
+    const withDefaults = {
+      defaults: { onFailure: [{ enqueue: { service: 'pager', operation: 'page' } }] },
+      ...doc(),
+    };
+    expect(issuesOf(() => parseServicesConfig(withDefaults))).toEqual([
+      'services.crm.onFailure[0].enqueue.service: unknown service "pager" (services: crm, ops)',
+      'services.ops.onFailure[0].enqueue.service: unknown service "pager" (services: crm, ops)',
+    ]);
+  });
+
+  it('refuses a self-loop, and loads it with maxDepth', () => {
+    const loop = (maxDepth?: number) =>
+      doc(
+        {},
+        {},
+        {
+          ops: {
+            baseUrl: 'https://ops.example.com',
+            operations: {
+              rotateAlert: {
+                method: 'POST',
+                path: '/alerts',
+                onFailure: [
+                  {
+                    enqueue: {
+                      ...ALERT,
+                      input: '{{ input }}',
+                      ...(maxDepth === undefined ? {} : { maxDepth }),
+                    },
+                  },
+                ],
+              },
+            },
+          },
+        },
+      );
+    expect(issuesOf(() => parseServicesConfig(loop()))).toEqual([
+      'services.ops.operations.rotateAlert.onFailure[0].enqueue: is on a cycle without maxDepth: ' +
+        'ops.rotateAlert --onFailure--> ops.rotateAlert (set maxDepth on one of its enqueues to bound it)',
+    ]);
+    const config = parseServicesConfig(loop(5));
+    expect(config.services.get('ops')?.operations.get('rotateAlert')?.onFailure[0]?.enqueue.maxDepth).toBe(5);
+  });
+
+  it('refuses a fallback without the operations, or to itself; a fallback in defaults reaches every service', () => {
+    expect(issuesOf(() => parseServicesConfig(doc({ fallback: { service: 'ops' } })))).toEqual([
+      'services.crm.fallback.service: ops has no operation "createContact", "getContact" (a fallback must have ' +
+        'every operation of crm: a job moves to the operation of the same name)',
+    ]);
+    expect(
+      issuesOf(() => parseServicesConfig({ defaults: { fallback: { service: 'crm' } }, ...doc() })),
+    ).toEqual([
+      'services.crm.fallback.service: must name another service (a service cannot fall back to itself)',
+      'services.ops.fallback.service: crm has no operation "rotateAlert" (a fallback must have every operation ' +
+        'of ops: a job moves to the operation of the same name)',
+    ]);
+  });
+
+  it('does not check references to a service that did not parse', () => {
+    const broken = doc({ fallback: { service: 'ops' } }, {}, { ops: { baseUrl: 'ftp://x', operations: {} } });
+    expect(issuesOf(() => parseServicesConfig(broken)).sort()).toEqual([
+      'services.ops.baseUrl: must be an http(s) URL',
+      'services.ops.operations: must define at least one operation',
+    ]);
   });
 });

@@ -11,7 +11,8 @@ import type { z } from 'zod';
 import { parseAllowEntry } from '../egress.ts';
 import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../queue-layout.ts';
 import { deepFreeze } from '../time.ts';
-import { compileEnqueue, type CompileEnqueueInput, compileFailureRules } from './reactions.ts';
+import { checkFlowGraph } from './flow-graph.ts';
+import { compileEnqueue, type CompileEnqueueInput, compileFailureRules, flowGraphOf } from './reactions.ts';
 import {
   SERVICE_DEFAULTS,
   SERVICE_NAME_MESSAGE,
@@ -145,6 +146,8 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
   }
 
   const services = new Map<string, ServiceConfig>();
+  // Reactions (issue 16): what the flow-graph checks read once every service is parsed.
+  const documents = new Map<string, ServiceDocument>();
   const servicesRaw = doc['services'];
   if (isPlainObject(servicesRaw)) {
     if (Object.keys(servicesRaw).length === 0)
@@ -186,7 +189,11 @@ export function parseServicesConfig(doc: unknown, options: ParseServicesOptions 
       }
       const compiled = compileService(name, parsed.data, issues, isOverridden ? 'env' : 'file');
       if (compiled !== undefined) services.set(name, compiled);
+      if (compiled !== undefined) documents.set(name, parsed.data);
     }
+    const unchecked = new Set(Object.keys(servicesRaw).filter((name) => !documents.has(name)));
+    for (const issue of checkFlowGraph(flowGraphOf(documents, unchecked)))
+      issues.push({ path: formatPath(issue.path), message: issue.message });
   }
   if (issues.length > 0) throw new ServicesFileError(dedupe(issues));
   return deepFreeze<ServicesConfig>({

@@ -4,7 +4,8 @@
  * whether the services and operations they name exist, and whether they form an unbounded cycle, is checked on
  * the whole file by flow-graph.ts.
  */
-import type { EnqueueDocument, FailureRuleDocument } from './schema.ts';
+import type { FlowEnqueue, FlowGraphInput, FlowService } from './flow-graph.ts';
+import type { EnqueueDocument, FailureRuleDocument, ServiceDocument } from './schema.ts';
 import type { CompiledEnqueue, CompiledTemplate, FailureRule } from './types.ts';
 
 /** Compiles an enqueue's input template (mode `value`, no secrets, the reaction's roots) at `path`. */
@@ -44,4 +45,48 @@ export function compileFailureRules(
           },
     enqueue: compileEnqueue(rule.enqueue, 'onFailure', [...path, index, 'enqueue'], compile),
   }));
+}
+
+/** The flow graph of the services that parsed (flow-graph.ts checks it); `unchecked`: those that did not. */
+export function flowGraphOf(
+  documents: ReadonlyMap<string, ServiceDocument>,
+  unchecked: ReadonlySet<string>,
+): FlowGraphInput {
+  const services = new Map<string, FlowService>();
+  const enqueues: FlowEnqueue[] = [];
+  const add = (
+    kind: 'onFailure' | 'then',
+    from: FlowEnqueue['from'],
+    enqueue: EnqueueDocument,
+    path: PropertyKey[],
+  ): void => {
+    enqueues.push({
+      kind,
+      from,
+      to: { service: enqueue.service, operation: enqueue.operation },
+      bounded: enqueue.maxDepth !== undefined,
+      path,
+    });
+  };
+  for (const [service, doc] of documents) {
+    services.set(service, { operations: Object.keys(doc.operations), fallback: doc.fallback?.service });
+    (doc.onFailure ?? []).forEach((rule, index) => {
+      add('onFailure', { service, operation: undefined }, rule.enqueue, [
+        'services',
+        service,
+        'onFailure',
+        index,
+        'enqueue',
+      ]);
+    });
+    for (const [operation, op] of Object.entries(doc.operations)) {
+      const at = ['services', service, 'operations', operation];
+      (op.onFailure ?? []).forEach((rule, index) => {
+        add('onFailure', { service, operation }, rule.enqueue, [...at, 'onFailure', index, 'enqueue']);
+      });
+      if (op.then !== undefined)
+        add('then', { service, operation }, op.then.enqueue, [...at, 'then', 'enqueue']);
+    }
+  }
+  return { services, enqueues, unchecked };
 }

@@ -89,6 +89,8 @@ const SERVICE_ALIASES: Readonly<Record<string, string>> = {
   maxRetries: 'retry.attempts',
   circuitBreaker: 'breaker',
   maxBodyBytes: 'maxResponseBytes',
+  onError: 'onFailure',
+  failover: 'fallback',
 };
 
 /** `unknown option (did you mean timeoutMs?)`, one line per key (load.ts splits them onto their paths). */
@@ -462,30 +464,36 @@ const fallback = strictObject({
 export type FailureRuleDocument = z.output<typeof failureRule>;
 export type EnqueueDocument = z.output<ReturnType<typeof enqueueSchema>>;
 
-const operation = strictObject({
-  method: z
-    .string({ error: expecting(`one of ${HTTP_METHODS.join(', ')}`) })
-    .transform((method) => method.toUpperCase())
-    .pipe(z.enum(HTTP_METHODS, { error: `must be one of ${HTTP_METHODS.join(', ')}` })),
-  path: template('path', { input: true })
-    .refine((path) => path.startsWith('/'), { error: 'must start with "/"' })
-    .refine((path) => !path.startsWith('//'), {
-      error: 'must not start with "//" (it would name another host)',
-    }),
-  body: z
-    .unknown()
-    .superRefine(refineTemplate('value', { input: true }))
-    .optional(),
-  query: z
-    .record(z.string().min(1, { error: 'must not be empty' }), scalarTemplate('value', { input: true }), {
-      error: 'must be a mapping of parameter names to values',
-    })
-    .optional(),
-  headers: headers.optional(),
-  timeoutMs: milliseconds(1).optional(),
-  onFailure: failureRules.optional(),
-  then: thenStep.optional(),
-}).superRefine((value, context) => {
+/** Names other tools use for an operation's keys, mapped to Ferry's. */
+const OPERATION_ALIASES: Readonly<Record<string, string>> = { onError: 'onFailure', next: 'then' };
+
+const operation = strictObject(
+  {
+    method: z
+      .string({ error: expecting(`one of ${HTTP_METHODS.join(', ')}`) })
+      .transform((method) => method.toUpperCase())
+      .pipe(z.enum(HTTP_METHODS, { error: `must be one of ${HTTP_METHODS.join(', ')}` })),
+    path: template('path', { input: true })
+      .refine((path) => path.startsWith('/'), { error: 'must start with "/"' })
+      .refine((path) => !path.startsWith('//'), {
+        error: 'must not start with "//" (it would name another host)',
+      }),
+    body: z
+      .unknown()
+      .superRefine(refineTemplate('value', { input: true }))
+      .optional(),
+    query: z
+      .record(z.string().min(1, { error: 'must not be empty' }), scalarTemplate('value', { input: true }), {
+        error: 'must be a mapping of parameter names to values',
+      })
+      .optional(),
+    headers: headers.optional(),
+    timeoutMs: milliseconds(1).optional(),
+    onFailure: failureRules.optional(),
+    then: thenStep.optional(),
+  },
+  OPERATION_ALIASES,
+).superRefine((value, context) => {
   if (value.body !== undefined && (value.method === 'GET' || value.method === 'HEAD')) {
     context.addIssue({
       code: 'custom',

@@ -4,10 +4,11 @@
  * Grammar: `{{ root(.segment)* }}` with optional whitespace inside the braces. Roots: `input` (then identifier
  * or integer segments; `{{ input }}` is the whole input), `secrets.<name>`, `tenant`, `job.id`,
  * `job.idempotencyKey`; in the input of an onFailure rule's enqueue also `error.type`, `error.status`,
- * `error.message` and `deadLetter.id`, in the input of a `then` enqueue `result.status`, `result.body(.segment)*`
- * and `result.headers.<allow-listed name>` (TemplateAllowed.reaction). Nothing is ever evaluated: a placeholder is a lookup, and a template is compiled once
- * at load into a closure over precomputed parts, so rendering does no parsing. Values read from `input` are
- * data: they are inserted, never expanded again (no template injection).
+ * `error.message` and `deadLetter.id`, in the input of a `then` enqueue `result.status`,
+ * `result.body(.segment)*` and `result.headers.<allow-listed name>` (TemplateAllowed.reaction). Nothing is ever
+ * evaluated: a placeholder is a lookup, and a template is compiled once at load into a closure over precomputed
+ * parts, so rendering does no parsing. Values read from `input` are data: they are inserted, never expanded
+ * again (no template injection).
  */
 import { ConfigurationError, EgressDeniedError, ValidationError } from '../errors.ts';
 import { RESULT_HEADERS } from '../result-headers.ts';
