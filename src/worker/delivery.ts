@@ -361,14 +361,17 @@ async function deadLetter(
   const deadLetterId = deadLetterJobId(deps.service.name, base.jobId, job.timestamp);
   // A re-run of a job whose dead letter was written (and maybe purged since) before the crash: write none.
   const written = rerun && (await isDeadLettered(deps.writer, deps.queue, base.jobId));
-  const letter = deadLetterFromJob(deps.service.name, job, deps.clock.now());
-  // onFailure: planned before the write, so the record names its follow-up (the job id is fixed); added after
-  // it and before the mark, so a crash anywhere in between leaves an unmarked job that its re-run (or the
-  // sweep) finishes, adding the same job id again: one follow-up per dead letter.
-  const followUp = deps.followUps?.planFailure(deps.service, letter, deadLetterId, job.data, decision.rule);
-  if (!written) await deps.writer.write(letter);
-  if (followUp?.kind === 'add') await deps.followUps?.add(followUp.job);
-  if (!written) await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
+  if (!written) {
+    const letter = deadLetterFromJob(deps.service.name, job, deps.clock.now());
+    // onFailure: planned before the write, so the record names its follow-up (the job id is fixed); added
+    // after it and before the mark, so the mark means "dead letter and follow-up done", and a crash anywhere
+    // before it leaves an unmarked job that its re-run (or the sweep) finishes, adding the same job id again
+    // (a no-op if it got there): one follow-up per dead letter.
+    const followUp = deps.followUps?.planFailure(deps.service, letter, deadLetterId, job.data, decision.rule);
+    await deps.writer.write(letter);
+    if (followUp?.kind === 'add') await deps.followUps?.add(followUp.job);
+    await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
+  }
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
   deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
   deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
