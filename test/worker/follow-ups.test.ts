@@ -553,3 +553,19 @@ describe('follow-up metrics', () => {
     expect(await promtoolCheckMetrics(body)).toEqual({ code: 0, problems: [] });
   });
 });
+
+describe('follow-up idempotency keys', () => {
+  it('stay valid keys for any dead letter id: hashed past 200 characters or with a header-unsafe character', () => {
+    const plain = onFailureIdempotencyKey('dl-svc.idem-abc.1796439964637', 2);
+    expect(plain).toBe('ferry-onfailure-dl-svc.idem-abc.1796439964637-2');
+    // A raw producer's job id may be 300 characters, and hold a newline.
+    for (const id of [`dl-svc.${'x'.repeat(300)}.1`, 'dl-svc.a\nb.1']) {
+      const key = onFailureIdempotencyKey(id, 0);
+      expect(key).toMatch(/^ferry-onfailure-h[A-Za-z0-9_-]{43}-0$/);
+      expect(onFailureIdempotencyKey(id, 1)).not.toBe(key);
+    }
+    const then = thenIdempotencyKey('svc', 'k'.repeat(200));
+    expect(then).toMatch(/^ferry-then-[A-Za-z0-9_-]{43}$/);
+    expect(thenIdempotencyKey('other', 'k'.repeat(200))).not.toBe(then);
+  });
+});
