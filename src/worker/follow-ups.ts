@@ -23,6 +23,7 @@ import {
   jobOriginSchema,
   type JobRef,
   type JobResult,
+  TENANT_PATTERN,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { idempotentJobId, MAX_IDEMPOTENCY_KEY_LENGTH, serviceQueueName } from '../core/queue-layout.ts';
@@ -287,7 +288,8 @@ function planned(
   source: JobRef,
 ): PlannedFollowUp {
   const data: JobData = { input, idempotencyKey: key, origin };
-  if (tenant !== undefined) data.tenant = tenant;
+  // Job data is anyone's to write: a source's tenant that is not a valid one is not passed on.
+  if (typeof tenant === 'string' && TENANT_PATTERN.test(tenant)) data.tenant = tenant;
   return {
     kind,
     service: enqueue.service,

@@ -251,6 +251,21 @@ describe('onFailure', () => {
     expect(await jobCount(ferry, 'ops')).toBe(0);
   });
 
+  it("passes on no tenant a raw producer's job held that is not a valid one", async () => {
+    const ferry = await createTestFerry(redis, { services: servicesFile(), transform: ON_FAILURE });
+    // Refused by the worker (ValidationError, tenant), so dead-lettered: the catch-all rule fires.
+    const raw = await queueOf(ferry, 'svc').add('reject', { input: { n: 3 }, tenant: 'not a tenant!' });
+    const view = await ferry.producer.waitFor('svc', raw.id!, { timeoutMs: 15_000 });
+    expect(view.state).toBe('dead_lettered');
+    const followUp = (await deadLetter(ferry, view.deadLetterId!)).followUp!;
+    expect((await ferry.producer.waitFor('backup', followUp.jobId, { timeoutMs: 15_000 })).state).toBe(
+      'completed',
+    );
+    const stored = await queueOf(ferry, 'backup').getJob(followUp.jobId);
+    expect(stored?.data.input).toEqual({ n: 3 });
+    expect(stored?.data).not.toHaveProperty('tenant');
+  });
+
   it('makes no follow-up for a rule whose input cannot be rendered, and the dead letter says why', async () => {
     const broken = withReactions({
       svc: {
