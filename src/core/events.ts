@@ -29,6 +29,21 @@ export interface DeliveryEventMap {
   'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
   /** The service's breaker was open: the job moved to its fallback's queue (`fallback`) and completed. */
   'job:fallback:routed': JobEventBase & { fallback: string; routedTo: JobRef; result: JobResult };
+
+  /** A job Ferry enqueued itself for a reaction (issue 16): `service`/`jobId` name the source job. */
+  'job:followUp:enqueued': {
+    kind: 'onFailure' | 'then';
+    service: string;
+    jobId: string;
+    target: { service: string; jobId: string };
+  };
+  /** A reaction that matched but made no job: its input could not be rendered, or the chain is too deep. */
+  'job:followUp:refused': {
+    kind: 'onFailure' | 'then';
+    reason: 'template' | 'depth' | 'origin';
+    service: string;
+    jobId: string;
+  };
 }
 
 export type DeliveryEventName = keyof DeliveryEventMap;

@@ -19,13 +19,14 @@ import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
 import { type Clock, DAY, MINUTE, SECOND, systemClock } from '../core/time.ts';
-import { reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
+import { type DeadLetterReaction, reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
 import { enforceRetention, type RetentionOptions } from '../dead-letter/retention.ts';
 import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
 import { createFallbackRouter } from './fallback-route.ts';
+import { FollowUps } from './follow-ups.ts';
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
@@ -62,6 +63,8 @@ export interface WorkerPoolOptions {
   keepCompletedMs?: number;
   /** How long failed jobs stay on their service queue (their dead letter stays until purged). Default 7 days. */
   keepFailedMs?: number;
+  /** Longest chain of onFailure/`then` follow-ups from one producer's job. Default 16 (DEFAULT_MAX_CHAIN_DEPTH). */
+  maxChainDepth?: number;
 }
 
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
@@ -117,6 +120,8 @@ interface ServiceRuntime {
   worker: TrackedWorker;
   pools: PoolSet;
   lastSweepMs: number;
+  /** The onFailure follow-ups of the dead letters the sweep writes. */
+  reaction: DeadLetterReaction;
 }
 
 /**
@@ -257,6 +262,15 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     prefix,
     breakerOf: (name) => fallbackBreakers.get(name),
   });
+  // onFailure and `then` follow-ups, added to any service's queue (also those this pool does not work on).
+  const followUps = new FollowUps({
+    config: options.config,
+    connection,
+    prefix,
+    logger,
+    emit,
+    ...(options.maxChainDepth === undefined ? {} : { maxChainDepth: options.maxChainDepth }),
+  });
 
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
@@ -284,6 +298,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       lockDurationMs,
       shutdownSignal: shutdown.signal,
       fallbacks,
+      followUps,
     });
     // A schedule's tick is not delivered: it adds the schedule's run (worker/schedules.ts).
     const tickDeps = { connection, prefix, service: name, queue: queue as unknown as Queue, logger };
@@ -326,7 +341,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         );
       }
     });
-    const runtime: ServiceRuntime = { service, queue, worker, pools, lastSweepMs: 0 };
+    const runtime: ServiceRuntime = {
+      service,
+      queue,
+      worker,
+      pools,
+      lastSweepMs: 0,
+      reaction: {
+        plan: (record, deadLetterId, data) => {
+          const plan = followUps.planFailure(service, record, deadLetterId, data);
+          return plan?.kind === 'add' ? () => followUps.add(plan.job) : undefined;
+        },
+      },
+    };
     return runtime;
   });
 
@@ -365,6 +392,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         jobId,
         writer,
         clock.now(),
+        runtime.reaction,
       )
     ) {
       logger.warn(
@@ -386,6 +414,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         writer,
         since,
         clock.now(),
+        runtime.reaction,
       );
       runtime.lastSweepMs = startedAt;
       for (const id of result.written)
@@ -570,6 +599,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           fallbacks.close(),
           tokens.close(),
           writer.close(),
+          followUps.close(),
           breakers.close(),
         ]);
         // Forced, everything left shares one short wait: the whole close stays within its budget plus that.
