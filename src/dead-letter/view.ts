@@ -62,6 +62,9 @@ export function toDeadLetterView(
     finalError: record.finalError,
     deadLetteredAt: record.deadLetteredAt,
     enqueuedAt: record.enqueuedAt,
+    // Issue 16: what made the job (a reaction, a route, a schedule), and the onFailure follow-up it fired.
+    ...(record.origin === undefined ? {} : { origin: record.origin }),
+    ...(record.followUp === undefined ? {} : { followUp: record.followUp }),
     ...(includeInput ? { input: record.input } : {}),
   };
 }
