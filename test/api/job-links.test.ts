@@ -115,6 +115,28 @@ describe('GET /v1/jobs/:service/:id', () => {
   });
 });
 
+describe('Bull Board', () => {
+  it('shows a job’s origin (job data) and a completed job’s next (return value) as they are', async () => {
+    const { api, raw } = await setup();
+    const { sourceId, nextId, origin } = await linkedJobs(raw);
+    const get = async (queue: string, id: string): Promise<Record<string, unknown>> => {
+      const response = await api.request(
+        'GET',
+        `/admin/queues/api/queues/${encodeURIComponent(queue)}/${id}`,
+        {
+          token: TOKENS.admin,
+        },
+      );
+      expect(response.status).toBe(200);
+      return response.body.job as Record<string, unknown>;
+    };
+    expect((await get('{billing}', nextId)).data).toMatchObject({ origin });
+    expect((await get('{crm}', sourceId)).returnValue).toMatchObject({
+      next: { service: 'billing', jobId: nextId },
+    });
+  });
+});
+
 describe('job events (SSE)', () => {
   it('the completed event carries next, from the stream and, once the stream lost it, from the job', async () => {
     const { api, ferry, raw } = await setup();
