@@ -27,6 +27,20 @@ export interface DeliveryEventMap {
   };
   'job:run:interrupted': JobEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
   'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
+  /** A job Ferry enqueued itself for a reaction (issue 16): `service`/`jobId` name the source job. */
+  'job:followUp:enqueued': {
+    kind: 'onFailure' | 'then';
+    service: string;
+    jobId: string;
+    target: { service: string; jobId: string };
+  };
+  /** A reaction that matched but made no job: its input could not be rendered, or the chain is too deep. */
+  'job:followUp:refused': {
+    kind: 'onFailure' | 'then';
+    reason: 'template' | 'depth' | 'origin';
+    service: string;
+    jobId: string;
+  };
 }
 
 export type DeliveryEventName = keyof DeliveryEventMap;

@@ -318,6 +318,7 @@ export const deadLetterRecordSchema = z.object({
   enqueuedAt: z.number(),
   origin: jobOriginSchema.optional(),
   followUp: jobRefSchema.extend({ rule: count }).optional(),
+  followUpError: z.string().optional(),
 });
 
 /** A dead letter's data on `{dead-letter}`. */
@@ -340,6 +341,8 @@ export interface DeadLetterRecord {
   origin?: JobOrigin;
   /** The onFailure follow-up this dead letter fired: its job, and the index of the rule that matched. */
   followUp?: JobRef & { rule: number };
+  /** Why a matching onFailure rule made no follow-up (its input could not be rendered, the chain is too deep). */
+  followUpError?: string;
 }
 
 /** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */

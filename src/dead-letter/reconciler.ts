@@ -12,6 +12,7 @@ import {
   type DeadLetterRecord,
   deliveryStateSchema,
   type JobData,
+  jobOriginSchema,
   usedAttempts,
 } from '../core/job.ts';
 import {
@@ -53,7 +54,25 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
       ? data.idempotencyKey
       : defaultIdempotencyKey(service, record.sourceJobId, job.timestamp, data.enqueueId);
   if (data.metadata !== undefined) record.metadata = data.metadata;
+  // Where Ferry's own job came from (a reaction, a route, a schedule); a malformed one is left out.
+  if (data.origin !== undefined) {
+    const origin = jobOriginSchema.safeParse(data.origin);
+    if (origin.success) record.origin = origin.data;
+  }
   return record;
+}
+
+/**
+ * What a dead letter fires (the onFailure follow-up, worker/follow-ups.ts), for the writers here. `plan` writes
+ * the follow-up (or why there is none) into the record before it is written, and returns the add to run after
+ * the write and before the mark; the add is idempotent (the follow-up's job id is fixed by the dead letter).
+ */
+export interface DeadLetterReaction {
+  plan(
+    record: DeadLetterRecord,
+    deadLetterId: string,
+    data: JobData | undefined,
+  ): (() => Promise<void>) | undefined;
 }
 
 /**
@@ -136,10 +155,11 @@ export async function reconcileJob(
   jobId: string,
   writer: DeadLetterWriter,
   nowMs: number,
+  reaction?: DeadLetterReaction,
 ): Promise<boolean> {
   const createdAt = await unmarkedCreatedAt(writer, queue, jobId);
   if (createdAt === undefined) return false;
-  return writeMissing(service, queue, jobId, createdAt, writer, nowMs);
+  return writeMissing(service, queue, jobId, createdAt, writer, nowMs, reaction);
 }
 
 /**
@@ -167,14 +187,19 @@ async function writeMissing(
   createdAt: number,
   writer: DeadLetterWriter,
   nowMs: number,
+  reaction: DeadLetterReaction | undefined,
 ): Promise<boolean> {
   const id = deadLetterJobId(service, jobId, createdAt);
-  // Written before a crash stopped the worker from marking it: mark it now.
+  // Written before a crash stopped the worker from marking it: mark it now, once its follow-up is surely added
+  // (the worker adds it between the write and the mark).
   const existed = await writer.exists(id);
-  if (!existed) {
+  if (!existed || reaction !== undefined) {
     const job = await Job.fromId<JobData>(queue, jobId);
     if (job === undefined) return false;
-    await writer.write(deadLetterFromJob(service, job, nowMs));
+    const record = deadLetterFromJob(service, job, nowMs);
+    const addFollowUp = reaction?.plan(record, id, job.data);
+    if (!existed) await writer.write(record);
+    if (addFollowUp !== undefined) await addFollowUp();
   }
   await markDeadLettered(writer, queue, jobId, id);
   return !existed;
@@ -190,6 +215,7 @@ export async function sweepFailed(
   writer: DeadLetterWriter,
   sinceMs: number,
   nowMs: number,
+  reaction?: DeadLetterReaction,
 ): Promise<SweepResult> {
   const client = writer.connection;
   const result: SweepResult = { checked: 0, written: [] };
@@ -202,7 +228,7 @@ export async function sweepFailed(
       result.checked++;
       const createdAt = createdAts[i];
       if (createdAt === undefined) continue;
-      if (await writeMissing(service, queue, id, createdAt, writer, nowMs)) result.written.push(id);
+      if (await writeMissing(service, queue, id, createdAt, writer, nowMs, reaction)) result.written.push(id);
     }
     if (ids.length < pageSize) return result;
   }

@@ -67,7 +67,16 @@ export interface ServiceTally {
   rateLimitedHolds: number;
   stalledRuns: number;
   shutdownRuns: number;
+  /** Follow-up jobs added for this service's jobs (issue 16): onFailure rules, `then` steps. */
+  followUps: Record<FollowUpKindLabel, number>;
+  /** Reactions of this service's jobs that matched but made no job, by kind and reason. */
+  followUpsRefused: Record<FollowUpKindLabel, Record<FollowUpRefusalLabel, number>>;
 }
+
+export const FOLLOW_UP_KINDS = ['onFailure', 'then'] as const;
+export type FollowUpKindLabel = (typeof FOLLOW_UP_KINDS)[number];
+export const FOLLOW_UP_REFUSALS = ['template', 'depth', 'origin'] as const;
+export type FollowUpRefusalLabel = (typeof FOLLOW_UP_REFUSALS)[number];
 
 /** What a worker pool offers: typed delivery events (src/core/events.ts). */
 export interface DeliveryEventSource {
@@ -99,6 +108,11 @@ export class DeliveryTally {
         rateLimitedHolds: 0,
         stalledRuns: 0,
         shutdownRuns: 0,
+        followUps: { onFailure: 0, then: 0 },
+        followUpsRefused: {
+          onFailure: { template: 0, depth: 0, origin: 0 },
+          then: { template: 0, depth: 0, origin: 0 },
+        },
       });
     }
   }
@@ -150,13 +164,25 @@ export class DeliveryTally {
       if (event.reason === 'stalled') service.stalledRuns += 1;
       else service.shutdownRuns += 1;
     };
+    const onFollowUp = (event: DeliveryEventMap['job:followUp:enqueued']): void => {
+      const service = this.#services.get(event.service);
+      if (service !== undefined) service.followUps[event.kind] += 1;
+    };
+    const onFollowUpRefused = (event: DeliveryEventMap['job:followUp:refused']): void => {
+      const service = this.#services.get(event.service);
+      if (service !== undefined) service.followUpsRefused[event.kind][event.reason] += 1;
+    };
     source.on('job:attempt:completed', onCompleted);
+    source.on('job:followUp:enqueued', onFollowUp);
+    source.on('job:followUp:refused', onFollowUpRefused);
     source.on('job:attempt:retrying', onRetrying);
     source.on('job:dead:lettered', onDeadLettered);
     source.on('job:service:held', onHeld);
     source.on('job:run:interrupted', onInterrupted);
     return () => {
       source.off('job:attempt:completed', onCompleted);
+      source.off('job:followUp:enqueued', onFollowUp);
+      source.off('job:followUp:refused', onFollowUpRefused);
       source.off('job:attempt:retrying', onRetrying);
       source.off('job:dead:lettered', onDeadLettered);
       source.off('job:service:held', onHeld);

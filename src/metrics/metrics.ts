@@ -23,6 +23,8 @@ import type { ReadOutcome } from './bounded-scrape.ts';
 import {
   type DeliveryEventSource,
   DeliveryTally,
+  FOLLOW_UP_KINDS,
+  FOLLOW_UP_REFUSALS,
   type OperationTally,
   type ServiceTally,
 } from './delivery-tally.ts';
@@ -201,6 +203,36 @@ export function createMetrics(options: MetricsOptions): Metrics {
       for (const service of tally.services()) {
         this.inc({ service: service.service, reason: 'stalled' }, service.stalledRuns);
         this.inc({ service: service.service, reason: 'shutdown' }, service.shutdownRuns);
+      }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_follow_ups_total',
+    help: "Jobs this process enqueued as reactions to its service's jobs: kind onFailure (a dead letter's rule) or then (a completed job's next step).",
+    labelNames: ['service', 'kind'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        for (const kind of FOLLOW_UP_KINDS)
+          this.inc({ service: service.service, kind }, service.followUps[kind]);
+      }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_follow_ups_refused_total',
+    help: 'Reactions that matched but made no job: reason template (input could not be rendered), depth (chain depth limit) or origin (malformed data.origin).',
+    labelNames: ['service', 'kind', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services()) {
+        for (const kind of FOLLOW_UP_KINDS) {
+          for (const reason of FOLLOW_UP_REFUSALS)
+            this.inc({ service: service.service, kind, reason }, service.followUpsRefused[kind][reason]);
+        }
       }
     },
   });

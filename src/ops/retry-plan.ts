@@ -1,11 +1,14 @@
 /**
  * A service's retry policy as a timeline, for operators to reason about before an outage (`ferry retry-plan`).
- * Pure: the same full-jitter formula as the worker (src/worker/retry-policy.ts computeBackoffMs, kept equal by
- * test/ops/retry-plan.test.ts), no randomness, no clock.
+ * Pure: the worker's own backoff cap (backoffCapMs of src/core/delivery-policy.ts, the one copy of the formula),
+ * no randomness, no clock.
  *
  * Times ignore the calls' own durations (up to the service's timeoutMs each) and holds (which use no attempt).
  */
+import { backoffCapMs } from '../core/delivery-policy.ts';
 import type { RetryPolicy } from '../core/services/types.ts';
+
+export { backoffCapMs };
 
 /** A range of ms: a full-jitter wait is uniform on [minMs, maxMs), so its expected value is the middle. */
 export interface MsRange {
@@ -36,11 +39,6 @@ export interface RetryPlan {
   /** Longest time the calls themselves add (attempts × timeoutMs), when given. */
   callTimeMaxMs?: number;
   notes: string[];
-}
-
-/** The cap of the wait after attempt `attempt` (1-based): min(maxDelayMs, delayMs × 2^(attempt−1)). */
-export function backoffCapMs(attempt: number, policy: Pick<RetryPolicy, 'delayMs' | 'maxDelayMs'>): number {
-  return Math.min(policy.maxDelayMs, policy.delayMs * 2 ** Math.min(attempt - 1, 52));
 }
 
 export function planRetries(

@@ -1,6 +1,8 @@
 /**
- * Applies an attempt's outcome to BullMQ. Ferry owns the retry policy (DESIGN §8): a raw producer's job has
- * BullMQ's default `attempts: 1`, and BullMQ's own backoff has no cap. So a retry is `moveToDelayed` +
+ * Applies the delivery policy's decision about a run to BullMQ: the decision itself is made by the pure
+ * `decide` (src/core/delivery-policy.ts); this module only performs its side effects (persist Ferry's state,
+ * move the job, write the dead letter, events, logs). Ferry owns the retry policy (DESIGN §8): a raw
+ * producer's job has BullMQ's default `attempts: 1`, and BullMQ's own backoff has no cap. So a retry is `moveToDelayed` +
  * DelayedError (BullMQ's attemptsMade does not grow), a hold is `queue.rateLimit` + RateLimitError (the job
  * goes back to the front and no worker in any process takes the queue's jobs until the wait ends), and a dead
  * letter is written *before* UnrecoverableError moves the job to failed, so no job ends failed without one.
@@ -8,12 +10,14 @@
 import { DelayedError, type Job, type Queue, RateLimitError, UnrecoverableError } from 'bullmq';
 
 import {
-  ConfigurationError,
-  type ErrorRecord,
-  type FerryError,
-  toErrorRecord,
-  ValidationError,
-} from '../core/errors.ts';
+  decide,
+  type Decision,
+  type DeliveryOutcome,
+  type DeliveryPolicy,
+  deliveryPolicyOf,
+  requestedHoldMs,
+} from '../core/delivery-policy.ts';
+import { type FerryError, toErrorRecord } from '../core/errors.ts';
 import type { DeliveryEventListener } from '../core/events.ts';
 import { formatFailedReason } from '../core/failed-reason.ts';
 import {
@@ -27,13 +31,14 @@ import {
 } from '../core/job.ts';
 import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
-import { deadLetterJobId } from '../core/queue-layout.ts';
+import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
+import type { CompiledEnqueue } from '../core/services/types.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
-import { decideRetry } from './retry-policy.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
   queue: Queue<JobData>;
@@ -47,21 +52,12 @@ export interface DeliveryDeps extends ProcessorDeps {
   lockDurationMs: number;
   /** Aborted (reason `shutdown`) when the worker pool's shutdown deadline passes: in-flight calls stop. */
   shutdownSignal?: AbortSignal;
+  /** onFailure and `then` (follow-ups.ts). Without it, no reaction runs. */
+  followUps?: FollowUps;
 }
 
-/**
- * Longest single queue hold for an open breaker. The hold is tied to the breaker record (worker-pool.ts ends it
- * when the breaker closes), but a worker that applied it from a stale view and died before learning of the
- * close cannot end it: this bounds such a hold. A longer open is held slice after slice, each one taking one
- * job to ask the breaker again: a few jobs moved every 10 s per worker, where a 1 s slice would move one per
- * second per worker slot for the whole open period.
- */
-const BREAKER_HOLD_SLICE_MS = 10_000;
-/** Wait before a job is retried after Ferry itself failed to record its outcome (Redis hiccup); doubles. */
-const INTERNAL_RETRY_DELAY_MS = 1_000;
-const MAX_INTERNAL_RETRY_DELAY_MS = 60_000;
-/** Failures to record an outcome before the job is dead-lettered instead of run again. */
-const MAX_INTERNAL_ERRORS = 5;
+/** Not run: the outcome of a job whose state holds a dead letter an earlier run decided. */
+const SKIPPED: DeliveryOutcome = Object.freeze({ kind: 'skipped' });
 
 /**
  * Two parameters on purpose: BullMQ gives a processor that declares a third one an AbortController of its
@@ -79,6 +75,12 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   // and the error message in it is already scrubbed of secret values. Every other line keeps redaction.
   const attemptLogger = logger.child({}, { redact: [] });
   const signal = deps.shutdownSignal;
+  // One policy per operation, built now: a job costs a Map lookup, not an object.
+  const scrubText = scrub(deps);
+  const policies = new Map<string, DeliveryPolicy>();
+  for (const operation of service.operations.values())
+    policies.set(operation.name, deliveryPolicyOf(service, operation, scrubText));
+  const unknownOperationPolicy = deliveryPolicyOf(service, undefined, scrubText);
   // One per service per process, so a flood of long Retry-Afters logs a line a minute, not one per job.
   const attemptDeps: ProcessorDeps = {
     ...deps,
@@ -95,15 +97,22 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
     const { state, problem } = readState(job.data);
+    const policy = policies.get(job.name) ?? unknownOperationPolicy;
     try {
       recordStalls(job, state, base, deps);
-      if (problem !== undefined) {
-        const error = new ValidationError(`bad job data: ferry${problem}`, { field: 'ferry' });
-        return await deadLetter(job, token, state, toErrorRecord(error), deps, base);
-      }
-      if (state.final !== undefined) {
-        // A previous run decided to dead-letter but died before the job reached failed: finish that, no new call.
-        return await deadLetter(job, token, state, state.final, deps, base);
+      if (problem !== undefined || state.final !== undefined) {
+        // No call: a malformed state, or a previous run decided to dead-letter but died before the job reached
+        // failed (finish that).
+        const decision = decide(
+          problem === undefined ? SKIPPED : { kind: 'badState', problem },
+          state,
+          policy,
+          deps.clock.now(),
+          deps.random,
+        );
+        if (decision.kind !== 'deadLetter')
+          throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
+        return await deadLetter(job, token, state, decision, deps, base);
       }
       const attempt = usedAttempts(state.attempts) + 1;
       const outcome = await runAttempt(
@@ -112,12 +121,27 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         signal,
       );
       logAttempt(attemptLogger, base, attempt, outcome);
-      switch (outcome.kind) {
-        case 'completed': {
+      const decision = decide(outcome, state, policy, deps.clock.now(), deps.random);
+      switch (decision.kind) {
+        case 'complete': {
+          if (outcome.kind !== 'completed') throw mismatch(decision, outcome.kind);
           // The attempt's own result, completed in place: BullMQ's JSON.stringify of a spread copy costs about
           // twice as much. The keys come out in the same order (attempts last).
           const result = outcome.result as JobResult;
           result.attempts = attempt;
+          if (decision.then !== undefined)
+            await enqueueNext(
+              job,
+              token,
+              state,
+              result,
+              decision.then,
+              policy,
+              attempt,
+              outcome.durationMs,
+              deps,
+              base,
+            );
           // Fields listed, not `{ ...base }`: in the bench's profile the spread cost ~6 µs on every job.
           deps.emit('job:attempt:completed', {
             service: base.service,
@@ -130,7 +154,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           });
           return result;
         }
-        case 'interrupted': {
+        case 'requeue': {
           state.attempts.push(
             record(
               attempt,
@@ -146,21 +170,43 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           await job.moveToDelayed(deps.clock.now(), token);
           throw new DelayedError();
         }
-        case 'held': {
-          // An open breaker holds the queue slice by slice, each slice counted as it is applied.
-          const queueHoldMs =
-            outcome.error.type === 'CircuitOpenError'
-              ? Math.min(outcome.holdMs, BREAKER_HOLD_SLICE_MS)
-              : outcome.holdMs;
-          if (state.heldMs + queueHoldMs <= service.retry.maxHoldMs) {
-            return await hold(job, token, state, outcome, queueHoldMs, attempt, deps, base);
-          }
-          // Held longer than the service allows: from now on a hold uses attempts, so a service that never
-          // recovers still ends in the dead-letter queue.
-          return await fail(job, token, state, outcome.error, attempt, outcome.durationMs, deps, base);
+        case 'retry':
+          if (outcome.kind !== 'failed' && outcome.kind !== 'held') throw mismatch(decision, outcome.kind);
+          return await retry(
+            job,
+            token,
+            state,
+            outcome.error,
+            decision,
+            attempt,
+            outcome.durationMs,
+            deps,
+            base,
+          );
+        case 'hold':
+          if (outcome.kind !== 'failed' && outcome.kind !== 'held') throw mismatch(decision, outcome.kind);
+          return await hold(
+            job,
+            token,
+            state,
+            outcome.error,
+            decision,
+            attempt,
+            outcome.durationMs,
+            deps,
+            base,
+          );
+        case 'deadLetter': {
+          if (outcome.kind !== 'failed' && outcome.kind !== 'held') throw mismatch(decision, outcome.kind);
+          state.attempts.push(
+            record(attempt, 'failed', deps, outcome.durationMs, outcome.error, decision.error.message),
+          );
+          return await deadLetter(job, token, state, decision, deps, base);
         }
-        case 'failed':
-          return await fail(job, token, state, outcome.error, attempt, outcome.durationMs, deps, base);
+        case 'route':
+          // Decided only when the caller reports the fallback's breaker closed (fallbackOpen: false), which
+          // this processor does not do yet: the fallback move is applied by its own module.
+          throw mismatch(decision, outcome.kind);
       }
     } catch (error) {
       if (
@@ -171,106 +217,97 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
       )
         throw error;
       // Ferry could not record the outcome. Never fail the job for it: put it back to run again, with a
-      // backoff, and a bound: an error that is not a passing Redis hiccup (a bug) would otherwise call the
-      // downstream again and again. (A Redis that is really down cannot record anything: the job's lock
-      // expires and BullMQ's stall handling takes over.)
+      // backoff, and a bound (the policy's). (A Redis that is really down cannot record anything: the job's
+      // lock expires and BullMQ's stall handling takes over.)
+      const message = error instanceof Error ? error.message : String(error);
+      const decision = decide(
+        { kind: 'internalError', message },
+        state,
+        policy,
+        deps.clock.now(),
+        deps.random,
+      );
       const internalErrors = (state.internalErrors ?? 0) + 1;
       state.internalErrors = internalErrors;
-      const reason = error instanceof Error ? error.message : String(error);
-      if (internalErrors >= MAX_INTERNAL_ERRORS) {
+      if (decision.kind === 'deadLetter') {
         logger.error({ ...base, err: error, internalErrors }, 'could not record the outcome of an attempt');
-        const final = new ConfigurationError(
-          `Ferry could not record this job's outcome ${internalErrors} times; last error: ${reason}`,
-        );
-        return await deadLetter(job, token, state, toErrorRecord(final, scrub(deps)), deps, base);
+        return await deadLetter(job, token, state, decision, deps, base);
       }
-      const delayMs = Math.min(
-        INTERNAL_RETRY_DELAY_MS * 2 ** (internalErrors - 1),
-        MAX_INTERNAL_RETRY_DELAY_MS,
-      );
+      if (decision.kind !== 'retry') throw mismatch(decision, 'internalError');
       logger.error(
-        { ...base, err: error, internalErrors, delayMs },
+        { ...base, err: error, internalErrors, delayMs: decision.delayMs },
         'could not record the outcome of an attempt; the job will run again',
       );
       await persist(job, state).catch(() => undefined);
-      await job.moveToDelayed(deps.clock.now() + delayMs, token);
+      await job.moveToDelayed(decision.nextAttemptAt, token);
       throw new DelayedError();
     }
   };
 }
 
-async function fail(
+/** A failed attempt, run again later: recorded, then moveToDelayed + DelayedError. */
+async function retry(
   job: Job<JobData, JobResult>,
   token: string | undefined,
   state: DeliveryState,
   error: FerryError,
+  decision: Extract<Decision, { kind: 'retry' }>,
   attempt: number,
   durationMs: number,
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
-  const decision = decideRetry(error, attempt, deps.service.retry, deps.random);
   const errorRecord = toErrorRecord(error, scrub(deps));
-  if (decision.kind === 'retry') {
-    state.attempts.push(
-      record(attempt, 'failed', deps, durationMs, error, errorRecord.message, decision.delayMs),
-    );
-    await persistOwned(job, token, state, deps);
-    const nextAttemptAt = deps.clock.now() + decision.delayMs;
-    // The event goes out before the move: once the job is delayed, a short delay can make it active again at
-    // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
-    // so it costs no round trip of its own.
-    await Promise.all([
-      job.log(
-        `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${decision.delayMs} ms`,
-      ),
-      deps.events.publish(RETRYING_STREAM_EVENT, base.jobId, {
-        operation: base.operation,
-        ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
-        attempt,
-        error: errorRecord,
-        delayMs: decision.delayMs,
-        nextAttemptAt,
-      }),
-    ]);
-    await job.moveToDelayed(nextAttemptAt, token);
-    deps.emit('job:attempt:retrying', {
-      ...base,
+  const { delayMs, nextAttemptAt } = decision;
+  state.attempts.push(record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs));
+  await persistOwned(job, token, state, deps);
+  // The event goes out before the move: once the job is delayed, a short delay can make it active again at
+  // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
+  // so it costs no round trip of its own.
+  await Promise.all([
+    job.log(`attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`),
+    deps.events.publish(RETRYING_STREAM_EVENT, base.jobId, {
+      operation: base.operation,
+      ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
       attempt,
-      durationMs,
       error: errorRecord,
-      delayMs: decision.delayMs,
+      delayMs,
       nextAttemptAt,
-    });
-    throw new DelayedError();
-  }
-  state.attempts.push(record(attempt, 'failed', deps, durationMs, error, errorRecord.message));
-  return deadLetter(job, token, state, errorRecord, deps, base);
+    }),
+  ]);
+  await job.moveToDelayed(nextAttemptAt, token);
+  deps.emit('job:attempt:retrying', {
+    ...base,
+    attempt,
+    durationMs,
+    error: errorRecord,
+    delayMs,
+    nextAttemptAt,
+  });
+  throw new DelayedError();
 }
 
+/** The whole service waits: the held time counted, then queue.rateLimit + RateLimitError. */
 async function hold(
   job: Job<JobData, JobResult>,
   token: string | undefined,
   state: DeliveryState,
-  outcome: Extract<AttemptOutcome, { kind: 'held' }>,
-  /** How long the queue is held now: outcome.holdMs, or a slice of it for an open breaker. */
-  queueHoldMs: number,
+  error: FerryError,
+  decision: Extract<Decision, { kind: 'hold' }>,
   attempt: number,
+  durationMs: number,
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
-  const errorRecord = toErrorRecord(outcome.error, scrub(deps));
-  const isBreakerHold = outcome.error.type === 'CircuitOpenError';
+  const errorRecord = toErrorRecord(error, scrub(deps));
+  const { holdMs, queueHoldMs, reason, until } = decision;
+  const isBreakerHold = reason === 'circuitOpen';
   state.heldMs += queueHoldMs;
   if (!isBreakerHold) {
     // The call was made (429/503 + Retry-After): keep it in the history, though it uses no attempt.
-    state.attempts.push(
-      record(attempt, 'held', deps, outcome.durationMs, outcome.error, errorRecord.message, outcome.holdMs),
-    );
+    state.attempts.push(record(attempt, 'held', deps, durationMs, error, errorRecord.message, holdMs));
   }
   await persistOwned(job, token, state, deps);
-  const reason = outcome.error.type === 'CircuitOpenError' ? 'circuitOpen' : 'rateLimited';
-  const until = deps.clock.now() + outcome.holdMs;
   // Published by the time the job goes back (RateLimitError below), as a retry's is: the stream shows why
   // before what follows.
   await Promise.all([
@@ -278,7 +315,7 @@ async function hold(
       operation: base.operation,
       ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
       reason,
-      holdMs: outcome.holdMs,
+      holdMs,
       until,
       error: errorRecord,
     }),
@@ -290,21 +327,27 @@ async function hold(
   deps.emit('job:service:held', {
     ...base,
     reason,
-    holdMs: outcome.holdMs,
+    holdMs,
     until,
     error: errorRecord,
   });
   throw new RateLimitError();
 }
 
+/**
+ * The decided dead letter, written so that no job ends failed without one and none gets two: the decision
+ * persisted (state.final), the record written and the source marked, then UnrecoverableError. (`decision.rule`
+ * is the onFailure rule that matched, for the reaction.)
+ */
 async function deadLetter(
   job: Job<JobData, JobResult>,
   token: string | undefined,
   state: DeliveryState,
-  finalError: ErrorRecord,
+  decision: Extract<Decision, { kind: 'deadLetter' }>,
   deps: DeliveryDeps,
   base: EventBase,
 ): Promise<never> {
+  const finalError = decision.error;
   const attempt = usedAttempts(state.attempts);
   // A run that lost its lock (Redis stalled longer than the lock) was abandoned: another run owns the job
   // now and must be the one to decide. Writing a dead letter here could dead-letter a job that succeeds.
@@ -318,14 +361,54 @@ async function deadLetter(
   const deadLetterId = deadLetterJobId(deps.service.name, base.jobId, job.timestamp);
   // A re-run of a job whose dead letter was written (and maybe purged since) before the crash: write none.
   const written = rerun && (await isDeadLettered(deps.writer, deps.queue, base.jobId));
-  if (!written) {
-    await deps.writer.write(deadLetterFromJob(deps.service.name, job, deps.clock.now()));
-    await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
-  }
+  const letter = deadLetterFromJob(deps.service.name, job, deps.clock.now());
+  // onFailure: planned before the write, so the record names its follow-up (the job id is fixed); added after
+  // it and before the mark, so a crash anywhere in between leaves an unmarked job that its re-run (or the
+  // sweep) finishes, adding the same job id again: one follow-up per dead letter.
+  const followUp = deps.followUps?.planFailure(deps.service, letter, deadLetterId, job.data, decision.rule);
+  if (!written) await deps.writer.write(letter);
+  if (followUp?.kind === 'add') await deps.followUps?.add(followUp.job);
+  if (!written) await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
   deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
   deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
   throw new UnrecoverableError(formatFailedReason(finalError));
+}
+
+/**
+ * `then`: adds the next step's job before the job completes and names it in `result.next`. A crash after the
+ * add runs the call again (at-least-once) and the add is a no-op: one next job. A next job that cannot be made
+ * (template error, chain too deep) dead-letters this job as ValidationError instead.
+ */
+async function enqueueNext(
+  job: Job<JobData, JobResult>,
+  token: string | undefined,
+  state: DeliveryState,
+  result: JobResult,
+  then: CompiledEnqueue,
+  policy: DeliveryPolicy,
+  attempt: number,
+  durationMs: number,
+  deps: DeliveryDeps,
+  base: EventBase,
+): Promise<void> {
+  const followUps = deps.followUps;
+  if (followUps === undefined) return;
+  const data = job.data;
+  const idempotencyKey =
+    typeof data.idempotencyKey === 'string'
+      ? data.idempotencyKey
+      : defaultIdempotencyKey(deps.service.name, base.jobId, job.timestamp, data.enqueueId);
+  const next = followUps.planThen(deps.service, then, { id: base.jobId, idempotencyKey, data }, result);
+  if (next instanceof Error) {
+    // A failure of this run like any other (a ValidationError is never retried): the policy decides.
+    const decision = decide({ kind: 'failed', error: next }, state, policy, deps.clock.now(), deps.random);
+    if (decision.kind !== 'deadLetter') throw mismatch(decision, 'failed');
+    state.attempts.push(record(attempt, 'failed', deps, durationMs, next, decision.error.message));
+    return deadLetter(job, token, state, decision, deps, base);
+  }
+  await followUps.add(next);
+  result.next = { service: next.service, jobId: next.jobId };
 }
 
 type EventBase = { service: string; operation: string; jobId: string; tenant: string | undefined };
@@ -435,6 +518,11 @@ function scrub(deps: DeliveryDeps): (text: string) => string {
   return (text) => deps.scrubber.scrub(text);
 }
 
+/** A decision decide() never pairs with this outcome (test/core/delivery-policy.test.ts): a bug, not a job's fault. */
+function mismatch(decision: Decision, outcome: string): Error {
+  return new Error(`delivery policy: a ${decision.kind} decision cannot be applied to a ${outcome} run`);
+}
+
 /** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
 function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
   switch (outcome.kind) {
@@ -447,9 +535,12 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
     case 'failed':
     case 'held': {
       const { status, type, message } = outcome.error;
+      // A 429/503 with Retry-After asked the service to wait: logged as held, as the breaker's is.
+      const kind =
+        outcome.kind === 'failed' && requestedHoldMs(outcome.error) !== undefined ? 'held' : outcome.kind;
       logger.warn(
-        attemptLine(base, attempt, outcome.durationMs, outcome.kind, status, type, message),
-        `attempt ${outcome.kind}`,
+        attemptLine(base, attempt, outcome.durationMs, kind, status, type, message),
+        `attempt ${kind}`,
       );
       return;
     }

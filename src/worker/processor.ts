@@ -3,6 +3,7 @@
  * Returns an Outcome and never throws; it knows nothing of BullMQ (delivery.ts applies the outcome to the queue).
  */
 import { type BreakerOpenError, isBreakerOpenError, type ServiceBreaker } from '../breakers/index.ts';
+import { MIN_HOLD_MS } from '../core/delivery-policy.ts';
 import {
   CircuitOpenError,
   EgressDeniedError,
@@ -34,9 +35,12 @@ import type { RetryAfterClampedListener } from './retry-after.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
-  /** The call (or its preparation) failed; delivery.ts decides between retry and dead letter. */
+  /**
+   * The call (or its preparation) failed; the delivery policy (core/delivery-policy.ts) decides between retry,
+   * hold (a 429/503 with Retry-After) and dead letter.
+   */
   | { kind: 'failed'; error: FerryError; durationMs: number }
-  /** The whole service must wait: breaker open, or it answered 429/503 with Retry-After. */
+  /** The whole service must wait, no call made: the breaker is open. */
   | { kind: 'held'; error: FerryError; holdMs: number; durationMs: number }
   /** The worker is shutting down and abandoned the call: not the job's fault, uses no attempt. */
   | { kind: 'interrupted'; durationMs: number };
@@ -62,9 +66,6 @@ export interface ProcessorDeps {
   /** Told when a downstream (or its token endpoint) asked for more than `retry.maxRetryAfterMs`. */
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
 }
-
-/** How long another caller waits when the breaker is half-open and someone else is probing. */
-const MIN_HOLD_MS = 250;
 
 export async function runAttempt(
   job: AttemptJob,
@@ -158,9 +159,6 @@ export async function runAttempt(
     if (isBreakerOpenError(thrown)) return breakerHold(thrown, durationMs);
     const error = isFerryError(thrown) ? thrown : classifyError(thrown);
     error.message = deps.scrubber.scrub(error.message);
-    if (error.retryAfterMs !== undefined && (error.status === 429 || error.status === 503)) {
-      return { kind: 'held', error, holdMs: Math.max(error.retryAfterMs, MIN_HOLD_MS), durationMs };
-    }
     return { kind: 'failed', error, durationMs };
   }
 }

@@ -131,7 +131,8 @@ export async function testStagedSecret(options: SecretTestOptions): Promise<Secr
       }
       case 'failed':
       case 'held':
-        // Held: the service answered 429/503 with Retry-After. A job would wait; a test reports it.
+        // Held: an open breaker (none here). A 429/503 with Retry-After is `failed`: a job would wait, a test
+        // reports it.
         return failed(outcome.error, outcome.durationMs, scrubber);
       case 'interrupted':
         return failed(new NetworkError('the call was interrupted'), outcome.durationMs, scrubber);

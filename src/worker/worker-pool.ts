@@ -14,12 +14,13 @@ import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
 import { type Clock, DAY, MINUTE, SECOND, systemClock } from '../core/time.ts';
-import { reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
+import { type DeadLetterReaction, reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
 import { enforceRetention, type RetentionOptions } from '../dead-letter/retention.ts';
 import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createDeliveryProcessor } from './delivery.ts';
+import { FollowUps } from './follow-ups.ts';
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
@@ -55,6 +56,8 @@ export interface WorkerPoolOptions {
   keepCompletedMs?: number;
   /** How long failed jobs stay on their service queue (their dead letter stays until purged). Default 7 days. */
   keepFailedMs?: number;
+  /** Longest chain of onFailure/`then` follow-ups from one producer's job. Default 16 (DEFAULT_MAX_CHAIN_DEPTH). */
+  maxChainDepth?: number;
 }
 
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
@@ -101,6 +104,8 @@ interface ServiceRuntime {
   worker: TrackedWorker;
   pools: PoolSet;
   lastSweepMs: number;
+  /** The onFailure follow-ups of the dead letters the sweep writes. */
+  reaction: DeadLetterReaction;
 }
 
 /**
@@ -227,6 +232,16 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   // through one listener per signal (see callDownstream).
   const shutdown = new AbortController();
 
+  // onFailure and `then` follow-ups, added to any service's queue (also those this pool does not work on).
+  const followUps = new FollowUps({
+    config: options.config,
+    connection,
+    prefix,
+    logger,
+    emit,
+    ...(options.maxChainDepth === undefined ? {} : { maxChainDepth: options.maxChainDepth }),
+  });
+
   const runtimes: ServiceRuntime[] = names.map((name) => {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
@@ -256,6 +271,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       random,
       lockDurationMs,
       shutdownSignal: shutdown.signal,
+      followUps,
     });
     const worker = new TrackedWorker(queueName, processor, {
       connection,
@@ -294,7 +310,19 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         );
       }
     });
-    const runtime: ServiceRuntime = { service, queue, worker, pools, lastSweepMs: 0 };
+    const runtime: ServiceRuntime = {
+      service,
+      queue,
+      worker,
+      pools,
+      lastSweepMs: 0,
+      reaction: {
+        plan: (record, deadLetterId, data) => {
+          const plan = followUps.planFailure(service, record, deadLetterId, data);
+          return plan?.kind === 'add' ? () => followUps.add(plan.job) : undefined;
+        },
+      },
+    };
     return runtime;
   });
 
@@ -325,6 +353,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         jobId,
         writer,
         clock.now(),
+        runtime.reaction,
       )
     ) {
       logger.warn(
@@ -346,6 +375,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
         writer,
         since,
         clock.now(),
+        runtime.reaction,
       );
       runtime.lastSweepMs = startedAt;
       for (const id of result.written)
@@ -520,6 +550,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           ...runtimes.map(({ pools }) => pools.close()),
           tokens.close(),
           writer.close(),
+          followUps.close(),
           breakers.close(),
         ]);
         // Forced, everything left shares one short wait: the whole close stays within its budget plus that.

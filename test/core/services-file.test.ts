@@ -288,7 +288,8 @@ describe('unknown options suggest the right one', () => {
     const text = 'services:\n  crm:\n    baseUrl: https://a.example.com\n    __proto__: { polluted: true }\n';
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([
       'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, rateLimit, auth, ' +
-        'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, operations)',
+        'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, onFailure, fallback, ' +
+        'operations)',
       'services.crm.operations: required (at least one operation)',
     ]);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();

@@ -33,6 +33,10 @@ export interface TestFerryOptions {
   pool?: Partial<Omit<WorkerPoolOptions, 'config' | 'connection' | 'prefix' | 'secrets' | 'logger'>>;
   /** Start the workers at once (default true). */
   start?: boolean;
+  /** Redis key prefix; default a fresh one (a second Ferry on the same queues passes the first's). */
+  prefix?: string;
+  /** Changes the parsed services file before anything uses it (keys the schema does not read yet, test doubles). */
+  transform?: (config: ServicesConfig) => ServicesConfig;
 }
 
 /**
@@ -40,8 +44,9 @@ export interface TestFerryOptions {
  * timings are shortened so stalls and sweeps happen within a test's time.
  */
 export async function createTestFerry(redis: TestRedis, options: TestFerryOptions): Promise<TestFerry> {
-  const prefix = uniquePrefix();
-  const config = parseServicesConfig(options.services, { env: options.env ?? {} });
+  const prefix = options.prefix ?? uniquePrefix();
+  const parsed = parseServicesConfig(options.services, { env: options.env ?? {} });
+  const config = options.transform === undefined ? parsed : options.transform(parsed);
   const logs: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {

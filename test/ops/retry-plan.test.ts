@@ -1,8 +1,8 @@
-/** The retry plan as tables (cockatiel style): caps, cumulative ranges, and the worker's own formula. */
+/** The retry plan as tables (cockatiel style): caps, cumulative ranges, and the worker's draw below each cap. */
 import { describe, expect, it } from 'vitest';
 
+import { computeBackoffMs } from '../../src/core/delivery-policy.ts';
 import { backoffCapMs, planRetries } from '../../src/ops/retry-plan.ts';
-import { computeBackoffMs } from '../../src/worker/retry-policy.ts';
 
 const policy = {
   attempts: 5,
@@ -25,7 +25,8 @@ describe('backoffCapMs', () => {
     expect(backoffCapMs(attempt, policy)).toBe(cap);
   });
 
-  it.each([1, 2, 3, 4, 8, 60])('is the worker’s ceiling after attempt %i (random → 0 and → 1)', (attempt) => {
+  // One formula (core/delivery-policy.ts): what the plan prints is the range the worker draws from.
+  it.each([1, 2, 3, 4, 8, 60])('bounds the worker’s draw after attempt %i: [0, cap)', (attempt) => {
     expect(computeBackoffMs(attempt, policy, () => 0)).toBe(0);
     // floor(random × cap) with random just below 1 is cap − 1: the range is [0, cap).
     expect(computeBackoffMs(attempt, policy, () => 0.999_999_999)).toBe(backoffCapMs(attempt, policy) - 1);

@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import { parseAllowEntry } from '../egress.ts';
 import { DEAD_LETTER_QUEUE, SERVICE_NAME_PATTERN, serviceQueueName } from '../queue-layout.ts';
 import { deepFreeze } from '../time.ts';
+import { compileEnqueue, type CompileEnqueueInput, compileFailureRules } from './reactions.ts';
 import {
   SERVICE_DEFAULTS,
   SERVICE_NAME_MESSAGE,
@@ -19,7 +20,12 @@ import {
   serviceSchema,
   servicesFileSchema,
 } from './schema.ts';
-import { compileTemplate, TemplateCompileError, type TemplateMode } from './templates.ts';
+import {
+  compileTemplate,
+  type TemplateAllowed,
+  TemplateCompileError,
+  type TemplateMode,
+} from './templates.ts';
 import type {
   AuthConfig,
   CompiledOperation,
@@ -203,10 +209,11 @@ function compileService(
     mode: TemplateMode,
     path: PropertyKey[],
     input: boolean,
+    more: Omit<TemplateAllowed, 'input'> = {},
   ): CompiledTemplate => {
     const where = formatPath(['services', name, ...path]);
     try {
-      const template = compileTemplate(value, mode, where, { input });
+      const template = compileTemplate(value, mode, where, { ...more, input });
       for (const secret of template.secretNames) secretNames.add(secret);
       return template;
     } catch (error) {
@@ -226,6 +233,10 @@ function compileService(
     );
 
   const timeoutMs = doc.timeoutMs ?? SERVICE_DEFAULTS.timeoutMs;
+  // Reactions (issue 16): an enqueue input never reads secrets; the service's rules follow each operation's.
+  const compileInput: CompileEnqueueInput = (value, path, reaction) =>
+    compile(value, 'value', path, true, { secrets: false, reaction });
+  const serviceRules = compileFailureRules(doc.onFailure, ['onFailure'], compileInput);
   const operations = new Map<string, CompiledOperation>();
   for (const [operationName, operation] of Object.entries(doc.operations)) {
     const at = ['operations', operationName];
@@ -243,8 +254,14 @@ function compileService(
       body:
         operation.body === undefined ? undefined : compile(operation.body, 'value', [...at, 'body'], true),
       timeoutMs: operation.timeoutMs ?? timeoutMs,
-      onFailure: [],
-      then: undefined,
+      onFailure: [
+        ...compileFailureRules(operation.onFailure, [...at, 'onFailure'], compileInput),
+        ...serviceRules,
+      ],
+      then:
+        operation.then === undefined
+          ? undefined
+          : compileEnqueue(operation.then.enqueue, 'then', [...at, 'then', 'enqueue'], compileInput),
     });
   }
   const retry = doc.retry;
@@ -280,7 +297,7 @@ function compileService(
     baseUrlFrom,
     operations: readonlyMap(operations),
     secretNames: [],
-    fallback: undefined,
+    fallback: doc.fallback?.service,
   };
   return isBroken ? undefined : { ...service, secretNames: [...secretNames].sort() };
 }

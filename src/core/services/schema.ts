@@ -6,8 +6,14 @@
 import { z } from 'zod';
 
 import { parseAllowEntry } from '../egress.ts';
+import { ERROR_TYPES, type ErrorType, isErrorType } from '../errors.ts';
 import { MINUTE, SECOND } from '../time.ts';
-import { compileTemplate, TemplateCompileError, type TemplateMode } from './templates.ts';
+import {
+  compileTemplate,
+  type TemplateAllowed,
+  TemplateCompileError,
+  type TemplateMode,
+} from './templates.ts';
 import type { ServiceConfig } from './types.ts';
 
 /** Options every service gets unless it (or `defaults:`) sets them. */
@@ -163,7 +169,7 @@ function milliseconds(min: number) {
   });
 }
 
-function refineTemplate(mode: TemplateMode, allowed: { input: boolean }) {
+function refineTemplate(mode: TemplateMode, allowed: TemplateAllowed) {
   return (value: unknown, context: z.RefinementCtx): void => {
     try {
       compileTemplate(value, mode, '', allowed);
@@ -370,6 +376,92 @@ const breaker = strictObject({
   resetTimeoutMs: milliseconds(1).optional(),
 });
 
+// ---- Reactions (issue 16): onFailure rules, then, fallback. Compiled by reactions.ts, whose graph checks
+// (unknown targets, fallback chains, cycles) run once every service is parsed (flow-graph.ts).
+
+/**
+ * A status a final error can carry: 2xx (a ResponseTooLargeError keeps the status of the response it cut), 3xx
+ * (redirects are not followed: ClientError), 4xx and 5xx. 1xx is never final, so a rule on it could not fire.
+ */
+const failureStatusExpectation = expecting('an HTTP status code between 200 and 599');
+const failureStatus = z
+  .number({ error: failureStatusExpectation })
+  .int({ error: failureStatusExpectation })
+  .min(200, { error: failureStatusExpectation })
+  .max(599, { error: failureStatusExpectation });
+
+const errorTypeName = z
+  .string({ error: expecting(`an error type (${ERROR_TYPES.join(', ')})`) })
+  .superRefine((value, context) => {
+    if (isErrorType(value)) return;
+    const suggestion = suggest(value, ERROR_TYPES);
+    context.addIssue({
+      code: 'custom',
+      message:
+        suggestion === undefined
+          ? `unknown error type "${value}" (expected one of ${ERROR_TYPES.join(', ')})`
+          : `unknown error type "${value}" (did you mean ${suggestion}?)`,
+    });
+  })
+  .transform((value) => value as ErrorType);
+
+/** One value or a non-empty list of them (`errorType: AuthenticationError` or `[AuthenticationError, …]`). */
+function oneOrList<T extends z.ZodType>(item: T) {
+  return z.unknown().transform((value, context): z.output<T>[] => {
+    if (Array.isArray(value) && value.length === 0) {
+      context.addIssue({ code: 'custom', message: 'must not be an empty list (leave it out to match any)' });
+      return [];
+    }
+    const out: z.output<T>[] = [];
+    (Array.isArray(value) ? value : [value]).forEach((each: unknown, index) => {
+      const parsed = item.safeParse(each);
+      if (parsed.success) out.push(parsed.data);
+      else {
+        for (const issue of parsed.error.issues) {
+          const path = Array.isArray(value) ? [index, ...issue.path] : [...issue.path];
+          context.addIssue({ code: 'custom', message: issue.message, path });
+        }
+      }
+    });
+    return out;
+  });
+}
+
+const failureWhen = strictObject({
+  errorType: oneOrList(errorTypeName).optional(),
+  status: oneOrList(failureStatus).optional(),
+}).refine((when) => when.errorType !== undefined || when.status !== undefined, {
+  error: 'must name errorType, status or both (leave when out to match any error)',
+  // Not on top of an unknown key (`errorTypes:`), which already says what is wrong.
+  when: (payload) => payload.issues.length === 0,
+});
+
+/**
+ * `enqueue: { service, operation, input?, maxDepth? }`: the follow-up job. Its input is a template (mode
+ * `value`) that never reads secrets (it is stored in Redis) and reads the roots of its reaction.
+ */
+function enqueueSchema(reaction: 'onFailure' | 'then') {
+  return strictObject({
+    service: z.string({ error: expecting('a service name') }).min(1, { error: 'must not be empty' }),
+    operation: z.string({ error: expecting('an operation name') }).min(1, { error: 'must not be empty' }),
+    input: z
+      .unknown()
+      .superRefine(refineTemplate('value', { input: true, secrets: false, reaction }))
+      .optional(),
+    maxDepth: integer(1).optional(),
+  });
+}
+
+const failureRule = strictObject({ when: failureWhen.optional(), enqueue: enqueueSchema('onFailure') });
+const failureRules = z.array(failureRule, { error: expecting('a list of rules ({ when?, enqueue })') });
+const thenStep = strictObject({ enqueue: enqueueSchema('then') });
+const fallback = strictObject({
+  service: z.string({ error: expecting('a service name') }).min(1, { error: 'must not be empty' }),
+});
+
+export type FailureRuleDocument = z.output<typeof failureRule>;
+export type EnqueueDocument = z.output<ReturnType<typeof enqueueSchema>>;
+
 const operation = strictObject({
   method: z
     .string({ error: expecting(`one of ${HTTP_METHODS.join(', ')}`) })
@@ -391,6 +483,8 @@ const operation = strictObject({
     .optional(),
   headers: headers.optional(),
   timeoutMs: milliseconds(1).optional(),
+  onFailure: failureRules.optional(),
+  then: thenStep.optional(),
 }).superRefine((value, context) => {
   if (value.body !== undefined && (value.method === 'GET' || value.method === 'HEAD')) {
     context.addIssue({
@@ -450,6 +544,8 @@ const serviceShape = {
     .enum(TENANT_SECRETS_MODES, { error: `must be one of ${TENANT_SECRETS_MODES.join(', ')}` })
     .optional(),
   egress: egress.optional(),
+  onFailure: failureRules.optional(),
+  fallback: fallback.optional(),
   operations,
 };
 

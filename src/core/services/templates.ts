@@ -3,11 +3,14 @@
  *
  * Grammar: `{{ root(.segment)* }}` with optional whitespace inside the braces. Roots: `input` (then identifier
  * or integer segments; `{{ input }}` is the whole input), `secrets.<name>`, `tenant`, `job.id`,
- * `job.idempotencyKey`. Nothing is ever evaluated: a placeholder is a lookup, and a template is compiled once
+ * `job.idempotencyKey`; in the input of an onFailure rule's enqueue also `error.type`, `error.status`,
+ * `error.message` and `deadLetter.id`, in the input of a `then` enqueue `result.status`, `result.body(.segment)*`
+ * and `result.headers.<allow-listed name>` (TemplateAllowed.reaction). Nothing is ever evaluated: a placeholder is a lookup, and a template is compiled once
  * at load into a closure over precomputed parts, so rendering does no parsing. Values read from `input` are
  * data: they are inserted, never expanded again (no template injection).
  */
 import { ConfigurationError, EgressDeniedError, ValidationError } from '../errors.ts';
+import { RESULT_HEADERS } from '../result-headers.ts';
 import type { CompiledTemplate, TemplateContext } from './types.ts';
 
 /**
@@ -23,6 +26,28 @@ import type { CompiledTemplate, TemplateContext } from './types.ts';
 export type TemplateMode = 'value' | 'path' | 'header' | 'url';
 
 export const SECRET_NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]*$/;
+
+/** What a template's place lets it read, beyond `tenant` and `job.*` (which every place may read). */
+export interface TemplateAllowed {
+  /** `input` (false in baseUrl and auth: producers never choose where a call goes). */
+  readonly input: boolean;
+  /**
+   * `secrets.*`; default true. False in an enqueue input: a follow-up job's input is stored in Redis (and shown
+   * by GET, SSE and the dead-letter queue), so a secret rendered into it would leak.
+   */
+  readonly secrets?: boolean;
+  /**
+   * The reaction whose enqueue input this is, adding its roots: `onFailure` (`error.*`, `deadLetter.id`) or
+   * `then` (`result.*`). Undefined everywhere else, where those roots are refused.
+   */
+  readonly reaction?: 'onFailure' | 'then' | undefined;
+}
+
+/** Roots only a reaction's enqueue input may read, and where each is available (for messages). */
+const REACTION_ROOTS: Readonly<Record<'onFailure' | 'then', string>> = {
+  onFailure: "an onFailure rule's enqueue input",
+  then: "a then step's enqueue input",
+};
 
 /** A template the services file got wrong; `reason` is the message without the location. */
 export class TemplateCompileError extends ConfigurationError {
@@ -49,6 +74,8 @@ interface Placeholder {
   readonly get: Getter;
   readonly readsInput: boolean;
   readonly secretName: string | undefined;
+  /** The reaction whose enqueue input alone may read it (`error.*`, `deadLetter.id`, `result.*`). */
+  readonly reaction?: 'onFailure' | 'then';
 }
 
 interface Compiled {
@@ -62,6 +89,9 @@ const INTEGER = /^(0|[1-9][0-9]{0,8})$/;
 const PLAIN_PATH = /^[A-Za-z0-9_$.-]+$/;
 const CONTROL_IN_HEADER = /[\r\n\0]/;
 const INPUT_FORBIDDEN = 'which is not allowed here (producers never choose where a call goes)';
+const SECRETS_FORBIDDEN =
+  "which is not allowed in an enqueue input (the follow-up job's input is stored in Redis and shown by GET " +
+  "and the dead-letter queue; read the secret in the follow-up operation's own templates instead)";
 
 /**
  * Compiles a template once, at load. `where` names its location (`services.crm.operations.get.path`) in load
@@ -72,7 +102,7 @@ export function compileTemplate(
   value: unknown,
   mode: TemplateMode,
   where: string,
-  allowed: { input: boolean },
+  allowed: TemplateAllowed,
 ): CompiledTemplate {
   const compiled = compileNode(value, mode, where, [], allowed);
   const template: CompiledTemplate = {
@@ -89,7 +119,7 @@ function compileNode(
   mode: TemplateMode,
   where: string,
   subPath: readonly (string | number)[],
-  allowed: { input: boolean },
+  allowed: TemplateAllowed,
 ): Compiled {
   const fail = (reason: string): never => {
     throw new TemplateCompileError(where, subPath, reason);
@@ -150,7 +180,7 @@ function compileString(
   mode: TemplateMode,
   where: string,
   subPath: readonly (string | number)[],
-  allowed: { input: boolean },
+  allowed: TemplateAllowed,
 ): Compiled {
   const fail = (reason: string): never => {
     throw new TemplateCompileError(where, subPath, reason);
@@ -167,8 +197,16 @@ function compileString(
     const close = source.indexOf('}}', open + 2);
     if (close === -1 || source.slice(open + 2, close).includes('{{'))
       fail(`unclosed "{{" in ${quote(source)}`);
-    const placeholder = parsePlaceholder(source.slice(open, close + 2), fail);
+    const placeholder = parsePlaceholder(source.slice(open, close + 2), fail, allowed);
     if (placeholder.readsInput && !allowed.input) fail(`${quote(source)} reads input, ${INPUT_FORBIDDEN}`);
+    if (placeholder.secretName !== undefined && allowed.secrets === false)
+      fail(`${quote(source)} reads a secret, ${SECRETS_FORBIDDEN}`);
+    if (placeholder.reaction !== undefined && placeholder.reaction !== allowed.reaction) {
+      fail(
+        `${quote(source)} reads ${placeholder.label}, which only ${REACTION_ROOTS[placeholder.reaction]} may ` +
+          'read',
+      );
+    }
     placeholders.push(placeholder);
     from = close + 2;
   }
@@ -219,39 +257,64 @@ function urlPartsOf(literals: readonly string[], fail: (reason: string) => never
   return parts;
 }
 
-function parsePlaceholder(text: string, fail: (reason: string) => never): Placeholder {
+/** The roots a place may read, for the message refusing anything else. */
+function supportedRoots(allowed: TemplateAllowed): string {
+  const roots = [
+    'input(.field)*',
+    ...(allowed.secrets === false ? [] : ['secrets.<name>']),
+    'tenant',
+    'job.id',
+    'job.idempotencyKey',
+    ...(allowed.reaction === 'onFailure'
+      ? ['error.type', 'error.status', 'error.message', 'deadLetter.id']
+      : allowed.reaction === 'then'
+        ? ['result.status', 'result.body(.field)*', 'result.headers.<name>']
+        : []),
+  ];
+  return `${roots.slice(0, -1).join(', ')} and ${roots.at(-1) as string}`;
+}
+
+function parsePlaceholder(
+  text: string,
+  fail: (reason: string) => never,
+  allowed: TemplateAllowed,
+): Placeholder {
   const expression = text.slice(2, -2).trim();
   if (expression === '') return fail(`empty placeholder ${quote(text)}`);
   if (!PLAIN_PATH.test(expression)) {
     return fail(
-      `unsupported placeholder ${quote(text)}: only input(.field)*, secrets.<name>, tenant, job.id and ` +
-        'job.idempotencyKey (no expressions, filters or calls)',
+      `unsupported placeholder ${quote(text)}: only ${supportedRoots(allowed)} ` +
+        '(no expressions, filters or calls)',
     );
   }
   const [root = '', ...rest] = expression.split('.');
   switch (root) {
     case 'input': {
-      const segments = rest.map((segment) => {
-        if (INTEGER.test(segment)) return { key: segment, index: Number(segment) };
-        if (IDENTIFIER.test(segment)) return { key: segment, index: undefined };
-        return fail(`invalid field "${segment}" in ${quote(text)} (expected an identifier or an integer)`);
-      });
-      const get: Getter = (context) => {
-        let current = context.input;
-        for (const segment of segments) {
-          if (Array.isArray(current)) {
-            current = segment.index === undefined ? undefined : current[segment.index];
-          } else if (current !== null && typeof current === 'object' && Object.hasOwn(current, segment.key)) {
-            current = (current as Record<string, unknown>)[segment.key];
-          } else {
-            return undefined;
-          }
-          if (current === undefined) return undefined;
-        }
-        return current;
-      };
+      const get = fieldGetter(rest, text, fail, (context) => context.input);
       return { label: expression, get, readsInput: true, secretName: undefined };
     }
+    case 'error': {
+      const field = rest.length === 1 ? rest[0] : undefined;
+      if (field !== 'type' && field !== 'status' && field !== 'message') {
+        return fail(
+          `unknown error field in ${quote(text)} (expected error.type, error.status or error.message)`,
+        );
+      }
+      const get: Getter = (context) => context.error?.[field];
+      return { label: expression, get, readsInput: false, secretName: undefined, reaction: 'onFailure' };
+    }
+    case 'deadLetter':
+      if (rest.length !== 1 || rest[0] !== 'id')
+        return fail(`unknown deadLetter field in ${quote(text)} (expected deadLetter.id)`);
+      return {
+        label: expression,
+        get: (context) => context.deadLetter?.id,
+        readsInput: false,
+        secretName: undefined,
+        reaction: 'onFailure',
+      };
+    case 'result':
+      return resultPlaceholder(expression, rest, text, fail);
     case 'secrets': {
       const name = rest.join('.');
       if (!SECRET_NAME_PATTERN.test(name)) {
@@ -279,6 +342,71 @@ function parsePlaceholder(text: string, fail: (reason: string) => never): Placeh
     default:
       return fail(`unknown template root "${root}" in ${quote(text)}`);
   }
+}
+
+/** `result.status`, `result.body(.segment)*`, `result.headers.<name>` (a name the result keeps). */
+function resultPlaceholder(
+  expression: string,
+  rest: readonly string[],
+  text: string,
+  fail: (reason: string) => never,
+): Placeholder {
+  const [field, ...segments] = rest;
+  const placeholder = (get: Getter): Placeholder => ({
+    label: expression,
+    get,
+    readsInput: false,
+    secretName: undefined,
+    reaction: 'then',
+  });
+  if (field === 'status' && segments.length === 0) return placeholder((context) => context.result?.status);
+  if (field === 'body')
+    return placeholder(fieldGetter(segments, text, fail, (context) => context.result?.body));
+  if (field === 'headers' && segments.length === 1) {
+    const name = (segments[0] as string).toLowerCase();
+    if (!RESULT_HEADERS.has(name)) {
+      return fail(
+        `${quote(text)}: a result keeps only the headers ${[...RESULT_HEADERS].join(', ')} ` +
+          `(not "${segments[0] as string}")`,
+      );
+    }
+    return placeholder((context) => {
+      const headers = context.result?.headers;
+      return headers !== undefined && Object.hasOwn(headers, name) ? headers[name] : undefined;
+    });
+  }
+  return fail(
+    `unknown result field in ${quote(text)} (expected result.status, result.body(.field)* or ` +
+      'result.headers.<name>)',
+  );
+}
+
+/** Reads `segments` (identifiers, or integers for list items) below the value `base` returns; own keys only. */
+function fieldGetter(
+  rest: readonly string[],
+  text: string,
+  fail: (reason: string) => never,
+  base: Getter,
+): Getter {
+  const segments = rest.map((segment) => {
+    if (INTEGER.test(segment)) return { key: segment, index: Number(segment) };
+    if (IDENTIFIER.test(segment)) return { key: segment, index: undefined };
+    return fail(`invalid field "${segment}" in ${quote(text)} (expected an identifier or an integer)`);
+  });
+  return (context) => {
+    let current = base(context);
+    for (const segment of segments) {
+      if (Array.isArray(current)) {
+        current = segment.index === undefined ? undefined : current[segment.index];
+      } else if (current !== null && typeof current === 'object' && Object.hasOwn(current, segment.key)) {
+        current = (current as Record<string, unknown>)[segment.key];
+      } else {
+        return undefined;
+      }
+      if (current === undefined) return undefined;
+    }
+    return current;
+  };
 }
 
 function secretGetter(name: string): Getter {

@@ -28,6 +28,12 @@ export interface CompiledEnqueue {
   readonly operation: string;
   /** undefined: the follow-up has no input. */
   readonly input: CompiledTemplate | undefined;
+  /**
+   * `maxDepth: N`: the follow-up is enqueued only while its chain depth (`origin.depth`, the source's + 1) is at
+   * most N (and at most the runtime's chain-depth limit). Required on at least one enqueue of every cycle of
+   * onFailure, then and fallback edges. Undefined: only the runtime limit applies.
+   */
+  readonly maxDepth?: number | undefined;
 }
 
 /** One `onFailure` rule. `when` undefined matches any error; otherwise every list given must match. */

@@ -1,25 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 
+import { RESULT_HEADERS } from '../../core/result-headers.ts';
 import type { Scrubber } from '../../secrets/scrub.ts';
-
-/** Response headers worth keeping in a result; everything else (cookies, auth echoes) is dropped. */
-const ALLOWED_HEADERS: ReadonlySet<string> = new Set([
-  'content-type',
-  'content-length',
-  'location',
-  'etag',
-  'last-modified',
-  'retry-after',
-  'x-request-id',
-  'request-id',
-  'x-correlation-id',
-  'x-ratelimit-limit',
-  'x-ratelimit-remaining',
-  'x-ratelimit-reset',
-  'ratelimit-limit',
-  'ratelimit-remaining',
-  'ratelimit-reset',
-]);
 
 /**
  * A result's body is capped below the response cap: it is stored in Redis with the completed job. (A
@@ -31,7 +13,7 @@ export function allowListedHeaders(headers: IncomingHttpHeaders): Record<string,
   // Walks the response's few headers rather than the fifteen allowed names (undici's names are lower-case).
   const out: Record<string, string> = {};
   for (const name in headers) {
-    if (!ALLOWED_HEADERS.has(name)) continue;
+    if (!RESULT_HEADERS.has(name)) continue;
     const value = headers[name];
     if (value !== undefined) out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
