@@ -205,11 +205,22 @@ describe('dead letters', () => {
       aRecord({ service: 'billing', sourceQueue: '{billing}', origin, followUp }),
     );
     const plain = (await writer.write(aRecord({ service: 'billing', sourceQueue: '{billing}' }))).id;
+    const refused = (
+      await writer.write(
+        aRecord({
+          service: 'billing',
+          sourceQueue: '{billing}',
+          followUpError: 'chain depth limit 16 reached',
+        }),
+      )
+    ).id;
     await writer.close();
 
     const shown = await api.request('GET', `/v1/dead-letters/${id}`, { token: TOKENS.reader });
     expect(shown.status).toBe(200);
     expect(shown.body).toMatchObject({ id, origin, followUp });
+    const refusedShown = await api.request('GET', `/v1/dead-letters/${refused}`, { token: TOKENS.reader });
+    expect(refusedShown.body).toMatchObject({ followUpError: 'chain depth limit 16 reached' });
 
     const list = await api.request('GET', '/v1/dead-letters?service=billing', { token: TOKENS.reader });
     expect(list.status).toBe(200);

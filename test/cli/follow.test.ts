@@ -109,6 +109,12 @@ describe('ferry dlq show and list', () => {
       enqueuedAt: now - 5_000,
     });
     const plain = await kit.write({ service: 'crm', operation: 'step', deadLetteredAt: now - 2_000 });
+    const refused = await kit.write({
+      service: 'crm',
+      operation: 'step',
+      followUpError: 'chain depth limit 16 reached',
+      deadLetteredAt: now - 3_000,
+    });
 
     const shown = await runFerry(['dlq', 'show', id], { env });
     expect(shown.code, shown.process.output()).toBe(0);
@@ -120,6 +126,8 @@ describe('ferry dlq show and list', () => {
     expect(json).toMatchObject({ id, origin, followUp });
     const plainShown = await runFerry(['dlq', 'show', plain], { env });
     expect(plainShown.stdout).not.toMatch(/^(origin|follow-up):/m);
+    const refusedShown = await runFerry(['dlq', 'show', refused], { env });
+    expect(refusedShown.stdout).toContain('follow-up: none: chain depth limit 16 reached');
 
     const list = await runFerry(['dlq', 'list'], { env });
     expect(list.code, list.process.output()).toBe(0);

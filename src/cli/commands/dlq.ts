@@ -410,6 +410,7 @@ async function formatDetail(d: DeadLetterDetail): Promise<string> {
     ...(d.followUp === undefined
       ? []
       : [`follow-up: ${d.followUp.service}/${d.followUp.jobId} (onFailure rule ${d.followUp.rule})`]),
+    ...(d.followUpError === undefined ? [] : [`follow-up: none: ${oneLine(d.followUpError, 200)}`]),
     `input: ${oneLine(JSON.stringify(d.input) ?? 'undefined', 200)}`,
   ].join('\n');
 }
