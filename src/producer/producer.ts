@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import { Job, type JobsOptions, Queue } from 'bullmq';
 
-import type { ErrorRecord } from '../core/errors.ts';
+import { type ErrorRecord, ValidationError } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
@@ -296,6 +296,9 @@ export class Producer {
     const deadline = Date.now() + timeoutMs;
     if (options.follow !== true) return this.#waitOne(service, id, deadline, timeoutMs);
     const maxHops = options.maxHops ?? DEFAULT_MAX_FOLLOW_HOPS;
+    // NaN would compare false with every length: a cycle would then be followed until the timeout.
+    if (!Number.isSafeInteger(maxHops) || maxHops < 0)
+      throw new ValidationError('maxHops: must be an integer >= 0', { field: 'maxHops' });
     const chain: JobRef[] = [{ service, jobId: id }];
     let view = await this.#waitOne(service, id, deadline, timeoutMs);
     for (;;) {

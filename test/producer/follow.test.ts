@@ -116,6 +116,13 @@ describe('Producer.waitFor with follow', () => {
     expect(error).toBeInstanceOf(FollowError);
     expect((error as FollowError).message).toMatch(/^chain from crm\/cycle-a is longer than 5 links/);
     expect((error as FollowError).chain).toHaveLength(6);
+    for (const maxHops of [Number.NaN, -1, 1.5]) {
+      const refused = await ferry.producer
+        .waitFor('crm', a, { follow: true, maxHops, timeoutMs: 1_000 })
+        .catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(ValidationError);
+      expect((refused as ValidationError).field).toBe('maxHops');
+    }
   });
 
   it('the timeout covers the whole chain: a next step that never finishes times out on that step', async () => {
