@@ -25,6 +25,8 @@ export type {
   DeliveryState,
   EnqueueRequest,
   JobData,
+  JobOrigin,
+  JobRef,
   JobResult,
 } from './core/job.ts';
 export { createLogger, type Logger } from './core/logger.ts';
@@ -51,12 +53,17 @@ export {
 } from './core/services/load.ts';
 export type { ServiceConfig, ServicesConfig } from './core/services/types.ts';
 export {
+  DEFAULT_MAX_FOLLOW_HOPS,
   type EnqueueResult,
+  type FollowedJobView,
+  FollowError,
+  type FollowOptions,
   type JobState,
   type JobView,
   Producer,
   ProducerClosedError,
   type ProducerOptions,
+  type WaitOptions,
   WaitTimeoutError,
 } from './producer/producer.ts';
 export { isReplicaTimeoutError, ReplicaTimeoutError } from './producer/replicas.ts';

@@ -18,6 +18,7 @@ import {
   parseStreamPayload,
   RETRYING_STREAM_EVENT,
 } from '../core/job-events.ts';
+import { readResultLinks } from '../core/job-links.ts';
 import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 
@@ -165,7 +166,9 @@ export function toDispatch(
       case 'completed': {
         fill({});
         const result = parseReturnValue(entry.fields.returnvalue);
-        return result === undefined ? undefined : { id, event: 'completed', data: { ...base, result } };
+        return result === undefined
+          ? undefined
+          : { id, event: 'completed', data: { ...base, result, ...readResultLinks(result) } };
       }
       case 'failed': {
         fill({});

@@ -12,8 +12,10 @@ import {
   enqueueRequestSchema,
   errorRecordSchema,
   issuePath,
+  jobOriginSchema,
   MAX_BATCH_JOBS,
 } from '../core/job.ts';
+import { followableJobRefSchema } from '../core/job-links.ts';
 import { MAX_JOB_ID_LENGTH, SERVICE_NAME_PATTERN } from '../core/queue-layout.ts';
 
 type JsonSchema = Record<string, unknown>;
@@ -84,6 +86,12 @@ const jobResultSchema = z.object({
   durationMs: z.number(),
   attempts: z.number().int(),
   metadata: z.record(z.string(), z.unknown()).optional(),
+  next: followableJobRefSchema.optional().describe("`then`: the next step's job"),
+  routedTo: followableJobRefSchema
+    .optional()
+    .describe(
+      '`fallback`: the job was moved to this job of the fallback service (its breaker was open); no call was made',
+    ),
 });
 
 // ---- jobs -------------------------------------------------------------------------------------------------
@@ -129,6 +137,15 @@ export const jobViewSchema = z.object({
   tenant: z.string().optional(),
   idempotencyKey: z.string().optional(),
   metadata: z.record(z.string(), z.unknown()).optional(),
+  next: followableJobRefSchema
+    .optional()
+    .describe("A completed job's next step (`then`), checked: follow it to the end of a chain"),
+  routedTo: followableJobRefSchema
+    .optional()
+    .describe('A completed job moved to its fallback service (its breaker was open): the job to follow'),
+  origin: jobOriginSchema
+    .optional()
+    .describe('Why Ferry itself enqueued this job: an onFailure rule, a `then` step, a route, a schedule'),
 });
 
 export const batchResultSchema = z.object({

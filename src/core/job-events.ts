@@ -13,7 +13,7 @@
 import { z } from 'zod';
 
 import type { ErrorRecord } from './errors.ts';
-import { errorRecordSchema, type JobResult } from './job.ts';
+import { errorRecordSchema, type JobRef, type JobResult } from './job.ts';
 
 /** Stream `event` field of the worker's retry event. */
 export const RETRYING_STREAM_EVENT = 'ferry:job:retrying';
@@ -132,7 +132,13 @@ export interface JobEventDataMap {
   active: JobEventBase;
   retrying: JobEventBase & { attempt: number; error: ErrorRecord; delayMs: number; nextAttemptAt: number };
   held: JobEventBase & { reason: HoldReason; holdMs: number; until: number; error: ErrorRecord };
-  completed: JobEventBase & { result: JobResult };
+  completed: JobEventBase & {
+    result: JobResult;
+    /** The result's `then` step, checked (core/job-links.ts): the job a client follows next. */
+    next?: JobRef;
+    /** The result's route to the fallback service, checked: the job a client follows next. */
+    routedTo?: JobRef;
+  };
   dead_lettered: JobEventBase & {
     error: ErrorRecord;
     /** Id of the job's dead letter in `{dead-letter}`. */

@@ -447,7 +447,7 @@ class Replayer {
 }
 
 /**
- * A new job's data: fresh attempts (no `ferry` delivery state), the same input, tenant and metadata, and
+ * A new job's data: fresh attempts (no `ferry` delivery state), the same input, tenant, metadata and origin, and
  * the key the downstream saw as `Idempotency-Key`, so a call that did reach the downstream is recognised
  * there. A dead letter records it, the job's own key or the default one (queue-layout.ts
  * defaultIdempotencyKey); one written before it did so, for a job without a key, has none: its job was sent
@@ -461,6 +461,9 @@ export function replayJobData(id: string, record: DeadLetterRecord): ReplayJobDa
     (record.sourceJobId.length <= MAX_IDEMPOTENCY_KEY_LENGTH ? record.sourceJobId : undefined);
   if (key !== undefined) data.idempotencyKey = key;
   if (record.metadata !== undefined) data.metadata = record.metadata;
+  // A follow-up stays one: its origin, depth included, so its own reactions still count towards the chain's
+  // depth limit (a replay cannot start a chain afresh).
+  if (record.origin !== undefined) data.origin = record.origin;
   return data;
 }
 

@@ -62,6 +62,10 @@ export function toDeadLetterView(
     finalError: record.finalError,
     deadLetteredAt: record.deadLetteredAt,
     enqueuedAt: record.enqueuedAt,
+    // Issue 16: what made the job (a reaction, a route, a schedule), and the onFailure follow-up it fired.
+    ...(record.origin === undefined ? {} : { origin: record.origin }),
+    ...(record.followUp === undefined ? {} : { followUp: record.followUp }),
+    ...(record.followUpError === undefined ? {} : { followUpError: record.followUpError }),
     ...(includeInput ? { input: record.input } : {}),
   };
 }

@@ -1,6 +1,14 @@
 /** `ferry/producer`: everything a service needs to enqueue, and nothing of the worker (no undici, no opossum). */
 export { type ErrorRecord, type ErrorType, isFerryError, ValidationError } from '../core/errors.ts';
-export type { AttemptRecord, DeadLetterRecord, EnqueueRequest, JobData, JobResult } from '../core/job.ts';
+export type {
+  AttemptRecord,
+  DeadLetterRecord,
+  EnqueueRequest,
+  JobData,
+  JobOrigin,
+  JobRef,
+  JobResult,
+} from '../core/job.ts';
 export {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -13,12 +21,17 @@ export {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 export {
+  DEFAULT_MAX_FOLLOW_HOPS,
   type EnqueueResult,
+  type FollowedJobView,
+  FollowError,
+  type FollowOptions,
   type JobState,
   type JobView,
   Producer,
   ProducerClosedError,
   type ProducerOptions,
+  type WaitOptions,
   WaitTimeoutError,
 } from './producer.ts';
 export {

@@ -2,16 +2,19 @@ import { randomUUID } from 'node:crypto';
 
 import { Job, type JobsOptions, Queue } from 'bullmq';
 
-import type { ErrorRecord } from '../core/errors.ts';
+import { type ErrorRecord, ValidationError } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
   deliveryStateSchema,
   type EnqueueRequest,
   type JobData,
+  type JobOrigin,
+  type JobRef,
   type JobResult,
   usedAttempts,
 } from '../core/job.ts';
+import { readJobOrigin, readResultLinks, successorOf } from '../core/job-links.ts';
 import {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -76,6 +79,54 @@ export interface JobView {
   tenant: string | undefined;
   idempotencyKey: string | undefined;
   metadata: Record<string, unknown> | undefined;
+  /** A completed job's next step (`then`): the job to follow. Checked: absent when malformed. */
+  next?: JobRef;
+  /** A completed job that was moved to its fallback service (no call was made): the job to follow. */
+  routedTo?: JobRef;
+  /** Why Ferry itself enqueued this job (an onFailure rule, a `then` step, a route, a schedule). */
+  origin?: JobOrigin;
+}
+
+/** What `waitFor(…, { follow: true })` returns: the last job of the chain, and every job of it in order. */
+export interface FollowedJobView extends JobView {
+  /** The jobs followed, the first one (the one waited for) to this last one. */
+  chain: JobRef[];
+}
+
+export interface WaitOptions {
+  /** The whole wait, every job of a followed chain included; default 30 s. */
+  timeoutMs?: number;
+}
+
+export interface FollowOptions extends WaitOptions {
+  /**
+   * Follow the chain: a completed job's `routedTo` (fallback) or `next` (`then` step), job after job, until
+   * one completes without either or is dead-lettered.
+   */
+  follow: true;
+  /** Links followed at most (DEFAULT_MAX_FOLLOW_HOPS); one more rejects with FollowError. */
+  maxHops?: number;
+}
+
+/** Links `waitFor` follows at most by default: a `then` chain (16 deep at most) with a route at every step. */
+export const DEFAULT_MAX_FOLLOW_HOPS = 32;
+
+/**
+ * `waitFor(…, { follow: true })` could not follow the chain: a link names a job that does not exist (removed,
+ * or never added), or the chain is longer than `maxHops`. `ref` is the job at fault, `chain` the jobs followed.
+ */
+export class FollowError extends Error {
+  readonly type = 'FollowError';
+  readonly ref: JobRef;
+  readonly chain: JobRef[];
+  constructor(message: string, ref: JobRef, chain: JobRef[]) {
+    super(message);
+    this.ref = ref;
+    this.chain = chain;
+  }
+  override get name(): string {
+    return this.type;
+  }
 }
 
 /** `waitFor` gave up: the job is still running (or was never there). `job` is its last known view. */
@@ -201,7 +252,7 @@ export class Producer {
               message: last.message,
               ...(last.status === undefined ? {} : { status: last.status }),
             };
-    return {
+    const view: JobView = {
       id,
       service,
       operation: job.name,
@@ -216,21 +267,69 @@ export class Producer {
       idempotencyKey: job.data?.idempotencyKey,
       metadata: job.data?.metadata,
     };
+    // The links, checked (the return value and the data are anyone's to write): a client follows them.
+    const { next, routedTo } = readResultLinks(result);
+    if (next !== undefined) view.next = next;
+    if (routedTo !== undefined) view.routedTo = routedTo;
+    const origin = readJobOrigin(job.data);
+    if (origin !== undefined) view.origin = origin;
+    return view;
   }
 
   /**
    * Resolves when the job completed or was dead-lettered; rejects after `timeoutMs` (default 30 s). Polls
    * with a growing interval: cheap for a client that waits on a few jobs.
+   *
+   * With `follow: true` it then follows the chain: while the finished job completed with a `routedTo` (moved to
+   * its fallback service) or a `next` (a `then` step), it waits for that job, and resolves with the last one
+   * and the chain of jobs followed. The timeout covers the whole chain. Rejects with FollowError when a link
+   * names a job that does not exist, or after `maxHops` links (default 32).
    */
-  async waitFor(service: string, id: string, options: { timeoutMs?: number } = {}): Promise<JobView> {
-    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  async waitFor(service: string, id: string, options: FollowOptions): Promise<FollowedJobView>;
+  async waitFor(service: string, id: string, options?: WaitOptions): Promise<JobView>;
+  async waitFor(
+    service: string,
+    id: string,
+    options: WaitOptions & { follow?: boolean; maxHops?: number } = {},
+  ): Promise<JobView | FollowedJobView> {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const deadline = Date.now() + timeoutMs;
+    if (options.follow !== true) return this.#waitOne(service, id, deadline, timeoutMs);
+    const maxHops = options.maxHops ?? DEFAULT_MAX_FOLLOW_HOPS;
+    // NaN would compare false with every length: a cycle would then be followed until the timeout.
+    if (!Number.isSafeInteger(maxHops) || maxHops < 0)
+      throw new ValidationError('maxHops: must be an integer >= 0', { field: 'maxHops' });
+    const chain: JobRef[] = [{ service, jobId: id }];
+    let view = await this.#waitOne(service, id, deadline, timeoutMs);
+    for (;;) {
+      const link = view.state === 'completed' ? successorOf(view) : undefined;
+      if (link === undefined) return { ...view, chain };
+      const from = `${view.service}/${view.id}`;
+      const to = `${link.service}/${link.jobId}`;
+      if (chain.length > maxHops) {
+        throw new FollowError(
+          `chain from ${service}/${id} is longer than ${maxHops} links (at ${to})`,
+          link,
+          [...chain],
+        );
+      }
+      chain.push(link);
+      if ((await this.get(link.service, link.jobId)) === undefined) {
+        // The link is written when the linked job already exists: a missing one was removed (or never added).
+        throw new FollowError(`job ${to}, which ${from} links to, does not exist`, link, [...chain]);
+      }
+      view = await this.#waitOne(link.service, link.jobId, deadline, timeoutMs);
+    }
+  }
+
+  async #waitOne(service: string, id: string, deadline: number, timeoutMs: number): Promise<JobView> {
     let interval = 20;
     for (;;) {
       const view = await this.get(service, id);
       if (view !== undefined && TERMINAL.has(view.state)) return view;
       if (Date.now() >= deadline) {
         throw new WaitTimeoutError(
-          `job ${service}/${id} did not finish within ${options.timeoutMs ?? 30_000} ms (state: ${view?.state ?? 'missing'})`,
+          `job ${service}/${id} did not finish within ${timeoutMs} ms (state: ${view?.state ?? 'missing'})`,
           view,
         );
       }

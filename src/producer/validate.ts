@@ -63,6 +63,7 @@ export function validateEnqueueRequest(
       return value as EnqueueRequest;
     }
   }
+  refuseFerryFields(value, fieldPrefix);
   const request = parseSimpleEnqueueRequest(value) ?? parseWithZod(value, fieldPrefix);
   const service = catalog?.get(request.service);
   if (catalog !== undefined && service === undefined) {
@@ -115,6 +116,19 @@ export function validateEnqueueRequest(
   Object.freeze(request);
   validated.set(request, { catalog, maxMetadataBytes });
   return request;
+}
+
+/**
+ * `origin` says which reaction, route or schedule of Ferry's enqueued a job (core/job.ts JobOrigin): a producer
+ * that could set it could pass its job off as a follow-up, and reset the depth that bounds chains. Refused by
+ * name, not as one unknown field among others, so the caller learns why.
+ */
+function refuseFerryFields(value: unknown, fieldPrefix: string): void {
+  if (typeof value !== 'object' || value === null || !Object.hasOwn(value, 'origin')) return;
+  throw new ValidationError(
+    `${fieldPrefix}origin: set by Ferry only, for the jobs its reactions, routes and schedules enqueue; a producer may not set it`,
+    { field: `${fieldPrefix}origin` },
+  );
 }
 
 function parseWithZod(value: unknown, fieldPrefix: string): EnqueueRequest {

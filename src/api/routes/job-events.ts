@@ -212,8 +212,13 @@ function infoOf(view: JobView): JobInfo {
 /** The terminal event of a finished job, from the job: what its stream entry would have said. */
 function terminalEvent(view: JobView, id: string): JobEvent | undefined {
   const base = { jobId: view.id, service: view.service, ...infoOf(view) };
-  if (view.state === 'completed' && view.result !== undefined)
-    return { id, event: 'completed', data: { ...base, result: view.result } };
+  if (view.state === 'completed' && view.result !== undefined) {
+    const links = {
+      ...(view.next === undefined ? {} : { next: view.next }),
+      ...(view.routedTo === undefined ? {} : { routedTo: view.routedTo }),
+    };
+    return { id, event: 'completed', data: { ...base, result: view.result, ...links } };
+  }
   if (view.state === 'dead_lettered' && view.lastError !== undefined) {
     const data = { ...base, error: view.lastError, attempts: view.attempts };
     return {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 
+import type { JobOrigin } from '../../core/job.ts';
 import type { DeadLetterFilter } from '../../dead-letter/list-query.ts';
 import type { DeadLetterDetail } from '../../dead-letter/view.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
@@ -105,10 +106,22 @@ Examples:
         item.finalError.type,
         item.finalError.status === undefined ? '-' : String(item.finalError.status),
         String(item.attempts.filter((a) => a.outcome === 'failed').length),
+        // The follow-up's service and rule; its job id (long, derived from the dead letter's) is in show.
+        item.followUp === undefined ? '-' : `${item.followUp.service} (rule ${item.followUp.rule})`,
         oneLine(item.finalError.message, 60),
       ]);
       const table = formatTable([
-        ['ID', 'DEAD-LETTERED', 'SERVICE/OPERATION', 'TENANT', 'ERROR', 'STATUS', 'ATTEMPTS', 'MESSAGE'],
+        [
+          'ID',
+          'DEAD-LETTERED',
+          'SERVICE/OPERATION',
+          'TENANT',
+          'ERROR',
+          'STATUS',
+          'ATTEMPTS',
+          'FOLLOW-UP',
+          'MESSAGE',
+        ],
         ...rows,
       ]);
       process.stdout.write(
@@ -372,6 +385,7 @@ async function formatDetail(d: DeadLetterDetail): Promise<string> {
     `${d.id}  ${d.service}/${d.operation}`,
     `tenant: ${d.tenant ?? '-'}   idempotency key: ${d.idempotencyKey ?? '-'}   source job: ${d.sourceQueue}/${d.sourceJobId}`,
     `enqueued ${isoTime(d.enqueuedAt)}, dead-lettered ${isoTime(d.deadLetteredAt)} (${formatDuration(d.deadLetteredAt - d.enqueuedAt)} later)`,
+    ...(d.origin === undefined ? [] : [`origin: ${describeOrigin(d.origin)}`]),
     '',
     'attempts:',
   ];
@@ -393,8 +407,27 @@ async function formatDetail(d: DeadLetterDetail): Promise<string> {
     formatTable([['#', 'TIME', 'DURATION', 'OUTCOME', 'TYPE', 'STATUS', 'THEN', 'MESSAGE'], ...rows]),
     '',
     `final error: ${final.type}${final.status === undefined ? '' : ` (${final.status})`}: ${final.message}`,
+    ...(d.followUp === undefined
+      ? []
+      : [`follow-up: ${d.followUp.service}/${d.followUp.jobId} (onFailure rule ${d.followUp.rule})`]),
+    ...(d.followUpError === undefined ? [] : [`follow-up: none: ${oneLine(d.followUpError, 200)}`]),
     `input: ${oneLine(JSON.stringify(d.input) ?? 'undefined', 200)}`,
   ].join('\n');
+}
+
+/** `onFailure of crm/42 (dead letter dl-crm.42.1767225600000, rule 0), depth 1`: what made the job. */
+function describeOrigin(origin: JobOrigin): string {
+  const details = [
+    ...(origin.deadLetterId === undefined ? [] : [`dead letter ${origin.deadLetterId}`]),
+    ...(origin.rule === undefined ? [] : [`rule ${origin.rule}`]),
+  ];
+  const from =
+    origin.source !== undefined
+      ? ` of ${origin.source.service}/${origin.source.jobId}`
+      : origin.schedule !== undefined
+        ? ` ${origin.schedule}`
+        : '';
+  return `${origin.kind}${from}${details.length === 0 ? '' : ` (${details.join(', ')})`}, depth ${origin.depth}`;
 }
 
 function oneLine(text: string, max: number): string {

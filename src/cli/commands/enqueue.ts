@@ -3,7 +3,8 @@ import { text } from 'node:stream/consumers';
 
 import type { Command } from 'commander';
 
-import type { EnqueueRequest } from '../../core/job.ts';
+import type { EnqueueRequest, JobRef } from '../../core/job.ts';
+import type { JobView } from '../../producer/producer.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
 
 interface EnqueueOptions {
@@ -12,6 +13,7 @@ interface EnqueueOptions {
   idempotencyKey?: string;
   delayMs?: string;
   wait?: boolean;
+  follow?: boolean;
   timeoutMs?: string;
   json?: boolean;
 }
@@ -25,11 +27,19 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--idempotency-key <key>', 'a repeat with the same key returns the first job')
     .option('--delay-ms <ms>', 'run no sooner than this many ms from now')
     .option('--wait', 'wait until the job completes or is dead-lettered; exit 1 if dead-lettered')
-    .option('--timeout-ms <ms>', 'with --wait: give up after this long', '60000')
+    .option(
+      '--follow',
+      'with --wait: follow the chain (then steps, fallback routes) and wait for its last job',
+    )
+    .option(
+      '--timeout-ms <ms>',
+      'with --wait: give up after this long (the whole chain with --follow)',
+      '60000',
+    )
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n`,
+      `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n  $ ferry enqueue crm createContact --input @contact.json --wait --follow --json | jq .chain\n`,
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
       const [{ loadServicesFile }, { Producer }, { connectWhenReady, readEnvWithRedis }] = await Promise.all([
@@ -37,6 +47,8 @@ export function registerEnqueueCommand(program: Command): void {
         import('../../producer/producer.ts'),
         import('../runtime.ts'),
       ]);
+      if (options.follow === true && options.wait !== true)
+        throw new UsageError('--follow: only with --wait (it waits for the end of the chain)');
       const env = readEnvWithRedis();
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };
@@ -57,18 +69,29 @@ export function registerEnqueueCommand(program: Command): void {
             );
           return;
         }
-        const view = await producer.waitFor(service, result.id, { timeoutMs: Number(options.timeoutMs) });
+        const timeoutMs = Number(options.timeoutMs);
+        const view: JobView & { chain?: JobRef[] } =
+          options.follow === true
+            ? await producer.waitFor(service, result.id, { timeoutMs, follow: true })
+            : await producer.waitFor(service, result.id, { timeoutMs });
         if (options.json === true) printJson(view);
-        else if (view.state === 'completed')
-          process.stdout.write(
-            `completed: ${service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n` +
-              `${JSON.stringify(view.result?.body ?? null, null, 2)}\n`,
-          );
-        else
-          process.stdout.write(
-            `dead-lettered: ${service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n` +
-              `dead letter: ${view.deadLetterId ?? '(being written)'}\n`,
-          );
+        else {
+          // With --follow, the jobs before the last one first: one line each.
+          if (view.chain !== undefined && view.chain.length > 1)
+            process.stdout.write(
+              `chain: ${view.chain.map((ref) => `${ref.service}/${ref.jobId}`).join(' -> ')}\n`,
+            );
+          if (view.state === 'completed')
+            process.stdout.write(
+              `completed: ${view.service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n` +
+                `${JSON.stringify(view.result?.body ?? null, null, 2)}\n`,
+            );
+          else
+            process.stdout.write(
+              `dead-lettered: ${view.service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n` +
+                `dead letter: ${view.deadLetterId ?? '(being written)'}\n`,
+            );
+        }
         if (view.state !== 'completed') process.exitCode = EXIT_FAILURE;
       } finally {
         await producer.close();
