@@ -23,6 +23,8 @@ const OTHER_SERVICE = 'beta';
 const TENANT = 'acme';
 const OTHER_TENANT = 'globex';
 const SECRET_KEY = 'alpha_token';
+/** A schedule of SERVICE, for the schedule routes. */
+const SCHEDULE = 'alpha-yearly';
 
 export const TOKEN_KINDS = [
   'none',
@@ -226,6 +228,29 @@ export const ROUTES: Record<string, RouteRule> = {
       body: { service: SERVICE, dryRun: true },
     }),
   },
+  // Schedules (docs/api.md § Schedules): the list is filtered to the token's services; an action names the
+  // schedule, whose service is SERVICE, so a token limited to another service is refused.
+  'GET /v1/schedules': {
+    scope: 'jobs:read',
+    namesService: false,
+    filtersService: true,
+    request: () => ({ method: 'GET', path: '/v1/schedules' }),
+  },
+  'POST /v1/schedules/{name}/pause': {
+    scope: 'admin',
+    namesService: true,
+    request: () => ({ method: 'POST', path: `/v1/schedules/${SCHEDULE}/pause` }),
+  },
+  'POST /v1/schedules/{name}/resume': {
+    scope: 'admin',
+    namesService: true,
+    request: () => ({ method: 'POST', path: `/v1/schedules/${SCHEDULE}/resume` }),
+  },
+  'POST /v1/schedules/{name}/run-now': {
+    scope: 'admin',
+    namesService: true,
+    request: () => ({ method: 'POST', path: `/v1/schedules/${SCHEDULE}/run-now` }),
+  },
   'GET /v1/services/{service}/retry-plan': {
     scope: 'jobs:read',
     namesService: true,
@@ -425,6 +450,8 @@ export async function runAuthzMatrix(options: ScenarioOptions): Promise<AuthzRep
     };
     const servicesFile = await writeServicesFile(lab, {
       services: { [SERVICE]: service, [OTHER_SERVICE]: service },
+      // Yearly: no run during the scenario (a run before the secret is set would fail and cache its absence).
+      schedules: { [SCHEDULE]: { cron: '0 0 1 1 *', service: SERVICE, operation: 'op' } },
     });
     const prefix = `authz${options.seed}`;
     const secretsKey = generateMasterKey();

@@ -75,6 +75,8 @@ describe('fallback routing and SIGKILL', () => {
       '&*',
       `~${prefix}:{${PRIMARY}}:*`,
       `~${prefix}:{dead-letter}:*`,
+      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
+      `~${prefix}:schedules:*`,
       `%R~${prefix}:{${BACKUP}}:breaker`,
     );
     onTestFinished(async () => {

@@ -183,6 +183,8 @@ describe('onFailure end to end', () => {
       'resetkeys',
       `~${prefix}:{crm}:*`,
       `~${prefix}:{dead-letter}:*`,
+      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
+      `~${prefix}:schedules:*`,
       `%R~${prefix}:{ops}:*`,
       'resetchannels',
       '&*',

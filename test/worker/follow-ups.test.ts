@@ -380,6 +380,8 @@ describe('onFailure exactly once', () => {
       'resetkeys',
       `~${prefix}:{svc}:*`,
       `~${prefix}:{dead-letter}:*`,
+      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
+      `~${prefix}:schedules:*`,
       `%R~${prefix}:{ops}:*`,
       'resetchannels',
       '&*',
