@@ -14,7 +14,6 @@
  * Redis round trip, and its view is at most one sync interval old.
  */
 import type { JobsOptions } from 'bullmq';
-import { Queue } from 'bullmq';
 
 import type { ServiceBreaker } from '../breakers/index.ts';
 import type { DeliveryEventListener } from '../core/events.ts';
@@ -28,9 +27,9 @@ import {
   usedAttempts,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
-import { defaultIdempotencyKey, idempotentJobId, serviceQueueName } from '../core/queue-layout.ts';
-import type { RedisClient } from '../core/redis.ts';
+import { defaultIdempotencyKey, idempotentJobId } from '../core/queue-layout.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
+import type { TargetQueues } from './target-queues.ts';
 
 /** The job being routed, as BullMQ holds it. */
 export interface RoutedJob {
@@ -59,32 +58,18 @@ export interface FallbackRouter {
    * effective idempotency key, a fresh attempt count and `origin: fallback`. A repeat is a no-op.
    */
   move(service: ServiceConfig, job: RoutedJob, routedTo: JobRef): Promise<void>;
-  /** Closes the queue handles it opened (not the connection). */
-  close(): Promise<void>;
 }
 
 export interface FallbackRouterOptions {
   config: ServicesConfig;
-  /** The worker connection; not closed by the router. */
-  connection: RedisClient;
-  prefix: string;
+  /** Where the moved jobs are added (the pool's, shared with follow-ups). */
+  queues: TargetQueues;
   /** The breaker of a fallback service in this process (registered by the pool), or undefined. */
   breakerOf(service: string): ServiceBreaker | undefined;
 }
 
 export function createFallbackRouter(options: FallbackRouterOptions): FallbackRouter {
-  const { config, connection, prefix } = options;
-  const queues = new Map<string, Queue<JobData, JobResult>>();
-  const queueOf = (service: string): Queue<JobData, JobResult> => {
-    let queue = queues.get(service);
-    if (queue === undefined) {
-      queue = new Queue<JobData, JobResult>(serviceQueueName(service), { connection, prefix });
-      // Failures reach the caller as rejected adds (delivery.ts puts the job back); not printed twice.
-      queue.on('error', () => undefined);
-      queues.set(service, queue);
-    }
-    return queue;
-  };
+  const { config, queues } = options;
   return {
     target(service, operation, data) {
       const fallback = service.fallback;
@@ -111,10 +96,7 @@ export function createFallbackRouter(options: FallbackRouterOptions): FallbackRo
       };
       const jobOptions: JobsOptions = { jobId: routedTo.jobId };
       if (job.priority > 0) jobOptions.priority = job.priority;
-      await queueOf(routedTo.service).add(job.name, data, jobOptions);
-    },
-    async close() {
-      await Promise.all([...queues.values()].map((queue) => queue.close()));
+      await queues.of(routedTo.service).add(job.name, data, jobOptions);
     },
   };
 }

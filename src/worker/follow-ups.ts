@@ -6,11 +6,9 @@
  *
  * Planning (match, render, depth check) is pure and happens before anything is written, so a dead letter
  * names its follow-up (or why there is none) in the same write. Adding is one BullMQ add on the worker's
- * connection, to a queue this worker may not serve: one Queue handle per target, closed with the pool.
+ * connection, to a queue this worker may not serve (target-queues.ts).
  */
 import { createHash } from 'node:crypto';
-
-import { Queue } from 'bullmq';
 
 import { matchFailureRule } from '../core/delivery-policy.ts';
 import { type FerryError, isFerryError, ValidationError } from '../core/errors.ts';
@@ -26,14 +24,14 @@ import {
   TENANT_PATTERN,
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
-import { idempotentJobId, MAX_IDEMPOTENCY_KEY_LENGTH, serviceQueueName } from '../core/queue-layout.ts';
-import type { RedisClient } from '../core/redis.ts';
+import { idempotentJobId, MAX_IDEMPOTENCY_KEY_LENGTH } from '../core/queue-layout.ts';
 import type {
   CompiledEnqueue,
   ServiceConfig,
   ServicesConfig,
   TemplateContext,
 } from '../core/services/types.ts';
+import type { TargetQueues } from './target-queues.ts';
 
 /**
  * Default longest chain of jobs Ferry enqueues from one producer's job (a producer's job has depth 0, each
@@ -60,9 +58,8 @@ export interface PlannedFollowUp {
 
 export interface FollowUpsOptions {
   config: ServicesConfig;
-  /** The worker's connection: the follow-up's add goes through it. */
-  connection: RedisClient;
-  prefix: string;
+  /** Where the follow-ups are added (the pool's, shared with fallback moves). */
+  queues: TargetQueues;
   logger: Logger;
   /** Default DEFAULT_MAX_CHAIN_DEPTH; an enqueue's own `maxDepth` lowers it for that enqueue. */
   maxChainDepth?: number;
@@ -80,9 +77,7 @@ const NO_SECRETS: ReadonlyMap<string, string> = new Map();
 
 export class FollowUps {
   readonly #options: FollowUpsOptions;
-  readonly #queues = new Map<string, Queue<JobData, JobResult>>();
   readonly #maxDepth: number;
-  #closed = false;
 
   constructor(options: FollowUpsOptions) {
     this.#options = options;
@@ -173,36 +168,13 @@ export class FollowUps {
 
   /** Adds a planned follow-up; a repeat (same job id) is a no-op. */
   async add(job: PlannedFollowUp): Promise<void> {
-    await this.#queue(job.service).add(job.operation, job.data, { jobId: job.jobId });
+    await this.#options.queues.of(job.service).add(job.operation, job.data, { jobId: job.jobId });
     this.#options.emit?.('job:followUp:enqueued', {
       kind: job.kind,
       service: job.source.service,
       jobId: job.source.jobId,
       target: { service: job.service, jobId: job.jobId },
     });
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    const queues = [...this.#queues.values()];
-    this.#queues.clear();
-    await Promise.all(queues.map((queue) => queue.close()));
-  }
-
-  #queue(service: string): Queue<JobData, JobResult> {
-    if (this.#closed) throw new Error('follow-ups are closed');
-    let queue = this.#queues.get(service);
-    if (queue === undefined) {
-      queue = new Queue<JobData, JobResult>(serviceQueueName(service), {
-        connection: this.#options.connection,
-        prefix: this.#options.prefix,
-      });
-      queue.on('error', (error) =>
-        this.#options.logger.error({ service, err: error }, 'follow-up queue error'),
-      );
-      this.#queues.set(service, queue);
-    }
-    return queue;
   }
 
   /** The follow-up's depth, or why there is none: `origin` (malformed) or the limit it would pass. */

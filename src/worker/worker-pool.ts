@@ -32,6 +32,7 @@ import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
 import { isScheduleTick, runScheduleTick, syncSchedules } from './schedules.ts';
+import { TargetQueues } from './target-queues.ts';
 
 export interface WorkerPoolOptions {
   config: ServicesConfig;
@@ -256,17 +257,17 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     if (fallback !== undefined && !fallbackBreakers.has(fallback.name))
       fallbackBreakers.set(fallback.name, breakers.get(fallback.name, breakerOptionsOf(fallback)));
   }
+  // The queues fallback moves and follow-ups add to (any service's, also those this pool does not work on).
+  const targetQueues = new TargetQueues({ connection, prefix });
   const fallbacks = createFallbackRouter({
     config: options.config,
-    connection,
-    prefix,
+    queues: targetQueues,
     breakerOf: (name) => fallbackBreakers.get(name),
   });
-  // onFailure and `then` follow-ups, added to any service's queue (also those this pool does not work on).
+  // onFailure and `then` follow-ups.
   const followUps = new FollowUps({
     config: options.config,
-    connection,
-    prefix,
+    queues: targetQueues,
     logger,
     emit,
     ...(options.maxChainDepth === undefined ? {} : { maxChainDepth: options.maxChainDepth }),
@@ -596,10 +597,9 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
           ...(forced ? runtimes.map(({ worker }) => forceCloseBull(worker, FORCE_CLOSE_WAIT_MS)) : []),
           ...runtimes.map(({ queue }) => queue.close()),
           ...runtimes.map(({ pools }) => pools.close()),
-          fallbacks.close(),
+          targetQueues.close(),
           tokens.close(),
           writer.close(),
-          followUps.close(),
           breakers.close(),
         ]);
         // Forced, everything left shares one short wait: the whole close stays within its budget plus that.

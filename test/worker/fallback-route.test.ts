@@ -22,6 +22,7 @@ import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
 import { Producer } from '../../src/producer/index.ts';
 import { createEnvSecretResolver } from '../../src/secrets/env-provider.ts';
 import { createFallbackRouter, effectiveIdempotencyKey } from '../../src/worker/fallback-route.ts';
+import { TargetQueues } from '../../src/worker/target-queues.ts';
 import { createWorkerPool, type WorkerPool } from '../../src/worker/worker-pool.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { promtoolCheckMetrics } from '../helpers/promtool.ts';
@@ -389,10 +390,10 @@ describe('the fallback router', () => {
   const config = servicesConfig();
   const primaryService = config.services.get(PRIMARY)!;
   const states: Record<string, ReturnType<ServiceBreaker['state']>> = {};
+  const queues = new TargetQueues({ connection: redis.client, prefix: uniquePrefix() });
   const router = createFallbackRouter({
     config,
-    connection: redis.client,
-    prefix: uniquePrefix(),
+    queues,
     breakerOf: (name) =>
       states[name] === undefined ? undefined : ({ state: () => states[name]! } as ServiceBreaker),
   });
