@@ -6,7 +6,6 @@
  * SIGKILLed; the backup's breaker is opened too (a run that asked again would hold), and a normal worker must
  * finish every move: exactly one backup job, and exactly one backup request, per job.
  */
-import { randomUUID } from 'node:crypto';
 
 import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -18,7 +17,7 @@ import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
 import { Producer } from '../../src/producer/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { spawnFerry, startWorker, workerEnv, writeServicesFile } from '../helpers/processes.ts';
-import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { restrictedRedisUser, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { waitUntil } from '../helpers/until.ts';
 
 const redis = await startRedis();
@@ -63,26 +62,10 @@ describe('fallback routing and SIGKILL', () => {
     });
 
     // May do anything to sms-primary's queue and the dead-letter queue; may only read sms-backup's breaker.
-    const user = `router-${randomUUID().slice(0, 8)}`;
-    const password = randomUUID();
-    await redis.client.call(
-      'ACL',
-      'SETUSER',
-      user,
-      'on',
-      `>${password}`,
-      '+@all',
-      '&*',
-      `~${prefix}:{${PRIMARY}}:*`,
-      `~${prefix}:{dead-letter}:*`,
-      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
-      `~${prefix}:schedules:*`,
-      `%R~${prefix}:{${BACKUP}}:breaker`,
-    );
-    onTestFinished(async () => {
-      await redis.client.call('ACL', 'DELUSER', user);
+    const limitedUrl = await restrictedRedisUser(redis, prefix, {
+      writes: [`{${PRIMARY}}`, '{dead-letter}'],
+      reads: [`{${BACKUP}}:breaker`],
     });
-    const limitedUrl = redis.url.replace('redis://', `redis://${user}:${password}@`);
 
     await openBreaker(ops, PRIMARY, { forMs: 120_000, reason: 'provider outage' });
     const keys = Array.from({ length: N }, (_, i) => `kill-${i}`);

@@ -18,7 +18,7 @@ import {
 } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { spawnFerry, startWorker, workerEnv, writeServicesFile } from '../helpers/processes.ts';
-import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { dumpRedis, restrictedRedisUser, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 import { until, waitUntil } from '../helpers/until.ts';
 
@@ -173,27 +173,10 @@ describe('onFailure end to end', () => {
     const { env, producer, queue, deadLetters, count } = await setup(prefix);
     // This worker's Redis user may write crm's queue and the dead letters but only read ops's queue: it
     // writes the dead letter, and its follow-up's add is refused (NOPERM) every time it tries.
-    const user = `nofollow-${prefix}`;
-    await redis.client.call(
-      'ACL',
-      'SETUSER',
-      user,
-      'on',
-      '>pw-0123456789',
-      'resetkeys',
-      `~${prefix}:{crm}:*`,
-      `~${prefix}:{dead-letter}:*`,
-      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
-      `~${prefix}:schedules:*`,
-      `%R~${prefix}:{ops}:*`,
-      'resetchannels',
-      '&*',
-      '+@all',
-    );
-    onTestFinished(async () => {
-      await redis.client.call('ACL', 'DELUSER', user);
+    const limitedUrl = await restrictedRedisUser(redis, prefix, {
+      writes: ['{crm}', '{dead-letter}'],
+      reads: ['{ops}:*'],
     });
-    const limitedUrl = redis.url.replace('redis://', `redis://${user}:pw-0123456789@`);
     // It works on crm only (ops's queue is not its to take jobs from).
     const first = spawnFerry(['worker', '--services', 'crm'], { env: env(limitedUrl) });
     await first.waitUntilStarted(30_000);

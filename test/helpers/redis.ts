@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
-import { afterAll } from 'vitest';
+import { afterAll, onTestFinished } from 'vitest';
 
 import { type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
 import { until } from './until.ts';
@@ -72,4 +72,37 @@ export async function dumpRedis(client: Redis, pattern = '*'): Promise<string> {
     else if (type === 'stream') parts.push(JSON.stringify(await client.xrange(key, '-', '+')));
   }
   return parts.join('\n');
+}
+
+/**
+ * A Redis user for one test that may write only the keys of `writes` (service queue names, e.g. `{crm}` or
+ * `{dead-letter}`) and read only `reads` (key suffixes under the prefix, e.g. `{ops}:*`), plus the schedules'
+ * keys every worker syncs at start: a worker logged in as it is refused (NOPERM) what the test wants to stop
+ * it from doing, with no hook in src. Removed when the test finishes. Returns the URL to log in with.
+ */
+export async function restrictedRedisUser(
+  redis: TestRedis,
+  prefix: string,
+  grants: { writes: readonly string[]; reads?: readonly string[] },
+): Promise<string> {
+  const user = `limited-${randomUUID().slice(0, 8)}`;
+  const password = randomUUID();
+  await redis.client.call(
+    'ACL',
+    'SETUSER',
+    user,
+    'on',
+    `>${password}`,
+    'resetkeys',
+    ...grants.writes.map((queue) => `~${prefix}:${queue}:*`),
+    `~${prefix}:schedules:*`,
+    ...(grants.reads ?? []).map((suffix) => `%R~${prefix}:${suffix}`),
+    'resetchannels',
+    '&*',
+    '+@all',
+  );
+  onTestFinished(async () => {
+    await redis.client.call('ACL', 'DELUSER', user);
+  });
+  return redis.url.replace('redis://', `redis://${user}:${password}@`);
 }

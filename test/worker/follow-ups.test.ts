@@ -22,7 +22,7 @@ import { onFailureIdempotencyKey, thenIdempotencyKey } from '../../src/worker/fo
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, type TestFerry } from '../helpers/ferry.ts';
 import { promtoolCheckMetrics } from '../helpers/promtool.ts';
-import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { restrictedRedisUser, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { until, waitUntil } from '../helpers/until.ts';
 import { Scrape } from '../metrics/support.ts';
 
@@ -370,28 +370,11 @@ describe('onFailure exactly once', () => {
     // The first worker's Redis user may write its own queue and the dead letters, not ops's queue: its dead
     // letter is written and the follow-up's add is refused, as if it died between the two.
     const prefix = uniquePrefix();
-    const user = `limited-${prefix}`;
-    await redis.client.call(
-      'ACL',
-      'SETUSER',
-      user,
-      'on',
-      '>secret-pw',
-      'resetkeys',
-      `~${prefix}:{svc}:*`,
-      `~${prefix}:{dead-letter}:*`,
-      // The schedules' keys: every worker syncs the file's schedules at start (src/worker/schedules.ts).
-      `~${prefix}:schedules:*`,
-      `%R~${prefix}:{ops}:*`,
-      'resetchannels',
-      '&*',
-      '+@all',
-    );
-    onTestFinished(async () => {
-      await redis.client.call('ACL', 'DELUSER', user);
-    });
     const limited = Object.assign(Object.create(null) as object, redis, {
-      url: redis.url.replace('redis://', `redis://${user}:secret-pw@`),
+      url: await restrictedRedisUser(redis, prefix, {
+        writes: ['{svc}', '{dead-letter}'],
+        reads: ['{ops}:*'],
+      }),
     }) as typeof redis;
     const first = await createTestFerry(limited, {
       services: servicesFile(),
