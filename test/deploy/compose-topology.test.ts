@@ -388,16 +388,16 @@ describe('docker-compose.yml', () => {
         await expect
           .poll(async () => String(await server.client.cluster('INFO')), { timeout: 15_000, interval: 100 })
           .toContain('cluster_state:ok');
-      // Each node's flags (third field of CLUSTER NODES), once every replica has taken its master.
+      // Each node's own ROLE (a master's lists its connected replicas), once every replica has taken its master.
+      // Not one node's CLUSTER NODES: that is its gossip view, which on a loaded machine learned of a replica's
+      // new role more than 15 s late.
       const roles = async (): Promise<string[]> =>
-        String(await servers[0]!.client.cluster('NODES'))
-          .trim()
-          .split('\n')
-          .map((line) => (line.split(' ')[2]!.split(',').includes('slave') ? 'replica' : 'master'))
+        (await Promise.all(servers.map(async (server) => (await server.client.call('ROLE')) as unknown[])))
+          .map((role) => (role[0] === 'master' ? `master of ${(role[2] as unknown[]).length}` : 'replica'))
           .sort();
       await expect
-        .poll(roles, { timeout: 15_000, interval: 100 })
-        .toEqual(['master', 'master', 'master', 'replica', 'replica', 'replica']);
+        .poll(roles, { timeout: 30_000, interval: 100 })
+        .toEqual(['master of 1', 'master of 1', 'master of 1', 'replica', 'replica', 'replica']);
 
       const hosts = new Map(nodes.map(([name], index) => [`${name}:6379`, servers[index]!.address]));
       await runFerryServices(compose, { api: 'cluster-api', worker: 'cluster-worker' }, hosts, dir);
