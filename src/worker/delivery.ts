@@ -469,6 +469,9 @@ async function enqueueNext(
     state.attempts.push(record(attempt, 'failed', deps, durationMs, next, decision.error.message));
     return deadLetter(job, token, state, decision, deps, base);
   }
+  // A run that lost its lock must write nothing (DESIGN §8): the run that owns the job now adds the next step
+  // from its own result, or dead-letters the job instead. (One round trip, only for a job with `then`.)
+  await assertOwned(job, token, deps);
   await followUps.add(next);
   result.next = { service: next.service, jobId: next.jobId };
 }
