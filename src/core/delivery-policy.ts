@@ -180,7 +180,7 @@ export type DeliveryOutcome =
     }
   /** The worker is shutting down and abandoned the call: not the job's fault, uses no attempt. */
   | { readonly kind: 'interrupted' }
-  /** Not run: the state holds a dead letter an earlier run decided (state.final) but did not finish. */
+  /** Not run: the state holds a dead letter (state.final) or a route (state.routedTo) an earlier run decided. */
   | { readonly kind: 'skipped' }
   /** Not run: Ferry's state in the job data is malformed; `problem` says where (`.attempts[0]: …`). */
   | { readonly kind: 'badState'; readonly problem: string }
@@ -209,8 +209,11 @@ export type Decision =
   | { readonly kind: 'deadLetter'; readonly error: ErrorRecord; readonly rule: number | undefined }
   /** Interrupted by shutdown: back at once, no attempt used. */
   | { readonly kind: 'requeue' }
-  /** The primary's breaker is open and its fallback's is not: move the job there. */
-  | { readonly kind: 'route'; readonly service: string };
+  /**
+   * The primary's breaker is open and its fallback's is not: move the job there. `jobId`: the route an earlier
+   * run decided and stored (state.routedTo) but did not finish; finish it, asking no breaker.
+   */
+  | { readonly kind: 'route'; readonly service: string; readonly jobId?: string };
 
 // Shared answers: a completed job without `then` (the hot path) and a requeue allocate nothing.
 const COMPLETE: Decision = Object.freeze({ kind: 'complete', then: undefined });
@@ -234,8 +237,12 @@ export function decide(
     case 'interrupted':
       return REQUEUE;
     case 'skipped':
-      // Finish the dead letter an earlier run decided, without a new call (it may have died after the decision).
-      return state.final === undefined ? REQUEUE : deadLetter(state.final, policy);
+      // Finish the dead letter or the route an earlier run decided, without a new call (it may have died after
+      // the decision). A dead letter decided after a route (its internal errors ran out) stands.
+      if (state.final !== undefined) return deadLetter(state.final, policy);
+      if (state.routedTo !== undefined)
+        return { kind: 'route', service: state.routedTo.service, jobId: state.routedTo.jobId };
+      return REQUEUE;
     case 'badState': {
       const error = new ValidationError(`bad job data: ferry${outcome.problem}`, { field: 'ferry' });
       return deadLetter(toErrorRecord(error, policy.scrub), policy);

@@ -8,8 +8,6 @@
 import { backoffCapMs } from '../core/delivery-policy.ts';
 import type { RetryPolicy } from '../core/services/types.ts';
 
-export { backoffCapMs };
-
 /** A range of ms: a full-jitter wait is uniform on [minMs, maxMs), so its expected value is the middle. */
 export interface MsRange {
   minMs: number;

@@ -10,6 +10,8 @@
 import type { Queue } from 'bullmq';
 
 import { ValidationError } from '../core/errors.ts';
+import type { JobRef } from '../core/job.ts';
+import { readResultLinks } from '../core/job-links.ts';
 import { DEAD_LETTERED_FIELD } from '../core/queue-layout.ts';
 import {
   addScheduleRun,
@@ -21,6 +23,7 @@ import {
   scheduleRunNowKey,
   upsertScheduler,
 } from '../core/schedule-layout.ts';
+import { MAX_FALLBACK_CHAIN } from '../core/services/flow-graph.ts';
 import type { ScheduleConfig, ServicesConfig } from '../core/services/types.ts';
 import { type OpsDeps, withQueues } from './deps.ts';
 
@@ -43,6 +46,11 @@ export interface ScheduleView {
         outcome: ScheduleRunOutcome;
         /** The run's dead letter, when it was dead-lettered. */
         deadLetterId?: string;
+        /**
+         * Where the run went when its service's breaker was open (fallback routing): the job whose outcome
+         * `outcome` is, the last of the route.
+         */
+        routedTo?: JobRef;
       })
     | null;
 }
@@ -101,25 +109,55 @@ export async function listSchedules(deps: OpsDeps, names?: readonly string[]): P
   );
 }
 
-async function outcomeOf(
-  deps: OpsDeps,
-  queue: Queue | undefined,
-  run: ScheduleRun,
-): Promise<{ outcome: ScheduleRunOutcome; deadLetterId?: string }> {
+type RunOutcome = { outcome: ScheduleRunOutcome; deadLetterId?: string; routedTo?: JobRef };
+
+/**
+ * The outcome of the run's job. A run routed to its service's fallback completed without a call: its outcome
+ * is the fallback job's, followed along the route (at most MAX_FALLBACK_CHAIN hops, services of the file only).
+ */
+async function outcomeOf(deps: OpsDeps, queue: Queue | undefined, run: ScheduleRun): Promise<RunOutcome> {
   if (queue === undefined) return { outcome: 'unknown' };
-  const state = await queue.getJobState(run.jobId);
+  const found = await jobOutcome(deps, queue, run.jobId);
+  let routedTo = found.routedTo;
+  if (routedTo === undefined) return found.outcome;
+  for (let hop = 1; ; hop++) {
+    const target: JobRef = routedTo;
+    if (!deps.config.services.has(target.service)) return { outcome: 'unknown', routedTo: target };
+    const next = await withQueues(deps, [target.service], (queues) =>
+      jobOutcome(deps, queues.get(target.service)!, target.jobId),
+    );
+    if (next.routedTo === undefined || hop >= MAX_FALLBACK_CHAIN)
+      return { ...next.outcome, routedTo: target };
+    routedTo = next.routedTo;
+  }
+}
+
+/** One job's outcome, and where it was routed when it was. */
+async function jobOutcome(
+  deps: OpsDeps,
+  queue: Queue,
+  jobId: string,
+): Promise<{ outcome: RunOutcome; routedTo?: JobRef }> {
+  const state = await queue.getJobState(jobId);
   switch (state) {
-    case 'completed':
-      return { outcome: 'completed' };
+    case 'completed': {
+      const { routedTo } = readResultLinks((await queue.getJob(jobId))?.returnvalue);
+      return routedTo === undefined
+        ? { outcome: { outcome: 'completed' } }
+        : { outcome: { outcome: 'completed' }, routedTo };
+    }
     case 'failed': {
-      const deadLetterId = await deps.connection.hget(queue.toKey(run.jobId), DEAD_LETTERED_FIELD);
-      return deadLetterId === null ? { outcome: 'deadLettered' } : { outcome: 'deadLettered', deadLetterId };
+      const deadLetterId = await deps.connection.hget(queue.toKey(jobId), DEAD_LETTERED_FIELD);
+      return {
+        outcome:
+          deadLetterId === null ? { outcome: 'deadLettered' } : { outcome: 'deadLettered', deadLetterId },
+      };
     }
     case 'unknown':
       // Removed: past the completed/failed retention (a failed run's dead letter stays in `ferry dlq`).
-      return { outcome: 'unknown' };
+      return { outcome: { outcome: 'unknown' } };
     default:
-      return { outcome: 'running' };
+      return { outcome: { outcome: 'running' } };
   }
 }
 

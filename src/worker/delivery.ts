@@ -104,9 +104,9 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
     const policy = policies.get(job.name) ?? unknownOperationPolicy;
     try {
       recordStalls(job, state, base, deps);
-      if (problem !== undefined || state.final !== undefined) {
-        // No call: a malformed state, or a previous run decided to dead-letter but died before the job reached
-        // failed (finish that).
+      if (problem !== undefined || state.final !== undefined || state.routedTo !== undefined) {
+        // No call: a malformed state, or a previous run decided to dead-letter or to route but died before the
+        // job reached failed or completed (finish that; a route asks no breaker again).
         const decision = decide(
           problem === undefined ? SKIPPED : { kind: 'badState', problem },
           state,
@@ -114,13 +114,17 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           deps.clock.now(),
           deps.random,
         );
-        if (decision.kind !== 'deadLetter')
-          throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
-        return await deadLetter(job, token, state, decision, deps, base);
-      }
-      if (state.routedTo !== undefined) {
-        // A previous run decided to route but died before the job completed: finish the move, ask no breaker.
-        return await route(job, token, state, state.routedTo, deps, base);
+        if (decision.kind === 'deadLetter') return await deadLetter(job, token, state, decision, deps, base);
+        if (decision.kind === 'route' && decision.jobId !== undefined)
+          return await route(
+            job,
+            token,
+            state,
+            { service: decision.service, jobId: decision.jobId },
+            deps,
+            base,
+          );
+        throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
       }
       const attempt = usedAttempts(state.attempts) + 1;
       const outcome = await runAttempt(
@@ -469,6 +473,9 @@ async function enqueueNext(
     state.attempts.push(record(attempt, 'failed', deps, durationMs, next, decision.error.message));
     return deadLetter(job, token, state, decision, deps, base);
   }
+  // A run that lost its lock must write nothing (DESIGN §8): the run that owns the job now adds the next step
+  // from its own result, or dead-letters the job instead. (One round trip, only for a job with `then`.)
+  await assertOwned(job, token, deps);
   await followUps.add(next);
   result.next = { service: next.service, jobId: next.jobId };
 }

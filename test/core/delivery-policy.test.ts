@@ -384,6 +384,18 @@ const rows: Row[] = [
     expected: deadLetter(FINAL, 0),
   },
   {
+    name: 're-run with state.routedTo → finish that route (same job id), no call, no breaker asked',
+    outcome: { kind: 'skipped' },
+    state: { routedTo: { service: 'sms-backup', jobId: 'idem-abc' } },
+    expected: { kind: 'route', service: 'sms-backup', jobId: 'idem-abc' },
+  },
+  {
+    name: 're-run with state.routedTo and a later state.final → the dead letter stands',
+    outcome: { kind: 'skipped' },
+    state: { routedTo: { service: 'sms-backup', jobId: 'idem-abc' }, final: FINAL },
+    expected: deadLetter(FINAL, 0),
+  },
+  {
     name: 'skipped without state.final → requeue',
     outcome: { kind: 'skipped' },
     expected: { kind: 'requeue' },

@@ -1,8 +1,8 @@
 /** The retry plan as tables (cockatiel style): caps, cumulative ranges, and the worker's draw below each cap. */
 import { describe, expect, it } from 'vitest';
 
-import { computeBackoffMs } from '../../src/core/delivery-policy.ts';
-import { backoffCapMs, planRetries } from '../../src/ops/retry-plan.ts';
+import { backoffCapMs, computeBackoffMs } from '../../src/core/delivery-policy.ts';
+import { planRetries } from '../../src/ops/retry-plan.ts';
 
 const policy = {
   attempts: 5,

@@ -462,6 +462,39 @@ describe('then', () => {
     expect([await jobCount(ferry, 'two'), await jobCount(ferry, 'three')]).toEqual([1, 1]);
   });
 
+  it('adds no next step from a run that lost its lock: the run that owns the job adds it, once', async () => {
+    // The first call of step1 takes the job's lock away while it runs (as a Redis stall longer than the lock
+    // would): that run must write nothing; BullMQ's stall check gives the job to a new run.
+    let lockKey = '';
+    const lossy = await startDownstream((_request, index) => {
+      if (index === 0) void redis.client.del(lockKey);
+      return { status: 200, body: { id: `call-${index}` }, delayMs: index === 0 ? 300 : 0 };
+    });
+    onTestFinished(() => lossy.close());
+    const services = servicesFile() as { services: Record<string, Record<string, unknown>> };
+    services.services.svc!.baseUrl = lossy.url;
+    const ferry = await createTestFerry(redis, { services, transform: CHAIN });
+    const added: string[] = [];
+    ferry.pool.on('job:followUp:enqueued', (event) => {
+      if (event.kind === 'then' && event.service === 'svc') added.push(event.target.jobId);
+    });
+    const key = 'order-lost-lock';
+    lockKey = `${ferry.prefix}:${serviceQueueName('svc')}:${idempotentJobId(key)}:lock`;
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'step1',
+      input: { email: 'c@example.com' },
+      idempotencyKey: key,
+    });
+    expect((await ferry.producer.waitFor('svc', job.id, { timeoutMs: 20_000 })).state).toBe('completed');
+    expect(lossy.requests.length).toBe(2);
+    const next = idempotentJobId(thenIdempotencyKey('svc', key));
+    expect(added).toEqual([next]);
+    // The next step carries the owning run's answer, not the abandoned run's.
+    const stepTwo = await queueOf(ferry, 'two').getJob(next);
+    expect(stepTwo?.data.input).toEqual({ carried: 'call-1', email: 'c@example.com' });
+  });
+
   it('dead-letters the source job as ValidationError when the next input cannot be rendered', async () => {
     const broken = withReactions({
       svc: {

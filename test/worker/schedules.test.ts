@@ -14,6 +14,7 @@ import { createLogger } from '../../src/core/logger.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { pausedSchedulesKey, schedulerId } from '../../src/core/schedule-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { openBreaker } from '../../src/ops/breaker-control.ts';
 import type { OpsDeps } from '../../src/ops/deps.ts';
 import { listSchedules, pauseSchedule, resumeSchedule, runScheduleNow } from '../../src/ops/schedules.ts';
 import { createEnvSecretResolver } from '../../src/secrets/env-provider.ts';
@@ -273,6 +274,42 @@ describe('schedules', () => {
     });
     expect(view.nextRunAt).toEqual(expect.any(Number));
     await expect(runScheduleNow(opsOf(ferry), 'nope')).rejects.toThrow(/unknown schedule "nope"/);
+  });
+
+  it("shows a run routed to the fallback with the fallback job's outcome, not the route's", async () => {
+    const server = await downstream();
+    const backup = await downstream(400);
+    const services = servicesFile(server.url, {
+      nightly: { cron: '0 2 * * *', service: 'svc', operation: 'ping', input: { a: 1 } },
+    }) as { services: Record<string, Record<string, unknown>> };
+    services.services.svc!.fallback = { service: 'svc2' };
+    const { fallback: _primaryOnly, ...primary } = services.services.svc!;
+    services.services.svc2 = { ...primary, baseUrl: backup.url };
+    const ferry = await createTestFerry(redis, { services, start: false });
+    await openBreaker(opsOf(ferry), 'svc', { forMs: 60_000 });
+    await ferry.start();
+    await waitUntil(
+      () => ferry.pool.breakers.list().find((breaker) => breaker.name === 'svc')?.state.state === 'open',
+      10_000,
+      "svc's breaker open in the pool",
+    );
+    const run = await runScheduleNow(opsOf(ferry), 'nightly');
+    const view = await until(
+      async () => {
+        const [found] = await listSchedules(opsOf(ferry));
+        return found?.lastRun?.outcome === 'deadLettered' ? found : undefined;
+      },
+      20_000,
+      () => 'the routed run dead-lettered',
+    );
+    expect(backup.requests.length).toBe(1);
+    expect(server.requests.length).toBe(0);
+    expect(view.lastRun).toMatchObject({
+      jobId: run.jobId,
+      outcome: 'deadLettered',
+      routedTo: { service: 'svc2', jobId: expect.any(String) },
+      deadLetterId: expect.stringMatching(/^dl-svc2\./),
+    });
   });
 
   it('two pools syncing at once make one scheduler and one run per tick', async () => {

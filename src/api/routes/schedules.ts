@@ -39,6 +39,12 @@ const scheduleViewSchema = z.object({
         .enum(['completed', 'deadLettered', 'running', 'unknown'])
         .describe('unknown: the job is gone (past its retention)'),
       deadLetterId: z.string().optional(),
+      routedTo: z
+        .object({ service: z.string(), jobId: z.string() })
+        .optional()
+        .describe(
+          "the run was routed to its service's fallback (breaker open): the job the outcome is from, the route's last",
+        ),
     })
     .nullable(),
 });

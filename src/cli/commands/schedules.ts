@@ -47,7 +47,11 @@ Workers create, update and remove the schedules when they start, from their serv
           ? '-'
           : `${isoTime(s.lastRun.runAt)}${s.lastRun.trigger === 'runNow' ? ' (run-now)' : ''} ${
               s.lastRun.outcome
-            } ${s.lastRun.jobId}${s.lastRun.deadLetterId === undefined ? '' : ` ${s.lastRun.deadLetterId}`}`,
+            } ${s.lastRun.jobId}${
+              s.lastRun.routedTo === undefined
+                ? ''
+                : ` routed to ${s.lastRun.routedTo.service} ${s.lastRun.routedTo.jobId}`
+            }${s.lastRun.deadLetterId === undefined ? '' : ` ${s.lastRun.deadLetterId}`}`,
       ]);
       process.stdout.write(
         `${formatTable([['SCHEDULE', 'OPERATION', 'WHEN', 'NEXT RUN', 'LAST RUN'], ...rows])}\n`,

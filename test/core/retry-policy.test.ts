@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
+import { computeBackoffMs, decideRetry, isRetryable } from '../../src/core/delivery-policy.ts';
 import {
   ClientError,
   NetworkError,
@@ -8,7 +9,6 @@ import {
   ValidationError,
 } from '../../src/core/errors.ts';
 import type { RetryPolicy } from '../../src/core/services/types.ts';
-import { computeBackoffMs, decideRetry, isRetryable } from '../../src/worker/retry-policy.ts';
 
 const policy: RetryPolicy = {
   attempts: 5,
