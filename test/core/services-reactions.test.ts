@@ -102,7 +102,11 @@ services:
     baseUrl: https://backup.example.com
     onFailure: []
     operations:
-      createContact: { method: POST, path: /contacts, body: '{{ input }}' }
+      createContact:
+        method: POST
+        path: /contacts
+        body: '{{ input }}'
+        then: { enqueue: { service: ops, operation: rotateAlert, maxDepth: 4, input: '{{ result.body }}' } }
       getContact: { method: GET, path: '/contacts/{{ input.id }}' }
   ops:
     baseUrl: https://ops.example.com
@@ -508,6 +512,33 @@ describe('graph checks at load (flow-graph.ts)', () => {
       'services.ops.fallback.service: crm has no operation "rotateAlert" (a fallback must have every operation ' +
         'of ops: a job moves to the operation of the same name)',
     ]);
+  });
+
+  it("refuses a then the fallback's operation lacks: a routed job would skip the next step", () => {
+    const backup = (then?: unknown) => ({
+      'crm-backup': {
+        baseUrl: 'https://backup.example.com',
+        operations: {
+          createContact: {
+            method: 'POST',
+            path: '/c',
+            body: '{{ input }}',
+            ...(then === undefined ? {} : { then }),
+          },
+          getContact: { method: 'GET', path: '/c/{{ input.id }}' },
+        },
+      },
+    });
+    const then = { enqueue: ALERT };
+    expect(
+      issuesOf(() => parseServicesConfig(doc({ fallback: { service: 'crm-backup' } }, { then }, backup()))),
+    ).toEqual([
+      'services.crm.operations.createContact.then: a job routed to the fallback crm-backup runs ' +
+        'crm-backup.createContact, which has no then: its next step (ops.rotateAlert) would be skipped while ' +
+        "crm's breaker is open; give crm-backup.createContact a then too",
+    ]);
+    const config = parseServicesConfig(doc({ fallback: { service: 'crm-backup' } }, { then }, backup(then)));
+    expect(config.services.get('crm-backup')?.operations.get('createContact')?.then?.service).toBe('ops');
   });
 
   it('does not check references to a service that did not parse', () => {

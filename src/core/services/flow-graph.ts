@@ -108,6 +108,25 @@ function checkFallbacks(input: FlowGraphInput): FlowIssue[] {
           `(a fallback must have every operation of ${name}: a job moves to the operation of the same name)`,
       });
     }
+    // A moved job runs the fallback's operation, and that one's reactions: a `then` the fallback's operation
+    // lacks would be skipped silently during every failover (create-then-bill would not bill).
+    for (const step of input.enqueues) {
+      if (step.kind !== 'then' || step.from.service !== name || step.from.operation === undefined) continue;
+      const operation = step.from.operation;
+      if (!target.operations.includes(operation)) continue; // reported above
+      const covered = input.enqueues.some(
+        (other) =>
+          other.kind === 'then' && other.from.service === fallback && other.from.operation === operation,
+      );
+      if (!covered)
+        issues.push({
+          path: ['services', name, 'operations', operation, 'then'],
+          message:
+            `a job routed to the fallback ${fallback} runs ${fallback}.${operation}, which has no then: its next ` +
+            `step (${step.to.service}.${step.to.operation}) would be skipped while ${name}'s breaker is open; ` +
+            `give ${fallback}.${operation} a then too`,
+        });
+    }
     const chain = [name];
     for (let next = validFallback(name, input); next !== undefined; next = validFallback(next, input)) {
       const seen = chain.indexOf(next);
