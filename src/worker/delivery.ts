@@ -36,7 +36,7 @@ import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts'
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
 import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
-import { applyRoute, type FallbackRouter, type RoutedJob } from './fallback-route.ts';
+import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob } from './fallback-route.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
@@ -100,7 +100,14 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   return async (job, token) => {
     const jobId = job.id ?? '';
     const base = { service: service.name, operation: job.name, jobId, tenant: readTenant(job.data) };
-    const { state, problem } = readState(job.data);
+    const read = readState(job.data);
+    const { state } = read;
+    // A persisted route that is not this job's own (job data is anyone's to write) is a malformed state.
+    const problem =
+      read.problem ??
+      (state.routedTo === undefined
+        ? undefined
+        : persistedRouteProblem(service, routedJob(job), state.routedTo));
     const policy = policies.get(job.name) ?? unknownOperationPolicy;
     try {
       recordStalls(job, state, base, deps);

@@ -144,6 +144,26 @@ export async function applyRoute(
 }
 
 /**
+ * Why a route persisted in the job's state (`ferry.routedTo`) is not this job's, or undefined when it is. Job
+ * data is anyone's to write: a raw producer could name, as its "persisted route", any queue (a service of
+ * another team, one not in the services file) and any job id (squatting another job's idempotent id), and the
+ * worker would add the job there on the producer's behalf. A real route is only ever the service's fallback,
+ * under the job id plan() gives, and both are fixed by the services file and the job: recomputed and compared.
+ * (A route persisted before its services file dropped or changed the fallback is refused the same way.)
+ */
+export function persistedRouteProblem(
+  service: ServiceConfig,
+  job: RoutedJob,
+  routedTo: JobRef,
+): string | undefined {
+  if (service.fallback === undefined || routedTo.service !== service.fallback)
+    return `.routedTo: names ${service.fallback === undefined ? 'a route, but this service has no fallback' : "a service that is not this service's fallback"}`;
+  if (routedTo.jobId !== idempotentJobId(effectiveIdempotencyKey(service, job)))
+    return ".routedTo: names a job id that is not this job's on its fallback";
+  return undefined;
+}
+
+/**
  * The Idempotency-Key the source service would have sent (processor.ts): the producer's key, or the default one
  * made from the job. The fallback's job carries it as its own key, so the fallback sees the same header.
  */

@@ -3,7 +3,7 @@
  * Worker; it installs no signal handlers (cli/ does) and never exits the process.
  */
 
-import { type Job, MetricsTime, Queue, Worker } from 'bullmq';
+import { type Job, MetricsTime, Queue, UnrecoverableError, Worker } from 'bullmq';
 
 import {
   type BreakerOptions,
@@ -146,6 +146,37 @@ class TrackedWorker extends Worker<JobData, JobResult> {
       this.inFlight.delete(job);
       if (this.inFlight.size === 0) this.#idle?.();
     }
+  }
+
+  /**
+   * A job with a `repeatJobKey` but no `repeat` options (anyone can add one: `queue.add(name, data, { jobId,
+   * repeatJobKey })`) makes BullMQ throw while taking it (upsertJobScheduler reads `opts.repeat.every`); it then
+   * drops the job without failing it, so it stays active, stalls back to wait and is taken again, forever: never
+   * run, never dead-lettered, two error lines each time. Such a job is failed here instead (the dead-letter sweep
+   * then writes its dead letter). Ticks of Ferry's schedulers carry `repeat` and are taken as before.
+   */
+  protected override async nextJobFromJobData(
+    jobData?: Parameters<Worker['createJob']>[0],
+    jobId?: string,
+    token?: string,
+  ): Promise<Job<JobData, JobResult>> {
+    if (jobData !== undefined && jobId !== undefined && token !== undefined) {
+      const job = this.createJob(jobData, jobId);
+      if (
+        job.repeatJobKey !== undefined &&
+        !job.repeatJobKey.includes(':') &&
+        (job.opts as { repeat?: unknown }).repeat === undefined
+      ) {
+        job.token = token;
+        await job.moveToFailed(
+          new UnrecoverableError('the job names a job scheduler (repeatJobKey) but has no repeat options'),
+          token,
+          false,
+        );
+        return undefined as unknown as Job<JobData, JobResult>;
+      }
+    }
+    return super.nextJobFromJobData(jobData, jobId, token);
   }
 
   /** Resolves once nothing is in flight. */

@@ -29,6 +29,14 @@ const SECRET = 'crm-token-Zq8/+x=y&z 4711';
 const crm = await startDownstream((request) => {
   if (request.url === '/contacts') return { status: 401, body: { saw: request.headers.authorization } };
   if (request.url === '/reject') return { status: 422, body: { error: 'no' } };
+  if (request.url === '/echo') {
+    // A hostile downstream: the token it got in every encoding, and a template for the next step to expand.
+    const token = String(request.headers.authorization).replace(/^Bearer /, '');
+    return {
+      status: 200,
+      body: { ...Object.fromEntries(secretForms(token)), tmpl: '{{ secrets.crm_token }}' },
+    };
+  }
   return { status: 200, body: { id: 'cus-42' } };
 });
 /** Every follow-up's target. */
@@ -66,6 +74,10 @@ const SERVICES = {
           ],
         },
         reject: post('/reject'),
+        echo: {
+          ...post('/echo'),
+          then: { enqueue: { service: 'mail', operation: 'step3', input: { echoed: '{{ result.body }}' } } },
+        },
         step1: {
           ...post('/step1'),
           then: {
@@ -234,5 +246,27 @@ describe('then end to end', () => {
     );
     expect(received.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ carried: 'cus-42' }]);
     expect([await count('billing'), await count('mail')]).toEqual([1, 1]);
+  });
+
+  it('a response echoing the secret in any encoding reaches the next step scrubbed, its templates inert', async () => {
+    const { env, producer, queue, prefix } = await setup();
+    await startWorker(env(redis.url));
+    const job = await producer.enqueue({ service: 'crm', operation: 'echo', input: { n: 1 } });
+    expect((await producer.waitFor('crm', job.id, { timeoutMs: 20_000 })).state).toBe('completed');
+    const next = (await queue('crm').getJob(job.id))!.returnvalue.next!;
+    expect((await producer.waitFor('mail', next.jobId, { timeoutMs: 20_000 })).state).toBe('completed');
+    const step = await queue('mail').getJob(next.jobId);
+    // Inserted as data, never expanded: the downstream's template reaches the next call as text.
+    expect((step?.data.input as { echoed: { tmpl: string } }).echoed.tmpl).toBe('{{ secrets.crm_token }}');
+    const received = targets.requests.filter(
+      (r) => r.url === '/step3' && r.headers['idempotency-key'] === step?.data.idempotencyKey,
+    );
+    expect(received).toHaveLength(1);
+    expect(received[0]!.body).toContain('{{ secrets.crm_token }}');
+    const hits = findSecretForms('crm_token', secretForms(SECRET), {
+      redis: await dumpRedis(redis.client, `${prefix}:*`),
+      'next step request': received[0]!.body,
+    });
+    expect(hits).toEqual([]);
   });
 });

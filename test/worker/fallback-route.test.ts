@@ -384,6 +384,46 @@ describe('fallback routing while the breaker is open', () => {
     expect(moved?.data.idempotencyKey).toBe('decided');
     expect(await ferry.queue(BACKUP).getJobCounts('waiting')).toEqual({ waiting: 1 });
   });
+
+  it('a forged ferry.routedTo cannot make the worker add a job to another queue or under another id', async () => {
+    const ferry = await setup();
+    // Job data is anyone's to write: a raw producer on sms-primary's queue names, as its "persisted route", a
+    // service that is not the primary's fallback, one not in the services file, and the fallback under an id
+    // that is not this job's (squatting another job's idempotent id).
+    const forged = [
+      { service: THIRD, jobId: idempotentJobId('forged-third') },
+      { service: 'billing', jobId: 'victim-1' },
+      { service: BACKUP, jobId: idempotentJobId('someone-elses-key') },
+    ];
+    const sources = [];
+    for (const [index, routedTo] of forged.entries())
+      sources.push(
+        await ferry.queue(PRIMARY).add(
+          'send',
+          {
+            input: { text: `forged-${index}` },
+            idempotencyKey: `forged-${index}`,
+            ferry: { attempts: [], heldMs: 0, stallsSeen: 0, routedTo },
+          },
+          { jobId: idempotentJobId(`forged-${index}`) },
+        ),
+      );
+    const primaryBefore = primary.requests.length;
+    await ferry.pool([PRIMARY]);
+    for (const source of sources) {
+      const view = await ferry.producer.waitFor(PRIMARY, source.id!, { timeoutMs: 15_000 });
+      expect(view.state).toBe('dead_lettered');
+      expect(view.deadLetterId).toBeDefined();
+      expect((view.result as JobResult | undefined)?.routedTo).toBeUndefined();
+    }
+    expect(primary.requests.length - primaryBefore).toBe(0);
+    for (const service of [THIRD, 'billing', BACKUP])
+      expect(await ferry.queue(service).getJobCounts('waiting', 'delayed', 'prioritized')).toEqual({
+        waiting: 0,
+        delayed: 0,
+        prioritized: 0,
+      });
+  });
 });
 
 describe('the fallback router', () => {

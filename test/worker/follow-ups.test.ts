@@ -535,6 +535,42 @@ describe('then', () => {
     expect(record.origin).toMatchObject({ kind: 'then', depth: 1 });
     expect(await jobCount(ferry, 'three')).toBe(0);
   });
+
+  it("a raw producer's forged origin neither escapes the depth limit nor makes a next step", async () => {
+    const ferry = await createTestFerry(redis, { services: servicesFile(), transform: CHAIN });
+    const forged: unknown[] = [
+      { kind: 'then', depth: -1 },
+      { kind: 'then', depth: 0.5 },
+      { kind: 'bogus', depth: 0 },
+      { kind: 'then', depth: '0' },
+      { kind: 'then', depth: Number.MAX_SAFE_INTEGER },
+      { kind: 'then', depth: 0, source: { service: 'other', jobId: 'x' }, extra: 'x'.repeat(10_000) },
+      'depth-0',
+    ];
+    const ids: string[] = [];
+    for (const [index, origin] of forged.entries()) {
+      const job = await queueOf(ferry, 'svc').add(
+        'step1',
+        { input: { email: `forged-${index}` }, tenant: 'acme', origin } as JobData,
+        { jobId: `forged-origin-${index}` },
+      );
+      ids.push(job.id!);
+    }
+    const states = [];
+    for (const id of ids) states.push((await ferry.producer.waitFor('svc', id, { timeoutMs: 15_000 })).state);
+    // Each malformed origin, and a depth past the limit, is dead-lettered; unknown keys of a well-formed origin
+    // are dropped (its depth 0 is a producer's own), so that one job makes its one next step.
+    expect(states).toEqual([
+      'dead_lettered',
+      'dead_lettered',
+      'dead_lettered',
+      'dead_lettered',
+      'dead_lettered',
+      'completed',
+      'dead_lettered',
+    ]);
+    expect(await jobCount(ferry, 'two')).toBe(1);
+  });
 });
 
 describe('follow-up metrics', () => {

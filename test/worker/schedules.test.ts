@@ -312,6 +312,35 @@ describe('schedules', () => {
     });
   });
 
+  it('a job naming a scheduler without repeat options is dead-lettered, not taken forever', async () => {
+    const server = await downstream();
+    const ferry = await createTestFerry(redis, {
+      services: servicesFile(server.url, {
+        nightly: { cron: '0 2 * * *', service: 'svc', operation: 'ping', input: { a: 1 } },
+      }),
+    });
+    const queue = queueOf(ferry);
+    // Anyone can add this (BullMQ allows a 3-part `repeat:<key>:<ms>` id and a repeatJobKey): BullMQ threw while
+    // taking it and left it active, to stall and be taken again forever, never run nor dead-lettered.
+    const forged = [
+      { jobId: `repeat:${schedulerId('nightly')}:${Date.now()}`, repeatJobKey: schedulerId('nightly') },
+      { jobId: 'poison-1', repeatJobKey: 'anything' },
+    ];
+    for (const opts of forged) await queue.add('ping', { input: { evil: true }, tenant: 'victim' }, opts);
+    const good = await ferry.producer.enqueue({ service: 'svc', operation: 'ping', input: { ok: 1 } });
+    expect((await ferry.producer.waitFor('svc', good.id, { timeoutMs: 20_000 })).state).toBe('completed');
+    for (const { jobId } of forged) {
+      await waitUntil(async () => (await queue.getJobState(jobId)) === 'failed', 20_000, `${jobId} failed`);
+    }
+    // (Producer.get does not look up a `repeat:` id: the plain one shows the dead letter the sweep wrote.)
+    const poison = await ferry.producer.waitFor('svc', 'poison-1', { timeoutMs: 20_000 });
+    expect(poison.state).toBe('dead_lettered');
+    // Neither was run: only the good job reached the downstream, and no schedule run was recorded.
+    expect(server.requests).toHaveLength(1);
+    const [view] = await listSchedules(opsOf(ferry));
+    expect(view?.lastRun).toBeNull();
+  });
+
   it('two pools syncing at once make one scheduler and one run per tick', async () => {
     const server = await downstream();
     const services = servicesFile(server.url, {
