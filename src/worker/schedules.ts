@@ -22,13 +22,14 @@ import {
   addScheduleRun,
   parseTick,
   pausedSchedulesKey,
+  scheduleJobData,
   scheduleNameOf,
   schedulerMatches,
   scheduleRunKey,
   scheduleSyncLockKey,
   upsertScheduler,
 } from '../core/schedule-layout.ts';
-import type { ServicesConfig } from '../core/services/types.ts';
+import type { ScheduleConfig, ServicesConfig } from '../core/services/types.ts';
 import { SECOND } from '../core/time.ts';
 
 export interface ScheduleSyncDeps {
@@ -115,9 +116,20 @@ export function isScheduleTick(job: Job<JobData, JobResult>): boolean {
  * scheduler, which a worker syncing just before the pause may have recreated. Throws on a Redis error: the tick
  * is retried (its own attempts), and the run added by a retry is the same job.
  */
+/** How far ahead of this worker's clock a tick's run time may be (other workers' clocks drift). */
+const MAX_TICK_EARLY_MS = 60_000;
+
 export async function runScheduleTick(
   job: Job<JobData, JobResult>,
-  deps: { connection: RedisClient; prefix: string; service: string; queue: Queue; logger: Logger },
+  deps: {
+    connection: RedisClient;
+    prefix: string;
+    service: string;
+    queue: Queue;
+    logger: Logger;
+    /** The services file's schedules: a run is built from these, never from the tick's own data. */
+    schedules: ReadonlyMap<string, ScheduleConfig>;
+  },
 ): Promise<JobResult> {
   const tick = parseTick(job.id, job.repeatJobKey)!;
   const startedAt = Date.now();
@@ -128,6 +140,25 @@ export async function runScheduleTick(
     durationMs: Date.now() - startedAt,
     attempts: 1,
   });
+  // Anyone who can write the queue can add a job shaped like a tick: its name, data, operation and run time
+  // are not to be trusted. Only a schedule of this service in the file makes a run, with the file's operation,
+  // input and tenant, and only at a run time that has come (a far-future one would claim a later run's id
+  // and pin the schedule's last run).
+  const schedule = deps.schedules.get(tick.name);
+  if (schedule === undefined || schedule.service !== deps.service) {
+    deps.logger.warn(
+      { schedule: tick.name, service: deps.service, jobId: job.id },
+      'a tick of a schedule this service does not have in the services file: skipped',
+    );
+    return done({ skipped: 'unknownSchedule' });
+  }
+  if (tick.runAtMs > Date.now() + MAX_TICK_EARLY_MS) {
+    deps.logger.warn(
+      { schedule: tick.name, service: deps.service, jobId: job.id, runAt: tick.runAtMs },
+      'a tick whose run time has not come: skipped',
+    );
+    return done({ skipped: 'notDue' });
+  }
   if ((await deps.connection.sismember(pausedSchedulesKey(deps.prefix), tick.name)) === 1) {
     await deps.queue.removeJobScheduler(job.repeatJobKey!);
     deps.logger.info({ schedule: tick.name, service: deps.service }, 'schedule paused: tick skipped');
@@ -137,8 +168,8 @@ export async function runScheduleTick(
   const { jobId, created } = await addScheduleRun(deps.connection, deps.prefix, deps.queue, {
     name: tick.name,
     service: deps.service,
-    operation: job.name,
-    data: job.data,
+    operation: schedule.operation,
+    data: scheduleJobData(schedule),
     idempotencyKey,
     runAt: tick.runAtMs,
     trigger: 'schedule',

@@ -333,7 +333,14 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       followUps,
     });
     // A schedule's tick is not delivered: it adds the schedule's run (worker/schedules.ts).
-    const tickDeps = { connection, prefix, service: name, queue: queue as unknown as Queue, logger };
+    const tickDeps = {
+      connection,
+      prefix,
+      service: name,
+      queue: queue as unknown as Queue,
+      logger,
+      schedules: options.config.schedules,
+    };
     const processor = (job: Job<JobData, JobResult>, token?: string): Promise<JobResult> =>
       isScheduleTick(job) ? runScheduleTick(job, tickDeps) : deliver(job, token);
     const worker = new TrackedWorker(queueName, processor, {

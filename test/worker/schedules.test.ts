@@ -6,10 +6,11 @@
  */
 import { Writable } from 'node:stream';
 
-import { Queue } from 'bullmq';
+import { type Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import type { JobData, JobResult } from '../../src/core/job.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { pausedSchedulesKey, schedulerId } from '../../src/core/schedule-layout.ts';
@@ -18,6 +19,7 @@ import { openBreaker } from '../../src/ops/breaker-control.ts';
 import type { OpsDeps } from '../../src/ops/deps.ts';
 import { listSchedules, pauseSchedule, resumeSchedule, runScheduleNow } from '../../src/ops/schedules.ts';
 import { createEnvSecretResolver } from '../../src/secrets/env-provider.ts';
+import { runScheduleTick } from '../../src/worker/schedules.ts';
 import { createWorkerPool, type WorkerPool } from '../../src/worker/worker-pool.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, type TestFerry } from '../helpers/ferry.ts';
@@ -339,6 +341,44 @@ describe('schedules', () => {
     expect(server.requests).toHaveLength(1);
     const [view] = await listSchedules(opsOf(ferry));
     expect(view?.lastRun).toBeNull();
+  });
+
+  it("a forged tick makes a run only for the file's schedule, when due, and with the file's input", async () => {
+    const server = await downstream();
+    const ferry = await createTestFerry(redis, {
+      services: servicesFile(server.url, {
+        nightly: { cron: '0 2 * * *', service: 'svc', operation: 'ping', input: { a: 1 } },
+      }),
+      start: false,
+    });
+    const queue = queueOf(ferry);
+    const deps = {
+      connection: redis.client,
+      prefix: ferry.prefix,
+      service: 'svc',
+      queue,
+      logger: createLogger({ level: 'silent' }),
+      schedules: ferry.config.schedules,
+    };
+    // What reaches runScheduleTick from a job anyone could add with a tick's id and scheduler key.
+    const tick = (name: string, runAt: number): Job<JobData, JobResult> =>
+      ({
+        id: `repeat:${schedulerId(name)}:${runAt}`,
+        repeatJobKey: schedulerId(name),
+        name: 'pingTenant',
+        data: { input: { evil: true }, tenant: 'victim' },
+      }) as unknown as Job<JobData, JobResult>;
+    expect((await runScheduleTick(tick('ghost', Date.now()), deps)).body).toEqual({
+      skipped: 'unknownSchedule',
+    });
+    const later = Date.now() + 86_400_000;
+    expect((await runScheduleTick(tick('nightly', later), deps)).body).toEqual({ skipped: 'notDue' });
+    expect(await queue.getJobCounts('waiting')).toEqual({ waiting: 0 });
+    const made = await runScheduleTick(tick('nightly', Date.now()), deps);
+    const run = await queue.getJob((made.body as { run: string }).run);
+    expect(run?.name).toBe('ping');
+    expect(run?.data).toMatchObject({ input: { a: 1 }, origin: { kind: 'schedule', schedule: 'nightly' } });
+    expect(run?.data.tenant).toBeUndefined();
   });
 
   it('two pools syncing at once make one scheduler and one run per tick', async () => {
