@@ -14,6 +14,7 @@ import {
 } from '../../src/core/services/load.ts';
 import { SERVICE_DEFAULTS } from '../../src/core/services/schema.ts';
 import type { ServiceConfig, TemplateContext } from '../../src/core/services/types.ts';
+import { servicesFileIssues } from '../helpers/services-issues.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/services/', import.meta.url));
 const VALID = join(FIXTURES, 'valid.yaml');
@@ -32,16 +33,7 @@ function expectedIssues(path: string): string[] {
   return expected;
 }
 
-function issuesOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ServicesFileError)
-      return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ServicesFileError');
-}
+const issuesOf = servicesFileIssues;
 
 function context(input: unknown = {}, secrets: Record<string, string> = {}): TemplateContext {
   return {

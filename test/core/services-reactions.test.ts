@@ -5,20 +5,12 @@
 import { describe, expect, it } from 'vitest';
 
 import { matchFailureRule } from '../../src/core/delivery-policy.ts';
-import { parseServicesConfig, parseServicesYaml, ServicesFileError } from '../../src/core/services/load.ts';
+import { parseServicesConfig, parseServicesYaml } from '../../src/core/services/load.ts';
 import { compileTemplate, TemplateCompileError } from '../../src/core/services/templates.ts';
 import type { ServiceConfig, TemplateContext } from '../../src/core/services/types.ts';
+import { servicesFileIssues } from '../helpers/services-issues.ts';
 
-function issuesOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof ServicesFileError)
-      return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ServicesFileError');
-}
+const issuesOf = servicesFileIssues;
 
 function context(extra: Partial<TemplateContext> = {}): TemplateContext {
   return {

@@ -1,7 +1,8 @@
 /** retry.maxRetryAfterMs (issue 13 item 7): the cap of a Retry-After hold is a service setting, 5 min by default. */
 import { describe, expect, it } from 'vitest';
 
-import { parseServicesConfig, ServicesFileError } from '../../src/core/services/load.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { servicesFileIssues } from '../helpers/services-issues.ts';
 
 function serviceWith(retry: unknown, defaults?: unknown): unknown {
   return {
@@ -17,14 +18,7 @@ function serviceWith(retry: unknown, defaults?: unknown): unknown {
 }
 
 function issuesOf(doc: unknown): string[] {
-  try {
-    parseServicesConfig(doc, { env: {} });
-  } catch (error) {
-    if (error instanceof ServicesFileError)
-      return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ServicesFileError');
+  return servicesFileIssues(() => parseServicesConfig(doc, { env: {} }));
 }
 
 describe('retry.maxRetryAfterMs', () => {

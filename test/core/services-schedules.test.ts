@@ -4,17 +4,11 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { parseServicesConfig, ServicesFileError } from '../../src/core/services/load.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { servicesFileIssues } from '../helpers/services-issues.ts';
 
 function issuesOf(doc: unknown): string[] {
-  try {
-    parseServicesConfig(doc, { env: {} });
-  } catch (error) {
-    if (error instanceof ServicesFileError)
-      return error.issues.map((issue) => `${issue.path}: ${issue.message}`);
-    throw error;
-  }
-  throw new Error('expected a ServicesFileError');
+  return servicesFileIssues(() => parseServicesConfig(doc, { env: {} }));
 }
 
 function file(schedules: unknown, extra: Record<string, unknown> = {}): Record<string, unknown> {
