@@ -27,7 +27,14 @@ async function serve(metrics: { render(): Promise<MetricsResponse> }): Promise<M
 describe('metrics server', () => {
   it('GET /metrics is the registry in the Prometheus text format; /healthz says ok; anything else 404', async () => {
     const config = parseServicesConfig(oneService('http://127.0.0.1:9'), { env: {} });
-    const metrics = createMetrics({ config, connection: redis.client, prefix: uniquePrefix() });
+    // What is checked here is the server (routes, format), not the scrape's bound: a loaded CI machine (two busy
+    // loops on two cores) once took longer than the default 1.5 s to answer the PING, and ferry_redis_up was 0.
+    const metrics = createMetrics({
+      config,
+      connection: redis.client,
+      prefix: uniquePrefix(),
+      scrapeTimeoutMs: 15_000,
+    });
     onTestFinished(() => metrics.close());
     const server = await serve(metrics);
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
