@@ -8,7 +8,7 @@ import { type Downstream, startDownstream } from './downstream.ts';
 import { type FerryProcess, spawnFerry, startWorker, workerEnv, writeServicesFile } from './processes.ts';
 import { uniquePrefix } from './redis.ts';
 import type { TestCluster } from './redis-cluster.ts';
-import { waitUntil } from './until.ts';
+import { until, waitUntil } from './until.ts';
 
 export const LOAD_TOKEN = 'ferry-cluster-load-token-0123456789';
 
@@ -141,16 +141,18 @@ export async function settle(
   downstream: Downstream,
   timeoutMs = 20_000,
 ): Promise<{ lost: Answer[]; duplicates: number; calls: Map<string, number> }> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const calls = callsByKey(downstream);
-    const lost = load.accepted().filter((answer) => !calls.has(answer.key));
-    if (lost.length === 0 || Date.now() > deadline) {
-      const duplicates = [...calls.values()].filter((count) => count > 1).length;
-      return { lost, duplicates, calls };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  const lostOf = (calls: Map<string, number>): Answer[] =>
+    load.accepted().filter((answer) => !calls.has(answer.key));
+  // Past the bound the answer is what is still lost, for the caller to assert on: not an error here.
+  await until(
+    async () => (lostOf(callsByKey(downstream)).length === 0 ? true : undefined),
+    timeoutMs,
+    () => 'every accepted job called',
+    200,
+  ).catch(() => undefined);
+  const calls = callsByKey(downstream);
+  const duplicates = [...calls.values()].filter((count) => count > 1).length;
+  return { lost: lostOf(calls), duplicates, calls };
 }
 
 export { waitUntil } from './until.ts';

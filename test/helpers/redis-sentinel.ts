@@ -17,6 +17,7 @@ import { Redis } from 'ioredis';
 import { afterAll } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
+import { withTimeout } from './processes.ts';
 import { until } from './until.ts';
 
 export const MASTER_NAME = 'mymaster';
@@ -282,20 +283,7 @@ export async function startSentinels(
           for (const subscriber of subscribers) subscriber.disconnect();
         },
         async next(timeoutMs) {
-          let timer: NodeJS.Timeout | undefined;
-          try {
-            return await Promise.race([
-              switched,
-              new Promise<never>((_, reject) => {
-                timer = setTimeout(
-                  () => reject(new Error(`no +switch-master within ${timeoutMs} ms`)),
-                  timeoutMs,
-                );
-              }),
-            ]);
-          } finally {
-            clearTimeout(timer);
-          }
+          return await withTimeout(switched, timeoutMs, () => `no +switch-master within ${timeoutMs} ms`);
         },
       };
     },
