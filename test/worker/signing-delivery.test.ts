@@ -78,6 +78,7 @@ const ENV = {
   FERRY_SECRET_WH_EMPTY: '',
   FERRY_SECRET_STRIPE: STRIPE_SECRET,
   FERRY_SECRET_GITHUB: GITHUB_SECRET,
+  FERRY_SECRET_API_TOKEN: 'api-token-3b9f0c2e',
   FERRY_SECRET_BROKEN: 'whsec_this is not base64 at all!',
 };
 
@@ -107,7 +108,13 @@ describe('signed requests, verified by an independent receiver', () => {
         services: {
           standard: service(downstream.url, { keys: ['{{ secrets.wh_new }}'] }),
           rotating: service(downstream.url, { keys: ['{{ secrets.wh_new }}', '{{ secrets.wh_old }}'] }),
-          retired: service(downstream.url, { keys: ['{{ secrets.wh_new }}', '{{ secrets.wh_empty }}'] }),
+          // Signing composes with auth: a bearer token and a signature on the same call.
+          retired: {
+            ...(service(downstream.url, {
+              keys: ['{{ secrets.wh_new }}', '{{ secrets.wh_empty }}'],
+            }) as object),
+            auth: { type: 'bearer', token: '{{ secrets.api_token }}' },
+          },
           stripe: service(downstream.url, { scheme: 'stripe', keys: ['{{ secrets.stripe }}'] }),
           github: service(downstream.url, {
             scheme: 'custom',
@@ -169,6 +176,7 @@ describe('signed requests, verified by an independent receiver', () => {
       const retired = byKey(`retired-${kind}`);
       expect(header(retired.headers, 'webhook-signature').split(' ')).toHaveLength(1);
       expect(verifyStandard(retired, NEW_KEY)).toBe(true);
+      expect(retired.headers.authorization).toBe('Bearer api-token-3b9f0c2e');
 
       const stripe = byKey(`stripe-${kind}`);
       expect(verifyStripe(stripe, STRIPE_SECRET)).toBe(true);
