@@ -31,6 +31,7 @@ import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from 
 import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
+import { signRequest } from './http/signing.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 
 export type AttemptOutcome =
@@ -114,6 +115,7 @@ export async function runAttempt(
       },
     };
     const request = buildRequest(service, operation, context);
+    if (operation.signing !== undefined) signRequest(operation.signing, request, context, deps.clock.now());
     let response: CallResponse;
     if (service.auth.type === 'oauth2') {
       response = await callWithToken(

@@ -7,6 +7,8 @@ export interface RecordedRequest {
   url: string;
   headers: IncomingHttpHeaders;
   body: string;
+  /** The body's bytes exactly as received (a signature is checked over these). */
+  raw: Buffer;
   at: number;
 }
 
@@ -45,11 +47,13 @@ export async function startDownstream(
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
+      const raw = Buffer.concat(chunks);
       const recorded: RecordedRequest = {
         method: req.method ?? '',
         url: req.url ?? '',
         headers: req.headers,
-        body: Buffer.concat(chunks).toString('utf8'),
+        body: raw.toString('utf8'),
+        raw,
         at: Date.now(),
       };
       const index = requests.push(recorded) - 1;

@@ -22,6 +22,7 @@ import {
   serviceSchema,
   servicesFileSchema,
 } from './schema.ts';
+import { type CompiledSigning, type SigningDocument, signingFormat } from './signing.ts';
 import {
   compileTemplate,
   type TemplateAllowed,
@@ -254,6 +255,12 @@ function compileService(
   const compileInput: CompileEnqueueInput = (value, path, reaction) =>
     compile(value, 'value', path, true, { secrets: false, reaction });
   const serviceRules = compileFailureRules(doc.onFailure, ['onFailure'], compileInput);
+  const compileSigning = (signing: SigningDocument, path: PropertyKey[]): CompiledSigning => ({
+    scheme: signing.scheme ?? 'standard-webhooks',
+    format: signingFormat(signing),
+    keys: signing.keys.map((key, i) => compile(key, 'value', [...path, 'keys', i], false)),
+  });
+  const serviceSigning = doc.signing === undefined ? undefined : compileSigning(doc.signing, ['signing']);
   const operations = new Map<string, CompiledOperation>();
   for (const [operationName, operation] of Object.entries(doc.operations)) {
     const at = ['operations', operationName];
@@ -279,6 +286,12 @@ function compileService(
         operation.then === undefined
           ? undefined
           : compileEnqueue(operation.then.enqueue, 'then', [...at, 'then', 'enqueue'], compileInput),
+      signing:
+        operation.signing === undefined
+          ? serviceSigning
+          : operation.signing === false
+            ? undefined
+            : compileSigning(operation.signing, [...at, 'signing']),
     });
   }
   const retry = doc.retry;
@@ -385,6 +398,8 @@ function mergeService(
 ): Record<string, unknown> {
   const merged = merge(defaults, service);
   if (Object.hasOwn(service, 'auth')) setOwn(merged, 'auth', service['auth']);
+  // Like auth: a default scheme's fields must not mix into a service's own scheme.
+  if (Object.hasOwn(service, 'signing')) setOwn(merged, 'signing', service['signing']);
   for (const key of Object.keys(service)) if (service[key] === null) delete merged[key];
   return merged;
 }

@@ -9,6 +9,20 @@ import { parseAllowEntry } from '../egress.ts';
 import { ERROR_TYPES, type ErrorType, isErrorType } from '../errors.ts';
 import { MINUTE, SECOND } from '../time.ts';
 import {
+  HEADER_FIELDS,
+  MAX_SIGNING_KEYS,
+  parseLayout,
+  PAYLOAD_FIELDS,
+  SIGNATURE_FIELDS,
+  SIGNING_ALGORITHMS,
+  SIGNING_ENCODINGS,
+  SIGNING_KEY_FORMATS,
+  SIGNING_SCHEMES,
+  type SigningDocument,
+  type SigningField,
+  signingProblems,
+} from './signing.ts';
+import {
   compileTemplate,
   type TemplateAllowed,
   TemplateCompileError,
@@ -343,6 +357,107 @@ const auth = z.discriminatedUnion(
   },
 );
 
+// ---- Signing (issue 17): the layouts and keys; signing.ts compiles them.
+
+function signingLayout(allowed: readonly SigningField[], required?: SigningField) {
+  return z.string({ error: expecting('a string') }).superRefine((value, context) => {
+    const parsed = parseLayout(value, allowed, required);
+    if (typeof parsed === 'string') context.addIssue({ code: 'custom', message: parsed });
+  });
+}
+
+/** A key is a secret: its template must read one, and never input (a producer must not choose the key). */
+const signingKey = z
+  .string({ error: expecting('a key template ({{ secrets.name }})') })
+  .superRefine((value, context) => {
+    try {
+      if (compileTemplate(value, 'value', '', { input: false }).secretNames.length === 0) {
+        context.addIssue({
+          code: 'custom',
+          message: 'must read a secret ({{ secrets.name }}): a signing key is never written in the file',
+        });
+      }
+    } catch (error) {
+      if (!(error instanceof TemplateCompileError)) throw error;
+      context.addIssue({ code: 'custom', message: error.reason });
+    }
+  });
+
+const signingHeaders = z
+  .record(headerName, signingLayout(HEADER_FIELDS), {
+    error: 'must be a mapping of header names to layouts',
+  })
+  .superRefine((record, context) => {
+    const seen = new Set<string>();
+    for (const name of Object.keys(record)) {
+      const lower = name.toLowerCase();
+      if (seen.has(lower))
+        context.addIssue({
+          code: 'custom',
+          message: 'duplicates another header (names are case-insensitive)',
+          path: [name],
+        });
+      seen.add(lower);
+    }
+  }, WHEN_MAPPING);
+
+const signing = strictObject(
+  {
+    scheme: z.enum(SIGNING_SCHEMES, { error: `must be one of ${SIGNING_SCHEMES.join(', ')}` }).optional(),
+    keys: z
+      .array(signingKey, { error: expecting('a list of key templates ({{ secrets.name }})') })
+      .min(1, { error: 'must name at least one key' })
+      .max(MAX_SIGNING_KEYS, { error: `must name at most ${MAX_SIGNING_KEYS} keys` }),
+    algorithm: z
+      .enum(SIGNING_ALGORITHMS, { error: `must be one of ${SIGNING_ALGORITHMS.join(', ')}` })
+      .optional(),
+    encoding: z
+      .enum(SIGNING_ENCODINGS, { error: `must be one of ${SIGNING_ENCODINGS.join(', ')}` })
+      .optional(),
+    keyFormat: z
+      .enum(SIGNING_KEY_FORMATS, { error: `must be one of ${SIGNING_KEY_FORMATS.join(', ')}` })
+      .optional(),
+    payload: signingLayout(PAYLOAD_FIELDS, 'body').optional(),
+    headers: signingHeaders.optional(),
+    signature: signingLayout(SIGNATURE_FIELDS, 'signature').optional(),
+    separator: z
+      .string({ error: expecting('a string') })
+      .regex(/^[\x20-\x7e]{1,8}$/, { error: 'must be 1 to 8 printable ASCII characters' })
+      .optional(),
+  },
+  { key: 'keys', secret: 'keys', secrets: 'keys', header: 'headers', type: 'scheme' },
+).superRefine(
+  (value, context) => {
+    for (const problem of signingProblems(value)) context.addIssue({ code: 'custom', ...problem });
+  },
+  {
+    // Not on top of a wrong header or payload, which already says what is wrong (and was left out of `value`).
+    when: (payload) =>
+      WHEN_MAPPING.when(payload) &&
+      !payload.issues.some((issue) => issue.path?.[0] === 'headers' || issue.path?.[0] === 'payload'),
+  },
+);
+
+/** An operation's `signing:` replaces its service's; `false` sends its requests unsigned. */
+const operationSigning = z.unknown().transform((value, context): SigningDocument | false => {
+  if (value === false) return false;
+  const parsed = signing.safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      const lines = issue.message.split('\n');
+      issue.keys.forEach((key, i) =>
+        context.addIssue({
+          code: 'custom',
+          message: lines[i] ?? 'unknown option',
+          path: [...issue.path, key],
+        }),
+      );
+    } else context.addIssue({ code: 'custom', message: issue.message, path: [...issue.path] });
+  }
+  return false;
+});
+
 const statusCodeExpectation = expecting('an HTTP status code between 400 and 599');
 const statusCode = z
   .number({ error: statusCodeExpectation })
@@ -491,6 +606,7 @@ const operation = strictObject(
     timeoutMs: milliseconds(1).optional(),
     onFailure: failureRules.optional(),
     then: thenStep.optional(),
+    signing: operationSigning.optional(),
   },
   OPERATION_ALIASES,
 ).superRefine((value, context) => {
@@ -554,6 +670,7 @@ const serviceShape = {
   egress: egress.optional(),
   onFailure: failureRules.optional(),
   fallback: fallback.optional(),
+  signing: signing.optional(),
   operations,
 };
 

@@ -4,6 +4,7 @@
  */
 
 import type { EgressRules } from '../egress.ts';
+import type { CompiledSigning } from './signing.ts';
 
 /** Values a template can read. `secrets` are already resolved for the job's tenant. */
 export interface TemplateContext {
@@ -99,6 +100,8 @@ export interface CompiledOperation {
   readonly onFailure: readonly FailureRule[];
   /** `then: { enqueue }`: the next step, enqueued once when a job of this operation completes. */
   readonly then: CompiledEnqueue | undefined;
+  /** `signing:` (the operation's, else its service's): how each request is signed; undefined: unsigned. */
+  readonly signing?: CompiledSigning | undefined;
 }
 
 export type AuthConfig =
