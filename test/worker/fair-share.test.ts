@@ -151,6 +151,19 @@ describe('tenantConcurrency', () => {
     expect(aBeforeLastB).toBeGreaterThan(450);
     // And more than N of A's calls were open at once: nothing held A back.
     expect(downstream.maxOpen.get('A')).toBeGreaterThan(2);
+    // Unset, no lease is ever taken: no key of it exists.
+    expect(await redis.client.keys(`${first!.prefix}:*tenants*`)).toEqual([]);
+  });
+
+  it('gives the leases of calls aborted at shutdown back', { timeout: 60_000 }, async () => {
+    const downstream = await startCountingDownstream(120_000);
+    const ferry = await createTestFerry(redis, { services: services(downstream.url, 2) });
+    const keys = tenantLeaseKeys(ferry.prefix, 'svc');
+    await ferry.producer.enqueueMany(jobsOf('A', 3));
+    await waitUntil(() => downstream.maxOpen.get('A') === 2, 15_000, "two of A's calls open");
+    expect(await redis.client.hget(keys.counts, 'A')).toBe('2');
+    await ferry.pool.close({ deadlineMs: 100, handbackMs: 5_000 });
+    expect(await redis.client.exists(keys.leases, keys.counts)).toBe(0);
   });
 
   it(
