@@ -155,6 +155,32 @@ describe('tenantConcurrency', () => {
     expect(await redis.client.keys(`${first!.prefix}:*tenants*`)).toEqual([]);
   });
 
+  it(
+    "takes a Redis error on the lease for Ferry's failure: backoff, no attempt used",
+    { timeout: 60_000 },
+    async () => {
+      const downstream = await startCountingDownstream(10);
+      const ferry = await createTestFerry(redis, { services: services(downstream.url, 2), start: false });
+      const keys = tenantLeaseKeys(ferry.prefix, 'svc');
+      // A counts key of the wrong type: every take fails with WRONGTYPE until it is gone.
+      await redis.client.set(keys.counts, 'not a hash');
+      const [job] = await ferry.producer.enqueueMany(jobsOf('A', 1));
+      await ferry.start();
+      const queue = queueOf(ferry);
+      await waitUntil(
+        async () => (await queue.getJob(job!.id))?.data.ferry?.internalErrors === 1,
+        15_000,
+        'the failed take recorded as an internal error',
+      );
+      expect(downstream.answered).toEqual([]);
+      await redis.client.del(keys.counts);
+      const view = await ferry.producer.waitFor('svc', job!.id, { timeoutMs: 20_000 });
+      expect(view.state).toBe('completed');
+      expect(view.result?.attempts).toBe(1);
+      expect(ferry.logs.some((line) => line.includes('could not take a tenant lease'))).toBe(true);
+    },
+  );
+
   it('gives the leases of calls aborted at shutdown back', { timeout: 60_000 }, async () => {
     const downstream = await startCountingDownstream(120_000);
     const ferry = await createTestFerry(redis, { services: services(downstream.url, 2) });
