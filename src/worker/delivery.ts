@@ -182,8 +182,8 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         }
         case 'defer': {
           if (outcome.kind !== 'deferred') throw mismatch(decision, outcome.kind);
-          // One Redis call (two after a stall, to keep its record): no attempt, no record, no event on the
-          // stream. The job's slot goes to the next job at once, other tenants' jobs included.
+          // One Redis call (after a stall, first the state that records it): no attempt, no record, no event
+          // on the stream. The job's slot goes to the next job at once, other tenants' jobs included.
           if (state.stallsSeen !== stallsSeen) await persistOwned(job, token, state, deps);
           await job.moveToDelayed(deps.clock.now() + decision.delayMs, token);
           deps.emit('job:run:deferred', { ...base, reason: outcome.reason, delayMs: decision.delayMs });
