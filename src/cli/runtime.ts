@@ -341,6 +341,7 @@ export function createProcessMetrics(
     services,
     connection,
     prefix: env.FERRY_PREFIX,
+    topTenants: env.FERRY_METRICS_TOP_TENANTS,
     breakerStates:
       pool === undefined
         ? () => readBreakerStates(connection, env.FERRY_PREFIX, services)

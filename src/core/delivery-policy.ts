@@ -51,6 +51,20 @@ export const INTERNAL_ERROR_BACKOFF: Pick<RetryPolicy, 'delayMs' | 'maxDelayMs'>
 export const MAX_INTERNAL_ERRORS = 5;
 
 /**
+ * The wait of a job deferred because its tenant has `tenantConcurrency` calls in flight: a uniform draw from
+ * [DEFER_MIN_MS, DEFER_MAX_MS). Short, so a tenant's next job starts soon after a lease is given back; jittered,
+ * so a busy tenant's deferred jobs do not come back all at once. Uses no attempt and has no bound: a job of a
+ * busy tenant waits its turn, it is never dead-lettered for waiting.
+ */
+export const DEFER_MIN_MS = 100;
+export const DEFER_MAX_MS = 500;
+
+/** The deferral wait for a draw `random()` in [0, 1). */
+export function deferDelayMs(random: () => number): number {
+  return DEFER_MIN_MS + Math.floor(random() * (DEFER_MAX_MS - DEFER_MIN_MS));
+}
+
+/**
  * The cap of the wait after attempt `attempt` (1-based): min(maxDelayMs, delayMs × 2^(attempt−1)). The one
  * copy of the formula: the worker draws below it, `ferry retry-plan` prints it.
  */
@@ -161,7 +175,7 @@ export function deliveryPolicyOf(
 }
 
 /**
- * What the run found. The worker's AttemptOutcome (src/worker/processor.ts) is one of the first four as it
+ * What the run found. The worker's AttemptOutcome (src/worker/processor.ts) is one of the first five as it
  * is; the other three are runs that made no call.
  */
 export type DeliveryOutcome =
@@ -180,6 +194,8 @@ export type DeliveryOutcome =
     }
   /** The worker is shutting down and abandoned the call: not the job's fault, uses no attempt. */
   | { readonly kind: 'interrupted' }
+  /** Not run: the job's tenant has `tenantConcurrency` calls in flight (no call made, no attempt used). */
+  | { readonly kind: 'deferred'; readonly reason: 'tenantConcurrency' }
   /** Not run: the state holds a dead letter (state.final) or a route (state.routedTo) an earlier run decided. */
   | { readonly kind: 'skipped' }
   /** Not run: Ferry's state in the job data is malformed; `problem` says where (`.attempts[0]: …`). */
@@ -210,6 +226,11 @@ export type Decision =
   /** Interrupted by shutdown: back at once, no attempt used. */
   | { readonly kind: 'requeue' }
   /**
+   * Its tenant is at its `tenantConcurrency`: back after a short jittered `delayMs` (deferDelayMs), no attempt
+   * used, nothing recorded in the state; the job's own worker slot goes to the next job at once.
+   */
+  | { readonly kind: 'defer'; readonly delayMs: number }
+  /**
    * The primary's breaker is open and its fallback's is not: move the job there. `jobId`: the route an earlier
    * run decided and stored (state.routedTo) but did not finish; finish it, asking no breaker.
    */
@@ -236,6 +257,8 @@ export function decide(
       return policy.then === undefined ? COMPLETE : { kind: 'complete', then: policy.then };
     case 'interrupted':
       return REQUEUE;
+    case 'deferred':
+      return { kind: 'defer', delayMs: deferDelayMs(random) };
     case 'skipped':
       // Finish the dead letter or the route an earlier run decided, without a new call (it may have died after
       // the decision). A dead letter decided after a route (its internal errors ran out) stands.

@@ -148,6 +148,11 @@ const envSchema = z.object({
   /** Address the metrics server listens on. */
   FERRY_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   /**
+   * Tenants per `tenantConcurrency` service with a `ferry_tenant_in_flight` series of their own (the most
+   * calls in flight); the rest are summed as `tenant="_other"`. Bounds the series a tenant-heavy load makes.
+   */
+  FERRY_METRICS_TOP_TENANTS: z.coerce.number().int().min(0).max(1000).default(10),
+  /**
    * Master keys of the encrypted secret store: comma-separated `[<id>:]<key>`, each key 32 bytes as base64 or
    * 64 hex digits; the first encrypts, the others only decrypt (during a rotation). Unset: no store.
    */

@@ -26,6 +26,8 @@ export interface DeliveryEventMap {
     error: ErrorRecord;
   };
   'job:run:interrupted': JobEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
+  /** Not run: its tenant is at the service's `tenantConcurrency`; back in `delayMs`, no attempt used. */
+  'job:run:deferred': JobEventBase & { reason: 'tenantConcurrency'; delayMs: number };
   'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
   /** The service's breaker was open: the job moved to its fallback's queue (`fallback`) and completed. */
   'job:fallback:routed': JobEventBase & { fallback: string; routedTo: JobRef; result: JobResult };

@@ -114,3 +114,17 @@ export function deadLetterJobName(service: string, operation: string): string {
 export function breakerKey(prefix: string, service: string): string {
   return `${prefix}:${serviceQueueName(service)}:breaker`;
 }
+
+/**
+ * Redis keys of a service's tenant leases (`tenantConcurrency`, src/worker/tenant-leases.ts): a ZSET of the
+ * leases in flight (`<tenant>\0<jobId>` scored by expiry, epoch ms) and a HASH of leases per tenant. Both in the
+ * service queue's slot (one script touches both on Redis Cluster); the `:` keeps them apart from job hashes
+ * (BullMQ refuses job ids with one).
+ */
+export function tenantLeaseKeys(prefix: string, service: string): { leases: string; counts: string } {
+  const base = `${prefix}:${serviceQueueName(service)}:tenants`;
+  return { leases: `${base}:leases`, counts: `${base}:counts` };
+}
+
+/** The tenant bucket of jobs without a tenant under `tenantConcurrency` (`_`: no tenant name starts with it). */
+export const NO_TENANT = '_none';

@@ -67,6 +67,8 @@ export interface ServiceTally {
   rateLimitedHolds: number;
   stalledRuns: number;
   shutdownRuns: number;
+  /** Runs deferred because their tenant was at the service's `tenantConcurrency` (no call, no attempt). */
+  tenantDeferrals: number;
   /** Jobs moved to a fallback service while the breaker was open, by fallback (the configured one from the start). */
   readonly routedJobs: Map<string, number>;
   /** Follow-up jobs added for this service's jobs (issue 16): onFailure rules, `then` steps. */
@@ -110,6 +112,7 @@ export class DeliveryTally {
         rateLimitedHolds: 0,
         stalledRuns: 0,
         shutdownRuns: 0,
+        tenantDeferrals: 0,
         routedJobs: new Map(fallback === undefined ? [] : [[fallback, 0]]),
         followUps: { onFailure: 0, then: 0 },
         followUpsRefused: {
@@ -167,6 +170,10 @@ export class DeliveryTally {
       if (event.reason === 'stalled') service.stalledRuns += 1;
       else service.shutdownRuns += 1;
     };
+    const onDeferred = (event: DeliveryEventMap['job:run:deferred']): void => {
+      const service = this.#services.get(event.service);
+      if (service !== undefined) service.tenantDeferrals += 1;
+    };
     const onRouted = (event: DeliveryEventMap['job:fallback:routed']): void => {
       const service = this.#services.get(event.service);
       // The fallback is a service name from the services file (the worker routes to configured fallbacks only).
@@ -189,6 +196,7 @@ export class DeliveryTally {
     source.on('job:service:held', onHeld);
     source.on('job:run:interrupted', onInterrupted);
     source.on('job:fallback:routed', onRouted);
+    source.on('job:run:deferred', onDeferred);
     return () => {
       source.off('job:attempt:completed', onCompleted);
       source.off('job:followUp:enqueued', onFollowUp);
@@ -198,6 +206,7 @@ export class DeliveryTally {
       source.off('job:service:held', onHeld);
       source.off('job:run:interrupted', onInterrupted);
       source.off('job:fallback:routed', onRouted);
+      source.off('job:run:deferred', onDeferred);
     };
   }
 

@@ -10,8 +10,10 @@
  *   /metrics answers within about `scrapeTimeoutMs` whatever Redis does.
  *
  * Label values come only from the services file (service and operation names), Ferry's error types and fixed
- * words: never from job input, tenants, job ids or job names, so no secret or producer-chosen value can reach
- * the scrape output, and the number of series is bounded by the services file.
+ * words: never from job input, job ids or job names, so no secret or producer-chosen value can reach the scrape
+ * output, and the number of series is bounded by the services file. The one exception is
+ * `ferry_tenant_in_flight`'s `tenant`: tenant names (TENANT_PATTERN, checked before a lease is taken), at most
+ * `topTenants` of them per service, the rest summed under OTHER_TENANTS.
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
@@ -41,6 +43,14 @@ export const ATTEMPT_DURATION_BUCKETS_SECONDS: readonly number[] = Object.freeze
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 ]);
 
+/** Default `topTenants` (FERRY_METRICS_TOP_TENANTS): tenants with a series of their own per service. */
+export const DEFAULT_TOP_TENANTS = 10;
+/**
+ * The `tenant` label of the tenants outside the top N in `ferry_tenant_in_flight`. `_` starts no tenant name
+ * (TENANT_PATTERN), so no tenant's own series can be taken for it; jobs without a tenant are NO_TENANT.
+ */
+export const OTHER_TENANTS = '_other';
+
 /** The series of `ferry_breaker_state` for each service. */
 const BREAKER_STATES: readonly BreakerStateName[] = ['closed', 'open', 'halfOpen'];
 
@@ -60,6 +70,11 @@ export interface MetricsOptions {
   breakerStates?: () => Promise<ReadonlyMap<string, BreakerStateName>>;
   /** Dead letters per service in `{dead-letter}`. Without it, `ferry_dead_letters` is not exported. */
   deadLetterCounts?: () => Promise<ReadonlyMap<string, number>>;
+  /**
+   * Tenants of a `tenantConcurrency` service with a `ferry_tenant_in_flight` series of their own (most calls in
+   * flight first, then by name); the others are summed under OTHER_TENANTS. Default DEFAULT_TOP_TENANTS.
+   */
+  topTenants?: number;
   /** How long a scrape waits for Redis and the two readers above before answering without them. Default 1.5 s. */
   scrapeTimeoutMs?: number;
   /** Node.js and process metrics (prom-client's default set: CPU, memory, event loop lag, GC...). Default true. */
@@ -96,6 +111,10 @@ export function createMetrics(options: MetricsOptions): Metrics {
     return service;
   });
   const known = new Set(names);
+  const tenantServices = services.flatMap((service) =>
+    service.tenantConcurrency === undefined ? [] : [service.name],
+  );
+  const topTenants = options.topTenants ?? DEFAULT_TOP_TENANTS;
   const registry = new Registry();
   const registers = [registry];
   if (options.processMetrics !== false) {
@@ -118,6 +137,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
     services: names,
     breakerStates: options.breakerStates,
     deadLetterCounts: options.deadLetterCounts,
+    tenantServices,
     timeoutMs: options.scrapeTimeoutMs ?? DEFAULT_SCRAPE_TIMEOUT_MS,
   });
   const { scrape } = reads;
@@ -208,6 +228,18 @@ export function createMetrics(options: MetricsOptions): Metrics {
         this.inc({ service: service.service, reason: 'stalled' }, service.stalledRuns);
         this.inc({ service: service.service, reason: 'shutdown' }, service.shutdownRuns);
       }
+    },
+  });
+
+  new Counter({
+    name: 'ferry_jobs_deferred_total',
+    help: "Job runs this process deferred without a call or an attempt: reason tenantConcurrency (the job's tenant had the service's tenantConcurrency calls in flight).",
+    labelNames: ['service', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const service of tally.services())
+        this.inc({ service: service.service, reason: 'tenantConcurrency' }, service.tenantDeferrals);
     },
   });
 
@@ -325,6 +357,25 @@ export function createMetrics(options: MetricsOptions): Metrics {
     });
   }
 
+  if (tenantServices.length > 0) {
+    new Gauge({
+      name: 'ferry_tenant_in_flight',
+      help: `Calls in flight per tenant of a service with tenantConcurrency, across all workers (live leases, read at scrape time): the top tenants by count, the rest summed as tenant="${OTHER_TENANTS}".`,
+      labelNames: ['service', 'tenant'],
+      registers,
+      async collect() {
+        const { tenants: outcome } = await scrape();
+        this.reset();
+        if (!outcome.ok) return;
+        for (const service of tenantServices) {
+          const { top, other } = topTenantsOf(outcome.value.get(service) ?? new Map(), topTenants);
+          for (const [tenant, count] of top) this.set({ service, tenant }, count);
+          this.set({ service, tenant: OTHER_TENANTS }, other);
+        }
+      },
+    });
+  }
+
   new Gauge({
     name: 'ferry_scrape_collector_success',
     help: 'Whether a scrape-time read answered within the scrape timeout (1) or failed or timed out (0): its series are left out then.',
@@ -338,6 +389,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
       report('queues', outcomes.queues);
       if (options.breakerStates !== undefined) report('breakers', outcomes.breakers);
       if (options.deadLetterCounts !== undefined) report('dead_letters', outcomes.deadLetters);
+      if (tenantServices.length > 0) report('tenants', outcomes.tenants);
     },
   });
 
@@ -366,6 +418,20 @@ export function createMetrics(options: MetricsOptions): Metrics {
       return closing;
     },
   };
+}
+
+/**
+ * The `limit` tenants with the most calls in flight (ties by name, so a scrape's choice is stable), and the sum
+ * of the others' counts.
+ */
+export function topTenantsOf(
+  counts: ReadonlyMap<string, number>,
+  limit: number,
+): { top: [string, number][]; other: number } {
+  const sorted = [...counts].sort(([a, x], [b, y]) => y - x || (a < b ? -1 : a > b ? 1 : 0));
+  let other = 0;
+  for (const [, count] of sorted.slice(limit)) other += count;
+  return { top: sorted.slice(0, limit), other };
 }
 
 /**

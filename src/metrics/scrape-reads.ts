@@ -5,7 +5,7 @@
  */
 import { Queue } from 'bullmq';
 
-import { serviceQueueName } from '../core/queue-layout.ts';
+import { serviceQueueName, tenantLeaseKeys } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import { createBoundedScrape, type Outcomes } from './bounded-scrape.ts';
 
@@ -37,6 +37,8 @@ export interface ScrapedValues {
   queues: ReadonlyMap<string, QueueReading>;
   breakers: ReadonlyMap<string, BreakerStateName>;
   deadLetters: ReadonlyMap<string, number>;
+  /** Per service with `tenantConcurrency`: its tenants' live leases (calls in flight), tenant → count. */
+  tenants: ReadonlyMap<string, ReadonlyMap<string, number>>;
 }
 
 export interface ScrapeReadsOptions {
@@ -45,8 +47,39 @@ export interface ScrapeReadsOptions {
   services: readonly string[];
   breakerStates: (() => Promise<ReadonlyMap<string, BreakerStateName>>) | undefined;
   deadLetterCounts: (() => Promise<ReadonlyMap<string, number>>) | undefined;
+  /** Services that set `tenantConcurrency`: their tenant leases are read. */
+  tenantServices?: readonly string[];
   timeoutMs: number;
 }
+
+/**
+ * KEYS[1] a service's leases ZSET (src/worker/tenant-leases.ts). Its live leases (not expired by Redis's clock;
+ * an expired one belongs to a lost worker and is reclaimed by the next take) counted per tenant, as a flat
+ * `tenant, count, …` list. Bounded: a lease is a call in flight, so there are at most as many as all the
+ * workers' concurrency (plus those of workers lost within one lease lifetime).
+ */
+const LIVE_LEASES_SCRIPT = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local counts, order = {}, {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  local cut = string.find(member, '\\0', 1, true)
+  if cut then
+    local tenant = string.sub(member, 1, cut - 1)
+    if counts[tenant] == nil then
+      counts[tenant] = 0
+      order[#order + 1] = tenant
+    end
+    counts[tenant] = counts[tenant] + 1
+  end
+end
+local flat = {}
+for _, tenant in ipairs(order) do
+  flat[#flat + 1] = tenant
+  flat[#flat + 1] = counts[tenant]
+end
+return flat
+`;
 
 export interface ScrapeReads {
   /** Every read's outcome, within about `timeoutMs`; never rejects. */
@@ -70,6 +103,7 @@ export function createScrapeReads(options: ScrapeReadsOptions): ScrapeReads {
     return (): Promise<T> =>
       connection.status === 'ready' ? read() : Promise.reject(new Error('Redis is not connected'));
   };
+  const tenantServices = options.tenantServices ?? [];
   const noReader = (): Promise<ReadonlyMap<string, never>> => Promise.resolve(new Map<string, never>());
   const scrape = createBoundedScrape<ScrapedValues>(
     {
@@ -90,6 +124,25 @@ export function createScrapeReads(options: ScrapeReadsOptions): ScrapeReads {
       }),
       breakers: options.breakerStates ?? noReader,
       deadLetters: options.deadLetterCounts ?? noReader,
+      tenants:
+        tenantServices.length === 0
+          ? noReader
+          : whenReady(async () => {
+              const rows = await Promise.all(
+                tenantServices.map(async (service) => {
+                  const flat = (await connection.eval(
+                    LIVE_LEASES_SCRIPT,
+                    1,
+                    tenantLeaseKeys(prefix, service).leases,
+                  )) as (string | number)[];
+                  const counts = new Map<string, number>();
+                  for (let i = 0; i + 1 < flat.length; i += 2)
+                    counts.set(String(flat[i]), Number(flat[i + 1]));
+                  return [service, counts] as const;
+                }),
+              );
+              return new Map(rows);
+            }),
     },
     options.timeoutMs,
   );

@@ -110,6 +110,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         : persistedRouteProblem(service, routedJob(job), state.routedTo));
     const policy = policies.get(job.name) ?? unknownOperationPolicy;
     try {
+      const stallsSeen = state.stallsSeen;
       recordStalls(job, state, base, deps);
       if (problem !== undefined || state.final !== undefined || state.routedTo !== undefined) {
         // No call: a malformed state, or a previous run decided to dead-letter or to route but died before the
@@ -178,6 +179,15 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
             result,
           });
           return result;
+        }
+        case 'defer': {
+          if (outcome.kind !== 'deferred') throw mismatch(decision, outcome.kind);
+          // One Redis call (after a stall, first the state that records it): no attempt, no record, no event
+          // on the stream. The job's slot goes to the next job at once, other tenants' jobs included.
+          if (state.stallsSeen !== stallsSeen) await persistOwned(job, token, state, deps);
+          await job.moveToDelayed(deps.clock.now() + decision.delayMs, token);
+          deps.emit('job:run:deferred', { ...base, reason: outcome.reason, delayMs: decision.delayMs });
+          throw new DelayedError();
         }
         case 'requeue': {
           state.attempts.push(
@@ -625,6 +635,10 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
         attemptLine(base, attempt, outcome.durationMs, 'interrupted'),
         'attempt interrupted by shutdown',
       );
+      return;
+    case 'deferred':
+      // Many a second while a tenant is busy: debug only (ferry_jobs_deferred_total counts them).
+      logger.debug(attemptLine(base, attempt, outcome.durationMs, 'deferred'), 'run deferred');
   }
 }
 

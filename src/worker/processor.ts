@@ -33,6 +33,7 @@ import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
+import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -44,7 +45,9 @@ export type AttemptOutcome =
   /** The whole service must wait, no call made: the breaker is open. */
   | { kind: 'held'; error: FerryError; holdMs: number; durationMs: number }
   /** The worker is shutting down and abandoned the call: not the job's fault, uses no attempt. */
-  | { kind: 'interrupted'; durationMs: number };
+  | { kind: 'interrupted'; durationMs: number }
+  /** Not run, no call made: the job's tenant has `tenantConcurrency` calls in flight (tenant-leases.ts). */
+  | { kind: 'deferred'; reason: 'tenantConcurrency'; durationMs: number };
 
 export interface AttemptJob {
   id: string;
@@ -66,8 +69,14 @@ export interface ProcessorDeps {
   clock: Clock;
   /** Told when a downstream (or its token endpoint) asked for more than `retry.maxRetryAfterMs`. */
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
+  /** The service's tenant leases, when it sets `tenantConcurrency` (absent: no lease, no Redis call). */
+  tenantLeases?: TenantLeases | undefined;
 }
 
+/**
+ * Never rejects, but for one case: the tenant lease (tenantConcurrency) could not be taken because Redis failed;
+ * that is Ferry's own failure, not the job's, and the caller handles it as one (delivery.ts: internal error).
+ */
 export async function runAttempt(
   job: AttemptJob,
   deps: ProcessorDeps,
@@ -75,6 +84,7 @@ export async function runAttempt(
 ): Promise<AttemptOutcome> {
   const startedAt = deps.clock.now();
   const elapsed = (): number => deps.clock.now() - startedAt;
+  let lease: TenantLease | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -90,6 +100,11 @@ export async function runAttempt(
       throw new ValidationError(`tenant: required by service "${service.name}" (tenantSecrets: required)`, {
         field: 'tenant',
       });
+    }
+    if (deps.tenantLeases !== undefined) {
+      lease = await takeTenantLease(deps.tenantLeases, data.tenant, job.id, operation.timeoutMs);
+      if (lease === undefined)
+        return { kind: 'deferred', reason: 'tenantConcurrency', durationMs: elapsed() };
     }
     const resolved = resolveSecrets(
       deps.secrets,
@@ -156,12 +171,15 @@ export async function runAttempt(
     if (data.metadata !== undefined) result.metadata = data.metadata;
     return { kind: 'completed', result, durationMs: result.durationMs };
   } catch (thrown) {
+    if (thrown instanceof TenantLeaseError) throw thrown;
     const durationMs = elapsed();
     if (signal?.aborted === true) return { kind: 'interrupted', durationMs };
     if (isBreakerOpenError(thrown)) return breakerHold(thrown, durationMs);
     const error = isFerryError(thrown) ? thrown : classifyError(thrown);
     error.message = deps.scrubber.scrub(error.message);
     return { kind: 'failed', error, durationMs };
+  } finally {
+    if (lease !== undefined) await lease.release();
   }
 }
 

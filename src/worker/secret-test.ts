@@ -136,6 +136,9 @@ export async function testStagedSecret(options: SecretTestOptions): Promise<Secr
         return failed(outcome.error, outcome.durationMs, scrubber);
       case 'interrupted':
         return failed(new NetworkError('the call was interrupted'), outcome.durationMs, scrubber);
+      case 'deferred':
+        // A secret test is given no tenant leases (tenantConcurrency): never deferred.
+        throw new Error('a secret test was deferred');
       default:
         return assertNever(outcome);
     }

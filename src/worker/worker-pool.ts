@@ -33,6 +33,7 @@ import { PoolSet } from './http/pools.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
 import { isScheduleTick, runScheduleTick, syncSchedules } from './schedules.ts';
 import { TargetQueues } from './target-queues.ts';
+import { createTenantLeases } from './tenant-leases.ts';
 
 export interface WorkerPoolOptions {
   config: ServicesConfig;
@@ -331,6 +332,16 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       shutdownSignal: shutdown.signal,
       fallbacks,
       followUps,
+      tenantLeases:
+        service.tenantConcurrency === undefined
+          ? undefined
+          : createTenantLeases({
+              connection,
+              prefix,
+              service: name,
+              limit: service.tenantConcurrency,
+              logger,
+            }),
     });
     // A schedule's tick is not delivered: it adds the schedule's run (worker/schedules.ts).
     const tickDeps = {

@@ -26,6 +26,7 @@ async function setup(): Promise<{ ferry: TestFerry; api: TestApi }> {
           baseUrl: `${downstream.url}/v2`,
           auth: { type: 'bearer', token: '{{ secrets.crm_key }}' },
           rateLimit: { max: 5, perMs: 1000 },
+          tenantConcurrency: 3,
           operations: { createContact: { method: 'POST', path: '/contacts', body: '{{ input }}' } },
         },
         billing: {
@@ -51,9 +52,13 @@ describe('GET /v1/services', () => {
       auth: { type: 'bearer' },
       secretNames: ['crm_key'],
       rateLimit: { max: 5, perMs: 1000 },
+      tenantConcurrency: 3,
       operations: [{ name: 'createContact', method: 'POST', path: '/contacts' }],
     });
     expect(response.text).not.toContain(SECRET);
+    // Unset: absent.
+    const billing = (response.body.services as { name: string }[]).find((s) => s.name === 'billing');
+    expect(billing).not.toHaveProperty('tenantConcurrency');
   });
 
   it('shows a service-limited token only its services', async () => {

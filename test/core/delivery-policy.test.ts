@@ -8,6 +8,9 @@ import { describe, expect, it } from 'vitest';
 import {
   decide,
   type Decision,
+  DEFER_MAX_MS,
+  DEFER_MIN_MS,
+  deferDelayMs,
   type DeliveryOutcome,
   type DeliveryPolicy,
 } from '../../src/core/delivery-policy.ts';
@@ -376,6 +379,31 @@ const rows: Row[] = [
     expected: { kind: 'requeue' },
   },
 
+  // ---- deferred: the tenant is at its tenantConcurrency (random 0.5 → halfway through 100–500 ms) ----
+  {
+    name: 'deferred → defer 300 ms, no attempt used',
+    outcome: { kind: 'deferred', reason: 'tenantConcurrency' },
+    expected: { kind: 'defer', delayMs: 300 },
+  },
+  {
+    name: 'deferred at the last attempt → still defer (waiting its turn uses no attempt)',
+    outcome: { kind: 'deferred', reason: 'tenantConcurrency' },
+    state: used(3),
+    expected: { kind: 'defer', delayMs: 300 },
+  },
+  {
+    name: 'deferred with the hold budget spent → still defer (no bound: never dead-lettered for waiting)',
+    outcome: { kind: 'deferred', reason: 'tenantConcurrency' },
+    state: { ...used(2), heldMs: 30_000, internalErrors: 4 },
+    expected: { kind: 'defer', delayMs: 300 },
+  },
+  {
+    name: 'deferred while the breaker has a fallback → defer, not route (no call was tried)',
+    outcome: { kind: 'deferred', reason: 'tenantConcurrency' },
+    policy: { fallback: 'sms-backup' },
+    expected: { kind: 'defer', delayMs: 300 },
+  },
+
   // ---- runs that made no call ----
   {
     name: 're-run with state.final → the decided dead letter again, no call',
@@ -444,6 +472,16 @@ const rows: Row[] = [
     expected: retryIn(1_000),
   },
 ];
+
+describe('deferDelayMs', () => {
+  it('draws the deferral wait from [100, 500) ms, jittered by random', () => {
+    expect(deferDelayMs(() => 0)).toBe(DEFER_MIN_MS);
+    expect(deferDelayMs(() => 0.999_999)).toBe(DEFER_MAX_MS - 1);
+    expect([DEFER_MIN_MS, DEFER_MAX_MS]).toEqual([100, 500]);
+    const deferred: DeliveryOutcome = { kind: 'deferred', reason: 'tenantConcurrency' };
+    expect(decide(deferred, state(), policy, NOW, () => 0.25)).toEqual({ kind: 'defer', delayMs: 200 });
+  });
+});
 
 describe('decide(outcome, state, policy, now, random)', () => {
   it.each(rows)('$name', (row) => {

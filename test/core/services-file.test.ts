@@ -279,7 +279,8 @@ describe('unknown options suggest the right one', () => {
   it('does not let a __proto__ key pollute anything', () => {
     const text = 'services:\n  crm:\n    baseUrl: https://a.example.com\n    __proto__: { polluted: true }\n';
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([
-      'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, rateLimit, auth, ' +
+      'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, ' +
+        'tenantConcurrency, rateLimit, auth, ' +
         'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, onFailure, fallback, ' +
         'signing, operations)',
       'services.crm.operations: required (at least one operation)',
@@ -519,5 +520,28 @@ describe('egress (issue 13)', () => {
     expect(issuesOf(() => parseServicesConfig(minimal(), { env }))).toEqual([
       'services.crm.baseUrl: must not contain credentials (use auth) (value from FERRY_SERVICE_CRM_URL)',
     ]);
+  });
+});
+
+describe('tenantConcurrency (issue 17)', () => {
+  it('is read per service, from defaults too, and unset by default', () => {
+    const config = parseServicesConfig({
+      defaults: { tenantConcurrency: 4 },
+      services: {
+        crm: { ...minimal().services.crm!, tenantConcurrency: 2 } as object,
+        mail: minimal().services.crm,
+      },
+    });
+    expect(config.services.get('crm')!.tenantConcurrency).toBe(2);
+    expect(config.services.get('mail')!.tenantConcurrency).toBe(4);
+    expect(parseServicesConfig(minimal(), {}).services.get('crm')!.tenantConcurrency).toBeUndefined();
+  });
+
+  it('must be a whole number of at least 1', () => {
+    for (const bad of [0, 1.5, -1, 'two']) {
+      const issues = issuesOf(() => parseServicesConfig(minimal({ tenantConcurrency: bad }), {}));
+      expect(issues.length, String(bad)).toBe(1);
+      expect(issues[0]).toMatch(/^services\.crm\.tenantConcurrency: /);
+    }
   });
 });

@@ -17,6 +17,10 @@ const serviceViewSchema = z.object({
   timeoutMs: z.number(),
   concurrency: z.number(),
   rateLimit: z.object({ max: z.number(), perMs: z.number() }).optional(),
+  tenantConcurrency: z
+    .number()
+    .optional()
+    .describe('calls in flight per tenant across all workers; absent: no limit'),
   retry: z.object({
     attempts: z.number(),
     delayMs: z.number(),
@@ -70,6 +74,7 @@ function serviceView(service: ServiceConfig): z.infer<typeof serviceViewSchema> 
     timeoutMs: service.timeoutMs,
     concurrency: service.concurrency,
     ...(service.rateLimit === undefined ? {} : { rateLimit: { ...service.rateLimit } }),
+    ...(service.tenantConcurrency === undefined ? {} : { tenantConcurrency: service.tenantConcurrency }),
     retry: {
       attempts: service.retry.attempts,
       delayMs: service.retry.delayMs,

@@ -303,6 +303,7 @@ function compileService(
     baseUrl: compile(baseUrl, 'url', ['baseUrl'], false),
     timeoutMs,
     concurrency: doc.concurrency ?? SERVICE_DEFAULTS.concurrency,
+    tenantConcurrency: doc.tenantConcurrency,
     rateLimit:
       doc.rateLimit === undefined ? undefined : { max: doc.rateLimit.max, perMs: doc.rateLimit.perMs },
     auth: compileAuth(doc.auth, (value, mode, field) => compile(value, mode, ['auth', field], false)),

@@ -657,6 +657,7 @@ const serviceShape = {
   baseUrl,
   timeoutMs: milliseconds(1).optional(),
   concurrency: integer(1).optional(),
+  tenantConcurrency: integer(1).optional(),
   rateLimit: strictObject({ max: integer(1), perMs: milliseconds(1) }).optional(),
   auth: auth.optional(),
   headers: headers.optional(),

@@ -169,6 +169,11 @@ export interface ServiceConfig {
   readonly timeoutMs: number;
   /** In-flight calls per worker process. */
   readonly concurrency: number;
+  /**
+   * `tenantConcurrency`: at most this many calls in flight per tenant across all workers (jobs without a tenant
+   * share one bucket, NO_TENANT); undefined = no limit, and no lease is taken.
+   */
+  readonly tenantConcurrency?: number | undefined;
   /** Across all workers; undefined = unlimited. */
   readonly rateLimit: { readonly max: number; readonly perMs: number } | undefined;
   readonly auth: AuthConfig;
