@@ -39,8 +39,9 @@ import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob } from './fallback-route.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
-import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
+import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
   queue: Queue<JobData>;
@@ -134,12 +135,16 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
       }
       const attempt = usedAttempts(state.attempts) + 1;
-      const outcome = await runAttempt(
-        { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
-        attemptDeps,
-        signal,
-      );
-      logAttempt(attemptLogger, base, attempt, outcome);
+      const attemptJob: AttemptJob = {
+        id: jobId,
+        name: job.name,
+        data: job.data,
+        createdAt: job.timestamp,
+        attempt,
+        trace: undefined,
+      };
+      const outcome = await runAttempt(attemptJob, attemptDeps, signal);
+      logAttempt(attemptLogger, base, attempt, outcome, attemptJob.trace);
       const decision = decide(
         withFallbackState(outcome, service, job, deps),
         state,
@@ -600,11 +605,17 @@ function mismatch(decision: Decision, outcome: string): Error {
 }
 
 /** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
-function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
+function logAttempt(
+  logger: Logger,
+  base: EventBase,
+  attempt: number,
+  outcome: AttemptOutcome,
+  trace: TraceIds | undefined,
+): void {
   switch (outcome.kind) {
     case 'completed':
       logger.info(
-        attemptLine(base, attempt, outcome.durationMs, 'completed', outcome.result.status),
+        attemptLine(base, attempt, trace, outcome.durationMs, 'completed', outcome.result.status),
         'attempt completed',
       );
       return;
@@ -615,14 +626,14 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
       const kind =
         outcome.kind === 'failed' && requestedHoldMs(outcome.error) !== undefined ? 'held' : outcome.kind;
       logger.warn(
-        attemptLine(base, attempt, outcome.durationMs, kind, status, type, message),
+        attemptLine(base, attempt, trace, outcome.durationMs, kind, status, type, message),
         `attempt ${kind}`,
       );
       return;
     }
     case 'interrupted':
       logger.warn(
-        attemptLine(base, attempt, outcome.durationMs, 'interrupted'),
+        attemptLine(base, attempt, trace, outcome.durationMs, 'interrupted'),
         'attempt interrupted by shutdown',
       );
   }
@@ -635,6 +646,7 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
 function attemptLine(
   base: EventBase,
   attempt: number,
+  trace: TraceIds | undefined,
   durationMs: number,
   outcome: AttemptOutcome['kind'],
   status?: number,
@@ -653,5 +665,8 @@ function attemptLine(
     errorType,
     // Not `err`: pino's error serializer would dress this plain message up as an Error with an empty stack.
     errorMessage,
+    // OpenTelemetry's log correlation names; present only when the attempt's span records.
+    trace_id: trace?.traceId,
+    span_id: trace?.spanId,
   };
 }
