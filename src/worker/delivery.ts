@@ -231,7 +231,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           state.attempts.push(
             record(attempt, 'failed', deps, outcome.durationMs, outcome.error, decision.error.message),
           );
-          return await deadLetter(job, token, state, decision, deps, base);
+          return await deadLetter(job, token, state, decision, deps, base, attemptJob.trace);
         }
         case 'route': {
           if (outcome.kind !== 'held' || deps.fallbacks === undefined) throw mismatch(decision, outcome.kind);
@@ -421,6 +421,8 @@ async function deadLetter(
   decision: Extract<Decision, { kind: 'deadLetter' }>,
   deps: DeliveryDeps,
   base: EventBase,
+  /** The ids of the traced attempt that decided it, for the log line. */
+  trace?: TraceIds,
 ): Promise<never> {
   const finalError = decision.error;
   const attempt = usedAttempts(state.attempts);
@@ -448,7 +450,17 @@ async function deadLetter(
     await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
   }
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
-  deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
+  deps.logger.warn(
+    {
+      ...base,
+      attempt,
+      errorType: finalError.type,
+      deadLetterId,
+      trace_id: trace?.traceId,
+      span_id: trace?.spanId,
+    },
+    'job dead-lettered',
+  );
   deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
   throw new UnrecoverableError(formatFailedReason(finalError));
 }

@@ -382,6 +382,14 @@ describe('with an SDK registered', () => {
     const failed = spans().find((span) => span.attributes['ferry.outcome'] === 'failed')!;
     expect(failed.status.code).toBe(SpanStatusCode.ERROR);
     expect(failed.status.message).toContain('422');
+    // The dead-letter log line names the attempt's span too.
+    const deadLettered = ferry.logs
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .find((line) => line.msg === 'job dead-lettered');
+    expect(deadLettered).toMatchObject({
+      trace_id: failed.spanContext().traceId,
+      span_id: failed.spanContext().spanId,
+    });
     const places: Record<string, string> = {};
     spans().forEach((span, i) => {
       places[`span ${i} (${span.name})`] = JSON.stringify({
