@@ -4,9 +4,11 @@
  * - `bare`: a hand-rolled BullMQ Worker + undici Pool, what a team would write without Ferry (the baseline).
  * - `ferry`: Ferry's createWorkerPool with pino at level `info` (one line per attempt), as it runs in production.
  * - `ferry-silent`: the same with logging off; only to show what logging costs, never the headline.
+ * - `ferry-otel` (`--otel`): `ferry` with an OpenTelemetry SDK registered in the worker (every attempt traced,
+ *   spans batched and dropped by the exporter); only to show what tracing costs, never the headline.
  */
-export type Side = 'bare' | 'ferry' | 'ferry-silent';
-export const SIDES: readonly Side[] = ['bare', 'ferry', 'ferry-silent'];
+export type Side = 'bare' | 'ferry' | 'ferry-silent' | 'ferry-otel';
+export const SIDES: readonly Side[] = ['bare', 'ferry', 'ferry-silent', 'ferry-otel'];
 
 /** The one service both sides call; the bare side uses the same queue name, so Redis keys are alike. */
 export const BENCH_SERVICE = 'bench';

@@ -14,11 +14,16 @@
  *   writing one line per attempt to a file through Ferry's own log destination (createLogDestination:
  *   asynchronous, buffered as by default), what Ferry does with stdout.
  * - `ferry-silent`: the same with the logger at level `silent`, to show what logging costs. Not the headline.
+ * - `ferry-otel`: `ferry` with an OpenTelemetry SDK registered (registerTracing), to show what tracing costs.
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { context, propagation, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Pool } from 'undici';
@@ -174,7 +179,25 @@ function createBareSide(spec: RunSpec, queueName: string, connection: Redis): Be
   };
 }
 
+/**
+ * What a user's SDK set-up does (docs/operations.md, Tracing), with an exporter that drops the spans instead of
+ * sending them: a BasicTracerProvider (always-on sampling) with a BatchSpanProcessor, the AsyncLocalStorage
+ * context manager and the W3C propagator (so every call also carries `traceparent`).
+ */
+function registerTracing(): () => Promise<void> {
+  const exporter: SpanExporter = {
+    export: (_spans, done) => done({ code: ExportResultCode.SUCCESS }),
+    shutdown: async () => undefined,
+  };
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(exporter)] });
+  trace.setGlobalTracerProvider(provider);
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  return () => provider.shutdown();
+}
+
 async function createFerrySide(spec: RunSpec, connection: Redis): Promise<BenchSide> {
+  const stopTracing = spec.side === 'ferry-otel' ? registerTracing() : undefined;
   // The real loader on a real file; FERRY_SECRET_BENCH_TOKEN comes from our environment, like a deployment's.
   const config = await loadServicesFile(spec.servicesFile, process.env);
   const silent = spec.side === 'ferry-silent';
@@ -195,6 +218,7 @@ async function createFerrySide(spec: RunSpec, connection: Redis): Promise<BenchS
     close: async () => {
       await pool.close({ deadlineMs: 10_000 });
       destination.flushSync();
+      await stopTracing?.();
     },
     logLines: () => {
       if (silent) return 0;

@@ -109,13 +109,15 @@ function readOptions(): Options {
       'cpu-prof': { type: 'string' },
       'min-ratio': { type: 'string' },
       keep: { type: 'boolean', default: false },
+      otel: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
       'usage: npm run bench:throughput -- [--jobs N] [--concurrency C] [--latency ms[,ms…]] [--rounds R]\n' +
-        '         [--sides bare,ferry[,ferry-silent]] [--timeout s] [--cpu-prof dir] [--min-ratio r] [--keep]\n',
+        '         [--sides bare,ferry[,ferry-silent][,ferry-otel]] [--otel] [--timeout s] [--cpu-prof dir]\n' +
+        '         [--min-ratio r] [--keep]\n',
     );
     process.exit(0);
   }
@@ -134,6 +136,8 @@ function readOptions(): Options {
     if (!SIDES.includes(part as Side)) usage(`--sides takes ${SIDES.join(', ')} (got ${part})`);
     return part as Side;
   });
+  // --otel: the same run also times Ferry with an OpenTelemetry SDK registered, for the on/off ratio.
+  if (values.otel) sides.push('ferry-otel');
   if (!sides.includes('bare') || !sides.includes('ferry'))
     usage('--sides must include bare and ferry (the ratio compares them)');
   const minRatio = values['min-ratio'] === undefined ? undefined : Number(values['min-ratio']);
@@ -336,6 +340,14 @@ function summaryRow(latencyMs: number, side: Side, results: readonly RunResult[]
   );
 }
 
+/** Tracing's cost: OTel on over off, medians and per round (runs of one round are neighbours in time). */
+function otelRatio(on: readonly RunResult[], off: readonly RunResult[]): string {
+  const ratio = median(on.map((r) => r.jobsPerSec)) / median(off.map((r) => r.jobsPerSec));
+  const perRound = on.map((r, i) => (r.jobsPerSec / off[i]!.jobsPerSec).toFixed(2));
+  const cpu = median(on.map((r) => r.workerCpuUs / r.jobs)) - median(off.map((r) => r.workerCpuUs / r.jobs));
+  return `ratio otel on/off ${ratio.toFixed(2)} (per round ${perRound.join(', ')}; worker CPU +${cpu.toFixed(0)} µs/job)`;
+}
+
 // ---- main ----
 
 async function main(): Promise<number> {
@@ -361,6 +373,13 @@ async function main(): Promise<number> {
         (options.sides.includes('ferry-silent')
           ? "; side 'ferry-silent' = level 'silent' (logging off, for comparison only)"
           : ''),
+      ...(options.sides.includes('ferry-otel')
+        ? [
+            "ferry-otel: side 'ferry' with an OpenTelemetry SDK in the worker (BasicTracerProvider, always-on sampling, " +
+              'BatchSpanProcessor, an exporter that drops spans, AsyncLocalStorage context, W3C propagator): ' +
+              'a consumer and a client span per job, traceparent sent downstream',
+          ]
+        : []),
       `ferry config: ${servicesFile} (bearer auth from secret bench_token via FERRY_SECRET_BENCH_TOKEN, breaker on, Ferry defaults otherwise)`,
       'bare: BullMQ Worker + undici Pool, same bearer token from the environment, JSON body, status check, retries by job attempts',
       'jobs: identical for both sides, added with addBulk before the timer starts: ~300 B JSON input, attempts 5, exponential backoff',
@@ -420,7 +439,8 @@ async function main(): Promise<number> {
       `${`${latencyMs} ms`.padEnd(9)}ratio ferry/bare ${ratio.toFixed(2)} (medians; per round ${perRound.join(', ')})` +
         (options.sides.includes('ferry-silent')
           ? `; ferry-silent/bare ${(median(bySide.get('ferry-silent')!.map((r) => r.jobsPerSec)) / bareRate).toFixed(2)}`
-          : ''),
+          : '') +
+        (options.sides.includes('ferry-otel') ? `; ${otelRatio(bySide.get('ferry-otel')!, ferry)}` : ''),
       `${' '.repeat(9)}median of the per-round ratios ${median(roundRatios).toFixed(2)} ` +
         `(${formatInterval(roundRatios)}); ` +
         `worker CPU per job bare/ferry ${cpuRatio.toFixed(2)}`,

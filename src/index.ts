@@ -52,8 +52,10 @@ export {
   ServicesFileError,
 } from './core/services/load.ts';
 export type { ServiceConfig, ServicesConfig } from './core/services/types.ts';
+export type { TraceContext } from './core/trace-context.ts';
 export {
   DEFAULT_MAX_FOLLOW_HOPS,
+  type EnqueueOptions,
   type EnqueueResult,
   type FollowedJobView,
   FollowError,

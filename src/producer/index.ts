@@ -20,8 +20,10 @@ export {
   RESERVED_JOB_IDS,
   serviceQueueName,
 } from '../core/queue-layout.ts';
+export type { TraceContext } from '../core/trace-context.ts';
 export {
   DEFAULT_MAX_FOLLOW_HOPS,
+  type EnqueueOptions,
   type EnqueueResult,
   type FollowedJobView,
   FollowError,

@@ -24,12 +24,14 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import type { TraceContext } from '../core/trace-context.ts';
 import {
   checkReplicaSettings,
   DEFAULT_MIN_REPLICAS,
   DEFAULT_REPLICA_TIMEOUT_MS,
   waitForReplicas,
 } from './replicas.ts';
+import { endEnqueueTracing, startEnqueueTracing } from './trace-context.ts';
 import { DEFAULT_MAX_METADATA_BYTES, type ServiceCatalog, validateEnqueueRequest } from './validate.ts';
 
 export interface ProducerOptions {
@@ -50,6 +52,15 @@ export interface ProducerOptions {
   minReplicas?: number;
   /** How long an enqueue waits for `minReplicas` (1 to 30000 ms); default 1000. */
   replicaTimeoutMs?: number;
+}
+
+export interface EnqueueOptions {
+  /**
+   * A trace context to continue when the request's metadata has none (the API passes its request's
+   * `traceparent`/`tracestate` headers). Stored in the job's metadata; with an SDK registered, the job's send
+   * span is its child (unless a span is active: it is then the parent).
+   */
+  trace?: TraceContext | undefined;
 }
 
 export interface EnqueueResult {
@@ -200,20 +211,20 @@ export class Producer {
    * Validates and enqueues one job. Throws ValidationError (with `field`) for a bad request, and
    * ReplicaTimeoutError when `minReplicas` did not acknowledge it in time.
    */
-  async enqueue(request: EnqueueRequest): Promise<EnqueueResult> {
+  async enqueue(request: EnqueueRequest, options?: EnqueueOptions): Promise<EnqueueResult> {
     const valid = validateEnqueueRequest(request, this.#catalog, '', {
       maxMetadataBytes: this.maxMetadataBytes,
     });
-    const [result] = await this.#add([valid]);
+    const [result] = await this.#add([valid], options?.trace);
     return result!;
   }
 
   /** Validates every request first; adds none if any is bad (the error's field is `[i].…`). */
-  async enqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+  async enqueueMany(requests: readonly EnqueueRequest[], options?: EnqueueOptions): Promise<EnqueueResult[]> {
     const valid = requests.map((request, i) =>
       validateEnqueueRequest(request, this.#catalog, `[${i}].`, { maxMetadataBytes: this.maxMetadataBytes }),
     );
-    return this.#add(valid);
+    return this.#add(valid, options?.trace);
   }
 
   async get(service: string, id: string): Promise<JobView | undefined> {
@@ -373,16 +384,40 @@ export class Producer {
     if (this.#ownsConnection) this.#connection.disconnect();
   }
 
-  async #add(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+  async #add(requests: readonly EnqueueRequest[], trace?: TraceContext): Promise<EnqueueResult[]> {
     this.#assertOpen();
     await this.#ready();
+    // After validation: a trace context never makes a job too big to enqueue (it is bounded, a few hundred bytes).
+    const tracing = startEnqueueTracing(requests, trace);
     const byService = new Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>();
     requests.forEach((request, index) => {
       const list = byService.get(request.service) ?? [];
-      list.push({ index, request, enqueueId: randomUUID() });
+      const metadata = tracing?.metadata[index];
+      list.push({
+        index,
+        request: tracing === undefined || metadata === request.metadata ? request : { ...request, metadata },
+        enqueueId: randomUUID(),
+      });
       byService.set(request.service, list);
     });
     const results: EnqueueResult[] = new Array<EnqueueResult>(requests.length);
+    try {
+      await this.#addByService(byService, results);
+    } catch (error) {
+      endEnqueueTracing(tracing, undefined, error);
+      throw error;
+    }
+    endEnqueueTracing(
+      tracing,
+      results.map((result) => result.id),
+    );
+    return results;
+  }
+
+  async #addByService(
+    byService: Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>,
+    results: EnqueueResult[],
+  ): Promise<void> {
     await Promise.all(
       [...byService].map(async ([service, items]) => {
         const queue = this.#queue(service);
@@ -429,7 +464,6 @@ export class Producer {
         );
       }),
     );
-    return results;
   }
 
   #assertOpen(): void {

@@ -39,8 +39,9 @@ import type { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob } from './fallback-route.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
-import { type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
+import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
   queue: Queue<JobData>;
@@ -135,12 +136,16 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
         throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
       }
       const attempt = usedAttempts(state.attempts) + 1;
-      const outcome = await runAttempt(
-        { id: jobId, name: job.name, data: job.data, createdAt: job.timestamp },
-        attemptDeps,
-        signal,
-      );
-      logAttempt(attemptLogger, base, attempt, outcome);
+      const attemptJob: AttemptJob = {
+        id: jobId,
+        name: job.name,
+        data: job.data,
+        createdAt: job.timestamp,
+        attempt,
+        trace: undefined,
+      };
+      const outcome = await runAttempt(attemptJob, attemptDeps, signal);
+      logAttempt(attemptLogger, base, attempt, outcome, attemptJob.trace);
       const decision = decide(
         withFallbackState(outcome, service, job, deps),
         state,
@@ -236,7 +241,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           state.attempts.push(
             record(attempt, 'failed', deps, outcome.durationMs, outcome.error, decision.error.message),
           );
-          return await deadLetter(job, token, state, decision, deps, base);
+          return await deadLetter(job, token, state, decision, deps, base, attemptJob.trace);
         }
         case 'route': {
           if (outcome.kind !== 'held' || deps.fallbacks === undefined) throw mismatch(decision, outcome.kind);
@@ -426,6 +431,8 @@ async function deadLetter(
   decision: Extract<Decision, { kind: 'deadLetter' }>,
   deps: DeliveryDeps,
   base: EventBase,
+  /** The ids of the traced attempt that decided it, for the log line. */
+  trace?: TraceIds,
 ): Promise<never> {
   const finalError = decision.error;
   const attempt = usedAttempts(state.attempts);
@@ -453,7 +460,17 @@ async function deadLetter(
     await markDeadLettered(deps.writer, deps.queue, base.jobId, deadLetterId);
   }
   await job.log(`dead-lettered after ${attempt} attempt(s): ${formatFailedReason(finalError)}`);
-  deps.logger.warn({ ...base, attempt, errorType: finalError.type, deadLetterId }, 'job dead-lettered');
+  deps.logger.warn(
+    {
+      ...base,
+      attempt,
+      errorType: finalError.type,
+      deadLetterId,
+      trace_id: trace?.traceId,
+      span_id: trace?.spanId,
+    },
+    'job dead-lettered',
+  );
   deps.emit('job:dead:lettered', { ...base, attempt, deadLetterId, error: finalError });
   throw new UnrecoverableError(formatFailedReason(finalError));
 }
@@ -610,11 +627,17 @@ function mismatch(decision: Decision, outcome: string): Error {
 }
 
 /** Only primitive values under fixed keys: the logger it is given does not redact (see createDeliveryProcessor). */
-function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: AttemptOutcome): void {
+function logAttempt(
+  logger: Logger,
+  base: EventBase,
+  attempt: number,
+  outcome: AttemptOutcome,
+  trace: TraceIds | undefined,
+): void {
   switch (outcome.kind) {
     case 'completed':
       logger.info(
-        attemptLine(base, attempt, outcome.durationMs, 'completed', outcome.result.status),
+        attemptLine(base, attempt, trace, outcome.durationMs, 'completed', outcome.result.status),
         'attempt completed',
       );
       return;
@@ -625,20 +648,20 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
       const kind =
         outcome.kind === 'failed' && requestedHoldMs(outcome.error) !== undefined ? 'held' : outcome.kind;
       logger.warn(
-        attemptLine(base, attempt, outcome.durationMs, kind, status, type, message),
+        attemptLine(base, attempt, trace, outcome.durationMs, kind, status, type, message),
         `attempt ${kind}`,
       );
       return;
     }
     case 'interrupted':
       logger.warn(
-        attemptLine(base, attempt, outcome.durationMs, 'interrupted'),
+        attemptLine(base, attempt, trace, outcome.durationMs, 'interrupted'),
         'attempt interrupted by shutdown',
       );
       return;
     case 'deferred':
       // Many a second while a tenant is busy: debug only (ferry_jobs_deferred_total counts them).
-      logger.debug(attemptLine(base, attempt, outcome.durationMs, 'deferred'), 'run deferred');
+      logger.debug(attemptLine(base, attempt, undefined, outcome.durationMs, 'deferred'), 'run deferred');
   }
 }
 
@@ -649,6 +672,7 @@ function logAttempt(logger: Logger, base: EventBase, attempt: number, outcome: A
 function attemptLine(
   base: EventBase,
   attempt: number,
+  trace: TraceIds | undefined,
   durationMs: number,
   outcome: AttemptOutcome['kind'],
   status?: number,
@@ -667,5 +691,8 @@ function attemptLine(
     errorType,
     // Not `err`: pino's error serializer would dress this plain message up as an Error with an empty stack.
     errorMessage,
+    // OpenTelemetry's log correlation names; present only when the attempt's span records.
+    trace_id: trace?.traceId,
+    span_id: trace?.spanId,
   };
 }

@@ -25,7 +25,7 @@ import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
 import type { Scrubber } from '../secrets/scrub.ts';
 import { authorizeBearer } from './http/auth.ts';
-import { callDownstream, type CallResponse } from './http/call.ts';
+import type { CallResponse } from './http/call.ts';
 import { classifyError, isUnhealthyFailure } from './http/classify.ts';
 import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from './http/oauth2.ts';
 import type { PoolSet } from './http/pools.ts';
@@ -34,6 +34,13 @@ import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
+import {
+  type AttemptTrace,
+  endAttemptTrace,
+  startAttemptTrace,
+  tracedCall,
+  type TraceIds,
+} from './tracing.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -56,6 +63,10 @@ export interface AttemptJob {
   data: JobData;
   /** When the job was created (BullMQ `job.timestamp`), epoch ms: part of its default idempotency key. */
   createdAt?: number;
+  /** The attempt's number (1 for the first): an attribute of its span. */
+  attempt?: number;
+  /** Set by runAttempt when the attempt's span records: the ids its log line carries. */
+  trace?: TraceIds | undefined;
 }
 
 export interface ProcessorDeps {
@@ -85,6 +96,7 @@ export async function runAttempt(
   const startedAt = deps.clock.now();
   const elapsed = (): number => deps.clock.now() - startedAt;
   let lease: TenantLease | undefined;
+  let traced: AttemptTrace | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -106,6 +118,7 @@ export async function runAttempt(
       if (lease === undefined)
         return { kind: 'deferred', reason: 'tenantConcurrency', durationMs: elapsed() };
     }
+    traced = startAttemptTrace(job, service, operation.name, data.metadata, deps.scrubber);
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,
@@ -140,10 +153,11 @@ export async function runAttempt(
         deps,
         signal,
         startedAt + operation.timeoutMs,
+        traced,
       );
     } else {
       const call = (): Promise<CallResponse> =>
-        callDownstream(deps.pools, request, {
+        tracedCall(traced, deps.pools, request, {
           timeoutMs: operation.timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,
@@ -169,15 +183,15 @@ export async function runAttempt(
     };
     if (truncated) result.bodyTruncated = true;
     if (data.metadata !== undefined) result.metadata = data.metadata;
-    return { kind: 'completed', result, durationMs: result.durationMs };
+    return endAttemptTrace(traced, { kind: 'completed', result, durationMs: result.durationMs });
   } catch (thrown) {
     if (thrown instanceof TenantLeaseError) throw thrown;
     const durationMs = elapsed();
-    if (signal?.aborted === true) return { kind: 'interrupted', durationMs };
-    if (isBreakerOpenError(thrown)) return breakerHold(thrown, durationMs);
+    if (signal?.aborted === true) return endAttemptTrace(traced, { kind: 'interrupted', durationMs });
+    if (isBreakerOpenError(thrown)) return endAttemptTrace(traced, breakerHold(thrown, durationMs));
     const error = isFerryError(thrown) ? thrown : classifyError(thrown);
     error.message = deps.scrubber.scrub(error.message);
-    return { kind: 'failed', error, durationMs };
+    return endAttemptTrace(traced, { kind: 'failed', error, durationMs });
   } finally {
     if (lease !== undefined) await lease.release();
   }
@@ -254,6 +268,7 @@ async function callWithToken(
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   deadlineMs: number,
+  traced: AttemptTrace | undefined,
 ): Promise<CallResponse> {
   const { service } = deps;
   const remainingMs = (): number => {
@@ -267,7 +282,7 @@ async function callWithToken(
     const timeoutMs = remainingMs();
     return throughBreaker(
       () =>
-        callDownstream(deps.pools, authorizeBearer(request, token.value), {
+        tracedCall(traced, deps.pools, authorizeBearer(request, token.value), {
           timeoutMs,
           maxResponseBytes: service.maxResponseBytes,
           maxRetryAfterMs: service.retry.maxRetryAfterMs,

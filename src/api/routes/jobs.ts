@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 
 import { isFerryError, ValidationError } from '../../core/errors.ts';
 import { type EnqueueRequest, jobBodyBytes } from '../../core/job.ts';
+import { traceContextOfHeaders } from '../../core/trace-context.ts';
 import type { EnqueueResult, JobView } from '../../producer/producer.ts';
 import { validateEnqueueRequest } from '../../producer/validate.ts';
 import { canAccessTenant, requireAccess, requireService } from '../auth.ts';
@@ -19,6 +20,27 @@ import {
   jsonSchema,
   MAX_BATCH_JOBS,
 } from '../schemas.ts';
+
+/**
+ * W3C Trace Context request headers (docs/api.md, Tracing). Declared for the OpenAPI document only: no
+ * constraint, so a malformed value is ignored (never a 4xx for a trace header), as core/trace-context.ts does.
+ */
+const traceHeaders = {
+  type: 'object',
+  properties: {
+    traceparent: {
+      type: 'string',
+      description:
+        'W3C traceparent (`00-<trace-id>-<parent-id>-<flags>`): the job continues this trace. Stored in the ' +
+        "job's metadata.traceparent unless the body's metadata has one; a malformed value is ignored.",
+    },
+    tracestate: {
+      type: 'string',
+      description:
+        'W3C tracestate, kept with a valid traceparent: at most 512 characters and 32 members, else ignored.',
+    },
+  },
+} as const;
 
 function accepted(result: EnqueueResult): {
   id: string;
@@ -90,6 +112,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         description:
           '202 with the new job; 200 with the existing job when idempotencyKey matches one enqueued before.',
         tags: ['jobs'],
+        headers: traceHeaders,
         body: enqueueBody,
         response: {
           202: jsonSchema(acceptedSchema, { validate: false }),
@@ -106,7 +129,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         ...(Number.isSafeInteger(length) ? { sourceBytes: length } : {}),
       });
       requireAccess(principal, job.service, job.tenant);
-      const result = await ctx.producer.enqueue(job);
+      const result = await ctx.producer.enqueue(job, { trace: traceContextOfHeaders(request.headers) });
       const body = accepted(result);
       if (result.created) return reply.code(202).header('location', body.statusUrl).send(body);
       const { view } = await existingOrConflict(principal, result);
@@ -127,6 +150,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
           'Every job is validated before any is added. Valid jobs are added and refused ones get their error ' +
           '(per-item results); with atomic: true, one refused job means none is added (422).',
         tags: ['jobs'],
+        headers: traceHeaders,
         // Checked by parseBatchBody: zod would copy the array of up to 1000 jobs only to hand it back.
         body: jsonSchema(batchBodySchema, { validate: false }),
         response: {
@@ -166,7 +190,13 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
           results: items.filter((item) => item !== undefined),
         });
       }
-      const results = valid.length === 0 ? [] : await ctx.producer.enqueueMany(valid.map((v) => v.job));
+      const results =
+        valid.length === 0
+          ? []
+          : await ctx.producer.enqueueMany(
+              valid.map((v) => v.job),
+              { trace: traceContextOfHeaders(request.headers) },
+            );
       await Promise.all(
         results.map(async (result, i) => {
           const index = valid[i]!.index;
