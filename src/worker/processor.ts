@@ -31,6 +31,7 @@ import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from 
 import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
+import { renderTransport } from './http/transport.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 
 export type AttemptOutcome =
@@ -114,6 +115,8 @@ export async function runAttempt(
       },
     };
     const request = buildRequest(service, operation, context);
+    // `proxy:` and `tls:` (issue 17), rendered with this job's secrets: a rotated key reaches the next call.
+    const transport = renderTransport(service, context);
     let response: CallResponse;
     if (service.auth.type === 'oauth2') {
       response = await callWithToken(
@@ -134,6 +137,7 @@ export async function runAttempt(
           signal,
           now: deps.clock.now,
           scrubber: deps.scrubber,
+          transport,
         });
       response = await throughBreaker(call, deps, signal);
     }
@@ -242,6 +246,7 @@ async function callWithToken(
     return left;
   };
   const grant = renderGrant(service.name, auth, context);
+  const transport = renderTransport(service, context);
   const call = (token: AccessToken): Promise<CallResponse> => {
     // Measured before the breaker: an attempt the token request used up never reached the service.
     const timeoutMs = remainingMs();
@@ -255,6 +260,7 @@ async function callWithToken(
           signal,
           now: deps.clock.now,
           scrubber: deps.scrubber,
+          transport,
         }),
       deps,
       signal,
