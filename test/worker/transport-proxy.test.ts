@@ -6,8 +6,10 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { SecretResolver } from '../../src/secrets/resolver.ts';
 import { envProxyFor, readProxyEnv } from '../../src/worker/http/transport.ts';
+import { testStagedSecret } from '../../src/worker/secret-test.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
@@ -184,5 +186,47 @@ describe('proxy: per service', () => {
     expect(view.state).toBe('completed');
     expect(view.result?.body).toEqual({ cn: 'client-a' });
     expect(proxy.tunnels).toBe(1);
+  });
+});
+
+describe('the other calls a worker makes', () => {
+  it('sends `ferry secrets test` and OAuth2 token requests through the env proxy', async () => {
+    const proxy = await startConnectProxy();
+    const tokenEndpoint = await startDownstream(() => ({
+      status: 200,
+      body: { access_token: 'tok-via-proxy-1234', token_type: 'Bearer', expires_in: 3600 },
+    }));
+    const downstream = await startDownstream();
+    const config = parseServicesConfig(
+      {
+        services: {
+          svc: service(downstream.url, {
+            auth: {
+              type: 'oauth2',
+              tokenUrl: `${tokenEndpoint.url}/token`,
+              clientId: 'ferry',
+              clientSecret: '{{ secrets.client_secret }}',
+            },
+          }),
+        },
+      },
+      { env: {} },
+    );
+    const outcome = await testStagedSecret({
+      config,
+      service: 'svc',
+      operation: 'create',
+      key: 'client_secret',
+      value: 'staged-secret-5678',
+      input: { a: 1 },
+      resolver: secretsOf({ client_secret: 'current-secret-1234' }),
+      proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }),
+    });
+    expect(outcome.outcome).toBe('completed');
+    expect(tokenEndpoint.requests).toHaveLength(1);
+    expect(downstream.requests[0]?.headers.authorization).toBe('Bearer tok-via-proxy-1234');
+    expect([...proxy.targets].sort()).toEqual(
+      [`127.0.0.1:${new URL(tokenEndpoint.url).port}`, `127.0.0.1:${new URL(downstream.url).port}`].sort(),
+    );
   });
 });
