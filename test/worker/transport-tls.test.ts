@@ -4,12 +4,17 @@
  * server certificate a TlsError, a bad PEM a ConfigurationError, and a rotated key secret reaches the next
  * connection. Keys never reach Redis or the logs.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { readEnv } from '../../src/core/env.ts';
+import { createLogger } from '../../src/core/logger.ts';
+import { generateMasterKey } from '../../src/secrets/crypto.ts';
 import type { SecretResolver } from '../../src/secrets/resolver.ts';
+import { createSecretsRuntime } from '../../src/secrets/setup.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
-import { dumpRedis, startRedis } from '../helpers/redis.ts';
+import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { makeTestCertificates, startMtlsServer, startOpensslMtlsServer } from '../helpers/tls-certs.ts';
+import { waitUntil } from '../helpers/until.ts';
 
 const redis = await startRedis();
 const certs = await makeTestCertificates();
@@ -185,5 +190,57 @@ describe('tls: mTLS and custom CA', () => {
     expect(server.subjects).toEqual(['client-a', 'client-b']);
     const logs = ferry.logs.join('\n');
     expect(logs).not.toContain(certs.clientB.passphrase);
+  });
+
+  it('reaches new connections within the store refresh after a promote of one key+certificate secret', async () => {
+    const server = await startMtlsServer(certs);
+    const prefix = uniquePrefix();
+    const runtime = await createSecretsRuntime({
+      env: readEnv({
+        FERRY_SECRETS_KEY: generateMasterKey(),
+        FERRY_PREFIX: prefix,
+        FERRY_SECRETS_REFRESH_MS: '100',
+      }),
+      processEnv: {},
+      connection: redis.client,
+      prefix,
+      logger: createLogger({ level: 'silent' }),
+    });
+    onTestFinished(() => runtime.close());
+    const store = runtime.store!;
+    await store.set('partner_ca', certs.ca);
+    // Key and certificate in one secret, so one promote switches both (docs/operations.md).
+    await store.set('client', `${certs.clientA.key}${certs.clientA.cert}`);
+    await store.set('client_passphrase', certs.clientB.passphrase);
+    const ferry = await createTestFerry(redis, {
+      services: oneService(server.url, {
+        tls: {
+          ca: '{{ secrets.partner_ca }}',
+          cert: '{{ secrets.client }}',
+          key: '{{ secrets.client }}',
+          passphrase: '{{ secrets.client_passphrase }}',
+        },
+      }),
+      secrets: runtime.resolver,
+    });
+    const callOnce = async (n: number): Promise<unknown> => {
+      const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { n } });
+      const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+      expect(view.state).toBe('completed');
+      return (view.result?.body as { cn: string }).cn;
+    };
+    expect(await callOnce(0)).toBe('client-a');
+    await store.stage('client', `${certs.clientB.key}${certs.clientB.cert}`);
+    expect(await callOnce(1)).toBe('client-a'); // staged, not promoted: still the current value
+    await store.promote('client');
+    let n = 2;
+    await waitUntil(
+      async () => (await callOnce(n++)) === 'client-b',
+      10_000,
+      'a call with the new certificate',
+    );
+    // From then on every call presents the new one.
+    expect(await callOnce(n++)).toBe('client-b');
+    expect(server.subjects.at(-1)).toBe('client-b');
   });
 });
