@@ -1,10 +1,17 @@
 /** `proxy:` and `tls:` in the services file (issue 17 items 1 and 2), and the scrubbing of what they render. */
 import { describe, expect, it } from 'vitest';
 
+import { ConfigurationError } from '../../src/core/errors.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
-import { observePem, observeProxyUrl, renderTransport } from '../../src/worker/http/transport.ts';
+import {
+  checkTlsMaterial,
+  observePem,
+  observeProxyUrl,
+  renderTransport,
+} from '../../src/worker/http/transport.ts';
 import { servicesFileIssues } from '../helpers/services-issues.ts';
+import { makeTestCertificates } from '../helpers/tls-certs.ts';
 
 function withService(extra: Record<string, unknown>): unknown {
   return {
@@ -103,6 +110,35 @@ describe('proxy: and tls: in the services file', () => {
     expect(rotated.key).not.toBe(first.key);
     expect(rotated.key).not.toContain('KEY');
     expect(rotated.tls).toEqual({ cert: 'CERT-2', key: 'KEY-2' });
+  });
+});
+
+describe('checking TLS material before a pool is made', () => {
+  it('names the field at fault and never a line of the PEM', async () => {
+    const certs = await makeTestCertificates();
+    const fails = (tls: Parameters<typeof checkTlsMaterial>[0]): ConfigurationError => {
+      try {
+        checkTlsMaterial(tls);
+      } catch (error) {
+        if (error instanceof ConfigurationError) return error;
+        throw error;
+      }
+      throw new Error('accepted');
+    };
+    expect(() =>
+      checkTlsMaterial({ ca: certs.ca, cert: certs.clientA.cert, key: certs.clientA.key }),
+    ).not.toThrow();
+    const mismatch = fails({ cert: certs.clientA.cert, key: certs.intruder.key });
+    expect([mismatch.field, mismatch.message]).toEqual([
+      'tls.key',
+      expect.stringMatching(/not the key of tls\.cert/),
+    ]);
+    const passphrase = fails({ cert: certs.clientB.cert, key: certs.clientB.key, passphrase: 'wrong-one' });
+    expect(passphrase.field).toBe('tls.passphrase');
+    expect(fails({ ca: 'garbage' }).field).toBe('tls.ca');
+    for (const error of [mismatch, passphrase])
+      for (const line of certs.intruder.key.split('\n').filter((l) => l.length > 16))
+        expect(error.message).not.toContain(line);
   });
 });
 

@@ -76,7 +76,7 @@ export class PoolSet {
     return entry.dispatcher;
   }
 
-  /** Pools held (a test and the metrics read it). */
+  /** Pools held (for tests). */
   get size(): number {
     return this.#entries.size;
   }

@@ -4,7 +4,7 @@
  * job's resolved secrets. The pool set (pools.ts) keys its pools by `key`, a hash of the rendered values,
  * never the values themselves: a rotated certificate or proxy password makes a new pool at the next job.
  */
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 import { AuthenticationError, ConfigurationError, type FerryError, TlsError } from '../../core/errors.ts';
@@ -107,23 +107,51 @@ function renderTlsValue(field: string, value: unknown): string {
  * OpenSSL error code only, never the PEM or a line of it.
  */
 export function checkTlsMaterial(tls: RenderedTls): void {
-  const attempt = (field: string, options: SecureContextOptions): void => {
+  const attempt = (
+    field: string,
+    options: SecureContextOptions,
+    problem = 'not usable PEM material',
+  ): void => {
     try {
       createSecureContext(options);
     } catch (error) {
       const code = (error as { code?: unknown }).code;
+      const text = typeof code === 'string' ? code : '';
+      // A wrong passphrase shows as a key that does not decrypt.
+      const at =
+        field === 'key' && tls.passphrase !== undefined && /BAD_DECRYPT/.test(text) ? 'passphrase' : field;
       throw new ConfigurationError(
-        `tls.${field}: not usable PEM material${typeof code === 'string' ? ` (${code})` : ''}`,
-        { field: `tls.${field}` },
+        `tls.${at}: ${at === 'passphrase' ? 'does not decrypt tls.key' : problem}${text === '' ? '' : ` (${text})`}`,
+        { field: `tls.${at}` },
       );
     }
   };
-  if (tls.ca !== undefined) attempt('ca', { ca: tls.ca });
+  if (tls.ca !== undefined) {
+    // Node skips what it cannot parse in `ca` without a word (the server then looks untrusted): check each.
+    const blocks = tls.ca.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    const unusable = blocks.length === 0 || blocks.some((block) => !isCertificate(block));
+    if (unusable)
+      throw new ConfigurationError('tls.ca: not PEM certificates (-----BEGIN CERTIFICATE----- blocks)', {
+        field: 'tls.ca',
+      });
+    attempt('ca', { ca: tls.ca });
+  }
   if (tls.cert !== undefined) attempt('cert', { cert: tls.cert });
   if (tls.key !== undefined) {
     const withPassphrase = tls.passphrase === undefined ? {} : { passphrase: tls.passphrase };
-    attempt(tls.passphrase === undefined ? 'key' : 'key', { key: tls.key, ...withPassphrase });
-    if (tls.cert !== undefined) attempt('key', { cert: tls.cert, key: tls.key, ...withPassphrase });
+    attempt('key', { key: tls.key, ...withPassphrase });
+    // Both usable, but not a pair: named after the key (the certificate is what the partner registered).
+    if (tls.cert !== undefined)
+      attempt('key', { cert: tls.cert, key: tls.key, ...withPassphrase }, 'is not the key of tls.cert');
+  }
+}
+
+function isCertificate(pem: string): boolean {
+  try {
+    new X509Certificate(pem);
+    return true;
+  } catch {
+    return false;
   }
 }
 
