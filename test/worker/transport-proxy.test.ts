@@ -15,7 +15,7 @@ import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { dumpRedis, startRedis } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
-import { makeTestCertificates, startMtlsServer } from '../helpers/tls-certs.ts';
+import { makeTestCertificates, startMtlsServer, startOpensslMtlsServer } from '../helpers/tls-certs.ts';
 
 const redis = await startRedis();
 
@@ -185,6 +185,28 @@ describe('proxy: per service', () => {
     const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
     expect(view.state).toBe('completed');
     expect(view.result?.body).toEqual({ cn: 'client-a' });
+    expect(proxy.tunnels).toBe(1);
+  });
+
+  it('reports a client certificate refused through the tunnel as an AuthenticationError', async () => {
+    const certs = await makeTestCertificates();
+    const server = await startOpensslMtlsServer(certs);
+    const proxy = await startConnectProxy();
+    const ferry = await createTestFerry(redis, {
+      services: {
+        services: {
+          svc: service(server.url, {
+            proxy: proxy.url,
+            tls: { ca: '{{ secrets.ca }}', cert: '{{ secrets.cert }}', key: '{{ secrets.key }}' },
+          }),
+        },
+      },
+      secrets: secretsOf({ ca: certs.ca, cert: certs.intruder.cert, key: certs.intruder.key }),
+    });
+    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'get', input: { id: 'x' } });
+    const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    expect(view.lastError?.type).toBe('AuthenticationError');
+    expect(view.attempts).toBe(1);
     expect(proxy.tunnels).toBe(1);
   });
 });

@@ -116,6 +116,18 @@ export class PoolSet {
       ...common,
       uri: proxy,
       requestTls: tls,
+      // The tunnelled connections: a refused client certificate's TLS alert must survive here too.
+      ...(transport.tls === undefined
+        ? {}
+        : {
+            factory: (url: string | URL, options: Pool.Options): Dispatcher =>
+              new Pool(url, {
+                ...options,
+                ...(typeof options.connect === 'function'
+                  ? { connect: keepingTlsAlerts(options.connect) }
+                  : {}),
+              }),
+          }),
       // The CONNECT requests to the proxy go through this client: the target is checked before each.
       clientFactory: (url, options) => {
         const client = new Pool(url, options);
