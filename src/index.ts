@@ -15,6 +15,7 @@ export {
   ResponseTooLargeError,
   ServerError,
   TimeoutError,
+  TlsError,
   toErrorRecord,
   ValidationError,
 } from './core/errors.ts';

@@ -15,6 +15,7 @@ import type { ServicesConfig } from '../core/services/types.ts';
 import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 import { createSecretsRuntime, type SecretsRuntime } from '../secrets/setup.ts';
+import { readProxyEnv, redactProxyUrl } from '../worker/http/transport.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
 import { UsageError } from './output.ts';
 
@@ -298,7 +299,20 @@ export async function startWorkers(
 ): Promise<{ pool: WorkerPool; secrets: SecretsRuntime }> {
   const { env, logger, config } = runtime;
   const secrets = await createSecretsRuntime({ env, connection, prefix: env.FERRY_PREFIX, logger });
+  // HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17), read once; their credentials are scrubbed like secrets.
+  const proxyEnv = readProxyEnv(process.env);
+  if (proxyEnv.httpProxy !== undefined || proxyEnv.httpsProxy !== undefined) {
+    logger.info(
+      {
+        httpProxy: proxyEnv.httpProxy === undefined ? undefined : redactProxyUrl(proxyEnv.httpProxy),
+        httpsProxy: proxyEnv.httpsProxy === undefined ? undefined : redactProxyUrl(proxyEnv.httpsProxy),
+        noProxy: proxyEnv.noProxyAll ? '*' : proxyEnv.noProxy.length,
+      },
+      'downstream calls go through a forward proxy',
+    );
+  }
   const pool = createWorkerPool({
+    proxyEnv,
     config,
     ...(services === undefined ? {} : { services }),
     connection,

@@ -15,7 +15,8 @@ export type ErrorType =
   | 'ResponseTooLargeError'
   | 'ValidationError'
   | 'ConfigurationError'
-  | 'EgressDeniedError';
+  | 'EgressDeniedError'
+  | 'TlsError';
 
 export interface FerryErrorOptions {
   /** HTTP status of the downstream response, when there was one. */
@@ -98,6 +99,16 @@ export class EgressDeniedError extends FerryError {
   readonly retryable = false;
 }
 
+/**
+ * The downstream's TLS certificate was not trusted: unknown issuer, self-signed, expired or not yet valid, or
+ * issued for another host name. Set the service's `tls.ca` (or fix the server); never retried. A client
+ * certificate the server refuses is an AuthenticationError instead.
+ */
+export class TlsError extends FerryError {
+  readonly type = 'TlsError';
+  readonly retryable = false;
+}
+
 export const ERROR_TYPES: readonly ErrorType[] = Object.freeze([
   'TimeoutError',
   'NetworkError',
@@ -110,6 +121,7 @@ export const ERROR_TYPES: readonly ErrorType[] = Object.freeze([
   'ValidationError',
   'ConfigurationError',
   'EgressDeniedError',
+  'TlsError',
 ]);
 
 const errorTypeSet = new Set<string>(ERROR_TYPES);

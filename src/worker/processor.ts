@@ -32,6 +32,7 @@ import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
+import { renderTransport } from './http/transport.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
 import {
@@ -144,6 +145,9 @@ export async function runAttempt(
     };
     const request = buildRequest(service, operation, context);
     if (operation.signing !== undefined) signRequest(operation.signing, request, context, deps.clock.now());
+
+    // `proxy:` and `tls:` (issue 17), rendered with this job's secrets: a rotated key reaches the next call.
+    const transport = renderTransport(service, context);
     let response: CallResponse;
     if (service.auth.type === 'oauth2') {
       response = await callWithToken(
@@ -165,6 +169,7 @@ export async function runAttempt(
           signal,
           now: deps.clock.now,
           scrubber: deps.scrubber,
+          transport,
         });
       response = await throughBreaker(call, deps, signal);
     }
@@ -277,6 +282,7 @@ async function callWithToken(
     return left;
   };
   const grant = renderGrant(service.name, auth, context);
+  const transport = renderTransport(service, context);
   const call = (token: AccessToken): Promise<CallResponse> => {
     // Measured before the breaker: an attempt the token request used up never reached the service.
     const timeoutMs = remainingMs();
@@ -290,6 +296,7 @@ async function callWithToken(
           signal,
           now: deps.clock.now,
           scrubber: deps.scrubber,
+          transport,
         }),
       deps,
       signal,

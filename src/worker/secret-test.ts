@@ -22,6 +22,7 @@ import type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-tes
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
+import { observeProxyEnv, type ProxyEnv, readProxyEnv } from './http/transport.ts';
 import { runAttempt } from './processor.ts';
 
 export interface SecretTestOptions extends SecretTestRequest {
@@ -29,6 +30,8 @@ export interface SecretTestOptions extends SecretTestRequest {
   /** The process's resolver; `key` is answered with `value` instead, every other secret as usual. */
   resolver: SecretResolver;
   clock?: Clock;
+  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY; default: read from process.env, as a worker does at start. */
+  proxyEnv?: ProxyEnv;
 }
 
 export type { SecretTestOutcome } from '../secrets/secret-test.ts';
@@ -100,8 +103,11 @@ export async function testStagedSecret(options: SecretTestOptions): Promise<Secr
   const clock = options.clock ?? systemClock;
   const scrubber = new Scrubber();
   scrubber.add(value);
-  const pools = new PoolSet({ connections: 1, egress: egressScopeOf(service) });
-  const tokens = new TokenCache({ observer: scrubber, clock });
+  // The test call takes the worker's route (issue 17): the process's proxy variables, the service's proxy: and tls:.
+  const proxyEnv = options.proxyEnv ?? readProxyEnv(process.env);
+  observeProxyEnv(proxyEnv, scrubber);
+  const pools = new PoolSet({ connections: 1, egress: egressScopeOf(service), proxyEnv, scrubber });
+  const tokens = new TokenCache({ observer: scrubber, clock, proxyEnv });
   const data: JobData = { input: options.input };
   if (tenant !== undefined) data.tenant = tenant;
   try {

@@ -30,6 +30,7 @@ import { FollowUps } from './follow-ups.ts';
 import { egressScopeOf } from './http/egress.ts';
 import { TokenCache } from './http/oauth2.ts';
 import { PoolSet } from './http/pools.ts';
+import { observeProxyEnv, type ProxyEnv } from './http/transport.ts';
 import { createJobEventPublisher } from './job-event-publisher.ts';
 import { isScheduleTick, runScheduleTick, syncSchedules } from './schedules.ts';
 import { TargetQueues } from './target-queues.ts';
@@ -67,6 +68,11 @@ export interface WorkerPoolOptions {
   keepFailedMs?: number;
   /** Longest chain of onFailure/`then` follow-ups from one producer's job. Default 16 (DEFAULT_MAX_CHAIN_DEPTH). */
   maxChainDepth?: number;
+  /**
+   * HTTPS_PROXY / HTTP_PROXY / NO_PROXY (readProxyEnv of the process env, at start): services without `proxy:`
+   * and the OAuth2 token requests go through it. Default: none (direct).
+   */
+  proxyEnv?: ProxyEnv;
 }
 
 /** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
@@ -242,7 +248,8 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
   const scrubber = options.scrubber ?? new Scrubber();
   const writer = new DeadLetterWriter({ connection, prefix });
   // One per pool: every service's oauth2 tokens, each handed to the scrubber as it arrives.
-  const tokens = new TokenCache({ observer: scrubber, clock });
+  if (options.proxyEnv !== undefined) observeProxyEnv(options.proxyEnv, scrubber);
+  const tokens = new TokenCache({ observer: scrubber, clock, proxyEnv: options.proxyEnv });
   const breakers = createBreakerRegistry({
     redis: connection,
     keyFor: (name) => `${prefix}:${serviceQueueName(name)}:breaker`,
@@ -309,7 +316,12 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     const service = options.config.services.get(name)!;
     const queueName = serviceQueueName(name);
     const queue = new Queue<JobData, JobResult>(queueName, { connection, prefix });
-    const pools = new PoolSet({ connections: service.concurrency, egress: egressScopeOf(service) });
+    const pools = new PoolSet({
+      connections: service.concurrency,
+      egress: egressScopeOf(service),
+      proxyEnv: options.proxyEnv,
+      scrubber,
+    });
     const deliver = createDeliveryProcessor({
       service,
       breaker: breakers.get(name, breakerOptionsOf(service)),

@@ -16,6 +16,7 @@ import {
   ResponseTooLargeError,
   ServerError,
   TimeoutError,
+  TlsError,
   toErrorRecord,
   ValidationError,
 } from '../../src/core/errors.ts';
@@ -33,6 +34,7 @@ const ALL: FerryError[] = [
   new ValidationError('v', { field: 'input.email' }),
   new ConfigurationError('g'),
   new EgressDeniedError('e', { field: 'baseUrl' }),
+  new TlsError('x'),
 ];
 
 /** Rows of docs/errors.md's table: `| \`Type\` | yes/no | ... |`. */
@@ -60,6 +62,7 @@ describe('error taxonomy', () => {
       ValidationError: false,
       ConfigurationError: false,
       EgressDeniedError: false,
+      TlsError: false,
     });
   });
 

@@ -201,7 +201,7 @@ describe('refusals name the exact path', () => {
       [
         `${at}.onFailure[0].when.errorType[1]: unknown error type "Nope" (expected one of TimeoutError, ` +
           'NetworkError, ServerError, RateLimitedError, AuthenticationError, ClientError, CircuitOpenError, ' +
-          'ResponseTooLargeError, ValidationError, ConfigurationError, EgressDeniedError)',
+          'ResponseTooLargeError, ValidationError, ConfigurationError, EgressDeniedError, TlsError)',
       ],
     ],
     [
@@ -292,7 +292,7 @@ describe('refusals name the exact path', () => {
     expect(issuesOf(() => parseServicesConfig(withDefaults))).toEqual([
       'defaults.onFailure[0].when.errorType: unknown error type "Bogus" (expected one of TimeoutError, ' +
         'NetworkError, ServerError, RateLimitedError, AuthenticationError, ClientError, CircuitOpenError, ' +
-        'ResponseTooLargeError, ValidationError, ConfigurationError, EgressDeniedError)',
+        'ResponseTooLargeError, ValidationError, ConfigurationError, EgressDeniedError, TlsError)',
     ]);
   });
 });

@@ -124,7 +124,7 @@ describe('DeliveryTally', () => {
     });
     // ERROR_TYPES order: TimeoutError, NetworkError, ServerError, RateLimitedError, AuthenticationError,
     // ClientError, ...: the retried 503 and the held 503 (a call was made), and the dead-lettered 422.
-    expect([...op.failedAttempts]).toEqual([0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0]);
+    expect([...op.failedAttempts]).toEqual([0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     expect(service!.unknownOperation?.operation).toBe(UNKNOWN_OPERATION);
     expect(service!.unknownOperation?.deadLetteredJobs).toBe(1);
     expect([...tally.services()]).toHaveLength(1);

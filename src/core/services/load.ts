@@ -29,6 +29,7 @@ import {
   TemplateCompileError,
   type TemplateMode,
 } from './templates.ts';
+import { type CompiledTls, PROXY_NONE, type ProxySetting, type TLS_TEMPLATE_FIELDS } from './transport.ts';
 import type {
   AuthConfig,
   CompiledOperation,
@@ -329,6 +330,8 @@ function compileService(
     operations: readonlyMap(operations),
     secretNames: [],
     fallback: doc.fallback?.service,
+    proxy: compileProxy(doc.proxy, (value) => compile(value, 'header', ['proxy'], false)),
+    tls: compileTls(doc.tls, (value, field) => compile(value, 'value', ['tls', field], false)),
   };
   return isBroken ? undefined : { ...service, secretNames: [...secretNames].sort() };
 }
@@ -386,6 +389,31 @@ function compileAuth(
         clientAuth: auth.clientAuth ?? 'basic',
       };
   }
+}
+
+function compileProxy(proxy: string | undefined, compile: (value: string) => CompiledTemplate): ProxySetting {
+  if (proxy === undefined) return { kind: 'env' };
+  if (proxy === PROXY_NONE) return { kind: 'none' };
+  return { kind: 'url', url: compile(proxy) };
+}
+
+function compileTls(
+  tls: ServiceDocument['tls'],
+  compile: (value: string, field: string) => CompiledTemplate,
+): CompiledTls | undefined {
+  if (tls === undefined) return undefined;
+  const field = (name: (typeof TLS_TEMPLATE_FIELDS)[number]): CompiledTemplate | undefined => {
+    const value = tls[name];
+    return value === undefined ? undefined : compile(value, name);
+  };
+  return {
+    ca: field('ca'),
+    cert: field('cert'),
+    key: field('key'),
+    passphrase: field('passphrase'),
+    servername: field('servername'),
+    minVersion: tls.minVersion,
+  };
 }
 
 /**

@@ -28,6 +28,7 @@ import {
   TemplateCompileError,
   type TemplateMode,
 } from './templates.ts';
+import { PROXY_NONE, TLS_MIN_VERSIONS } from './transport.ts';
 import type { ServiceConfig } from './types.ts';
 
 /** Options every service gets unless it (or `defaults:`) sets them. */
@@ -653,6 +654,70 @@ const egress = strictObject({
     .optional(),
 });
 
+/** A template that reads the tenant (`{{ tenant }}`): refused where the tenant may not choose the value. */
+const READS_TENANT = /\{\{[^}]*\btenant\b/;
+
+/**
+ * `proxy:` (issue 17): `none` (always direct), or the proxy's URL, a template that may read secrets but never
+ * input or the tenant (a producer must not choose where calls are tunnelled). Checked again once rendered.
+ */
+const proxy = z
+  .string({ error: expecting(`"${PROXY_NONE}" or an http(s) proxy URL (a template over secrets)`) })
+  .min(1, { error: 'must not be empty' })
+  .superRefine((value, context) => {
+    if (value === PROXY_NONE) return;
+    if (READS_TENANT.test(value)) {
+      context.addIssue({ code: 'custom', message: 'may not read the tenant (only secrets)' });
+      return;
+    }
+    if (!value.includes('{{') && !value.includes('}}')) {
+      const problem = checkProxyUrl(value);
+      if (problem !== undefined) context.addIssue({ code: 'custom', message: problem });
+      return;
+    }
+    refineTemplate('header', { input: false })(value, context);
+  });
+
+/** Why a (rendered) proxy URL is refused, or undefined: http(s) only, no path, query or fragment. */
+export function checkProxyUrl(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an absolute http(s) proxy URL';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return 'must be an http:// or https:// proxy URL';
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '')
+    return 'must not have a path, query or fragment (scheme, credentials, host and port only)';
+  return undefined;
+}
+
+/** `tls:` (issue 17): PEM values and the server name are templates over secrets (never input or tenant). */
+const tlsTemplate = z
+  .string({ error: expecting('a string (PEM text or a {{ secrets.x }} template)') })
+  .min(1, { error: 'must not be empty' })
+  .superRefine((value, context) => {
+    if (READS_TENANT.test(value)) context.addIssue({ code: 'custom', message: 'may not read the tenant' });
+    else refineTemplate('value', { input: false })(value, context);
+  });
+const tls = strictObject({
+  ca: tlsTemplate.optional(),
+  cert: tlsTemplate.optional(),
+  key: tlsTemplate.optional(),
+  passphrase: tlsTemplate.optional(),
+  servername: tlsTemplate.optional(),
+  minVersion: z.enum(TLS_MIN_VERSIONS, { error: `must be one of ${TLS_MIN_VERSIONS.join(', ')}` }).optional(),
+}).superRefine((value, context) => {
+  if ((value.cert === undefined) !== (value.key === undefined))
+    context.addIssue({
+      code: 'custom',
+      message: 'cert and key go together (a client certificate needs its key)',
+    });
+  if (value.passphrase !== undefined && value.key === undefined)
+    context.addIssue({ code: 'custom', message: 'passphrase needs key', path: ['passphrase'] });
+}, WHEN_MAPPING);
+
 const serviceShape = {
   baseUrl,
   timeoutMs: milliseconds(1).optional(),
@@ -672,6 +737,8 @@ const serviceShape = {
   onFailure: failureRules.optional(),
   fallback: fallback.optional(),
   signing: signing.optional(),
+  proxy: proxy.optional(),
+  tls: tls.optional(),
   operations,
 };
 

@@ -5,6 +5,7 @@
 
 import type { EgressRules } from '../egress.ts';
 import type { CompiledSigning } from './signing.ts';
+import type { CompiledTls, ProxySetting } from './transport.ts';
 
 /** Values a template can read. `secrets` are already resolved for the job's tenant. */
 export interface TemplateContext {
@@ -204,6 +205,10 @@ export interface ServiceConfig {
   readonly secretNames: readonly string[];
   /** `fallback: { service }`: where a job goes while this service's breaker is open (same operation names). */
   readonly fallback: string | undefined;
+  /** `proxy:` (issue 17): the env's proxy (default), none, or a URL template. Undefined: as `env`. */
+  readonly proxy?: ProxySetting | undefined;
+  /** `tls:` (issue 17): CA, client certificate and TLS limits of its connections; undefined: Node's defaults. */
+  readonly tls?: CompiledTls | undefined;
 }
 
 export interface ServicesConfig {

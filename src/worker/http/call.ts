@@ -10,6 +10,7 @@ import { type AbortReason, AttemptAbortedError, classifyError, classifyStatus } 
 import type { PoolSet } from './pools.ts';
 import type { OutboundRequest } from './request.ts';
 import { bodyExcerpt, ERROR_BODY_MAX_BYTES } from './response.ts';
+import { classifyTlsError, type Transport } from './transport.ts';
 
 export interface CallOptions {
   /**
@@ -31,6 +32,8 @@ export interface CallOptions {
    * be too late: a value cut at the excerpt's end, or with a double space, no longer matches).
    */
   scrubber: Scrubber;
+  /** The job's proxy and TLS material (issue 17); default: the env's proxy, Node's TLS defaults. */
+  transport?: Transport | undefined;
 }
 
 export interface CallResponse {
@@ -62,12 +65,14 @@ export function callDownstream(
     }
   }
   return new Promise<CallResponse>((resolve, reject) => {
-    const pool = pools.get(request.origin);
+    const pool = pools.get(request.origin, options.transport);
     const call = new DownstreamCall(options, resolve, reject);
     // Aborted before it started (shutdown already under way): no socket is taken for it.
     if (call.settled) return;
     pool.dispatch(
       {
+        // A proxy agent routes by it; a pool ignores it.
+        origin: request.origin,
         path: request.path,
         method: request.method,
         headers: request.headers,
@@ -184,7 +189,7 @@ class DownstreamCall implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
-    if (!this.#settled) this.#fail(classifyError(error));
+    if (!this.#settled) this.#fail(classifyTlsError(error) ?? classifyError(error));
   }
 
   #complete(): void {

@@ -26,7 +26,9 @@ import { Scrubber } from '../../secrets/scrub.ts';
 import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
 import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
+import { PoolSet } from './pools.ts';
 import { ERROR_BODY_MAX_BYTES } from './response.ts';
+import { envProxyFor, type ProxyEnv } from './transport.ts';
 
 export const TOKEN_CACHE_DEFAULTS = {
   /** Tokens kept (service × tenant × credentials); past it the oldest is dropped: 10 000. */
@@ -54,6 +56,8 @@ export interface TokenCacheOptions {
   maxEntries?: number;
   /** Default TOKEN_CACHE_DEFAULTS.defaultLifetimeMs. */
   defaultLifetimeMs?: number;
+  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17): token requests go through the env's proxy. Default none. */
+  proxyEnv?: ProxyEnv | undefined;
 }
 
 /** What one token is asked for: the service's oauth2 config with its credentials rendered for the job. */
@@ -137,11 +141,15 @@ export class TokenCache {
   readonly #inflight = new Map<string, Promise<string>>();
   /** Created on the first fetch: a pool without an oauth2 service never opens it. */
   #agent: Agent | undefined;
+  readonly #proxyEnv: ProxyEnv | undefined;
+  /** Token endpoints the env's proxy applies to: one tunnel pool each, the target checked before each CONNECT. */
+  #proxied: PoolSet | undefined;
   #closed = false;
 
   constructor(options: TokenCacheOptions) {
     this.#observer = options.observer;
     this.#clock = options.clock;
+    this.#proxyEnv = options.proxyEnv;
     this.#maxEntries = options.maxEntries ?? TOKEN_CACHE_DEFAULTS.maxEntries;
     this.#defaultLifetimeMs = options.defaultLifetimeMs ?? TOKEN_CACHE_DEFAULTS.defaultLifetimeMs;
   }
@@ -195,7 +203,9 @@ export class TokenCache {
     this.#entries.clear();
     const agent = this.#agent;
     this.#agent = undefined;
-    await agent?.destroy();
+    const proxied = this.#proxied;
+    this.#proxied = undefined;
+    await Promise.all([agent?.destroy(), proxied?.close()]);
   }
 
   async #fetch(key: string, grant: TokenGrant, options: TokenFetchOptions): Promise<string> {
@@ -208,8 +218,16 @@ export class TokenCache {
       // Link-local and metadata addresses are refused at dial time here too (egress.ts).
       connect: { lookup: guardedLookup(TOKEN_ENDPOINT_SCOPE, '') },
     });
+    const origin = new URL(grant.auth.tokenUrl).origin;
+    const proxyEnv = this.#proxyEnv;
+    const dispatcher =
+      proxyEnv === undefined || envProxyFor(proxyEnv, origin) === undefined
+        ? this.#agent
+        : (this.#proxied ??= new PoolSet({ connections: 4, egress: TOKEN_ENDPOINT_SCOPE, proxyEnv })).get(
+            origin,
+          );
     const response = await postTokenRequest(
-      this.#agent,
+      dispatcher,
       grant,
       { ...options, timeoutMs: options.fetchTimeoutMs ?? options.timeoutMs },
       this.#clock,
@@ -244,7 +262,7 @@ interface TokenResponse {
 
 /** POSTs the form (RFC 6749 §4.4.2) with the client authenticated as configured (§2.3.1). */
 async function postTokenRequest(
-  agent: Agent,
+  agent: Dispatcher,
   grant: TokenGrant,
   options: TokenFetchOptions,
   clock: Clock,
