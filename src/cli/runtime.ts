@@ -14,7 +14,7 @@ import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
 import { Scrubber } from '../secrets/scrub.ts';
-import { createSecretsRuntime, type SecretsRuntime } from '../secrets/setup.ts';
+import { createSecretsRuntime, requireSealKey, type SecretsRuntime } from '../secrets/setup.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
 import { UsageError } from './output.ts';
 
@@ -298,12 +298,19 @@ export async function startWorkers(
 ): Promise<{ pool: WorkerPool; secrets: SecretsRuntime }> {
   const { env, logger, config } = runtime;
   const secrets = await createSecretsRuntime({ env, connection, prefix: env.FERRY_PREFIX, logger });
+  try {
+    requireSealKey(config, secrets.keyring, services);
+  } catch (error) {
+    secrets.close();
+    throw error;
+  }
   const pool = createWorkerPool({
     config,
     ...(services === undefined ? {} : { services }),
     connection,
     prefix: env.FERRY_PREFIX,
     secrets: secrets.resolver,
+    keyring: secrets.keyring,
     scrubber: runtime.scrubber,
     logger,
     lockDurationMs: env.FERRY_LOCK_DURATION_MS,

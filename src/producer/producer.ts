@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import { Job, type JobsOptions, Queue } from 'bullmq';
 
-import { type ErrorRecord, ValidationError } from '../core/errors.ts';
+import { ConfigurationError, type ErrorRecord, ValidationError } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
@@ -24,6 +24,7 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import { type Keyring, sealJobData } from '../core/sealed-data.ts';
 import {
   checkReplicaSettings,
   DEFAULT_MIN_REPLICAS,
@@ -50,6 +51,12 @@ export interface ProducerOptions {
   minReplicas?: number;
   /** How long an enqueue waits for `minReplicas` (1 to 30000 ms); default 1000. */
   replicaTimeoutMs?: number;
+  /**
+   * FERRY_SECRETS_KEY's keyring (`parseKeyring`, `loadKeyring`): a job of a `sensitive: true` operation of
+   * `services` is sealed with its current key before it is written. Without it such a job is refused with a
+   * ConfigurationError, and nothing is written.
+   */
+  keyring?: Keyring;
 }
 
 export interface EnqueueResult {
@@ -85,6 +92,8 @@ export interface JobView {
   routedTo?: JobRef;
   /** Why Ferry itself enqueued this job (an onFailure rule, a `then` step, a route, a schedule). */
   origin?: JobOrigin;
+  /** The job's input and metadata are sealed (a sensitive operation's): `metadata` is then not shown. */
+  sealed?: true;
 }
 
 /** What `waitFor(…, { follow: true })` returns: the last job of the chain, and every job of it in order. */
@@ -178,6 +187,7 @@ export class Producer {
   readonly #minReplicas: number;
   readonly #replicaTimeoutMs: number;
   readonly #slots = new Map<string, number>();
+  readonly #keyring: Keyring | undefined;
   #closed = false;
 
   constructor(options: ProducerOptions) {
@@ -186,6 +196,7 @@ export class Producer {
     this.maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
     this.#minReplicas = options.minReplicas ?? DEFAULT_MIN_REPLICAS;
     this.#replicaTimeoutMs = options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS;
+    this.#keyring = options.keyring;
     checkReplicaSettings(this.#minReplicas, this.#replicaTimeoutMs);
     if (typeof options.connection === 'string') {
       this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
@@ -267,6 +278,7 @@ export class Producer {
       idempotencyKey: job.data?.idempotencyKey,
       metadata: job.data?.metadata,
     };
+    if (typeof job.data?.sealed === 'string') view.sealed = true;
     // The links, checked (the return value and the data are anyone's to write): a client follows them.
     const { next, routedTo } = readResultLinks(result);
     if (next !== undefined) view.next = next;
@@ -375,11 +387,32 @@ export class Producer {
 
   async #add(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
     this.#assertOpen();
+    // Every sensitive job is checked before anything is added: without a key, none is written in plaintext.
+    const sensitive = requests.map((request) => this.#isSensitive(request));
+    const keyring = this.#keyring;
+    if (keyring === undefined && sensitive.includes(true)) {
+      const request = requests[sensitive.indexOf(true)]!;
+      throw new ConfigurationError(
+        `${request.service}.${request.operation} is sensitive: its jobs are sealed, and this producer has no keyring (FERRY_SECRETS_KEY)`,
+      );
+    }
     await this.#ready();
-    const byService = new Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>();
+    const byService = new Map<
+      string,
+      { index: number; request: EnqueueRequest; enqueueId: string; jobId?: string; data: JobData }[]
+    >();
     requests.forEach((request, index) => {
       const list = byService.get(request.service) ?? [];
-      list.push({ index, request, enqueueId: randomUUID() });
+      const enqueueId = randomUUID();
+      let data = toJobData(request, enqueueId);
+      let jobId: string | undefined;
+      if (sensitive[index] === true) {
+        // The job id is part of the seal: known before the add. The enqueue id (a UUID: never a number, no
+        // `:`, so BullMQ takes it as a custom id) unless the idempotency key fixes it.
+        jobId = request.idempotencyKey === undefined ? enqueueId : idempotentJobId(request.idempotencyKey);
+        data = sealJobData(keyring!, { service: request.service, tenant: request.tenant, jobId }, data);
+      }
+      list.push({ index, request, enqueueId, data, ...(jobId === undefined ? {} : { jobId }) });
       byService.set(request.service, list);
     });
     const results: EnqueueResult[] = new Array<EnqueueResult>(requests.length);
@@ -393,15 +426,15 @@ export class Producer {
             ? [
                 await queue.add(
                   items[0]!.request.operation,
-                  toJobData(items[0]!.request, items[0]!.enqueueId),
-                  jobOptions(items[0]!.request),
+                  items[0]!.data,
+                  jobOptions(items[0]!.request, items[0]!.jobId),
                 ),
               ]
             : await queue.addBulk(
-                items.map(({ request, enqueueId }) => ({
+                items.map(({ request, data, jobId }) => ({
                   name: request.operation,
-                  data: toJobData(request, enqueueId),
-                  opts: jobOptions(request),
+                  data,
+                  opts: jobOptions(request, jobId),
                 })),
               );
         // An add with an existing jobId returns that id but keeps the first job's data: compare the enqueue
@@ -430,6 +463,12 @@ export class Producer {
       }),
     );
     return results;
+  }
+
+  /** True for a job of a `sensitive` operation of the producer's services (one Map read for the others). */
+  #isSensitive(request: EnqueueRequest): boolean {
+    const operation = this.#catalog?.get(request.service)?.operations.get(request.operation);
+    return (operation as { sensitive?: boolean } | undefined)?.sensitive === true;
   }
 
   #assertOpen(): void {
@@ -467,9 +506,10 @@ function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
   return data;
 }
 
-function jobOptions(request: EnqueueRequest): JobsOptions {
+function jobOptions(request: EnqueueRequest, jobId?: string): JobsOptions {
   const options: JobsOptions = {};
-  if (request.idempotencyKey !== undefined) options.jobId = idempotentJobId(request.idempotencyKey);
+  if (jobId !== undefined) options.jobId = jobId;
+  else if (request.idempotencyKey !== undefined) options.jobId = idempotentJobId(request.idempotencyKey);
   if (request.delayMs !== undefined && request.delayMs > 0) options.delay = request.delayMs;
   if (request.priority !== undefined && request.priority > 0) options.priority = request.priority;
   return options;

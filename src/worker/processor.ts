@@ -20,6 +20,7 @@ import {
   type JobResult,
 } from '../core/job.ts';
 import { defaultIdempotencyKey } from '../core/queue-layout.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { OAuth2Auth, ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
@@ -32,6 +33,7 @@ import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
+import { openSealedJob } from './sealed.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -65,6 +67,8 @@ export interface ProcessorDeps {
   clock: Clock;
   /** Told when a downstream (or its token endpoint) asked for more than `retry.maxRetryAfterMs`. */
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
+  /** FERRY_SECRETS_KEY's keyring: opens sealed jobs (sensitive operations). */
+  keyring?: Keyring | undefined;
 }
 
 export async function runAttempt(
@@ -82,14 +86,16 @@ export async function runAttempt(
         field: 'operation',
       });
     }
-    const data = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
-    if (service.tenantSecrets === 'required' && data.tenant === undefined) {
+    const stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
+    if (service.tenantSecrets === 'required' && stored.tenant === undefined) {
       // A raw producer's job (the API and Producer refuse it at enqueue): without a tenant it would read the
       // global values, the very fall-back the service refuses.
       throw new ValidationError(`tenant: required by service "${service.name}" (tenantSecrets: required)`, {
         field: 'tenant',
       });
     }
+    // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
+    const data = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,
@@ -151,7 +157,8 @@ export async function runAttempt(
       durationMs: elapsed(),
     };
     if (truncated) result.bodyTruncated = true;
-    if (data.metadata !== undefined) result.metadata = data.metadata;
+    // A sealed job's metadata stays sealed: never copied into its result (stored in plaintext).
+    if (stored.metadata !== undefined) result.metadata = stored.metadata;
     return { kind: 'completed', result, durationMs: result.durationMs };
   } catch (thrown) {
     const durationMs = elapsed();

@@ -281,7 +281,7 @@ describe('unknown options suggest the right one', () => {
     expect(issuesOf(() => parseServicesYaml(text)).sort()).toEqual([
       'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, rateLimit, auth, ' +
         'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, onFailure, fallback, ' +
-        'operations)',
+        'sensitive, operations)',
       'services.crm.operations: required (at least one operation)',
     ]);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();

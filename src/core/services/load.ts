@@ -279,6 +279,7 @@ function compileService(
         operation.then === undefined
           ? undefined
           : compileEnqueue(operation.then.enqueue, 'then', [...at, 'then', 'enqueue'], compileInput),
+      sensitive: operation.sensitive ?? doc.sensitive ?? false,
     });
   }
   const retry = doc.retry;

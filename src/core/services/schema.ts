@@ -491,6 +491,7 @@ const operation = strictObject(
     timeoutMs: milliseconds(1).optional(),
     onFailure: failureRules.optional(),
     then: thenStep.optional(),
+    sensitive: z.boolean({ error: 'must be true or false' }).optional(),
   },
   OPERATION_ALIASES,
 ).superRefine((value, context) => {
@@ -554,6 +555,7 @@ const serviceShape = {
   egress: egress.optional(),
   onFailure: failureRules.optional(),
   fallback: fallback.optional(),
+  sensitive: z.boolean({ error: 'must be true or false' }).optional(),
   operations,
 };
 

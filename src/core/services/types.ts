@@ -99,6 +99,11 @@ export interface CompiledOperation {
   readonly onFailure: readonly FailureRule[];
   /** `then: { enqueue }`: the next step, enqueued once when a job of this operation completes. */
   readonly then: CompiledEnqueue | undefined;
+  /**
+   * `sensitive: true` (its own, else its service's): the job's input and metadata are sealed before they reach
+   * Redis and opened only by the worker at call time (core/sealed-data.ts). Absent means false.
+   */
+  readonly sensitive?: boolean;
 }
 
 export type AuthConfig =

@@ -1,0 +1,59 @@
+/**
+ * The worker's side of sealed jobs (issue 17 item 5): step 2 of runAttempt opens a sealed job's envelope in
+ * memory, and a raw producer's unsealed job of a sensitive operation is sealed in place before its first call,
+ * so that everything Ferry writes from it afterwards (dead letter, follow-ups, moves) stays sealed.
+ */
+import type { JobData } from '../core/job.ts';
+import { type Keyring, maxSealedLength, openJobContent, sealJobData } from '../core/sealed-data.ts';
+import type { ServiceConfig } from '../core/services/types.ts';
+
+/**
+ * The job data with its envelope opened: `input` and `metadata` are the plaintext ones, in memory only. Throws
+ * ValidationError (field `sealed`) for an envelope that is malformed or does not open for this service and
+ * tenant, ConfigurationError when no key of the keyring holds its key id.
+ */
+export function openSealedJob(service: ServiceConfig, keyring: Keyring | undefined, data: JobData): JobData {
+  const content = openJobContent(
+    keyring,
+    { service: service.name, tenant: data.tenant },
+    data.sealed,
+    maxSealedLength(service.maxInputBytes),
+  );
+  const opened: JobData = { ...data, input: content.input };
+  delete opened.sealed;
+  if (content.metadata === undefined) delete opened.metadata;
+  else opened.metadata = content.metadata;
+  return opened;
+}
+
+/** The names of a service's `sensitive` operations; undefined when it has none (its jobs pay nothing). */
+export function sensitiveOperationsOf(service: ServiceConfig): ReadonlySet<string> | undefined {
+  const names = [...service.operations.values()].filter((op) => op.sensitive === true).map((op) => op.name);
+  return names.length === 0 ? undefined : new Set(names);
+}
+
+/**
+ * A raw producer's job of a sensitive operation that is not sealed: the data to store in its place, sealed for
+ * this job (undefined when there is nothing to seal). Its tenant is bound only when it is a string (a malformed
+ * one fails validation right after).
+ */
+export function sealInPlace(
+  service: ServiceConfig,
+  keyring: Keyring,
+  jobId: string,
+  data: JobData | undefined,
+): JobData | undefined {
+  if (data === undefined || data === null || typeof data !== 'object' || data.sealed !== undefined)
+    return undefined;
+  const tenant = typeof data.tenant === 'string' ? data.tenant : undefined;
+  const metadata =
+    typeof data.metadata === 'object' && data.metadata !== null && !Array.isArray(data.metadata)
+      ? data.metadata
+      : undefined;
+  const { metadata: _dropped, ...rest } = data;
+  return sealJobData(
+    keyring,
+    { service: service.name, tenant, jobId },
+    metadata === undefined ? rest : { ...rest, metadata },
+  );
+}
