@@ -207,9 +207,11 @@ function tryOpen(key: Buffer, binding: SealBinding, envelope: ParsedEnvelope): s
  */
 export function sealJobData<
   T extends { input?: unknown; metadata?: Record<string, unknown>; sealed?: string },
->(keyring: Keyring, binding: SealBinding, data: T): T {
+>(keyring: Keyring, binding: SealBinding, data: T): T & { sealed: string } {
   const { input, metadata, ...rest } = data;
   const content: SealedContent = { input: input ?? null };
   if (metadata !== undefined) content.metadata = metadata;
-  return { ...rest, input: SEALED_PLACEHOLDER, sealed: sealJobContent(keyring, binding, content) } as T;
+  return { ...rest, input: SEALED_PLACEHOLDER, sealed: sealJobContent(keyring, binding, content) } as T & {
+    sealed: string;
+  };
 }

@@ -188,6 +188,8 @@ export class Producer {
   readonly #replicaTimeoutMs: number;
   readonly #slots = new Map<string, number>();
   readonly #keyring: Keyring | undefined;
+  /** Some operation of `services` is sensitive: only then is a request's operation looked at. */
+  readonly #sealing: boolean;
   #closed = false;
 
   constructor(options: ProducerOptions) {
@@ -197,6 +199,7 @@ export class Producer {
     this.#minReplicas = options.minReplicas ?? DEFAULT_MIN_REPLICAS;
     this.#replicaTimeoutMs = options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS;
     this.#keyring = options.keyring;
+    this.#sealing = hasSensitiveOperation(options.services);
     checkReplicaSettings(this.#minReplicas, this.#replicaTimeoutMs);
     if (typeof options.connection === 'string') {
       this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
@@ -388,7 +391,7 @@ export class Producer {
   async #add(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
     this.#assertOpen();
     // Every sensitive job is checked before anything is added: without a key, none is written in plaintext.
-    const sensitive = requests.map((request) => this.#isSensitive(request));
+    const sensitive = this.#sealing ? requests.map((request) => this.#isSensitive(request)) : [];
     const keyring = this.#keyring;
     if (keyring === undefined && sensitive.includes(true)) {
       const request = requests[sensitive.indexOf(true)]!;
@@ -497,6 +500,13 @@ export class Producer {
 }
 
 function ignoreError(): void {}
+
+function hasSensitiveOperation(catalog: ServiceCatalog | undefined): boolean {
+  for (const service of catalog?.values() ?? [])
+    for (const operation of service.operations.values())
+      if ((operation as { sensitive?: boolean } | undefined)?.sensitive === true) return true;
+  return false;
+}
 
 function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
   const data: JobData = { input: request.input ?? null, enqueueId };

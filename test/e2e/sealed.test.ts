@@ -8,12 +8,18 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
+import { TokenSet } from '../../src/api/auth.ts';
+import { buildFerryApi } from '../../src/cli/api-server.ts';
+import { readEnv } from '../../src/core/env.ts';
 import { SEALED_PLACEHOLDER } from '../../src/core/job.ts';
+import { createLogger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
-import { startTestApi, TOKENS } from '../helpers/api.ts';
+import { Scrubber } from '../../src/secrets/scrub.ts';
+import { startTestApi, TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { rawJobs } from '../helpers/raw-jobs.ts';
@@ -280,6 +286,32 @@ describe('sensitive: true', () => {
     ).rejects.toMatchObject({ type: 'ConfigurationError' });
     await producer.close();
     expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
+  });
+});
+
+describe('the API and a sensitive operation', () => {
+  it('does not start without FERRY_SECRETS_KEY', async () => {
+    const config = parseServicesConfig(services('http://127.0.0.1:9'), { env: {} });
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    const eventsConnection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    try {
+      const env = readEnv({ FERRY_PREFIX: uniquePrefix() });
+      const runtime = { env, config, logger: createLogger({ level: 'silent' }), scrubber: new Scrubber() };
+      await expect(
+        buildFerryApi(runtime, {
+          connection,
+          eventsConnection,
+          tokens: TokenSet.parse(TOKEN_CONFIG, 'test'),
+        }),
+      ).rejects.toMatchObject({
+        type: 'ConfigurationError',
+        message:
+          'services.vault.operations.create is sensitive (sealed input), and FERRY_SECRETS_KEY is not set: set it (ferry secrets keygen)',
+      });
+    } finally {
+      connection.disconnect();
+      eventsConnection.disconnect();
+    }
   });
 });
 
