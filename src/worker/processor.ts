@@ -33,7 +33,7 @@ import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
-import { openSealedJob } from './sealed.ts';
+import { openSealedJob, sealedValueScrubber } from './sealed.ts';
 
 export type AttemptOutcome =
   | { kind: 'completed'; result: Omit<JobResult, 'attempts'>; durationMs: number }
@@ -78,6 +78,8 @@ export async function runAttempt(
 ): Promise<AttemptOutcome> {
   const startedAt = deps.clock.now();
   const elapsed = (): number => deps.clock.now() - startedAt;
+  /** A sealed job's plaintext values, kept out of what the downstream answers (stored, logged). */
+  let sealedValues: Scrubber | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -96,6 +98,7 @@ export async function runAttempt(
     }
     // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
     const data = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
+    if (data !== stored) sealedValues = sealedValueScrubber(data);
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,
@@ -157,6 +160,10 @@ export async function runAttempt(
       durationMs: elapsed(),
     };
     if (truncated) result.bodyTruncated = true;
+    if (sealedValues !== undefined) {
+      result.body = sealedValues.scrubValue(result.body);
+      result.headers = sealedValues.scrubValue(result.headers);
+    }
     // A sealed job's metadata stays sealed: never copied into its result (stored in plaintext).
     if (stored.metadata !== undefined) result.metadata = stored.metadata;
     return { kind: 'completed', result, durationMs: result.durationMs };
@@ -166,6 +173,7 @@ export async function runAttempt(
     if (isBreakerOpenError(thrown)) return breakerHold(thrown, durationMs);
     const error = isFerryError(thrown) ? thrown : classifyError(thrown);
     error.message = deps.scrubber.scrub(error.message);
+    if (sealedValues !== undefined) error.message = sealedValues.scrub(error.message);
     return { kind: 'failed', error, durationMs };
   }
 }

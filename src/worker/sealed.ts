@@ -6,6 +6,10 @@
 import type { JobData } from '../core/job.ts';
 import { type Keyring, maxSealedLength, openJobContent, sealJobData } from '../core/sealed-data.ts';
 import type { ServiceConfig } from '../core/services/types.ts';
+import { Scrubber } from '../secrets/scrub.ts';
+
+/** String values of a sealed input scrubbed from what the downstream answers, at most this many. */
+const MAX_SCRUBBED_VALUES = 256;
 
 /**
  * The job data with its envelope opened: `input` and `metadata` are the plaintext ones, in memory only. Throws
@@ -56,4 +60,29 @@ export function sealInPlace(
     { service: service.name, tenant, jobId },
     metadata === undefined ? rest : { ...rest, metadata },
   );
+}
+
+/**
+ * A scrubber of a sealed job's plaintext: every string value (and object key is left alone) of its input and
+ * metadata, in every encoding the secret scrubber knows, so a downstream that echoes the input back (a
+ * created record, a 400 naming the bad e-mail) does not put it in the stored result, the error message or the
+ * log line. Values shorter than the scrubber's minimum are left, as for secrets. Sealed jobs only.
+ */
+export function sealedValueScrubber(data: JobData): Scrubber {
+  const scrubber = new Scrubber();
+  let count = 0;
+  const visit = (value: unknown, depth: number): void => {
+    if (count >= MAX_SCRUBBED_VALUES || depth > 64) return;
+    if (typeof value === 'string') {
+      count++;
+      scrubber.add(value);
+    } else if (Array.isArray(value)) {
+      for (const item of value) visit(item, depth + 1);
+    } else if (typeof value === 'object' && value !== null) {
+      for (const item of Object.values(value)) visit(item, depth + 1);
+    }
+  };
+  visit(data.input, 0);
+  visit(data.metadata, 0);
+  return scrubber;
 }

@@ -54,13 +54,14 @@ function services(url: string): unknown {
   };
 }
 
-/** 201 without echoing anything, but 400 on /reject. */
+/** 201 echoing the input back (as a created record), but 400 naming it on /reject. */
 function answer(downstream: Downstream): void {
-  downstream.script((request) =>
-    request.url === '/reject'
-      ? { status: 400, body: { error: 'refused' } }
-      : { status: 201, body: { id: 'x' } },
-  );
+  downstream.script((request) => {
+    const sent = JSON.parse(request.body === '' ? 'null' : request.body) as unknown;
+    return request.url === '/reject'
+      ? { status: 400, body: { error: `refused: ${JSON.stringify(sent)}` } }
+      : { status: 201, body: { id: 'x', created: sent } };
+  });
 }
 
 /** Every key (SCAN) read by type, and its DUMP bytes; every AOF file on disk. */
