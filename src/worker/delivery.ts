@@ -140,7 +140,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           );
         throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
       }
-      if (sensitive?.has(job.name) === true && job.data?.sealed === undefined) {
+      if (sensitive?.has(job.name) === true && typeof job.data?.sealed !== 'string') {
         // A raw producer's plaintext job of a sensitive operation: sealed in place before anything else, so
         // nothing Ferry writes from it (dead letter, follow-ups, moves) holds its input in plaintext.
         const sealed = sealInPlace(service, deps.keyring!, jobId, job.data);

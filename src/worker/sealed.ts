@@ -47,14 +47,15 @@ export function sealInPlace(
   jobId: string,
   data: JobData | undefined,
 ): JobData | undefined {
-  if (data === undefined || data === null || typeof data !== 'object' || data.sealed !== undefined)
+  if (data === undefined || data === null || typeof data !== 'object' || typeof data.sealed === 'string')
     return undefined;
   const tenant = typeof data.tenant === 'string' ? data.tenant : undefined;
   const metadata =
     typeof data.metadata === 'object' && data.metadata !== null && !Array.isArray(data.metadata)
       ? data.metadata
       : undefined;
-  const { metadata: _dropped, ...rest } = data;
+  // A `sealed` that is not an envelope (a raw producer's null) is replaced by the real one.
+  const { metadata: _dropped, sealed: _bogus, ...rest } = data;
   return sealJobData(
     keyring,
     { service: service.name, tenant, jobId },

@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { TokenSet } from '../../src/api/auth.ts';
 import { buildFerryApi } from '../../src/cli/api-server.ts';
 import { readEnv } from '../../src/core/env.ts';
-import { SEALED_PLACEHOLDER } from '../../src/core/job.ts';
+import { type JobData, SEALED_PLACEHOLDER } from '../../src/core/job.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
@@ -257,11 +257,13 @@ describe('sensitive: true', () => {
     });
     const raw = rawJobs(redis.url, prefix);
     const value = `raw-${randomBytes(6).toString('hex')}@example.com`;
+    // `sealed: null` is no envelope: the job is sealed all the same.
     const id = await raw.add('vault', 'reject', {
       input: { email: value },
       metadata: { m: value },
       tenant: 'acme',
-    });
+      sealed: null,
+    } as unknown as JobData);
     const view = await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 });
     expect(view.state).toBe('dead_lettered');
     expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
@@ -270,6 +272,55 @@ describe('sensitive: true', () => {
       'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
     });
     expect(hits).toEqual([]);
+  });
+
+  it('seals every job of a batch (POST /v1/jobs/batch)', async () => {
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: services(downstream.url),
+      prefix,
+      pool: { keyring },
+    });
+    const api = await startTestApi({
+      redisUrl: redis.url,
+      prefix,
+      config: ferry.config,
+      secretsKey: `k1:${KEY}`,
+    });
+    const values = [0, 1].map((i) => `batch${i}-${randomBytes(6).toString('hex')}@example.com`);
+    const batch = await api.request('POST', '/v1/jobs/batch', {
+      token: TOKENS.writer,
+      body: {
+        jobs: values.map((email) => ({
+          service: 'vault',
+          operation: 'reject',
+          tenant: 'acme',
+          input: { email },
+        })),
+      },
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body.accepted).toBe(2);
+    for (const { id } of batch.body.results as { id: string }[]) {
+      expect((await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 })).state).toBe('dead_lettered');
+      const stored = JSON.parse((await redis.client.hget(`${prefix}:{vault}:${id}`, 'data'))!) as Record<
+        string,
+        unknown
+      >;
+      expect(stored.input).toBe(SEALED_PLACEHOLDER);
+    }
+    expect(downstream.requests.map((r) => (JSON.parse(r.body) as { email: string }).email).sort()).toEqual(
+      [...values].sort(),
+    );
+    const stored = await dumpRedis(redis.client, `${prefix}:*`);
+    const hits = values.flatMap((value) =>
+      findSecretForms('batch input', secretForms(value), { 'Redis values': stored }),
+    );
+    expect(hits).toEqual([]);
+    await api.close();
+    await downstream.close();
   });
 
   it('refuses to enqueue a sensitive job without a keyring, writing nothing', async () => {
