@@ -19,6 +19,7 @@ import { createLogger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { Scrubber } from '../../src/secrets/scrub.ts';
+import { requireSealKey } from '../../src/secrets/setup.ts';
 import { startTestApi, TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
@@ -395,6 +396,25 @@ describe('services file: sensitive', () => {
         'services.vault.fallback.service: vault.create is sensitive (sealed input), and plain.create is not: a job moved there would be stored in plaintext; mark it sensitive: true',
       ]),
     );
+  });
+
+  it('needs FERRY_SECRETS_KEY only in a process that serves a sensitive operation', () => {
+    const config = parseServicesConfig(
+      {
+        services: {
+          vault: {
+            baseUrl: 'http://127.0.0.1:1',
+            sensitive: true,
+            operations: { a: { method: 'POST', path: '/a' } },
+          },
+          plain: { baseUrl: 'http://127.0.0.1:2', operations: { a: { method: 'POST', path: '/a' } } },
+        },
+      },
+      { env: {} },
+    );
+    expect(() => requireSealKey(config, undefined)).toThrow(/^services\.vault\.operations\.a is sensitive/);
+    expect(() => requireSealKey(config, undefined, ['plain'])).not.toThrow();
+    expect(() => requireSealKey(config, keyring, ['vault'])).not.toThrow();
   });
 
   it('lets an operation opt out of its service’s sensitive: true, and inherit it otherwise', () => {
