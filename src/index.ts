@@ -71,6 +71,7 @@ export {
 } from './producer/producer.ts';
 export { isReplicaTimeoutError, ReplicaTimeoutError } from './producer/replicas.ts';
 export { DEFAULT_MAX_INPUT_BYTES, type ServiceCatalog, validateEnqueueRequest } from './producer/validate.ts';
+export { type Keyring, parseKeyring } from './secrets/crypto.ts';
 export { createEnvSecretResolver } from './secrets/env-provider.ts';
 export type { SecretResolver } from './secrets/resolver.ts';
 export { createWorkerPool, type WorkerPool, type WorkerPoolOptions } from './worker/worker-pool.ts';

@@ -146,6 +146,10 @@ export const jobViewSchema = z.object({
   origin: jobOriginSchema
     .optional()
     .describe('Why Ferry itself enqueued this job: an onFailure rule, a `then` step, a route, a schedule'),
+  sealed: z
+    .literal(true)
+    .optional()
+    .describe('Input and metadata are sealed (a sensitive operation): metadata is not shown'),
 });
 
 export const batchResultSchema = z.object({

@@ -22,7 +22,7 @@ import { DeadLetterReader } from '../dead-letter/reader.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { Producer } from '../producer/producer.ts';
 import { SecretStore } from '../secrets/redis-store.ts';
-import { createSecretsRuntime } from '../secrets/setup.ts';
+import { createSecretsRuntime, loadKeyring, requireSealKey } from '../secrets/setup.ts';
 import { testStagedSecret } from '../worker/secret-test.ts';
 import type { WorkerPool } from '../worker/worker-pool.ts';
 import { type MetricsServer, redisReadiness, startMetricsServer } from './metrics-server.ts';
@@ -106,8 +106,12 @@ export async function buildFerryApi(
   const { env, config, logger } = runtime;
   const { connection, tokens } = options;
   const prefix = env.FERRY_PREFIX;
+  // Sensitive operations' jobs are sealed by the producer: with one in the file, no key means no start.
+  const keyring = await loadKeyring(env);
+  requireSealKey(config, keyring);
   const producerConnection = enqueueConnection(connection, env);
   const producer = new Producer({
+    ...(keyring === undefined ? {} : { keyring }),
     connection: producerConnection,
     prefix,
     services: config.services,

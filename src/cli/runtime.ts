@@ -14,8 +14,8 @@ import { loadServicesFile } from '../core/services/load.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type BreakerStateName, createMetrics, type Metrics } from '../metrics/metrics.ts';
 import { Scrubber } from '../secrets/scrub.ts';
-import { createSecretsRuntime, type SecretsRuntime } from '../secrets/setup.ts';
-import { readProxyEnv, redactProxyUrl } from '../worker/http/transport.ts';
+import { createSecretsRuntime, requireSealKey, type SecretsRuntime } from '../secrets/setup.ts';
+import { type ProxyEnv, readProxyEnv, redactProxyUrl } from '../worker/http/transport.ts';
 import { createWorkerPool, type WorkerPool } from '../worker/worker-pool.ts';
 import { UsageError } from './output.ts';
 
@@ -299,8 +299,15 @@ export async function startWorkers(
 ): Promise<{ pool: WorkerPool; secrets: SecretsRuntime }> {
   const { env, logger, config } = runtime;
   const secrets = await createSecretsRuntime({ env, connection, prefix: env.FERRY_PREFIX, logger });
-  // HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17), read once; their credentials are scrubbed like secrets.
-  const proxyEnv = readProxyEnv(process.env);
+  let proxyEnv: ProxyEnv;
+  try {
+    requireSealKey(config, secrets.keyring, services);
+    // HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17), read once; their credentials are scrubbed like secrets.
+    proxyEnv = readProxyEnv(process.env);
+  } catch (error) {
+    secrets.close();
+    throw error;
+  }
   if (proxyEnv.httpProxy !== undefined || proxyEnv.httpsProxy !== undefined) {
     logger.info(
       {
@@ -318,6 +325,7 @@ export async function startWorkers(
     connection,
     prefix: env.FERRY_PREFIX,
     secrets: secrets.resolver,
+    keyring: secrets.keyring,
     scrubber: runtime.scrubber,
     logger,
     lockDurationMs: env.FERRY_LOCK_DURATION_MS,

@@ -159,6 +159,8 @@ const envSchema = z.object({
   FERRY_SECRETS_KEY: z.string().optional(),
   /** A file holding FERRY_SECRETS_KEY's value (used when that is unset). */
   FERRY_SECRETS_KEY_FILE: z.string().optional(),
+  /** Who runs an audited command (`ferry dlq show --reveal`), for its audit line; the OS user is logged too. */
+  FERRY_OPERATOR: z.string().max(128).optional(),
   /** A directory of secret files (Docker/Kubernetes secrets): `<dir>/<name>`, `<dir>/tenant/<t>/<name>`. */
   FERRY_SECRETS_DIR: z.string().optional(),
   /**

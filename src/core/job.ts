@@ -19,6 +19,14 @@ import { DAY } from './time.ts';
 
 export const TENANT_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
+/**
+ * The `input` of a sealed job (a `sensitive: true` operation's, core/sealed-data.ts), and what every view shows
+ * for it: the real input and metadata are in the job data's `sealed` envelope, opened only by the worker.
+ */
+export const SEALED_PLACEHOLDER = '[sealed]';
+/** A sealed job's envelope, as stored in its data's `sealed` (format: core/sealed-data.ts). */
+export type SealedEnvelope = string;
+
 // ---- size limits (docs/api.md § Limits) -------------------------------------------------------------------
 /** 256 KiB: the default largest job input (JSON bytes) when the service does not set maxInputBytes. */
 export const DEFAULT_MAX_INPUT_BYTES = 256 * 1024;
@@ -255,6 +263,8 @@ export const jobDataSchema = z.looseObject({
   /** Set by Ferry's producers to tell a new job from an idempotent repeat. */
   enqueueId: z.string().optional(),
   origin: jobOriginSchema.optional(),
+  /** A sensitive operation's sealed input and metadata (core/sealed-data.ts); `input` is then `[sealed]`. */
+  sealed: z.string().optional(),
 });
 export interface JobData extends z.infer<typeof jobDataSchema> {
   ferry?: DeliveryState;
@@ -319,6 +329,7 @@ export const deadLetterRecordSchema = z.object({
   origin: jobOriginSchema.optional(),
   followUp: jobRefSchema.extend({ rule: count }).optional(),
   followUpError: z.string().optional(),
+  sealed: z.string().optional(),
 });
 
 /** A dead letter's data on `{dead-letter}`. */
@@ -343,6 +354,8 @@ export interface DeadLetterRecord {
   followUp?: JobRef & { rule: number };
   /** Why a matching onFailure rule made no follow-up (its input could not be rendered, the chain is too deep). */
   followUpError?: string;
+  /** The source job's sealed envelope, kept as it was (`input` is then `[sealed]`): replay copies it. */
+  sealed?: SealedEnvelope;
 }
 
 /** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */

@@ -128,6 +128,21 @@ export class DeadLetterReader {
     return record === undefined ? undefined : toDeadLetterDetail(id, name, record);
   }
 
+  /**
+   * A dead letter with its sealed envelope (`record.sealed`), for `ferry dlq show --reveal` only: views never
+   * carry the envelope.
+   */
+  async showSealed(
+    id: string,
+  ): Promise<{ detail: DeadLetterDetail; sealed: string | undefined } | undefined> {
+    if (!(await isDeadLetterId(this.#client, this.#keys, id))) return undefined;
+    const [name, data] = await this.#client.hmget(this.#keys.job(id), 'name', 'data');
+    if (name === null || name === undefined || data === null || data === undefined) return undefined;
+    const record = parseDeadLetterRecord(data);
+    if (record === undefined) return undefined;
+    return { detail: toDeadLetterDetail(id, name, record), sealed: record.sealed };
+  }
+
   /** Dead letters per service; services without any are absent. One SMEMBERS and one pipeline of ZCARDs. */
   async countByService(): Promise<Map<string, number>> {
     const services = (await this.#client.smembers(this.#keys.services)).sort();

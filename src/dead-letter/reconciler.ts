@@ -54,6 +54,9 @@ export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: num
       ? data.idempotencyKey
       : defaultIdempotencyKey(service, record.sourceJobId, job.timestamp, data.enqueueId);
   if (data.metadata !== undefined) record.metadata = data.metadata;
+  // A sealed job's envelope, kept as it is (its input is `[sealed]`): a replay copies it, `dlq show --reveal`
+  // opens it.
+  if (typeof data.sealed === 'string') record.sealed = data.sealed;
   // Where Ferry's own job came from (a reaction, a route, a schedule); a malformed one is left out.
   if (data.origin !== undefined) {
     const origin = jobOriginSchema.safeParse(data.origin);

@@ -461,6 +461,9 @@ export function replayJobData(id: string, record: DeadLetterRecord): ReplayJobDa
     (record.sourceJobId.length <= MAX_IDEMPOTENCY_KEY_LENGTH ? record.sourceJobId : undefined);
   if (key !== undefined) data.idempotencyKey = key;
   if (record.metadata !== undefined) data.metadata = record.metadata;
+  // Sealed stays sealed: the envelope names the job it was sealed for, and opens on the same service and
+  // tenant, so it is copied verbatim (no key needed to replay).
+  if (record.sealed !== undefined) data.sealed = record.sealed;
   // A follow-up stays one: its origin, depth included, so its own reactions still count towards the chain's
   // depth limit (a replay cannot start a chain afresh).
   if (record.origin !== undefined) data.origin = record.origin;

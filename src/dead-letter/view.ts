@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { type DeadLetterRecord, deadLetterRecordSchema } from '../core/job.ts';
 
 /** One dead letter as listed: its record (DeadLetterRecord), its id, and the input only when asked for. */
-export type DeadLetterView = Omit<DeadLetterRecord, 'input'> & {
+export type DeadLetterView = Omit<DeadLetterRecord, 'input' | 'sealed'> & {
+  /** The job's input and metadata are sealed (`input` is `[sealed]`): `ferry dlq show --reveal` opens them. */
+  sealed?: true;
   /** Its job id on `{dead-letter}` (`dl-<service>.<source job id>.<created>`): what show and delete take. */
   id: string;
   /**
@@ -26,11 +28,20 @@ export interface DeadLetterDetail extends DeadLetterView {
 }
 
 /** JSON Schema material for the API's OpenAPI document (`z.toJSONSchema`): a list item, a shown dead letter. */
+const sealedFlag = z
+  .literal(true)
+  .optional()
+  .describe('The input and metadata are sealed (sensitive operation): input is "[sealed]", metadata absent');
 export const deadLetterViewSchema = deadLetterRecordSchema.extend({
   id: z.string(),
   input: z.unknown().optional(),
+  sealed: sealedFlag,
 });
-export const deadLetterDetailSchema = deadLetterRecordSchema.extend({ id: z.string(), name: z.string() });
+export const deadLetterDetailSchema = deadLetterRecordSchema.extend({
+  id: z.string(),
+  name: z.string(),
+  sealed: sealedFlag,
+});
 
 /** A dead letter's stored job data (JSON) as a checked record, or undefined when it is not one. */
 export function parseDeadLetterRecord(json: string): DeadLetterRecord | undefined {
@@ -66,6 +77,7 @@ export function toDeadLetterView(
     ...(record.origin === undefined ? {} : { origin: record.origin }),
     ...(record.followUp === undefined ? {} : { followUp: record.followUp }),
     ...(record.followUpError === undefined ? {} : { followUpError: record.followUpError }),
+    ...(record.sealed === undefined ? {} : { sealed: true as const }),
     ...(includeInput ? { input: record.input } : {}),
   };
 }

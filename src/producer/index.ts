@@ -8,7 +8,9 @@ export type {
   JobOrigin,
   JobRef,
   JobResult,
+  SealedEnvelope,
 } from '../core/job.ts';
+export { SEALED_PLACEHOLDER } from '../core/job.ts';
 export {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -20,6 +22,7 @@ export {
   RESERVED_JOB_IDS,
   serviceQueueName,
 } from '../core/queue-layout.ts';
+export type { Keyring } from '../core/sealed-data.ts';
 export type { TraceContext } from '../core/trace-context.ts';
 export {
   DEFAULT_MAX_FOLLOW_HOPS,

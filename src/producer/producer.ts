@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import { Job, type JobsOptions, Queue } from 'bullmq';
 
-import { type ErrorRecord, ValidationError } from '../core/errors.ts';
+import { ConfigurationError, type ErrorRecord, ValidationError } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
@@ -24,6 +24,7 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
+import { type Keyring, sealJobData } from '../core/sealed-data.ts';
 import type { TraceContext } from '../core/trace-context.ts';
 import {
   checkReplicaSettings,
@@ -52,6 +53,12 @@ export interface ProducerOptions {
   minReplicas?: number;
   /** How long an enqueue waits for `minReplicas` (1 to 30000 ms); default 1000. */
   replicaTimeoutMs?: number;
+  /**
+   * FERRY_SECRETS_KEY's keyring (`parseKeyring`, `loadKeyring`): a job of a `sensitive: true` operation of
+   * `services` is sealed with its current key before it is written. Without it such a job is refused with a
+   * ConfigurationError, and nothing is written.
+   */
+  keyring?: Keyring;
 }
 
 export interface EnqueueOptions {
@@ -96,6 +103,8 @@ export interface JobView {
   routedTo?: JobRef;
   /** Why Ferry itself enqueued this job (an onFailure rule, a `then` step, a route, a schedule). */
   origin?: JobOrigin;
+  /** The job's input and metadata are sealed (a sensitive operation's): `metadata` is then not shown. */
+  sealed?: true;
 }
 
 /** What `waitFor(…, { follow: true })` returns: the last job of the chain, and every job of it in order. */
@@ -189,6 +198,9 @@ export class Producer {
   readonly #minReplicas: number;
   readonly #replicaTimeoutMs: number;
   readonly #slots = new Map<string, number>();
+  readonly #keyring: Keyring | undefined;
+  /** Some operation of `services` is sensitive: only then is a request's operation looked at. */
+  readonly #sealing: boolean;
   #closed = false;
 
   constructor(options: ProducerOptions) {
@@ -197,6 +209,8 @@ export class Producer {
     this.maxMetadataBytes = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES;
     this.#minReplicas = options.minReplicas ?? DEFAULT_MIN_REPLICAS;
     this.#replicaTimeoutMs = options.replicaTimeoutMs ?? DEFAULT_REPLICA_TIMEOUT_MS;
+    this.#keyring = options.keyring;
+    this.#sealing = hasSensitiveOperation(options.services);
     checkReplicaSettings(this.#minReplicas, this.#replicaTimeoutMs);
     if (typeof options.connection === 'string') {
       this.#connection = createRedisConnection({ url: options.connection }, 'producer', 'ferry-producer');
@@ -278,6 +292,7 @@ export class Producer {
       idempotencyKey: job.data?.idempotencyKey,
       metadata: job.data?.metadata,
     };
+    if (typeof job.data?.sealed === 'string') view.sealed = true;
     // The links, checked (the return value and the data are anyone's to write): a client follows them.
     const { next, routedTo } = readResultLinks(result);
     if (next !== undefined) view.next = next;
@@ -386,18 +401,35 @@ export class Producer {
 
   async #add(requests: readonly EnqueueRequest[], trace?: TraceContext): Promise<EnqueueResult[]> {
     this.#assertOpen();
+    // Every sensitive job is checked before anything is added: without a key, none is written in plaintext.
+    const sensitive = this.#sealing ? requests.map((request) => this.#isSensitive(request)) : [];
+    const keyring = this.#keyring;
+    if (keyring === undefined && sensitive.includes(true)) {
+      const request = requests[sensitive.indexOf(true)]!;
+      throw new ConfigurationError(
+        `${request.service}.${request.operation} is sensitive: its jobs are sealed, and this producer has no keyring (FERRY_SECRETS_KEY)`,
+      );
+    }
     await this.#ready();
     // After validation: a trace context never makes a job too big to enqueue (it is bounded, a few hundred bytes).
+    // Before sealing: a sealed job's trace context is sealed with the rest of its metadata.
     const tracing = startEnqueueTracing(requests, trace);
-    const byService = new Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>();
-    requests.forEach((request, index) => {
-      const list = byService.get(request.service) ?? [];
+    const byService = new Map<string, PendingJob[]>();
+    requests.forEach((original, index) => {
+      const list = byService.get(original.service) ?? [];
       const metadata = tracing?.metadata[index];
-      list.push({
-        index,
-        request: tracing === undefined || metadata === request.metadata ? request : { ...request, metadata },
-        enqueueId: randomUUID(),
-      });
+      const request =
+        tracing === undefined || metadata === original.metadata ? original : { ...original, metadata };
+      const enqueueId = randomUUID();
+      let data = toJobData(request, enqueueId);
+      let jobId: string | undefined;
+      if (sensitive[index] === true) {
+        // The job id is part of the seal: known before the add. The enqueue id (a UUID: never a number, no
+        // `:`, so BullMQ takes it as a custom id) unless the idempotency key fixes it.
+        jobId = request.idempotencyKey === undefined ? enqueueId : idempotentJobId(request.idempotencyKey);
+        data = sealJobData(keyring!, { service: request.service, tenant: request.tenant, jobId }, data);
+      }
+      list.push({ index, request, enqueueId, data, ...(jobId === undefined ? {} : { jobId }) });
       byService.set(request.service, list);
     });
     const results: EnqueueResult[] = new Array<EnqueueResult>(requests.length);
@@ -414,10 +446,7 @@ export class Producer {
     return results;
   }
 
-  async #addByService(
-    byService: Map<string, { index: number; request: EnqueueRequest; enqueueId: string }[]>,
-    results: EnqueueResult[],
-  ): Promise<void> {
+  async #addByService(byService: Map<string, PendingJob[]>, results: EnqueueResult[]): Promise<void> {
     await Promise.all(
       [...byService].map(async ([service, items]) => {
         const queue = this.#queue(service);
@@ -428,15 +457,15 @@ export class Producer {
             ? [
                 await queue.add(
                   items[0]!.request.operation,
-                  toJobData(items[0]!.request, items[0]!.enqueueId),
-                  jobOptions(items[0]!.request),
+                  items[0]!.data,
+                  jobOptions(items[0]!.request, items[0]!.jobId),
                 ),
               ]
             : await queue.addBulk(
-                items.map(({ request, enqueueId }) => ({
+                items.map(({ request, data, jobId }) => ({
                   name: request.operation,
-                  data: toJobData(request, enqueueId),
-                  opts: jobOptions(request),
+                  data,
+                  opts: jobOptions(request, jobId),
                 })),
               );
         // An add with an existing jobId returns that id but keeps the first job's data: compare the enqueue
@@ -466,6 +495,12 @@ export class Producer {
     );
   }
 
+  /** True for a job of a `sensitive` operation of the producer's services (one Map read for the others). */
+  #isSensitive(request: EnqueueRequest): boolean {
+    const operation = this.#catalog?.get(request.service)?.operations.get(request.operation);
+    return (operation as { sensitive?: boolean } | undefined)?.sensitive === true;
+  }
+
   #assertOpen(): void {
     if (this.#closed) throw new ProducerClosedError('producer is closed');
   }
@@ -493,6 +528,23 @@ export class Producer {
 
 function ignoreError(): void {}
 
+/** One job of an enqueue call, ready to add: its data as stored (sealed when its operation is sensitive). */
+interface PendingJob {
+  index: number;
+  request: EnqueueRequest;
+  enqueueId: string;
+  /** Set when the id must be known before the add (a sealed job's id is part of its seal). */
+  jobId?: string;
+  data: JobData;
+}
+
+function hasSensitiveOperation(catalog: ServiceCatalog | undefined): boolean {
+  for (const service of catalog?.values() ?? [])
+    for (const operation of service.operations.values())
+      if ((operation as { sensitive?: boolean } | undefined)?.sensitive === true) return true;
+  return false;
+}
+
 function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
   const data: JobData = { input: request.input ?? null, enqueueId };
   if (request.tenant !== undefined) data.tenant = request.tenant;
@@ -501,9 +553,10 @@ function toJobData(request: EnqueueRequest, enqueueId: string): JobData {
   return data;
 }
 
-function jobOptions(request: EnqueueRequest): JobsOptions {
+function jobOptions(request: EnqueueRequest, jobId?: string): JobsOptions {
   const options: JobsOptions = {};
-  if (request.idempotencyKey !== undefined) options.jobId = idempotentJobId(request.idempotencyKey);
+  if (jobId !== undefined) options.jobId = jobId;
+  else if (request.idempotencyKey !== undefined) options.jobId = idempotentJobId(request.idempotencyKey);
   if (request.delayMs !== undefined && request.delayMs > 0) options.delay = request.delayMs;
   if (request.priority !== undefined && request.priority > 0) options.priority = request.priority;
   return options;

@@ -7,6 +7,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 
 import { ConfigurationError } from '../core/errors.ts';
+import type { Keyring, MasterKey } from '../core/sealed-data.ts';
 
 const ALGORITHM = 'aes-256-gcm';
 const KEY_BYTES = 32;
@@ -26,16 +27,8 @@ export interface Envelope {
   readonly ct: string;
 }
 
-export interface MasterKey {
-  readonly id: string;
-  readonly key: Buffer;
-}
-
-/** The master keys a process knows: `current` seals, every key (current included) opens. */
-export interface Keyring {
-  readonly current: MasterKey;
-  readonly keys: ReadonlyMap<string, MasterKey>;
-}
+// The master keyring's types live in core, which seals job data with it (core/sealed-data.ts).
+export type { Keyring, MasterKey } from '../core/sealed-data.ts';
 
 /**
  * Parses FERRY_SECRETS_KEY: comma-separated `[<id>:]<key>`, each key 32 bytes as 64 hex digits or base64. An

@@ -8,6 +8,7 @@ import { DEFAULT_SECRETS_SOURCES, type Env } from '../core/env.ts';
 import { ConfigurationError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { RedisClient } from '../core/redis.ts';
+import type { ServicesConfig } from '../core/services/types.ts';
 import { CachedSecretSource } from './cached-source.ts';
 import { type Keyring, parseKeyring } from './crypto.ts';
 import { createEnvSecretSource } from './env-provider.ts';
@@ -42,7 +43,29 @@ export async function loadKeyring(env: SecretsEnv): Promise<Keyring | undefined>
   return parseKeyring(text, 'FERRY_SECRETS_KEY_FILE');
 }
 
+/**
+ * A process that seals or opens jobs (API, worker, dev) needs FERRY_SECRETS_KEY as soon as one operation of the
+ * services it serves is `sensitive`: a ConfigurationError naming the first such operation, else nothing.
+ */
+export function requireSealKey(
+  config: ServicesConfig,
+  keyring: Keyring | undefined,
+  services?: readonly string[],
+): void {
+  if (keyring !== undefined) return;
+  for (const service of config.services.values()) {
+    if (services !== undefined && !services.includes(service.name)) continue;
+    for (const operation of service.operations.values())
+      if (operation.sensitive === true)
+        throw new ConfigurationError(
+          `services.${service.name}.operations.${operation.name} is sensitive (sealed input), and FERRY_SECRETS_KEY is not set: set it (ferry secrets keygen)`,
+        );
+  }
+}
+
 export interface SecretsRuntime {
+  /** FERRY_SECRETS_KEY's keyring (seals and opens sensitive jobs); undefined without a key. */
+  readonly keyring?: Keyring | undefined;
   readonly resolver: SecretResolver;
   /** Undefined without a master key. */
   readonly store: SecretStore | undefined;
@@ -135,6 +158,7 @@ export async function createSecretsRuntime(options: SecretsRuntimeOptions): Prom
     timer.unref();
   }
   return {
+    keyring,
     resolver: createSecretResolver(sources),
     store,
     sources,

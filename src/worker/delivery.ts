@@ -17,7 +17,7 @@ import {
   deliveryPolicyOf,
   requestedHoldMs,
 } from '../core/delivery-policy.ts';
-import { type FerryError, toErrorRecord } from '../core/errors.ts';
+import { ConfigurationError, type FerryError, toErrorRecord } from '../core/errors.ts';
 import type { DeliveryEventListener } from '../core/events.ts';
 import { formatFailedReason } from '../core/failed-reason.ts';
 import {
@@ -41,6 +41,7 @@ import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
+import { sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
@@ -86,6 +87,12 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   for (const operation of service.operations.values())
     policies.set(operation.name, deliveryPolicyOf(service, operation, scrubText));
   const unknownOperationPolicy = deliveryPolicyOf(service, undefined, scrubText);
+  // Sensitive operations (sealed input): undefined for a service without any, whose jobs pay one check.
+  const sensitive = sensitiveOperationsOf(service);
+  if (sensitive !== undefined && deps.keyring === undefined)
+    throw new ConfigurationError(
+      `service "${service.name}" has sensitive operations (sealed input): FERRY_SECRETS_KEY is not set`,
+    );
   // One per service per process, so a flood of long Retry-Afters logs a line a minute, not one per job.
   const attemptDeps: ProcessorDeps = {
     ...deps,
@@ -134,6 +141,15 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
             base,
           );
         throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
+      }
+      if (sensitive?.has(job.name) === true && typeof job.data?.sealed !== 'string') {
+        // A raw producer's plaintext job of a sensitive operation: sealed in place before anything else, so
+        // nothing Ferry writes from it (dead letter, follow-ups, moves) holds its input in plaintext.
+        const sealed = sealInPlace(service, deps.keyring!, jobId, job.data);
+        if (sealed !== undefined) {
+          await assertOwned(job, token, deps);
+          await job.updateData(sealed);
+        }
       }
       const attempt = usedAttempts(state.attempts) + 1;
       const attemptJob: AttemptJob = {

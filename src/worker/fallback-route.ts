@@ -28,7 +28,9 @@ import {
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { defaultIdempotencyKey, idempotentJobId } from '../core/queue-layout.ts';
+import { type Keyring, sealJobData } from '../core/sealed-data.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
+import { openSealedJob } from './sealed.ts';
 import type { TargetQueues } from './target-queues.ts';
 
 /** The job being routed, as BullMQ holds it. */
@@ -66,6 +68,8 @@ export interface FallbackRouterOptions {
   queues: TargetQueues;
   /** The breaker of a fallback service in this process (registered by the pool), or undefined. */
   breakerOf(service: string): ServiceBreaker | undefined;
+  /** Opens a sealed job and seals it again for the fallback service and its job id there. */
+  keyring?: Keyring | undefined;
 }
 
 export function createFallbackRouter(options: FallbackRouterOptions): FallbackRouter {
@@ -85,15 +89,25 @@ export function createFallbackRouter(options: FallbackRouterOptions): FallbackRo
     },
     async move(service, job, routedTo) {
       const source = readOrigin(job.data);
-      const data: JobData = { input: job.data.input ?? null };
+      // A sealed job is bound to its service: opened here and sealed again for the fallback's job.
+      const sealed = job.data.sealed !== undefined;
+      const content = sealed ? openSealedJob(service, options.keyring, job.data) : job.data;
+      let data: JobData = { input: content.input ?? null };
       if (typeof job.data.tenant === 'string') data.tenant = job.data.tenant;
       data.idempotencyKey = effectiveIdempotencyKey(service, job);
-      if (job.data.metadata !== undefined) data.metadata = job.data.metadata;
+      if (content.metadata !== undefined) data.metadata = content.metadata;
       data.origin = {
         kind: 'fallback',
         source: { service: service.name, jobId: job.id },
         depth: (source?.depth ?? 0) + 1,
       };
+      const target = config.services.get(routedTo.service)?.operations.get(job.name);
+      if ((sealed || target?.sensitive === true) && options.keyring !== undefined)
+        data = sealJobData(
+          options.keyring,
+          { service: routedTo.service, tenant: data.tenant, jobId: routedTo.jobId },
+          data,
+        );
       const jobOptions: JobsOptions = { jobId: routedTo.jobId };
       if (job.priority > 0) jobOptions.priority = job.priority;
       await queues.of(routedTo.service).add(job.name, data, jobOptions);

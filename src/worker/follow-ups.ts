@@ -25,12 +25,14 @@ import {
 } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { idempotentJobId, MAX_IDEMPOTENCY_KEY_LENGTH } from '../core/queue-layout.ts';
+import { type Keyring, sealJobData } from '../core/sealed-data.ts';
 import type {
   CompiledEnqueue,
   ServiceConfig,
   ServicesConfig,
   TemplateContext,
 } from '../core/services/types.ts';
+import { openSealedJob } from './sealed.ts';
 import type { TargetQueues } from './target-queues.ts';
 
 /**
@@ -65,6 +67,11 @@ export interface FollowUpsOptions {
   maxChainDepth?: number;
   /** Told of every follow-up added or refused (metrics). */
   emit?: DeliveryEventListener;
+  /**
+   * FERRY_SECRETS_KEY's keyring: a sealed source's input is opened to render a follow-up, and a follow-up to a
+   * sensitive operation is sealed for its own job id.
+   */
+  keyring?: Keyring | undefined;
 }
 
 /** What planning an onFailure follow-up gave: a job to add, a refusal, or nothing (no rule matched). */
@@ -115,8 +122,10 @@ export class FollowUps {
     if (typeof depth === 'string')
       return refuse(depth === 'origin' ? 'origin' : 'depth', this.#depthMessage(depth, enqueue));
     const key = onFailureIdempotencyKey(deadLetterId, rule);
+    const input = this.#inputOf(service, data);
+    if (input instanceof Error) return refuse('template', `onFailure rule ${rule}: ${input.message}`);
     const context: TemplateContext = {
-      input: data?.input,
+      input: input,
       secrets: NO_SECRETS,
       tenant: record.tenant,
       job: { id: record.sourceJobId, idempotencyKey: record.idempotencyKey ?? '' },
@@ -126,7 +135,9 @@ export class FollowUps {
     const rendered = this.#render(enqueue, context);
     if (typeof rendered === 'string') return refuse('template', `onFailure rule ${rule}: ${rendered}`);
     const origin: JobOrigin = { kind: 'onFailure', source, deadLetterId, rule, depth };
-    const job = planned('onFailure', enqueue, key, rendered.input, record.tenant, origin, source);
+    const job = this.#sealed(
+      planned('onFailure', enqueue, key, rendered.input, record.tenant, origin, source),
+    );
     record.followUp = { service: job.service, jobId: job.jobId, rule };
     return { kind: 'add', job, rule };
   }
@@ -149,8 +160,13 @@ export class FollowUps {
       return new ValidationError(`then: ${message}`, { field: depth === 'origin' ? 'origin' : 'then' });
     }
     const tenant = typeof job.data.tenant === 'string' ? job.data.tenant : undefined;
+    const input = this.#inputOf(service, job.data);
+    if (input instanceof Error) {
+      this.#refused('then', 'template', input.message, source);
+      return new ValidationError(`then: ${input.message}`, { field: 'sealed' });
+    }
     const context: TemplateContext = {
-      input: job.data.input,
+      input,
       secrets: NO_SECRETS,
       tenant,
       job: { id: job.id, idempotencyKey: job.idempotencyKey },
@@ -163,7 +179,30 @@ export class FollowUps {
     }
     const key = thenIdempotencyKey(service.name, job.idempotencyKey);
     const origin: JobOrigin = { kind: 'then', source, depth };
-    return planned('then', enqueue, key, rendered.input, tenant, origin, source);
+    return this.#sealed(planned('then', enqueue, key, rendered.input, tenant, origin, source));
+  }
+
+  /** The source job's input: a sealed one opened in memory, or an Error saying why it does not open. */
+  #inputOf(service: ServiceConfig, data: JobData | undefined): unknown {
+    if (data?.sealed === undefined) return data?.input;
+    try {
+      return openSealedJob(service, this.#options.keyring, data).input;
+    } catch (error) {
+      return new Error(isFerryError(error) ? error.message : 'sealed: does not open');
+    }
+  }
+
+  /**
+   * A follow-up to a sensitive operation, sealed for its own job id (the services-file check refuses one from a
+   * sensitive operation to an operation that is not). Without a keyring it is left as it is: the worker pool
+   * refuses to start without one when any operation is sensitive.
+   */
+  #sealed(job: PlannedFollowUp): PlannedFollowUp {
+    const keyring = this.#options.keyring;
+    const target = this.#options.config.services.get(job.service)?.operations.get(job.operation);
+    if (target?.sensitive !== true || keyring === undefined) return job;
+    const binding = { service: job.service, tenant: job.data.tenant, jobId: job.jobId };
+    return { ...job, data: sealJobData(keyring, binding, job.data) };
   }
 
   /** Adds a planned follow-up; a repeat (same job id) is a no-op. */

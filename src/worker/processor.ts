@@ -20,6 +20,7 @@ import {
   type JobResult,
 } from '../core/job.ts';
 import { defaultIdempotencyKey } from '../core/queue-layout.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { OAuth2Auth, ServiceConfig, TemplateContext } from '../core/services/types.ts';
 import type { Clock } from '../core/time.ts';
 import { resolveSecrets, type SecretResolver } from '../secrets/resolver.ts';
@@ -34,6 +35,7 @@ import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
 import { renderTransport } from './http/transport.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
+import { openSealedJob, sealedValueScrubber } from './sealed.ts';
 import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
 import {
   type AttemptTrace,
@@ -83,6 +85,8 @@ export interface ProcessorDeps {
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
   /** The service's tenant leases, when it sets `tenantConcurrency` (absent: no lease, no Redis call). */
   tenantLeases?: TenantLeases | undefined;
+  /** FERRY_SECRETS_KEY's keyring: opens sealed jobs (sensitive operations). */
+  keyring?: Keyring | undefined;
 }
 
 /**
@@ -98,6 +102,8 @@ export async function runAttempt(
   const elapsed = (): number => deps.clock.now() - startedAt;
   let lease: TenantLease | undefined;
   let traced: AttemptTrace | undefined;
+  /** A sealed job's plaintext values, kept out of what the downstream answers (stored, logged). */
+  let sealedValues: Scrubber | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -106,14 +112,17 @@ export async function runAttempt(
         field: 'operation',
       });
     }
-    const data = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
-    if (service.tenantSecrets === 'required' && data.tenant === undefined) {
+    const stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
+    if (service.tenantSecrets === 'required' && stored.tenant === undefined) {
       // A raw producer's job (the API and Producer refuse it at enqueue): without a tenant it would read the
       // global values, the very fall-back the service refuses.
       throw new ValidationError(`tenant: required by service "${service.name}" (tenantSecrets: required)`, {
         field: 'tenant',
       });
     }
+    // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
+    const data = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
+    if (data !== stored) sealedValues = sealedValueScrubber(data);
     if (deps.tenantLeases !== undefined) {
       lease = await takeTenantLease(deps.tenantLeases, data.tenant, job.id, operation.timeoutMs);
       if (lease === undefined)
@@ -187,7 +196,12 @@ export async function runAttempt(
       durationMs: elapsed(),
     };
     if (truncated) result.bodyTruncated = true;
-    if (data.metadata !== undefined) result.metadata = data.metadata;
+    if (sealedValues !== undefined) {
+      result.body = sealedValues.scrubValue(result.body);
+      result.headers = sealedValues.scrubValue(result.headers);
+    }
+    // A sealed job's metadata stays sealed: never copied into its result (stored in plaintext).
+    if (stored.metadata !== undefined) result.metadata = stored.metadata;
     return endAttemptTrace(traced, { kind: 'completed', result, durationMs: result.durationMs });
   } catch (thrown) {
     if (thrown instanceof TenantLeaseError) throw thrown;
@@ -196,6 +210,7 @@ export async function runAttempt(
     if (isBreakerOpenError(thrown)) return endAttemptTrace(traced, breakerHold(thrown, durationMs));
     const error = isFerryError(thrown) ? thrown : classifyError(thrown);
     error.message = deps.scrubber.scrub(error.message);
+    if (sealedValues !== undefined) error.message = sealedValues.scrub(error.message);
     return endAttemptTrace(traced, { kind: 'failed', error, durationMs });
   } finally {
     if (lease !== undefined) await lease.release();

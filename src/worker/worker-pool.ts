@@ -17,6 +17,7 @@ import type { JobData, JobResult } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
 import { type Clock, DAY, MINUTE, SECOND, systemClock } from '../core/time.ts';
 import { type DeadLetterReaction, reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
@@ -44,6 +45,8 @@ export interface WorkerPoolOptions {
   connection: RedisClient;
   prefix: string;
   secrets: SecretResolver;
+  /** FERRY_SECRETS_KEY's keyring: opens and seals the jobs of sensitive operations (required when any exists). */
+  keyring?: Keyring | undefined;
   /**
    * Collects every secret value and token the pool hands out, and scrubs them from what it stores; share the
    * process's, so its log lines are scrubbed too. Default: the pool's own.
@@ -302,6 +305,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     config: options.config,
     queues: targetQueues,
     breakerOf: (name) => fallbackBreakers.get(name),
+    keyring: options.keyring,
   });
   // onFailure and `then` follow-ups.
   const followUps = new FollowUps({
@@ -310,6 +314,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     logger,
     emit,
     ...(options.maxChainDepth === undefined ? {} : { maxChainDepth: options.maxChainDepth }),
+    keyring: options.keyring,
   });
 
   const runtimes: ServiceRuntime[] = names.map((name) => {
@@ -327,6 +332,7 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       breaker: breakers.get(name, breakerOptionsOf(service)),
       secrets: options.secrets,
       scrubber,
+      keyring: options.keyring,
       pools,
       tokens,
       clock,

@@ -282,7 +282,7 @@ describe('unknown options suggest the right one', () => {
       'services.crm.__proto__: unknown option (expected one of baseUrl, timeoutMs, concurrency, ' +
         'tenantConcurrency, rateLimit, auth, ' +
         'headers, retry, breaker, maxResponseBytes, maxInputBytes, tenantSecrets, egress, onFailure, fallback, ' +
-        'signing, proxy, tls, operations)',
+        'signing, proxy, tls, sensitive, operations)',
       'services.crm.operations: required (at least one operation)',
     ]);
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();

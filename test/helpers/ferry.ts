@@ -59,7 +59,14 @@ export async function createTestFerry(redis: TestRedis, options: TestFerryOption
   const producerConnection = new Redis(redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
   // As the CLI does at start-up: without an offline queue, a command sent before the connection is ready fails.
   await waitUntilReady(producerConnection);
-  const producer = new Producer({ connection: producerConnection, prefix, services: config.services });
+  // The pool's keyring seals too: a sensitive operation's jobs are sealed by the producer.
+  const keyring = options.pool?.keyring;
+  const producer = new Producer({
+    connection: producerConnection,
+    prefix,
+    services: config.services,
+    ...(keyring === undefined ? {} : { keyring }),
+  });
   const pool = createWorkerPool({
     config,
     connection,

@@ -20,14 +20,22 @@ export interface TestRedis extends PrivateRedis {
  * Never a shared 6379, never a mock. With `replicaOf`, a replica of that server (`--replicaof`); wait for
  * its link with waitForReplicaLink.
  */
-export async function startRedis(options: { replicaOf?: { port: number } } = {}): Promise<TestRedis> {
+export async function startRedis(
+  options: {
+    replicaOf?: { port: number };
+    /** `appendonly yes` (fsync every second): leak tests read the AOF files under `dir`/appendonlydir. */
+    appendonly?: boolean;
+  } = {},
+): Promise<TestRedis> {
   const dir = join(tmpdir(), `ferry-test-redis-${randomUUID()}`);
+  const extraArgs = [
+    ...(options.replicaOf === undefined ? [] : ['--replicaof', '127.0.0.1', String(options.replicaOf.port)]),
+    ...(options.appendonly === true ? ['--appendonly', 'yes'] : []),
+  ];
   const server = await startPrivateRedis({
     dir,
     appendfsync: 'no',
-    ...(options.replicaOf === undefined
-      ? {}
-      : { extraArgs: ['--replicaof', '127.0.0.1', String(options.replicaOf.port)] }),
+    ...(extraArgs.length === 0 ? {} : { extraArgs }),
   });
   const client = new Redis(server.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
   // A test that stops its server sees this client's failed reconnects: expected, not worth a stack trace each.

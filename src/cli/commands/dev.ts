@@ -129,6 +129,8 @@ export function registerDevCommand(program: Command): void {
           connection: producerConnection,
           prefix: runtime.env.FERRY_PREFIX,
           services: runtime.config.services,
+          // The dev key (or FERRY_SECRETS_KEY): a sensitive operation's jobs are sealed.
+          ...(secrets.keyring === undefined ? {} : { keyring: secrets.keyring }),
         });
         resources.add(() => producer.close());
         // Tokens from the environment when set; otherwise one admin token for this run, printed below.

@@ -1,3 +1,5 @@
+import { userInfo } from 'node:os';
+
 import type { Command } from 'commander';
 
 import type { JobOrigin } from '../../core/job.ts';
@@ -134,15 +136,26 @@ Examples:
     .command('show <id>')
     .description('one dead letter: its job, every attempt as a timeline, the final error')
     .option('--json', 'print the whole dead letter as JSON')
+    .option(
+      '--reveal',
+      'open a sealed (sensitive) input and metadata with FERRY_SECRETS_KEY; writes an audit line to stderr',
+    )
     .addHelpText(
       'after',
-      '\nExamples:\n  $ ferry dlq show dl-crm.42.1767225600000\n  $ ferry dlq show dl-crm.42.1767225600000 --json | jq .attempts\n',
+      '\nExamples:\n  $ ferry dlq show dl-crm.42.1767225600000\n  $ ferry dlq show dl-crm.42.1767225600000 --json | jq .attempts\n  $ FERRY_OPERATOR=alice ferry dlq show dl-crm.42.1767225600000 --reveal\n',
     )
-    .action(async (id: string, options: { json?: boolean }) => {
+    .action(async (id: string, options: { json?: boolean; reveal?: boolean }) => {
       const [{ withOps }, { DeadLetterReader }] = await Promise.all([
         import('../ops-session.ts'),
         import('../../dead-letter/reader.ts'),
       ]);
+      if (options.reveal === true) {
+        const detail = await revealDeadLetter(id);
+        if (detail === undefined) return;
+        if (options.json === true) printJson(detail);
+        else process.stdout.write(`${await formatDetail(detail)}\n`);
+        return;
+      }
       const detail = await withOps((deps) => new DeadLetterReader(deps).show(id));
       if (detail === undefined) {
         process.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
@@ -412,7 +425,93 @@ async function formatDetail(d: DeadLetterDetail): Promise<string> {
       : [`follow-up: ${d.followUp.service}/${d.followUp.jobId} (onFailure rule ${d.followUp.rule})`]),
     ...(d.followUpError === undefined ? [] : [`follow-up: none: ${oneLine(d.followUpError, 200)}`]),
     `input: ${oneLine(JSON.stringify(d.input) ?? 'undefined', 200)}`,
+    ...(d.sealed === true
+      ? ['sealed: input and metadata are sealed (sensitive); --reveal opens them with FERRY_SECRETS_KEY']
+      : []),
   ].join('\n');
+}
+
+/**
+ * `dlq show --reveal`: the dead letter with its sealed input and metadata opened, or undefined (one line on
+ * stderr, exit code set). The key is checked before Redis is read. Every reveal of a sealed dead letter writes
+ * one audit line (pino JSON, stderr): who (FERRY_OPERATOR, the OS user), which dead letter, when, the
+ * outcome; never the plaintext.
+ */
+async function revealDeadLetter(id: string): Promise<DeadLetterDetail | undefined> {
+  const [{ withOps }, { DeadLetterReader }, { readEnvWithRedis }, { loadKeyring }, { openJobContent }] =
+    await Promise.all([
+      import('../ops-session.ts'),
+      import('../../dead-letter/reader.ts'),
+      import('../runtime.ts'),
+      import('../../secrets/setup.ts'),
+      import('../../core/sealed-data.ts'),
+    ]);
+  const env = readEnvWithRedis();
+  const keyring = await loadKeyring(env);
+  if (keyring === undefined) {
+    process.stderr.write(
+      'ConfigurationError: --reveal opens sealed data with FERRY_SECRETS_KEY (or FERRY_SECRETS_KEY_FILE), which is not set\n',
+    );
+    process.exitCode = EXIT_FAILURE;
+    return undefined;
+  }
+  const found = await withOps((deps) => new DeadLetterReader(deps).showSealed(id));
+  if (found === undefined) {
+    process.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
+    process.exitCode = EXIT_FAILURE;
+    return undefined;
+  }
+  const { detail, sealed } = found;
+  if (sealed === undefined) return detail;
+  const audit = await auditLogger();
+  const who = { operator: env.FERRY_OPERATOR ?? null, osUser: osUser() };
+  const what = {
+    deadLetterId: id,
+    service: detail.service,
+    operation: detail.operation,
+    tenant: detail.tenant ?? null,
+  };
+  try {
+    const content = openJobContent(
+      keyring,
+      { service: detail.service, tenant: detail.tenant },
+      sealed,
+      Number.POSITIVE_INFINITY,
+    );
+    audit.info({ audit: 'dlq.reveal', outcome: 'revealed', ...who, ...what }, 'sealed dead letter revealed');
+    const { sealed: _flag, ...rest } = detail;
+    return {
+      ...rest,
+      input: content.input,
+      ...(content.metadata === undefined ? {} : { metadata: content.metadata }),
+    };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    audit.warn(
+      { audit: 'dlq.reveal', outcome: 'refused', reason: message, ...who, ...what },
+      'reveal refused',
+    );
+    const type = (error as { type?: string }).type ?? 'Error';
+    process.stderr.write(`${type}: ${message}\n`);
+    process.exitCode = EXIT_FAILURE;
+    return undefined;
+  }
+}
+
+async function auditLogger(): Promise<{
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}> {
+  const { createLogger } = await import('../../core/logger.ts');
+  return createLogger({ name: 'ferry-audit', destination: process.stderr });
+}
+
+function osUser(): string | null {
+  try {
+    return userInfo().username;
+  } catch {
+    return process.env.USER ?? null;
+  }
 }
 
 /** `onFailure of crm/42 (dead letter dl-crm.42.1767225600000, rule 0), depth 1`: what made the job. */

@@ -58,7 +58,14 @@ export function registerEnqueueCommand(program: Command): void {
       if (options.delayMs !== undefined) request.delayMs = Number(options.delayMs);
       // A one-shot command: a Redis that refuses the connection ends it at once, with one line.
       const connection = await connectWhenReady(env, 'producer', 'ferry-cli', { waitMs: 0 });
-      const producer = new Producer({ connection, prefix: env.FERRY_PREFIX, services: config.services });
+      // A sensitive operation's job is sealed with FERRY_SECRETS_KEY (the producer refuses it without one).
+      const keyring = await (await import('../../secrets/setup.ts')).loadKeyring(env);
+      const producer = new Producer({
+        connection,
+        prefix: env.FERRY_PREFIX,
+        services: config.services,
+        ...(keyring === undefined ? {} : { keyring }),
+      });
       try {
         const result = await producer.enqueue(request);
         if (options.wait !== true) {

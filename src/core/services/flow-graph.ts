@@ -22,6 +22,8 @@ export interface FlowService {
   readonly operations: readonly string[];
   /** `fallback.service`, if set. */
   readonly fallback: string | undefined;
+  /** Its `sensitive: true` operations (issue 17: sealed input), if any. */
+  readonly sensitive?: readonly string[];
 }
 
 /** One `enqueue:` of an `onFailure` rule or a `then` step. */
@@ -56,7 +58,59 @@ interface Edge {
 }
 
 export function checkFlowGraph(input: FlowGraphInput): FlowIssue[] {
-  return [...checkEnqueueTargets(input), ...checkFallbacks(input), ...checkCycles(input)];
+  return [
+    ...checkEnqueueTargets(input),
+    ...checkFallbacks(input),
+    ...checkCycles(input),
+    ...checkSensitiveFlows(input),
+  ];
+}
+
+/**
+ * A sensitive operation's job is sealed; a follow-up or a fallback move made from it into an operation that is
+ * not sensitive would be stored in plaintext (its input may render the source's input or result). Refused:
+ * every enqueue from a sensitive operation, and its fallback's operation, must be sensitive too.
+ */
+function checkSensitiveFlows(input: FlowGraphInput): FlowIssue[] {
+  const issues: FlowIssue[] = [];
+  const isSensitive = (service: string, operation: string): boolean =>
+    input.services.get(service)?.sensitive?.includes(operation) === true;
+  for (const enqueue of input.enqueues) {
+    const { service, operation } = enqueue.from;
+    const sources =
+      operation === undefined
+        ? (input.services.get(service)?.sensitive ?? [])
+        : isSensitive(service, operation)
+          ? [operation]
+          : [];
+    const target = enqueue.to;
+    if (sources.length === 0 || input.unchecked.has(target.service)) continue;
+    if (!input.services.get(target.service)?.operations.includes(target.operation)) continue; // reported
+    if (isSensitive(target.service, target.operation)) continue;
+    issues.push({
+      path: enqueue.path,
+      message:
+        `${service}.${sources[0]!} is sensitive (sealed input), and ${target.service}.${target.operation} is not: ` +
+        `its follow-up would be stored in plaintext; mark ${target.service}.${target.operation} sensitive: true`,
+    });
+  }
+  for (const [name, service] of input.services) {
+    const fallback = validFallback(name, input);
+    if (fallback === undefined || input.unchecked.has(fallback)) continue;
+    const exposed = (service.sensitive ?? []).filter(
+      (operation) =>
+        input.services.get(fallback)?.operations.includes(operation) === true &&
+        !isSensitive(fallback, operation),
+    );
+    if (exposed.length > 0)
+      issues.push({
+        path: ['services', name, 'fallback', 'service'],
+        message:
+          `${name}.${exposed[0]!} is sensitive (sealed input), and ${fallback}.${exposed[0]!} is not: a job moved ` +
+          `there would be stored in plaintext; mark it sensitive: true`,
+      });
+  }
+  return issues;
 }
 
 function checkEnqueueTargets(input: FlowGraphInput): FlowIssue[] {

@@ -293,6 +293,7 @@ function compileService(
           : operation.signing === false
             ? undefined
             : compileSigning(operation.signing, [...at, 'signing']),
+      sensitive: operation.sensitive ?? doc.sensitive ?? false,
     });
   }
   const retry = doc.retry;

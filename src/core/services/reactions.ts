@@ -69,7 +69,14 @@ export function flowGraphOf(
     });
   };
   for (const [service, doc] of documents) {
-    services.set(service, { operations: Object.keys(doc.operations), fallback: doc.fallback?.service });
+    const sensitive = Object.entries(doc.operations)
+      .filter(([, op]) => (op.sensitive ?? doc.sensitive) === true)
+      .map(([operation]) => operation);
+    services.set(service, {
+      operations: Object.keys(doc.operations),
+      fallback: doc.fallback?.service,
+      ...(sensitive.length === 0 ? {} : { sensitive }),
+    });
     (doc.onFailure ?? []).forEach((rule, index) => {
       add('onFailure', { service, operation: undefined }, rule.enqueue, [
         'services',

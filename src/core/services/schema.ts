@@ -608,6 +608,7 @@ const operation = strictObject(
     onFailure: failureRules.optional(),
     then: thenStep.optional(),
     signing: operationSigning.optional(),
+    sensitive: z.boolean({ error: 'must be true or false' }).optional(),
   },
   OPERATION_ALIASES,
 ).superRefine((value, context) => {
@@ -739,6 +740,7 @@ const serviceShape = {
   signing: signing.optional(),
   proxy: proxy.optional(),
   tls: tls.optional(),
+  sensitive: z.boolean({ error: 'must be true or false' }).optional(),
   operations,
 };
 

@@ -103,6 +103,11 @@ export interface CompiledOperation {
   readonly then: CompiledEnqueue | undefined;
   /** `signing:` (the operation's, else its service's): how each request is signed; undefined: unsigned. */
   readonly signing?: CompiledSigning | undefined;
+  /**
+   * `sensitive: true` (its own, else its service's): the job's input and metadata are sealed before they reach
+   * Redis and opened only by the worker at call time (core/sealed-data.ts). Absent means false.
+   */
+  readonly sensitive?: boolean;
 }
 
 export type AuthConfig =

@@ -1,0 +1,89 @@
+/**
+ * The worker's side of sealed jobs (issue 17 item 5): step 2 of runAttempt opens a sealed job's envelope in
+ * memory, and a raw producer's unsealed job of a sensitive operation is sealed in place before its first call,
+ * so that everything Ferry writes from it afterwards (dead letter, follow-ups, moves) stays sealed.
+ */
+import type { JobData } from '../core/job.ts';
+import { type Keyring, maxSealedLength, openJobContent, sealJobData } from '../core/sealed-data.ts';
+import type { ServiceConfig } from '../core/services/types.ts';
+import { Scrubber } from '../secrets/scrub.ts';
+
+/** String values of a sealed input scrubbed from what the downstream answers, at most this many. */
+const MAX_SCRUBBED_VALUES = 256;
+
+/**
+ * The job data with its envelope opened: `input` and `metadata` are the plaintext ones, in memory only. Throws
+ * ValidationError (field `sealed`) for an envelope that is malformed or does not open for this service and
+ * tenant, ConfigurationError when no key of the keyring holds its key id.
+ */
+export function openSealedJob(service: ServiceConfig, keyring: Keyring | undefined, data: JobData): JobData {
+  const content = openJobContent(
+    keyring,
+    { service: service.name, tenant: data.tenant },
+    data.sealed,
+    maxSealedLength(service.maxInputBytes),
+  );
+  const opened: JobData = { ...data, input: content.input };
+  delete opened.sealed;
+  if (content.metadata === undefined) delete opened.metadata;
+  else opened.metadata = content.metadata;
+  return opened;
+}
+
+/** The names of a service's `sensitive` operations; undefined when it has none (its jobs pay nothing). */
+export function sensitiveOperationsOf(service: ServiceConfig): ReadonlySet<string> | undefined {
+  const names = [...service.operations.values()].filter((op) => op.sensitive === true).map((op) => op.name);
+  return names.length === 0 ? undefined : new Set(names);
+}
+
+/**
+ * A raw producer's job of a sensitive operation that is not sealed: the data to store in its place, sealed for
+ * this job (undefined when there is nothing to seal). Its tenant is bound only when it is a string (a malformed
+ * one fails validation right after).
+ */
+export function sealInPlace(
+  service: ServiceConfig,
+  keyring: Keyring,
+  jobId: string,
+  data: JobData | undefined,
+): JobData | undefined {
+  if (data === undefined || data === null || typeof data !== 'object' || typeof data.sealed === 'string')
+    return undefined;
+  const tenant = typeof data.tenant === 'string' ? data.tenant : undefined;
+  const metadata =
+    typeof data.metadata === 'object' && data.metadata !== null && !Array.isArray(data.metadata)
+      ? data.metadata
+      : undefined;
+  // A `sealed` that is not an envelope (a raw producer's null) is replaced by the real one.
+  const { metadata: _dropped, sealed: _bogus, ...rest } = data;
+  return sealJobData(
+    keyring,
+    { service: service.name, tenant, jobId },
+    metadata === undefined ? rest : { ...rest, metadata },
+  );
+}
+
+/**
+ * A scrubber of a sealed job's plaintext: every string value (and object key is left alone) of its input and
+ * metadata, in every encoding the secret scrubber knows, so a downstream that echoes the input back (a
+ * created record, a 400 naming the bad e-mail) does not put it in the stored result, the error message or the
+ * log line. Values shorter than the scrubber's minimum are left, as for secrets. Sealed jobs only.
+ */
+export function sealedValueScrubber(data: JobData): Scrubber {
+  const scrubber = new Scrubber();
+  let count = 0;
+  const visit = (value: unknown, depth: number): void => {
+    if (count >= MAX_SCRUBBED_VALUES || depth > 64) return;
+    if (typeof value === 'string') {
+      count++;
+      scrubber.add(value);
+    } else if (Array.isArray(value)) {
+      for (const item of value) visit(item, depth + 1);
+    } else if (typeof value === 'object' && value !== null) {
+      for (const item of Object.values(value)) visit(item, depth + 1);
+    }
+  };
+  visit(data.input, 0);
+  visit(data.metadata, 0);
+  return scrubber;
+}
