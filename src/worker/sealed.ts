@@ -3,6 +3,7 @@
  * memory, and a raw producer's unsealed job of a sensitive operation is sealed in place before its first call,
  * so that everything Ferry writes from it afterwards (dead letter, follow-ups, moves) stays sealed.
  */
+import { ValidationError } from '../core/errors.ts';
 import type { JobData } from '../core/job.ts';
 import { type Keyring, maxSealedLength, openJobContent, sealJobData } from '../core/sealed-data.ts';
 import type { ServiceConfig } from '../core/services/types.ts';
@@ -15,8 +16,23 @@ const MAX_SCRUBBED_VALUES = 256;
  * The job data with its envelope opened: `input` and `metadata` are the plaintext ones, in memory only. Throws
  * ValidationError (field `sealed`) for an envelope that is malformed or does not open for this service and
  * tenant, ConfigurationError when no key of the keyring holds its key id.
+ *
+ * `operation` (the job's): a ValidationError too when it is not sensitive. The seal binds service and tenant,
+ * not the operation, so a raw producer could copy a sensitive operation's envelope into a job of another
+ * operation of the same service, whose follow-ups (not checked: it is not sensitive) would store the opened
+ * input in plaintext.
  */
-export function openSealedJob(service: ServiceConfig, keyring: Keyring | undefined, data: JobData): JobData {
+export function openSealedJob(
+  service: ServiceConfig,
+  keyring: Keyring | undefined,
+  data: JobData,
+  operation?: string,
+): JobData {
+  if (operation !== undefined && service.operations.get(operation)?.sensitive !== true)
+    throw new ValidationError(
+      `sealed: ${service.name}.${operation} is not sensitive, and its job carries sealed data`,
+      { field: 'sealed' },
+    );
   const content = openJobContent(
     keyring,
     { service: service.name, tenant: data.tenant },

@@ -247,6 +247,73 @@ describe('sensitive: true', () => {
     await downstream.close();
   });
 
+  it('refuses an envelope copied into an operation of the same service that is not sensitive', async () => {
+    // A raw producer (Redis access, no key) copies a sensitive operation's envelope into a job of another
+    // operation of the same service and tenant: it opened there (the seal binds service and tenant), and that
+    // operation's `then` or `onFailure` copied the input into a queue that is not sealed.
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: {
+        services: {
+          mixed: {
+            baseUrl: downstream.url,
+            timeoutMs: 5_000,
+            retry: { attempts: 1 },
+            operations: {
+              create: { method: 'POST', path: '/things', body: '{{ input }}', sensitive: true },
+              note: {
+                method: 'POST',
+                path: '/note',
+                body: { n: 1 },
+                then: {
+                  enqueue: { service: 'plain', operation: 'log', input: { copy: '{{ input.email }}' } },
+                },
+                onFailure: [
+                  { enqueue: { service: 'plain', operation: 'log', input: { copy: '{{ input.email }}' } } },
+                ],
+              },
+            },
+          },
+          plain: {
+            baseUrl: downstream.url,
+            retry: { attempts: 1 },
+            operations: { log: { method: 'POST', path: '/log', body: '{{ input }}' } },
+          },
+        },
+      },
+      prefix,
+      pool: { keyring },
+    });
+    const raw = rawJobs(redis.url, prefix);
+    const secret = `moved-${randomBytes(6).toString('hex')}@example.com`;
+    const own = await ferry.producer.enqueue({
+      service: 'mixed',
+      operation: 'create',
+      tenant: 'acme',
+      input: { email: secret },
+      delayMs: 60_000,
+    });
+    const envelope = JSON.parse((await redis.client.hget(`${prefix}:{mixed}:${own.id}`, 'data'))!) as {
+      sealed: string;
+    };
+    const copy = await raw.add('mixed', 'note', {
+      input: SEALED_PLACEHOLDER,
+      sealed: envelope.sealed,
+      tenant: 'acme',
+    });
+    const view = await ferry.producer.waitFor('mixed', copy, { timeoutMs: 20_000, follow: true });
+    expect(view.state).toBe('dead_lettered');
+    expect(view.lastError).toMatchObject({ type: 'ValidationError', field: 'sealed' });
+    expect(downstream.requests).toEqual([]);
+    const hits = findSecretForms('sealed input', secretForms(secret), {
+      'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
+    });
+    expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
   it('seals a raw producer’s plaintext job of a sensitive operation before its first call', async () => {
     const downstream = await startDownstream();
     answer(downstream);
