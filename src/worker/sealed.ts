@@ -11,6 +11,27 @@ import { Scrubber } from '../secrets/scrub.ts';
 
 /** String values of a sealed input scrubbed from what the downstream answers, at most this many. */
 const MAX_SCRUBBED_VALUES = 256;
+/** Numbers of fewer digits (a quantity, a count) are left, as strings shorter than the scrubber's minimum. */
+const MIN_SCRUBBED_NUMBER_LENGTH = 4;
+const REDACTED = '[redacted]';
+
+/** Also replaces a parsed body's numbers that are a sealed input's (the string scrubber sees text only). */
+class SealedValueScrubber extends Scrubber {
+  readonly numbers = new Set<number>();
+
+  override scrubValue<T>(value: T): T {
+    return super.scrubValue(this.numbers.size === 0 ? value : (this.#redactNumbers(value, 0) as T));
+  }
+
+  #redactNumbers(value: unknown, depth: number): unknown {
+    if (typeof value === 'number') return this.numbers.has(value) ? REDACTED : value;
+    if (depth > 64 || typeof value !== 'object' || value === null) return value;
+    if (Array.isArray(value)) return value.map((item: unknown) => this.#redactNumbers(item, depth + 1));
+    return Object.fromEntries(
+      Object.entries(value).map(([key, item]) => [key, this.#redactNumbers(item, depth + 1)]),
+    );
+  }
+}
 
 /**
  * The job data with its envelope opened: `input` and `metadata` are the plaintext ones, in memory only. Throws
@@ -80,19 +101,26 @@ export function sealInPlace(
 }
 
 /**
- * A scrubber of a sealed job's plaintext: every string value (and object key is left alone) of its input and
- * metadata, in every encoding the secret scrubber knows, so a downstream that echoes the input back (a
+ * A scrubber of a sealed job's plaintext: every string value, and number of 4 or more characters (object keys
+ * are left alone) of its input and metadata, in every encoding the secret scrubber knows, so a downstream that echoes the input back (a
  * created record, a 400 naming the bad e-mail) does not put it in the stored result, the error message or the
  * log line. Values shorter than the scrubber's minimum are left, as for secrets. Sealed jobs only.
  */
 export function sealedValueScrubber(data: JobData): Scrubber {
-  const scrubber = new Scrubber();
+  const scrubber = new SealedValueScrubber();
   let count = 0;
   const visit = (value: unknown, depth: number): void => {
     if (count >= MAX_SCRUBBED_VALUES || depth > 64) return;
     if (typeof value === 'string') {
       count++;
       scrubber.add(value);
+    } else if (typeof value === 'number' && Number.isFinite(value)) {
+      // A card or account number sent as a JSON number, echoed as one or in a message.
+      const text = String(value);
+      if (text.length < MIN_SCRUBBED_NUMBER_LENGTH) return;
+      count++;
+      scrubber.add(text);
+      scrubber.numbers.add(value);
     } else if (Array.isArray(value)) {
       for (const item of value) visit(item, depth + 1);
     } else if (typeof value === 'object' && value !== null) {

@@ -314,6 +314,47 @@ describe('sensitive: true', () => {
     await downstream.close();
   });
 
+  it('keeps a sealed number out of what the downstream echoes back (result body and error)', async () => {
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: services(downstream.url),
+      prefix,
+      pool: { keyring },
+    });
+    // A card or account number sent as a JSON number: the downstream echoes it as a number, and in text.
+    const account = 4_000_000_000_000 + randomBytes(4).readUInt32BE(0);
+    const created = await ferry.producer.enqueue({
+      service: 'vault',
+      operation: 'create',
+      tenant: 'acme',
+      input: { account },
+    });
+    const refused = await ferry.producer.enqueue({
+      service: 'vault',
+      operation: 'reject',
+      tenant: 'acme',
+      input: { account },
+    });
+    expect((await ferry.producer.waitFor('vault', created.id, { timeoutMs: 20_000 })).state).toBe(
+      'completed',
+    );
+    expect((await ferry.producer.waitFor('vault', refused.id, { timeoutMs: 20_000 })).state).toBe(
+      'dead_lettered',
+    );
+    const sent = downstream.requests.filter((r) => r.url === '/things' || r.url === '/reject');
+    expect(sent.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ account }, { account }]);
+    const stored = await dumpRedis(redis.client, `${prefix}:*`);
+    expect(stored).toContain('[redacted]');
+    const hits = findSecretForms('sealed number', secretForms(String(account)), {
+      'Redis values': stored,
+      'worker logs': ferry.logs.join('\n'),
+    });
+    expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
   it('seals a raw producer’s plaintext job of a sensitive operation before its first call', async () => {
     const downstream = await startDownstream();
     answer(downstream);
