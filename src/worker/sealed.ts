@@ -4,8 +4,14 @@
  * so that everything Ferry writes from it afterwards (dead letter, follow-ups, moves) stays sealed.
  */
 import { ValidationError } from '../core/errors.ts';
-import type { JobData } from '../core/job.ts';
-import { type Keyring, maxSealedLength, openJobContent, sealJobData } from '../core/sealed-data.ts';
+import { type JobData, SEALED_PLACEHOLDER } from '../core/job.ts';
+import {
+  type Keyring,
+  maxSealedLength,
+  openJobContent,
+  sealedJobId,
+  sealJobData,
+} from '../core/sealed-data.ts';
 import type { ServiceConfig } from '../core/services/types.ts';
 import { Scrubber } from '../secrets/scrub.ts';
 
@@ -74,6 +80,17 @@ export function sensitiveOperationsOf(service: ServiceConfig): ReadonlySet<strin
 }
 
 /**
+ * True for a raw producer's job data that is not sealed: no `sealed` string, or one that is no envelope next to
+ * an input that is not the placeholder (a plaintext input with a bogus `sealed`). A malformed envelope next to
+ * `[sealed]` is left: it fails as one (ValidationError), rather than run with the placeholder as input.
+ */
+export function isUnsealed(data: JobData | undefined): boolean {
+  const sealed: unknown = data?.sealed;
+  if (typeof sealed !== 'string') return true;
+  return sealedJobId(sealed) === undefined && data?.input !== SEALED_PLACEHOLDER;
+}
+
+/**
  * A raw producer's job of a sensitive operation that is not sealed: the data to store in its place, sealed for
  * this job (undefined when there is nothing to seal). Its tenant is bound only when it is a string (a malformed
  * one fails validation right after).
@@ -84,8 +101,7 @@ export function sealInPlace(
   jobId: string,
   data: JobData | undefined,
 ): JobData | undefined {
-  if (data === undefined || data === null || typeof data !== 'object' || typeof data.sealed === 'string')
-    return undefined;
+  if (data === undefined || data === null || typeof data !== 'object' || !isUnsealed(data)) return undefined;
   const tenant = typeof data.tenant === 'string' ? data.tenant : undefined;
   const metadata =
     typeof data.metadata === 'object' && data.metadata !== null && !Array.isArray(data.metadata)

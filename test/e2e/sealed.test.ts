@@ -383,6 +383,32 @@ describe('sensitive: true', () => {
     expect(hits).toEqual([]);
   });
 
+  it('seals a raw producer’s plaintext job whose `sealed` is a string but no envelope', async () => {
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: services(downstream.url),
+      prefix,
+      pool: { keyring },
+    });
+    const raw = rawJobs(redis.url, prefix);
+    const value = `raw-${randomBytes(6).toString('hex')}@example.com`;
+    const id = await raw.add('vault', 'reject', {
+      input: { email: value },
+      tenant: 'acme',
+      sealed: 'not-an-envelope',
+    });
+    const view = await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 });
+    expect(view.state).toBe('dead_lettered');
+    expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
+    // Not copied in plaintext into the dead letter, the job's history or its error.
+    const hits = findSecretForms('raw input', secretForms(value), {
+      'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
+    });
+    expect(hits).toEqual([]);
+  });
+
   it('seals every job of a batch (POST /v1/jobs/batch)', async () => {
     const downstream = await startDownstream();
     answer(downstream);
