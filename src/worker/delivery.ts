@@ -41,7 +41,7 @@ import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
-import { sealInPlace, sensitiveOperationsOf } from './sealed.ts';
+import { isUnsealed, sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
@@ -142,7 +142,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
           );
         throw mismatch(decision, problem === undefined ? 'skipped' : 'badState');
       }
-      if (sensitive?.has(job.name) === true && typeof job.data?.sealed !== 'string') {
+      if (sensitive?.has(job.name) === true && isUnsealed(job.data)) {
         // A raw producer's plaintext job of a sensitive operation: sealed in place before anything else, so
         // nothing Ferry writes from it (dead letter, follow-ups, moves) holds its input in plaintext.
         const sealed = sealInPlace(service, deps.keyring!, jobId, job.data);

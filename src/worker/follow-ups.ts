@@ -122,7 +122,7 @@ export class FollowUps {
     if (typeof depth === 'string')
       return refuse(depth === 'origin' ? 'origin' : 'depth', this.#depthMessage(depth, enqueue));
     const key = onFailureIdempotencyKey(deadLetterId, rule);
-    const input = this.#inputOf(service, data);
+    const input = this.#inputOf(service, data, record.operation);
     if (input instanceof Error) return refuse('template', `onFailure rule ${rule}: ${input.message}`);
     const context: TemplateContext = {
       input: input,
@@ -183,10 +183,11 @@ export class FollowUps {
   }
 
   /** The source job's input: a sealed one opened in memory, or an Error saying why it does not open. */
-  #inputOf(service: ServiceConfig, data: JobData | undefined): unknown {
+  #inputOf(service: ServiceConfig, data: JobData | undefined, operation?: string): unknown {
     if (data?.sealed === undefined) return data?.input;
     try {
-      return openSealedJob(service, this.#options.keyring, data).input;
+      // A completed job's operation was checked by runAttempt; a dead letter's is checked here.
+      return openSealedJob(service, this.#options.keyring, data, operation).input;
     } catch (error) {
       return new Error(isFerryError(error) ? error.message : 'sealed: does not open');
     }

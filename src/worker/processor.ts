@@ -121,14 +121,15 @@ export async function runAttempt(
       });
     }
     // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
-    const data = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
+    const data =
+      stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored, operation.name);
     if (data !== stored) sealedValues = sealedValueScrubber(data);
     if (deps.tenantLeases !== undefined) {
       lease = await takeTenantLease(deps.tenantLeases, data.tenant, job.id, operation.timeoutMs);
       if (lease === undefined)
         return { kind: 'deferred', reason: 'tenantConcurrency', durationMs: elapsed() };
     }
-    traced = startAttemptTrace(job, service, operation.name, data.metadata, deps.scrubber);
+    traced = startAttemptTrace(job, service, operation.name, data.metadata, deps.scrubber, sealedValues);
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,

@@ -44,6 +44,8 @@ export interface AttemptTrace {
   readonly span: Span;
   readonly context: Context;
   readonly scrubber: Scrubber;
+  /** A sealed job's plaintext values (processor.ts): a path rendered from its input is not exported either. */
+  readonly sealed?: Scrubber | undefined;
 }
 
 /** What an attempt's outcome says to its span: a structural subset of processor.ts's AttemptOutcome. */
@@ -63,6 +65,7 @@ export function startAttemptTrace(
   operation: string,
   metadata: Readonly<Record<string, unknown>> | undefined,
   scrubber: Scrubber,
+  sealed?: Scrubber,
 ): AttemptTrace | undefined {
   if (!tracingEnabled()) return undefined;
   const stored = traceContextOfMetadata(metadata);
@@ -90,7 +93,7 @@ export function startAttemptTrace(
     const { traceId, spanId } = span.spanContext();
     job.trace = { traceId, spanId };
   }
-  return { span, context: trace.setSpan(parent, span), scrubber };
+  return { span, context: trace.setSpan(parent, span), scrubber, sealed };
 }
 
 /** Ends the attempt's span with its outcome; returns the outcome (so `return endAttemptTrace(t, {...})`). */
@@ -135,7 +138,7 @@ export function tracedCall(
   if (traced === undefined) return callDownstream(pools, request, options);
   const span = ferryTracer().startSpan(
     request.method,
-    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced.scrubber) },
+    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced.scrubber, traced.sealed) },
     traced.context,
   );
   const headers = { ...request.headers };
@@ -161,12 +164,17 @@ export function tracedCall(
   );
 }
 
-function clientAttributes(request: OutboundRequest, scrubber: Scrubber): Attributes {
+function clientAttributes(
+  request: OutboundRequest,
+  scrubber: Scrubber,
+  sealed: Scrubber | undefined,
+): Attributes {
   const query = request.path.indexOf('?');
+  const path = scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query));
   const attributes: Attributes = {
     'http.request.method': request.method,
     // The path can hold a secret (a webhook token in it): scrubbed, and never with its query.
-    'url.path': scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query)),
+    'url.path': sealed === undefined ? path : sealed.scrub(path),
   };
   try {
     const origin = new URL(request.origin);

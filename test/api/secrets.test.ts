@@ -482,6 +482,56 @@ describe('limited admin tokens', () => {
     expect(admin.status).toBe(201);
   });
 
+  it('a tenant-limited admin may not set a secret a proxy: or tls.ca/servername reads: it would choose who sees the calls', async () => {
+    const s = await setup({
+      config: () =>
+        parseServicesConfig(
+          {
+            services: {
+              bank: {
+                baseUrl: 'https://bank.example',
+                auth: { type: 'bearer', token: '{{ secrets.crm_key }}' },
+                proxy: '{{ secrets.egress_proxy }}',
+                tls: {
+                  ca: '{{ secrets.bank_ca }}',
+                  servername: '{{ secrets.bank_sni }}',
+                  cert: '{{ secrets.bank_client }}',
+                  key: '{{ secrets.bank_client }}',
+                },
+                operations: { ping: { method: 'GET', path: '/ping' } },
+              },
+            },
+          },
+          { env: {} },
+        ),
+    });
+    // A tenant's own proxy would see (and, with its own CA, read) every call of the tenant, the global
+    // credentials they carry included, and the proxy's address is not under the egress policy.
+    for (const [name, part] of [
+      ['egress_proxy', 'proxy'],
+      ['bank_ca', 'tls.ca'],
+      ['bank_sni', 'tls.servername'],
+    ] as const) {
+      for (const path of [
+        `/v1/secrets/${enc(`tenant/acme/${name}`)}`,
+        `/v1/secrets/${enc(`tenant/acme/${name}`)}/stage`,
+      ]) {
+        const refused = await s.call(path.endsWith('/stage') ? 'POST' : 'PUT', path, {
+          token: TOKENS.acmeAdmin,
+          body: { value: 'http://attacker.example:3128' },
+        });
+        expect({ path, status: refused.status }).toEqual({ path, status: 403 });
+        expect(refused.body.error.message).toContain(`read by service "bank"'s ${part}`);
+      }
+    }
+    // Its own client certificate is its own to set.
+    const own = await s.call('PUT', `/v1/secrets/${enc('tenant/acme/bank_client')}`, {
+      token: TOKENS.acmeAdmin,
+      body: { value: VALUES.acme },
+    });
+    expect(own.status).toBe(201);
+  });
+
   it('a tenant-limited admin touches only its tenants’ keys, and lists only those', async () => {
     const s = await setup();
     await s.call('PUT', '/v1/secrets/crm_key', { body: { value: VALUES.current } });

@@ -247,6 +247,114 @@ describe('sensitive: true', () => {
     await downstream.close();
   });
 
+  it('refuses an envelope copied into an operation of the same service that is not sensitive', async () => {
+    // A raw producer (Redis access, no key) copies a sensitive operation's envelope into a job of another
+    // operation of the same service and tenant: it opened there (the seal binds service and tenant), and that
+    // operation's `then` or `onFailure` copied the input into a queue that is not sealed.
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: {
+        services: {
+          mixed: {
+            baseUrl: downstream.url,
+            timeoutMs: 5_000,
+            retry: { attempts: 1 },
+            operations: {
+              create: { method: 'POST', path: '/things', body: '{{ input }}', sensitive: true },
+              note: {
+                method: 'POST',
+                path: '/note',
+                body: { n: 1 },
+                then: {
+                  enqueue: { service: 'plain', operation: 'log', input: { copy: '{{ input.email }}' } },
+                },
+                onFailure: [
+                  { enqueue: { service: 'plain', operation: 'log', input: { copy: '{{ input.email }}' } } },
+                ],
+              },
+            },
+          },
+          plain: {
+            baseUrl: downstream.url,
+            retry: { attempts: 1 },
+            operations: { log: { method: 'POST', path: '/log', body: '{{ input }}' } },
+          },
+        },
+      },
+      prefix,
+      pool: { keyring },
+    });
+    const raw = rawJobs(redis.url, prefix);
+    const secret = `moved-${randomBytes(6).toString('hex')}@example.com`;
+    const own = await ferry.producer.enqueue({
+      service: 'mixed',
+      operation: 'create',
+      tenant: 'acme',
+      input: { email: secret },
+      delayMs: 60_000,
+    });
+    const envelope = JSON.parse((await redis.client.hget(`${prefix}:{mixed}:${own.id}`, 'data'))!) as {
+      sealed: string;
+    };
+    const copy = await raw.add('mixed', 'note', {
+      input: SEALED_PLACEHOLDER,
+      sealed: envelope.sealed,
+      tenant: 'acme',
+    });
+    const view = await ferry.producer.waitFor('mixed', copy, { timeoutMs: 20_000, follow: true });
+    expect(view.state).toBe('dead_lettered');
+    expect(view.lastError).toMatchObject({ type: 'ValidationError', field: 'sealed' });
+    expect(downstream.requests).toEqual([]);
+    const hits = findSecretForms('sealed input', secretForms(secret), {
+      'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
+    });
+    expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
+  it('keeps a sealed number out of what the downstream echoes back (result body and error)', async () => {
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: services(downstream.url),
+      prefix,
+      pool: { keyring },
+    });
+    // A card or account number sent as a JSON number: the downstream echoes it as a number, and in text.
+    const account = 4_000_000_000_000 + randomBytes(4).readUInt32BE(0);
+    const created = await ferry.producer.enqueue({
+      service: 'vault',
+      operation: 'create',
+      tenant: 'acme',
+      input: { account },
+    });
+    const refused = await ferry.producer.enqueue({
+      service: 'vault',
+      operation: 'reject',
+      tenant: 'acme',
+      input: { account },
+    });
+    expect((await ferry.producer.waitFor('vault', created.id, { timeoutMs: 20_000 })).state).toBe(
+      'completed',
+    );
+    expect((await ferry.producer.waitFor('vault', refused.id, { timeoutMs: 20_000 })).state).toBe(
+      'dead_lettered',
+    );
+    const sent = downstream.requests.filter((r) => r.url === '/things' || r.url === '/reject');
+    expect(sent.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ account }, { account }]);
+    const stored = await dumpRedis(redis.client, `${prefix}:*`);
+    expect(stored).toContain('[redacted]');
+    const hits = findSecretForms('sealed number', secretForms(String(account)), {
+      'Redis values': stored,
+      'worker logs': ferry.logs.join('\n'),
+    });
+    expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
   it('seals a raw producer’s plaintext job of a sensitive operation before its first call', async () => {
     const downstream = await startDownstream();
     answer(downstream);
@@ -269,6 +377,32 @@ describe('sensitive: true', () => {
     expect(view.state).toBe('dead_lettered');
     expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
     // The AOF has the raw producer's own write; Ferry wrote nothing new in plaintext.
+    const hits = findSecretForms('raw input', secretForms(value), {
+      'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
+    });
+    expect(hits).toEqual([]);
+  });
+
+  it('seals a raw producer’s plaintext job whose `sealed` is a string but no envelope', async () => {
+    const downstream = await startDownstream();
+    answer(downstream);
+    const prefix = uniquePrefix();
+    const ferry = await createTestFerry(redis, {
+      services: services(downstream.url),
+      prefix,
+      pool: { keyring },
+    });
+    const raw = rawJobs(redis.url, prefix);
+    const value = `raw-${randomBytes(6).toString('hex')}@example.com`;
+    const id = await raw.add('vault', 'reject', {
+      input: { email: value },
+      tenant: 'acme',
+      sealed: 'not-an-envelope',
+    });
+    const view = await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 });
+    expect(view.state).toBe('dead_lettered');
+    expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
+    // Not copied in plaintext into the dead letter, the job's history or its error.
     const hits = findSecretForms('raw input', secretForms(value), {
       'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
     });

@@ -18,6 +18,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
+import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
@@ -414,6 +415,42 @@ describe('with an SDK registered', () => {
       ...findSecretForms('API key', secretForms(KEY), places),
     ];
     expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
+  it('puts no sealed input in any span: not the path of a sensitive operation', async () => {
+    const EMAIL = `ada-${randomHex(8)}@example.com`;
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, {
+      services: oneService(downstream.url, {
+        operations: {
+          create: { method: 'PUT', path: '/users/{{ input.email }}', body: '{{ input }}', sensitive: true },
+        },
+      }),
+      pool: { keyring: parseKeyring(`k1:${randomBytes(32).toString('base64')}`) },
+    });
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: { email: EMAIL },
+    });
+    expect((await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 })).state).toBe('completed');
+    // The downstream got the plaintext in its path.
+    expect(downstream.requests[0]!.url).toBe(`/users/${encodeURIComponent(EMAIL)}`);
+    await waitUntil(() => spans().some((span) => span.kind === SpanKind.CLIENT), 10_000, 'the client span');
+    const places: Record<string, string> = {};
+    spans().forEach((span, i) => {
+      places[`span ${i} (${span.name})`] = JSON.stringify({
+        name: span.name,
+        attributes: span.attributes,
+        events: span.events,
+        status: span.status,
+      });
+    });
+    expect(spans().find((span) => span.kind === SpanKind.CLIENT)!.attributes['url.path']).toBe(
+      '/users/[redacted]',
+    );
+    expect(findSecretForms('sealed input', secretForms(EMAIL), places)).toEqual([]);
     await downstream.close();
   });
 });

@@ -144,16 +144,27 @@ function requireKeyAccess(principal: Principal, key: SecretKey): void {
 }
 
 /**
- * A tenant-limited token may not write a secret that a service's baseUrl reads: its tenant's value would
- * choose where that tenant's calls go, and with them the other credentials the calls carry (global values,
- * under tenantSecrets: fallback). Only an unrestricted admin decides where calls go.
+ * A tenant-limited token may not write a secret that a service's baseUrl (or proxy:, tls.ca, tls.servername)
+ * reads: its tenant's value would choose where that tenant's calls go, and with them the other credentials the
+ * calls carry (global values, under tenantSecrets: fallback). Only an unrestricted admin decides where calls go.
  */
 function requireWhereCallsGo(principal: Principal, name: string, config: ServicesConfig): void {
   if (principal.tenants === undefined) return;
   for (const service of config.services.values()) {
-    if (service.baseUrl.secretNames.includes(name)) {
+    // `proxy:` and `tls.ca`/`tls.servername` too (issue 17): a tenant's own proxy (not under the egress
+    // policy) would carry its calls, and with its own CA read them, the global credentials included.
+    const part = service.baseUrl.secretNames.includes(name)
+      ? 'baseUrl'
+      : service.proxy?.kind === 'url' && service.proxy.url.secretNames.includes(name)
+        ? 'proxy'
+        : service.tls?.ca?.secretNames.includes(name) === true
+          ? 'tls.ca'
+          : service.tls?.servername?.secretNames.includes(name) === true
+            ? 'tls.servername'
+            : undefined;
+    if (part !== undefined) {
       throw new ForbiddenError(
-        `token "${principal.name}" is limited to tenants: secret "${name}" is read by service "${service.name}"'s baseUrl, which only an unrestricted admin may set`,
+        `token "${principal.name}" is limited to tenants: secret "${name}" is read by service "${service.name}"'s ${part}, which only an unrestricted admin may set`,
       );
     }
   }
