@@ -33,7 +33,7 @@ import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
-import { renderTransport } from './http/transport.ts';
+import { renderTransport, type Transport } from './http/transport.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 import { openSealedJob, sealedValueScrubber } from './sealed.ts';
 import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
@@ -163,6 +163,7 @@ export async function runAttempt(
         service.auth,
         request,
         context,
+        transport,
         deps,
         signal,
         startedAt + operation.timeoutMs,
@@ -285,6 +286,7 @@ async function callWithToken(
   auth: OAuth2Auth,
   request: OutboundRequest,
   context: TemplateContext,
+  transport: Transport,
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   deadlineMs: number,
@@ -297,7 +299,6 @@ async function callWithToken(
     return left;
   };
   const grant = renderGrant(service.name, auth, context);
-  const transport = renderTransport(service, context);
   const call = (token: AccessToken): Promise<CallResponse> => {
     // Measured before the breaker: an attempt the token request used up never reached the service.
     const timeoutMs = remainingMs();
@@ -317,7 +318,7 @@ async function callWithToken(
       signal,
     );
   };
-  const token = await fetchToken(grant, deps, signal, remainingMs());
+  const token = await fetchToken(grant, deps, signal, remainingMs(), transport);
   try {
     return await call(token);
   } catch (error) {
@@ -325,7 +326,7 @@ async function callWithToken(
       throw error;
   }
   deps.tokens.invalidate(token.key, token.value);
-  const fresh = await fetchToken(grant, deps, signal, remainingMs());
+  const fresh = await fetchToken(grant, deps, signal, remainingMs(), transport);
   try {
     return await call(fresh);
   } catch (error) {
@@ -339,6 +340,7 @@ function fetchToken(
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   timeoutMs: number,
+  transport: Transport,
 ): AccessToken | Promise<AccessToken> {
   return deps.tokens.get(grant, {
     timeoutMs,
@@ -348,6 +350,7 @@ function fetchToken(
     maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
     onRetryAfterClamped: deps.onRetryAfterClamped,
     signal,
+    transport,
   });
 }
 
