@@ -128,7 +128,14 @@ export async function runAttempt(
       if (lease === undefined)
         return { kind: 'deferred', reason: 'tenantConcurrency', durationMs: elapsed() };
     }
-    traced = startAttemptTrace(job, service, operation.name, data.metadata, deps.scrubber);
+    traced = startAttemptTrace(
+      job,
+      service,
+      operation.name,
+      data.metadata,
+      deps.scrubber,
+      sealedValues !== undefined,
+    );
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,

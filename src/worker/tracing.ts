@@ -44,6 +44,8 @@ export interface AttemptTrace {
   readonly span: Span;
   readonly context: Context;
   readonly scrubber: Scrubber;
+  /** A sealed job's: its path may hold the opened input, so no span records it. */
+  readonly sealed: boolean;
 }
 
 /** What an attempt's outcome says to its span: a structural subset of processor.ts's AttemptOutcome. */
@@ -55,7 +57,7 @@ type TracedOutcome =
 /**
  * The attempt's consumer span, or undefined when no SDK is registered. `job.trace` gets the span's ids when
  * it records (the attempt's log line carries them). Call it once the job's metadata is readable (a sealed
- * job's after opening it).
+ * job's after opening it, with `sealed` true).
  */
 export function startAttemptTrace(
   job: { id: string; attempt?: number | undefined; trace?: TraceIds | undefined },
@@ -63,6 +65,7 @@ export function startAttemptTrace(
   operation: string,
   metadata: Readonly<Record<string, unknown>> | undefined,
   scrubber: Scrubber,
+  sealed = false,
 ): AttemptTrace | undefined {
   if (!tracingEnabled()) return undefined;
   const stored = traceContextOfMetadata(metadata);
@@ -90,7 +93,7 @@ export function startAttemptTrace(
     const { traceId, spanId } = span.spanContext();
     job.trace = { traceId, spanId };
   }
-  return { span, context: trace.setSpan(parent, span), scrubber };
+  return { span, context: trace.setSpan(parent, span), scrubber, sealed };
 }
 
 /** Ends the attempt's span with its outcome; returns the outcome (so `return endAttemptTrace(t, {...})`). */
@@ -135,7 +138,7 @@ export function tracedCall(
   if (traced === undefined) return callDownstream(pools, request, options);
   const span = ferryTracer().startSpan(
     request.method,
-    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced.scrubber) },
+    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced) },
     traced.context,
   );
   const headers = { ...request.headers };
@@ -161,13 +164,13 @@ export function tracedCall(
   );
 }
 
-function clientAttributes(request: OutboundRequest, scrubber: Scrubber): Attributes {
-  const query = request.path.indexOf('?');
-  const attributes: Attributes = {
-    'http.request.method': request.method,
+function clientAttributes(request: OutboundRequest, { scrubber, sealed }: AttemptTrace): Attributes {
+  const attributes: Attributes = { 'http.request.method': request.method };
+  if (!sealed) {
     // The path can hold a secret (a webhook token in it): scrubbed, and never with its query.
-    'url.path': scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query)),
-  };
+    const query = request.path.indexOf('?');
+    attributes['url.path'] = scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query));
+  }
   try {
     const origin = new URL(request.origin);
     // A baseUrl may come from a secret: its host too is scrubbed.

@@ -18,6 +18,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
+import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
@@ -414,6 +415,42 @@ describe('with an SDK registered', () => {
       ...findSecretForms('API key', secretForms(KEY), places),
     ];
     expect(hits).toEqual([]);
+    await downstream.close();
+  });
+
+  it("puts no sealed input in any span: a sensitive operation's path is not recorded", async () => {
+    const EMAIL = `person.${randomHex(8)}@example.com`;
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, {
+      pool: { keyring: parseKeyring(`k1:${randomBytes(32).toString('base64')}`) },
+      services: oneService(downstream.url, {
+        sensitive: true,
+        operations: { lookup: { method: 'GET', path: '/people/{{ input.email }}' } },
+      }),
+    });
+    const job = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'lookup',
+      input: { email: EMAIL },
+    });
+    const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    // The downstream got the opened input in its path.
+    expect(decodeURIComponent(downstream.requests[0]!.url)).toBe(`/people/${EMAIL}`);
+    await waitUntil(() => spans().some((span) => span.kind === SpanKind.CLIENT), 10_000, 'the client span');
+    const client = spans().find((span) => span.kind === SpanKind.CLIENT)!;
+    expect(client.attributes['http.request.method']).toBe('GET');
+    expect(client.attributes).not.toHaveProperty('url.path');
+    const places: Record<string, string> = {};
+    spans().forEach((span, i) => {
+      places[`span ${i} (${span.name})`] = JSON.stringify({
+        name: span.name,
+        attributes: span.attributes,
+        events: span.events,
+        status: span.status,
+      });
+    });
+    expect(findSecretForms('sealed input', secretForms(EMAIL), places)).toEqual([]);
     await downstream.close();
   });
 });
