@@ -104,6 +104,8 @@ export async function runAttempt(
   let traced: AttemptTrace | undefined;
   /** A sealed job's plaintext values, kept out of what the downstream answers (stored, logged). */
   let sealedValues: Scrubber | undefined;
+  /** The job data as stored, once it parsed: an attempt refused before its span starts still gets one. */
+  let stored: JobData | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -112,7 +114,7 @@ export async function runAttempt(
         field: 'operation',
       });
     }
-    const stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
+    stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
     if (service.tenantSecrets === 'required' && stored.tenant === undefined) {
       // A raw producer's job (the API and Producer refuse it at enqueue): without a tenant it would read the
       // global values, the very fall-back the service refuses.
@@ -121,7 +123,7 @@ export async function runAttempt(
       });
     }
     // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
-    const data = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
+    const data: JobData = stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored);
     if (data !== stored) sealedValues = sealedValueScrubber(data);
     if (deps.tenantLeases !== undefined) {
       lease = await takeTenantLease(deps.tenantLeases, data.tenant, job.id, operation.timeoutMs);
@@ -213,6 +215,17 @@ export async function runAttempt(
     return endAttemptTrace(traced, { kind: 'completed', result, durationMs: result.durationMs });
   } catch (thrown) {
     if (thrown instanceof TenantLeaseError) throw thrown;
+    // Refused before its span started (bad data, a tenant missing, an envelope that does not open): the span
+    // of this attempt still, a child of the job's stored trace context unless that is sealed.
+    const unopened = stored?.sealed !== undefined;
+    traced ??= startAttemptTrace(
+      job,
+      deps.service,
+      job.name,
+      unopened ? undefined : stored?.metadata,
+      deps.scrubber,
+      unopened,
+    );
     const durationMs = elapsed();
     if (signal?.aborted === true) return endAttemptTrace(traced, { kind: 'interrupted', durationMs });
     if (isBreakerOpenError(thrown)) return endAttemptTrace(traced, breakerHold(thrown, durationMs));

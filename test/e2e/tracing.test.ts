@@ -22,6 +22,7 @@ import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
+import { rawJobs } from '../helpers/raw-jobs.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 import { waitUntil } from '../helpers/until.ts';
@@ -451,6 +452,34 @@ describe('with an SDK registered', () => {
       });
     });
     expect(findSecretForms('sealed input', secretForms(EMAIL), places)).toEqual([]);
+    await downstream.close();
+  });
+
+  it("an attempt that fails before its call (a refused job) is a span too, in its producer's trace", async () => {
+    const downstream = await startDownstream();
+    const ferry = await ferryWith(downstream, { tenantSecrets: 'required' });
+    const traceId = randomHex(16);
+    // A raw producer's job without the tenant the service requires: refused at run time, no call.
+    const raw = rawJobs(redis.url, ferry.prefix);
+    const jobId = await raw.add('svc', 'create', {
+      input: { n: 1 },
+      metadata: { traceparent: `00-${traceId}-${randomHex(8)}-01` },
+    });
+    const view = await ferry.producer.waitFor('svc', jobId, { timeoutMs: 10_000 });
+    expect(view.state).toBe('dead_lettered');
+    expect(view.lastError?.type).toBe('ValidationError');
+    const [span] = await spansOf(SpanKind.CONSUMER, traceId, 1);
+    expect(span!.attributes).toMatchObject({
+      'ferry.outcome': 'failed',
+      'error.type': 'ValidationError',
+      'ferry.attempt': 1,
+    });
+    expect(span!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(attemptLine(ferry, jobId)).toMatchObject({
+      trace_id: traceId,
+      span_id: span!.spanContext().spanId,
+    });
+    expect(downstream.requests).toHaveLength(0);
     await downstream.close();
   });
 });
