@@ -482,4 +482,36 @@ describe('with an SDK registered', () => {
     expect(downstream.requests).toHaveLength(0);
     await downstream.close();
   });
+
+  it("continues a POST /v1/jobs traceparent through a sealed job's envelope to the downstream", async () => {
+    const downstream = await startDownstream();
+    const secretsKey = `k1:${randomBytes(32).toString('base64')}`;
+    const ferry = await createTestFerry(redis, {
+      pool: { keyring: parseKeyring(secretsKey) },
+      services: oneService(downstream.url, { sensitive: true }),
+    });
+    const api = await startTestApi({
+      redisUrl: redis.url,
+      prefix: ferry.prefix,
+      config: ferry.config,
+      secretsKey,
+    });
+    const traceId = randomHex(16);
+    const answer = await api.request('POST', '/v1/jobs', {
+      token: TOKENS.writer,
+      body: { service: 'svc', operation: 'create', input: { via: 'api' } },
+      headers: { traceparent: `00-${traceId}-${randomHex(8)}-01` },
+    });
+    expect(answer.status).toBe(202);
+    const view = await ferry.producer.waitFor('svc', answer.body.id as string, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    // Stored sealed: the trace context is in the envelope, not in plaintext metadata.
+    expect(view.sealed).toBe(true);
+    expect(view.metadata).toBeUndefined();
+    const [consumer] = await spansOf(SpanKind.CONSUMER, traceId, 1);
+    expect(consumer!.attributes['ferry.outcome']).toBe('completed');
+    expect(TRACEPARENT.exec(String(downstream.requests[0]!.headers.traceparent))?.[1]).toBe(traceId);
+    await api.close();
+    await downstream.close();
+  });
 });
