@@ -429,7 +429,9 @@ export class Producer {
         jobId = request.idempotencyKey === undefined ? enqueueId : idempotentJobId(request.idempotencyKey);
         data = sealJobData(keyring!, { service: request.service, tenant: request.tenant, jobId }, data);
       }
-      list.push({ index, request, enqueueId, data, ...(jobId === undefined ? {} : { jobId }) });
+      const pending: PendingJob = { index, request, enqueueId, data };
+      if (jobId !== undefined) pending.jobId = jobId;
+      list.push(pending);
       byService.set(request.service, list);
     });
     const results: EnqueueResult[] = new Array<EnqueueResult>(requests.length);
@@ -439,10 +441,12 @@ export class Producer {
       endEnqueueTracing(tracing, undefined, error);
       throw error;
     }
-    endEnqueueTracing(
-      tracing,
-      results.map((result) => result.id),
-    );
+    // Only when there are send spans to end: an untraced add builds no id list.
+    if (tracing?.spans !== undefined)
+      endEnqueueTracing(
+        tracing,
+        results.map((result) => result.id),
+      );
     return results;
   }
 

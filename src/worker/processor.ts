@@ -33,7 +33,7 @@ import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
 import { signRequest } from './http/signing.ts';
-import { renderTransport } from './http/transport.ts';
+import { renderTransport, type Transport } from './http/transport.ts';
 import type { RetryAfterClampedListener } from './retry-after.ts';
 import { openSealedJob, sealedValueScrubber } from './sealed.ts';
 import { takeTenantLease, type TenantLease, TenantLeaseError, type TenantLeases } from './tenant-leases.ts';
@@ -104,6 +104,8 @@ export async function runAttempt(
   let traced: AttemptTrace | undefined;
   /** A sealed job's plaintext values, kept out of what the downstream answers (stored, logged). */
   let sealedValues: Scrubber | undefined;
+  /** The job data as stored, once it parsed: an attempt refused before its span starts still gets one. */
+  let stored: JobData | undefined;
   try {
     const { service } = deps;
     const operation = service.operations.get(job.name);
@@ -112,7 +114,7 @@ export async function runAttempt(
         field: 'operation',
       });
     }
-    const stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
+    stored = isTriviallyValidJobData(job.data) ? job.data : parseJobData(job.data);
     if (service.tenantSecrets === 'required' && stored.tenant === undefined) {
       // A raw producer's job (the API and Producer refuse it at enqueue): without a tenant it would read the
       // global values, the very fall-back the service refuses.
@@ -121,7 +123,7 @@ export async function runAttempt(
       });
     }
     // Step 2 (sealed): the plaintext input and metadata, in memory only, used from here on.
-    const data =
+    const data: JobData =
       stored.sealed === undefined ? stored : openSealedJob(service, deps.keyring, stored, operation.name);
     if (data !== stored) sealedValues = sealedValueScrubber(data);
     if (deps.tenantLeases !== undefined) {
@@ -129,7 +131,14 @@ export async function runAttempt(
       if (lease === undefined)
         return { kind: 'deferred', reason: 'tenantConcurrency', durationMs: elapsed() };
     }
-    traced = startAttemptTrace(job, service, operation.name, data.metadata, deps.scrubber, sealedValues);
+    traced = startAttemptTrace(
+      job,
+      service,
+      operation.name,
+      data.metadata,
+      deps.scrubber,
+      sealedValues !== undefined,
+    );
     const resolved = resolveSecrets(
       deps.secrets,
       service.secretNames,
@@ -164,6 +173,7 @@ export async function runAttempt(
         service.auth,
         request,
         context,
+        transport,
         deps,
         signal,
         startedAt + operation.timeoutMs,
@@ -206,6 +216,17 @@ export async function runAttempt(
     return endAttemptTrace(traced, { kind: 'completed', result, durationMs: result.durationMs });
   } catch (thrown) {
     if (thrown instanceof TenantLeaseError) throw thrown;
+    // Refused before its span started (bad data, a tenant missing, an envelope that does not open): the span
+    // of this attempt still, a child of the job's stored trace context unless that is sealed.
+    const unopened = stored?.sealed !== undefined;
+    traced ??= startAttemptTrace(
+      job,
+      deps.service,
+      job.name,
+      unopened ? undefined : stored?.metadata,
+      deps.scrubber,
+      unopened,
+    );
     const durationMs = elapsed();
     if (signal?.aborted === true) return endAttemptTrace(traced, { kind: 'interrupted', durationMs });
     if (isBreakerOpenError(thrown)) return endAttemptTrace(traced, breakerHold(thrown, durationMs));
@@ -286,6 +307,7 @@ async function callWithToken(
   auth: OAuth2Auth,
   request: OutboundRequest,
   context: TemplateContext,
+  transport: Transport,
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   deadlineMs: number,
@@ -298,7 +320,6 @@ async function callWithToken(
     return left;
   };
   const grant = renderGrant(service.name, auth, context);
-  const transport = renderTransport(service, context);
   const call = (token: AccessToken): Promise<CallResponse> => {
     // Measured before the breaker: an attempt the token request used up never reached the service.
     const timeoutMs = remainingMs();
@@ -318,7 +339,7 @@ async function callWithToken(
       signal,
     );
   };
-  const token = await fetchToken(grant, deps, signal, remainingMs());
+  const token = await fetchToken(grant, deps, signal, remainingMs(), transport);
   try {
     return await call(token);
   } catch (error) {
@@ -326,7 +347,7 @@ async function callWithToken(
       throw error;
   }
   deps.tokens.invalidate(token.key, token.value);
-  const fresh = await fetchToken(grant, deps, signal, remainingMs());
+  const fresh = await fetchToken(grant, deps, signal, remainingMs(), transport);
   try {
     return await call(fresh);
   } catch (error) {
@@ -340,6 +361,7 @@ function fetchToken(
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   timeoutMs: number,
+  transport: Transport,
 ): AccessToken | Promise<AccessToken> {
   return deps.tokens.get(grant, {
     timeoutMs,
@@ -349,6 +371,7 @@ function fetchToken(
     maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
     onRetryAfterClamped: deps.onRetryAfterClamped,
     signal,
+    transport,
   });
 }
 

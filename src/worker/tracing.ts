@@ -44,8 +44,8 @@ export interface AttemptTrace {
   readonly span: Span;
   readonly context: Context;
   readonly scrubber: Scrubber;
-  /** A sealed job's plaintext values (processor.ts): a path rendered from its input is not exported either. */
-  readonly sealed?: Scrubber | undefined;
+  /** A sealed job's: its path may hold the opened input, so no span records it. */
+  readonly sealed: boolean;
 }
 
 /** What an attempt's outcome says to its span: a structural subset of processor.ts's AttemptOutcome. */
@@ -57,7 +57,7 @@ type TracedOutcome =
 /**
  * The attempt's consumer span, or undefined when no SDK is registered. `job.trace` gets the span's ids when
  * it records (the attempt's log line carries them). Call it once the job's metadata is readable (a sealed
- * job's after opening it).
+ * job's after opening it, with `sealed` true).
  */
 export function startAttemptTrace(
   job: { id: string; attempt?: number | undefined; trace?: TraceIds | undefined },
@@ -65,7 +65,7 @@ export function startAttemptTrace(
   operation: string,
   metadata: Readonly<Record<string, unknown>> | undefined,
   scrubber: Scrubber,
-  sealed?: Scrubber,
+  sealed = false,
 ): AttemptTrace | undefined {
   if (!tracingEnabled()) return undefined;
   const stored = traceContextOfMetadata(metadata);
@@ -138,7 +138,7 @@ export function tracedCall(
   if (traced === undefined) return callDownstream(pools, request, options);
   const span = ferryTracer().startSpan(
     request.method,
-    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced.scrubber, traced.sealed) },
+    { kind: SpanKind.CLIENT, attributes: clientAttributes(request, traced) },
     traced.context,
   );
   const headers = { ...request.headers };
@@ -164,18 +164,13 @@ export function tracedCall(
   );
 }
 
-function clientAttributes(
-  request: OutboundRequest,
-  scrubber: Scrubber,
-  sealed: Scrubber | undefined,
-): Attributes {
-  const query = request.path.indexOf('?');
-  const path = scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query));
-  const attributes: Attributes = {
-    'http.request.method': request.method,
+function clientAttributes(request: OutboundRequest, { scrubber, sealed }: AttemptTrace): Attributes {
+  const attributes: Attributes = { 'http.request.method': request.method };
+  if (!sealed) {
     // The path can hold a secret (a webhook token in it): scrubbed, and never with its query.
-    'url.path': sealed === undefined ? path : sealed.scrub(path),
-  };
+    const query = request.path.indexOf('?');
+    attributes['url.path'] = scrubber.scrub(query === -1 ? request.path : request.path.slice(0, query));
+  }
   try {
     const origin = new URL(request.origin);
     // A baseUrl may come from a secret: its host too is scrubbed.

@@ -22,6 +22,7 @@ import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
+import { rawJobs } from '../helpers/raw-jobs.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 import { waitUntil } from '../helpers/until.ts';
@@ -418,26 +419,29 @@ describe('with an SDK registered', () => {
     await downstream.close();
   });
 
-  it('puts no sealed input in any span: not the path of a sensitive operation', async () => {
-    const EMAIL = `ada-${randomHex(8)}@example.com`;
+  it("puts no sealed input in any span: a sensitive operation's path is not recorded", async () => {
+    const EMAIL = `person.${randomHex(8)}@example.com`;
     const downstream = await startDownstream();
     const ferry = await createTestFerry(redis, {
-      services: oneService(downstream.url, {
-        operations: {
-          create: { method: 'PUT', path: '/users/{{ input.email }}', body: '{{ input }}', sensitive: true },
-        },
-      }),
       pool: { keyring: parseKeyring(`k1:${randomBytes(32).toString('base64')}`) },
+      services: oneService(downstream.url, {
+        sensitive: true,
+        operations: { lookup: { method: 'GET', path: '/people/{{ input.email }}' } },
+      }),
     });
     const job = await ferry.producer.enqueue({
       service: 'svc',
-      operation: 'create',
+      operation: 'lookup',
       input: { email: EMAIL },
     });
-    expect((await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 })).state).toBe('completed');
-    // The downstream got the plaintext in its path.
-    expect(downstream.requests[0]!.url).toBe(`/users/${encodeURIComponent(EMAIL)}`);
+    const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    // The downstream got the opened input in its path.
+    expect(decodeURIComponent(downstream.requests[0]!.url)).toBe(`/people/${EMAIL}`);
     await waitUntil(() => spans().some((span) => span.kind === SpanKind.CLIENT), 10_000, 'the client span');
+    const client = spans().find((span) => span.kind === SpanKind.CLIENT)!;
+    expect(client.attributes['http.request.method']).toBe('GET');
+    expect(client.attributes).not.toHaveProperty('url.path');
     const places: Record<string, string> = {};
     spans().forEach((span, i) => {
       places[`span ${i} (${span.name})`] = JSON.stringify({
@@ -447,10 +451,67 @@ describe('with an SDK registered', () => {
         status: span.status,
       });
     });
-    expect(spans().find((span) => span.kind === SpanKind.CLIENT)!.attributes['url.path']).toBe(
-      '/users/[redacted]',
-    );
     expect(findSecretForms('sealed input', secretForms(EMAIL), places)).toEqual([]);
+    await downstream.close();
+  });
+
+  it("an attempt that fails before its call (a refused job) is a span too, in its producer's trace", async () => {
+    const downstream = await startDownstream();
+    const ferry = await ferryWith(downstream, { tenantSecrets: 'required' });
+    const traceId = randomHex(16);
+    // A raw producer's job without the tenant the service requires: refused at run time, no call.
+    const raw = rawJobs(redis.url, ferry.prefix);
+    const jobId = await raw.add('svc', 'create', {
+      input: { n: 1 },
+      metadata: { traceparent: `00-${traceId}-${randomHex(8)}-01` },
+    });
+    const view = await ferry.producer.waitFor('svc', jobId, { timeoutMs: 10_000 });
+    expect(view.state).toBe('dead_lettered');
+    expect(view.lastError?.type).toBe('ValidationError');
+    const [span] = await spansOf(SpanKind.CONSUMER, traceId, 1);
+    expect(span!.attributes).toMatchObject({
+      'ferry.outcome': 'failed',
+      'error.type': 'ValidationError',
+      'ferry.attempt': 1,
+    });
+    expect(span!.status.code).toBe(SpanStatusCode.ERROR);
+    expect(attemptLine(ferry, jobId)).toMatchObject({
+      trace_id: traceId,
+      span_id: span!.spanContext().spanId,
+    });
+    expect(downstream.requests).toHaveLength(0);
+    await downstream.close();
+  });
+
+  it("continues a POST /v1/jobs traceparent through a sealed job's envelope to the downstream", async () => {
+    const downstream = await startDownstream();
+    const secretsKey = `k1:${randomBytes(32).toString('base64')}`;
+    const ferry = await createTestFerry(redis, {
+      pool: { keyring: parseKeyring(secretsKey) },
+      services: oneService(downstream.url, { sensitive: true }),
+    });
+    const api = await startTestApi({
+      redisUrl: redis.url,
+      prefix: ferry.prefix,
+      config: ferry.config,
+      secretsKey,
+    });
+    const traceId = randomHex(16);
+    const answer = await api.request('POST', '/v1/jobs', {
+      token: TOKENS.writer,
+      body: { service: 'svc', operation: 'create', input: { via: 'api' } },
+      headers: { traceparent: `00-${traceId}-${randomHex(8)}-01` },
+    });
+    expect(answer.status).toBe(202);
+    const view = await ferry.producer.waitFor('svc', answer.body.id as string, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    // Stored sealed: the trace context is in the envelope, not in plaintext metadata.
+    expect(view.sealed).toBe(true);
+    expect(view.metadata).toBeUndefined();
+    const [consumer] = await spansOf(SpanKind.CONSUMER, traceId, 1);
+    expect(consumer!.attributes['ferry.outcome']).toBe('completed');
+    expect(TRACEPARENT.exec(String(downstream.requests[0]!.headers.traceparent))?.[1]).toBe(traceId);
+    await api.close();
     await downstream.close();
   });
 });

@@ -251,4 +251,45 @@ describe('the other calls a worker makes', () => {
       [`127.0.0.1:${new URL(tokenEndpoint.url).port}`, `127.0.0.1:${new URL(downstream.url).port}`].sort(),
     );
   });
+
+  it("keeps an oauth2 service's token request off the env proxy under proxy: none", async () => {
+    const proxy = await startConnectProxy();
+    const tokenEndpoint = await startDownstream(() => ({
+      status: 200,
+      body: { access_token: 'tok-direct-1234', token_type: 'Bearer', expires_in: 3600 },
+    }));
+    const downstream = await startDownstream();
+    const config = parseServicesConfig(
+      {
+        services: {
+          svc: service(downstream.url, {
+            proxy: 'none',
+            auth: {
+              type: 'oauth2',
+              tokenUrl: `${tokenEndpoint.url}/token`,
+              clientId: 'ferry',
+              clientSecret: '{{ secrets.client_secret }}',
+            },
+          }),
+        },
+      },
+      { env: {} },
+    );
+    const outcome = await testStagedSecret({
+      config,
+      service: 'svc',
+      operation: 'create',
+      key: 'client_secret',
+      value: 'staged-secret-5678',
+      input: { a: 1 },
+      resolver: secretsOf({ client_secret: 'current-secret-1234' }),
+      proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }),
+    });
+    expect(outcome.outcome).toBe('completed');
+    expect(tokenEndpoint.requests).toHaveLength(1);
+    expect(downstream.requests[0]?.headers.authorization).toBe('Bearer tok-direct-1234');
+    // Neither the call nor its token request went through the proxy.
+    expect([...proxy.targets]).toEqual([]);
+    expect(proxy.tunnels).toBe(0);
+  });
 });

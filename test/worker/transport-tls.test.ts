@@ -4,6 +4,10 @@
  * server certificate a TlsError, a bad PEM a ConfigurationError, and a rotated key secret reaches the next
  * connection. Keys never reach Redis or the logs.
  */
+import type { Server as HttpServer } from 'node:http';
+import { createServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { readEnv } from '../../src/core/env.ts';
@@ -12,6 +16,7 @@ import { generateMasterKey } from '../../src/secrets/crypto.ts';
 import type { SecretResolver } from '../../src/secrets/resolver.ts';
 import { createSecretsRuntime } from '../../src/secrets/setup.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { listenOnFreePort } from '../helpers/listen.ts';
 import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { makeTestCertificates, startMtlsServer, startOpensslMtlsServer } from '../helpers/tls-certs.ts';
 import { waitUntil } from '../helpers/until.ts';
@@ -242,5 +247,58 @@ describe('tls: mTLS and custom CA', () => {
     // From then on every call presents the new one.
     expect(await callOnce(n++)).toBe('client-b');
     expect(server.subjects.at(-1)).toBe('client-b');
+  });
+
+  it("sends an oauth2 service's token request with its tls: (an mTLS token endpoint)", async () => {
+    // One partner host, mTLS on every path: the token endpoint and the API (as banks' OAuth2 mTLS, RFC 8705).
+    const seen: string[] = [];
+    const server = createServer(
+      {
+        key: certs.server.key,
+        cert: certs.server.cert,
+        ca: certs.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (request, response) => {
+        const cn = String((request.socket as TLSSocket).getPeerCertificate().subject?.CN ?? '');
+        seen.push(`${request.url ?? ''} ${cn}`);
+        request.resume();
+        request.on('end', () => {
+          const body =
+            request.url === '/token'
+              ? { access_token: 'tok-mtls-1234', token_type: 'Bearer', expires_in: 3600 }
+              : { cn, authorization: request.headers.authorization };
+          response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        });
+      },
+    );
+    const { url } = await listenOnFreePort(server as unknown as HttpServer);
+    const origin = url.replace('http:', 'https:');
+    const ferry = await createTestFerry(redis, {
+      services: oneService(origin, {
+        tls: TLS_FROM_SECRETS,
+        auth: {
+          type: 'oauth2',
+          tokenUrl: `${origin}/token`,
+          clientId: 'ferry',
+          clientSecret: '{{ secrets.client_secret }}',
+        },
+      }),
+      secrets: mutableSecrets(
+        new Map([
+          ['partner_ca', certs.ca],
+          ['client_cert', certs.clientA.cert],
+          ['client_key', certs.clientA.key],
+          ['client_secret', 'oauth-client-secret-1234'],
+        ]),
+      ),
+    });
+    const job = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: { a: 1 } });
+    const view = await ferry.producer.waitFor('svc', job.id, { timeoutMs: 10_000 });
+    expect(view.lastError?.message).toBeUndefined();
+    expect(view.state).toBe('completed');
+    expect(view.result?.body).toEqual({ cn: 'client-a', authorization: 'Bearer [redacted]' });
+    expect(seen).toEqual(['/token client-a', '/things client-a']);
   });
 });

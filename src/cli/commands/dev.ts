@@ -129,7 +129,7 @@ export function registerDevCommand(program: Command): void {
           connection: producerConnection,
           prefix: runtime.env.FERRY_PREFIX,
           services: runtime.config.services,
-          // The dev key (or FERRY_SECRETS_KEY): a sensitive operation's jobs are sealed.
+          // FERRY_SECRETS_KEY's keyring (startWorkers refused to start without it if any operation is sensitive).
           ...(secrets.keyring === undefined ? {} : { keyring: secrets.keyring }),
         });
         resources.add(() => producer.close());

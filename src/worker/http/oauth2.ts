@@ -28,7 +28,7 @@ import { AttemptAbortedError, classifyError, classifyStatus } from './classify.t
 import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
 import { PoolSet } from './pools.ts';
 import { ERROR_BODY_MAX_BYTES } from './response.ts';
-import { envProxyFor, type ProxyEnv } from './transport.ts';
+import { classifyTlsError, envProxyFor, type ProxyEnv, type Transport } from './transport.ts';
 
 export const TOKEN_CACHE_DEFAULTS = {
   /** Tokens kept (service × tenant × credentials); past it the oldest is dropped: 10 000. */
@@ -84,6 +84,12 @@ export interface TokenFetchOptions {
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
   /** The worker pool's shutdown signal. */
   signal: AbortSignal | undefined;
+  /**
+   * The service's `proxy:` and `tls:` rendered for the job (renderTransport): the token request takes the
+   * call's route, so a partner's mTLS or CA, a service's own proxy and `proxy: none` hold for it too.
+   * Default (or DEFAULT_TRANSPORT): the env's proxy, Node's TLS defaults.
+   */
+  transport?: Transport | undefined;
 }
 
 export interface AccessToken {
@@ -142,8 +148,11 @@ export class TokenCache {
   /** Created on the first fetch: a pool without an oauth2 service never opens it. */
   #agent: Agent | undefined;
   readonly #proxyEnv: ProxyEnv | undefined;
-  /** Token endpoints the env's proxy applies to: one tunnel pool each, the target checked before each CONNECT. */
-  #proxied: PoolSet | undefined;
+  /**
+   * Token endpoints reached through a proxy or with a service's TLS material: one pool per origin and transport
+   * (the target checked before each CONNECT).
+   */
+  #pools: PoolSet | undefined;
   #closed = false;
 
   constructor(options: TokenCacheOptions) {
@@ -203,9 +212,9 @@ export class TokenCache {
     this.#entries.clear();
     const agent = this.#agent;
     this.#agent = undefined;
-    const proxied = this.#proxied;
-    this.#proxied = undefined;
-    await Promise.all([agent?.destroy(), proxied?.close()]);
+    const pools = this.#pools;
+    this.#pools = undefined;
+    await Promise.all([agent?.destroy(), pools?.close()]);
   }
 
   async #fetch(key: string, grant: TokenGrant, options: TokenFetchOptions): Promise<string> {
@@ -220,12 +229,17 @@ export class TokenCache {
     });
     const origin = new URL(grant.auth.tokenUrl).origin;
     const proxyEnv = this.#proxyEnv;
+    const transport = options.transport;
+    const own = transport !== undefined && transport.key !== '';
     const dispatcher =
-      proxyEnv === undefined || envProxyFor(proxyEnv, origin) === undefined
+      !own && (proxyEnv === undefined || envProxyFor(proxyEnv, origin) === undefined)
         ? this.#agent
-        : (this.#proxied ??= new PoolSet({ connections: 4, egress: TOKEN_ENDPOINT_SCOPE, proxyEnv })).get(
-            origin,
-          );
+        : (this.#pools ??= new PoolSet({
+            connections: 4,
+            egress: TOKEN_ENDPOINT_SCOPE,
+            proxyEnv,
+            scrubber: this.#observer,
+          })).get(origin, own ? transport : undefined);
     const response = await postTokenRequest(
       dispatcher,
       grant,
@@ -325,7 +339,7 @@ async function postTokenRequest(
     const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
     if (reason instanceof AttemptAbortedError && reason.reason === 'timeout')
       throw new TimeoutError(`token endpoint: timed out after ${options.timeoutMs} ms`, { cause: reason });
-    throw tokenError(classifyError(reason));
+    throw tokenError(classifyTlsError(reason) ?? classifyError(reason));
   } finally {
     clearTimeout(timer);
     outer?.removeEventListener('abort', follow);

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 
 import { buildConnector, type Dispatcher, Pool, ProxyAgent } from 'undici';
 
-import type { Scrubber } from '../../secrets/scrub.ts';
+import type { SecretObserver } from '../../secrets/resolver.ts';
 import { checkOriginHost, type EgressScope, guardedLookup } from './egress.ts';
 import {
   checkTlsMaterial,
@@ -22,7 +22,7 @@ export interface PoolOptions {
   /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY as the worker read them at start; default none. */
   proxyEnv?: ProxyEnv | undefined;
   /** Told the secret parts of each new transport (PEM key lines, proxy credentials). */
-  scrubber?: Scrubber | undefined;
+  scrubber?: SecretObserver | undefined;
   now?: () => number;
 }
 
