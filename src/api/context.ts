@@ -4,6 +4,7 @@ import { Queue } from 'bullmq';
 import type { JobData, JobResult } from '../core/job.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import type { Producer } from '../producer/producer.ts';
 import type { SecretStore } from '../secrets/redis-store.ts';
@@ -30,6 +31,8 @@ export interface ApiContext {
   /** Producer-role connection: fails fast (no offline queue) while Redis is down. */
   readonly connection: RedisClient;
   readonly prefix: string;
+  /** FERRY_SECRETS_KEY's keyring: seals a run-now of a sensitive operation's schedule. */
+  readonly keyring?: Keyring | undefined;
   /** The secrets routes' store and sources (cli/ builds them); without it those routes are not mounted. */
   readonly secrets?: ApiSecrets;
   /** The service's BullMQ queue (opened on first use, closed with the app). */
@@ -44,6 +47,7 @@ export function createApiContext(options: {
   producer: Producer;
   connection: RedisClient;
   prefix: string;
+  keyring?: Keyring | undefined;
   secrets?: ApiSecrets;
 }): ApiContext {
   const queues = new Map<string, Queue<JobData, JobResult>>();

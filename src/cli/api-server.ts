@@ -134,6 +134,7 @@ export async function buildFerryApi(
     producer,
     connection,
     prefix,
+    keyring,
     secrets: {
       // Without a master key the store still lists, promotes, rolls back and deletes (it opens no value).
       store: secrets.store ?? new SecretStore({ connection, prefix, keyring: undefined }),

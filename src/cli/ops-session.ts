@@ -6,19 +6,26 @@
 import type { OpsDeps } from '../ops/deps.ts';
 import { UsageError } from './output.ts';
 
-/** Runs `fn` with ops collaborators; the connection is closed afterwards, whatever happens. */
-export async function withOps<T>(fn: (deps: OpsDeps) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with ops collaborators; the connection is closed afterwards, whatever happens. `keyring`: also load
+ * FERRY_SECRETS_KEY (or FERRY_SECRETS_KEY_FILE) for `fn` to seal with (a malformed one fails the command).
+ */
+export async function withOps<T>(
+  fn: (deps: OpsDeps) => Promise<T>,
+  { keyring: wantsKeyring = false }: { keyring?: boolean } = {},
+): Promise<T> {
   const [{ loadServicesFile }, { connectWhenReady, readEnvWithRedis }] = await Promise.all([
     import('../core/services/load.ts'),
     import('./runtime.ts'),
   ]);
   const env = readEnvWithRedis();
   const config = await loadServicesFile(env.FERRY_SERVICES);
+  const keyring = wantsKeyring ? await (await import('../secrets/setup.ts')).loadKeyring(env) : undefined;
   // The producer role: commands fail fast (no offline queue) instead of hanging while Redis is down, and a
   // Redis that refuses the connection ends the command at once, with one line.
   const connection = await connectWhenReady(env, 'producer', 'ferry-cli', { waitMs: 0 });
   try {
-    return await fn({ connection, prefix: env.FERRY_PREFIX, config });
+    return await fn({ connection, prefix: env.FERRY_PREFIX, config, keyring });
   } finally {
     connection.disconnect();
   }

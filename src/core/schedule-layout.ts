@@ -9,15 +9,21 @@
  * `:`, which Ferry's job ids, dead-letter ids and API never do. The worker that takes a tick adds the run: an
  * ordinary job with idempotency key `ferry-schedule-<name>-<run time ms>` and job id `idempotentJobId(key)`,
  * so however often a tick is taken (two workers, a stall, a retry), one run exists per run time.
+ *
+ * A schedule of a `sensitive` operation stores no plaintext input: its scheduler's template (and so every
+ * tick) carries SEALED_PLACEHOLDER instead (a run is built from the services file, never from the tick), and
+ * each run is added sealed for its own job id (src/core/sealed-data.ts).
  */
 import { randomUUID } from 'node:crypto';
 
 import type { JobSchedulerJson, Queue } from 'bullmq';
 
-import type { JobData } from './job.ts';
+import { ConfigurationError } from './errors.ts';
+import { type JobData, SEALED_PLACEHOLDER } from './job.ts';
 import { idempotentJobId } from './queue-layout.ts';
 import type { RedisClient } from './redis.ts';
-import type { ScheduleConfig } from './services/types.ts';
+import { type Keyring, sealJobData } from './sealed-data.ts';
+import type { ScheduleConfig, ServicesConfig } from './services/types.ts';
 
 /** Every scheduler Ferry manages has this id prefix; workers remove those the file no longer has. */
 export const SCHEDULER_ID_PREFIX = 'ferry-schedule-';
@@ -80,13 +86,37 @@ export interface ScheduleRun {
   trigger: 'schedule' | 'runNow';
 }
 
-/** The data of every run (and of the scheduler's tick template): input, tenant and origin. */
+/** The data of every run (before it is sealed, for a sensitive operation): input, tenant and origin. */
 export function scheduleJobData(schedule: Pick<ScheduleConfig, 'name' | 'input' | 'tenant'>): JobData {
   const data: JobData = {
     input: schedule.input ?? null,
     origin: { kind: 'schedule', schedule: schedule.name, depth: 0 },
   };
   if (schedule.tenant !== undefined) data.tenant = schedule.tenant;
+  return data;
+}
+
+/** Whether the schedule's operation is `sensitive` (its runs are sealed; an unknown one counts as not). */
+export function scheduleIsSensitive(
+  config: Pick<ServicesConfig, 'services'>,
+  schedule: Pick<ScheduleConfig, 'service' | 'operation'>,
+): boolean {
+  return config.services.get(schedule.service)?.operations.get(schedule.operation)?.sensitive === true;
+}
+
+/** Whether a schedule stores no plaintext input in Redis. */
+export interface ScheduleSealing {
+  /** The schedule's operation is `sensitive` (scheduleIsSensitive). */
+  sensitive?: boolean;
+}
+
+/**
+ * The data of the scheduler's template, copied into every tick: a run's data, with SEALED_PLACEHOLDER as the
+ * input of a sensitive operation (the tick is never delivered, so the input is not needed there).
+ */
+export function schedulerTemplateData(schedule: ScheduleConfig, sealing: ScheduleSealing = {}): JobData {
+  const data = scheduleJobData(schedule);
+  if (sealing.sensitive === true) data.input = SEALED_PLACEHOLDER;
   return data;
 }
 
@@ -102,7 +132,11 @@ const TICK_OPTIONS = {
 } as const;
 
 /** Creates or updates `schedule`'s scheduler on its service's queue. */
-export async function upsertScheduler(queue: Queue, schedule: ScheduleConfig): Promise<void> {
+export async function upsertScheduler(
+  queue: Queue,
+  schedule: ScheduleConfig,
+  sealing: ScheduleSealing = {},
+): Promise<void> {
   const repeat =
     schedule.repeat.kind === 'cron'
       ? {
@@ -112,13 +146,17 @@ export async function upsertScheduler(queue: Queue, schedule: ScheduleConfig): P
       : { every: schedule.repeat.everyMs };
   await queue.upsertJobScheduler(schedulerId(schedule.name), repeat, {
     name: schedule.operation,
-    data: scheduleJobData(schedule),
+    data: schedulerTemplateData(schedule, sealing),
     opts: TICK_OPTIONS,
   });
 }
 
 /** Whether a stored scheduler already says what `schedule` says (then it is left alone: no tick moves). */
-export function schedulerMatches(stored: JobSchedulerJson, schedule: ScheduleConfig): boolean {
+export function schedulerMatches(
+  stored: JobSchedulerJson,
+  schedule: ScheduleConfig,
+  sealing: ScheduleSealing = {},
+): boolean {
   const repeatMatches =
     schedule.repeat.kind === 'cron'
       ? stored.pattern === schedule.repeat.cron &&
@@ -128,13 +166,15 @@ export function schedulerMatches(stored: JobSchedulerJson, schedule: ScheduleCon
   return (
     repeatMatches &&
     stored.name === schedule.operation &&
-    JSON.stringify(stored.template?.data ?? null) === JSON.stringify(scheduleJobData(schedule))
+    JSON.stringify(stored.template?.data ?? null) === JSON.stringify(schedulerTemplateData(schedule, sealing))
   );
 }
 
 /**
  * Adds one run of a schedule (job id from its key: a repeat add of the same key is a no-op) and records it as
- * the schedule's last run. `created` is false when the run already existed.
+ * the schedule's last run. `created` is false when the run already existed. A run of a sensitive operation is
+ * sealed for its job id with `keyring` before the add; without a keyring it is a ConfigurationError and
+ * nothing is written.
  */
 export async function addScheduleRun(
   connection: RedisClient,
@@ -148,11 +188,21 @@ export async function addScheduleRun(
     idempotencyKey: string;
     runAt: number;
     trigger: ScheduleRun['trigger'];
+    /** The operation is `sensitive`: the run is sealed. */
+    sensitive?: boolean;
   },
+  keyring?: Keyring,
 ): Promise<{ jobId: string; created: boolean }> {
   const enqueueId = randomUUID();
   const jobId = idempotentJobId(run.idempotencyKey);
-  const data: JobData = { ...run.data, idempotencyKey: run.idempotencyKey, enqueueId };
+  let data: JobData = { ...run.data, idempotencyKey: run.idempotencyKey, enqueueId };
+  if (run.sensitive === true) {
+    if (keyring === undefined)
+      throw new ConfigurationError(
+        `schedule "${run.name}": ${run.service}.${run.operation} is sensitive: its runs are sealed, and FERRY_SECRETS_KEY (or FERRY_SECRETS_KEY_FILE) is not set on this process`,
+      );
+    data = sealJobData(keyring, { service: run.service, tenant: data.tenant, jobId }, data);
+  }
   await queue.add(run.operation, data, { jobId });
   const stored = await connection.hget(queue.toKey(jobId), 'data');
   const created = stored === null || (JSON.parse(stored) as JobData).enqueueId === enqueueId;

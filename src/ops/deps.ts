@@ -8,6 +8,7 @@ import { Queue } from 'bullmq';
 import { ValidationError } from '../core/errors.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { ServiceConfig, ServicesConfig } from '../core/services/types.ts';
 
 export interface OpsDeps {
@@ -19,6 +20,8 @@ export interface OpsDeps {
   config: ServicesConfig;
   /** Epoch ms; default Date.now. */
   now?: () => number;
+  /** FERRY_SECRETS_KEY's keyring: seals a run-now of a sensitive operation's schedule (refused without it). */
+  keyring?: Keyring | undefined;
 }
 
 /** The service's config; a name not in the services file is a ValidationError (field `service`) naming it. */

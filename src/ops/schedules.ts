@@ -6,6 +6,9 @@
  * worker restart: a worker syncing at start leaves a paused schedule alone, and one whose tick comes anyway
  * (it synced just before the pause) skips it and removes the scheduler. Resume clears the mark and recreates
  * the scheduler from this process's services file (the workers' file, when they share it).
+ *
+ * A schedule of a sensitive operation stores no plaintext: resume writes `[sealed]` in its template, and run-now
+ * seals the run with `deps.keyring` (FERRY_SECRETS_KEY), or refuses (ConfigurationError) without one.
  */
 import type { Queue } from 'bullmq';
 
@@ -17,6 +20,7 @@ import {
   addScheduleRun,
   pausedSchedulesKey,
   readLastRuns,
+  scheduleIsSensitive,
   scheduleJobData,
   schedulerId,
   type ScheduleRun,
@@ -177,7 +181,9 @@ export async function resumeSchedule(deps: OpsDeps, name: string): Promise<Sched
   const schedule = requireSchedule(deps.config, name);
   await deps.connection.srem(pausedSchedulesKey(deps.prefix), name);
   await withQueues(deps, [schedule.service], async (queues) => {
-    await upsertScheduler(queues.get(schedule.service)!, schedule);
+    await upsertScheduler(queues.get(schedule.service)!, schedule, {
+      sensitive: scheduleIsSensitive(deps.config, schedule),
+    });
   });
   const [view] = await listSchedules(deps, [name]);
   return view!;
@@ -193,22 +199,30 @@ export interface RunNowResult {
 
 /**
  * Adds one run of the schedule at once, with its own key (`ferry-schedule-<name>-now-<ms>`), whether or not it
- * is paused; the schedule's ticks go on as before.
+ * is paused; the schedule's ticks go on as before. A run of a sensitive operation is sealed with `deps.keyring`;
+ * without one it is a ConfigurationError and nothing is added.
  */
 export async function runScheduleNow(deps: OpsDeps, name: string): Promise<RunNowResult> {
   const schedule = requireSchedule(deps.config, name);
   const runAt = (deps.now ?? Date.now)();
   const idempotencyKey = scheduleRunNowKey(name, runAt);
   const { jobId } = await withQueues(deps, [schedule.service], (queues) =>
-    addScheduleRun(deps.connection, deps.prefix, queues.get(schedule.service)!, {
-      name,
-      service: schedule.service,
-      operation: schedule.operation,
-      data: scheduleJobData(schedule),
-      idempotencyKey,
-      runAt,
-      trigger: 'runNow',
-    }),
+    addScheduleRun(
+      deps.connection,
+      deps.prefix,
+      queues.get(schedule.service)!,
+      {
+        name,
+        service: schedule.service,
+        operation: schedule.operation,
+        data: scheduleJobData(schedule),
+        idempotencyKey,
+        runAt,
+        trigger: 'runNow',
+        sensitive: scheduleIsSensitive(deps.config, schedule),
+      },
+      deps.keyring,
+    ),
   );
   return { schedule: name, service: schedule.service, jobId, idempotencyKey, runAt };
 }

@@ -28,7 +28,13 @@ import type { Scrubber } from '../secrets/scrub.ts';
 import { authorizeBearer } from './http/auth.ts';
 import type { CallResponse } from './http/call.ts';
 import { classifyError, isUnhealthyFailure } from './http/classify.ts';
-import { type AccessToken, renderGrant, type TokenCache, type TokenGrant } from './http/oauth2.ts';
+import {
+  type AccessToken,
+  renderGrant,
+  type TokenCache,
+  type TokenGrant,
+  tokenTransport,
+} from './http/oauth2.ts';
 import type { PoolSet } from './http/pools.ts';
 import { buildRequest, type OutboundRequest } from './http/request.ts';
 import { allowListedHeaders, parseBody } from './http/response.ts';
@@ -319,7 +325,11 @@ async function callWithToken(
     if (left <= 0) throw new TimeoutError('attempt exceeded its timeout');
     return left;
   };
-  const grant = renderGrant(service.name, auth, context);
+  // The token request goes the way the calls go: the service's proxy and client certificate (oauth2.ts).
+  const grant: TokenGrant = {
+    ...renderGrant(service.name, auth, context),
+    transport: tokenTransport(transport, auth.tokenUrl, request.origin),
+  };
   const call = (token: AccessToken): Promise<CallResponse> => {
     // Measured before the breaker: an attempt the token request used up never reached the service.
     const timeoutMs = remainingMs();
@@ -339,7 +349,7 @@ async function callWithToken(
       signal,
     );
   };
-  const token = await fetchToken(grant, deps, signal, remainingMs(), transport);
+  const token = await fetchToken(grant, deps, signal, remainingMs());
   try {
     return await call(token);
   } catch (error) {
@@ -347,7 +357,7 @@ async function callWithToken(
       throw error;
   }
   deps.tokens.invalidate(token.key, token.value);
-  const fresh = await fetchToken(grant, deps, signal, remainingMs(), transport);
+  const fresh = await fetchToken(grant, deps, signal, remainingMs());
   try {
     return await call(fresh);
   } catch (error) {
@@ -361,7 +371,6 @@ function fetchToken(
   deps: ProcessorDeps,
   signal: AbortSignal | undefined,
   timeoutMs: number,
-  transport: Transport,
 ): AccessToken | Promise<AccessToken> {
   return deps.tokens.get(grant, {
     timeoutMs,
@@ -371,7 +380,6 @@ function fetchToken(
     maxRetryAfterMs: deps.service.retry.maxRetryAfterMs,
     onRetryAfterClamped: deps.onRetryAfterClamped,
     signal,
-    transport,
   });
 }
 

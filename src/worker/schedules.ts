@@ -10,6 +10,8 @@
  * - A tick is not delivered: the worker that takes it adds the run (an ordinary job, key
  *   `ferry-schedule-<name>-<run time ms>`, job id from the key), then completes the tick. Two takers of one
  *   tick, a retried tick or a stalled one all add the same job id: one run per run time.
+ * - A schedule of a sensitive operation stores no plaintext: its scheduler's template carries `[sealed]` as
+ *   input, and the run is sealed for its own job id with the worker's keyring before it is added.
  */
 import { randomUUID } from 'node:crypto';
 
@@ -22,6 +24,7 @@ import {
   addScheduleRun,
   parseTick,
   pausedSchedulesKey,
+  scheduleIsSensitive,
   scheduleJobData,
   scheduleNameOf,
   schedulerMatches,
@@ -29,6 +32,7 @@ import {
   scheduleSyncLockKey,
   upsertScheduler,
 } from '../core/schedule-layout.ts';
+import type { Keyring } from '../core/sealed-data.ts';
 import type { ScheduleConfig, ServicesConfig } from '../core/services/types.ts';
 import { SECOND } from '../core/time.ts';
 
@@ -82,15 +86,17 @@ export async function syncSchedules(deps: ScheduleSyncDeps): Promise<ScheduleSyn
           .map((scheduler) => [scheduleNameOf(scheduler.key)!, scheduler]),
       );
       for (const schedule of wanted) {
+        const sealing = { sensitive: scheduleIsSensitive(deps.config, schedule) };
         const existing = stored.get(schedule.name);
         stored.delete(schedule.name);
         if (paused.has(schedule.name)) {
           if (existing !== undefined) await queue.removeJobScheduler(existing.key);
           report.paused.push(schedule.name);
-        } else if (existing !== undefined && schedulerMatches(existing, schedule)) {
+        } else if (existing !== undefined && schedulerMatches(existing, schedule, sealing)) {
           report.unchanged.push(schedule.name);
         } else {
-          await upsertScheduler(queue, schedule);
+          // A sensitive schedule's template stored in plaintext (before its operation was sealed) is rewritten.
+          await upsertScheduler(queue, schedule, sealing);
           (existing === undefined ? report.created : report.updated).push(schedule.name);
         }
       }
@@ -129,6 +135,10 @@ export async function runScheduleTick(
     logger: Logger;
     /** The services file's schedules: a run is built from these, never from the tick's own data. */
     schedules: ReadonlyMap<string, ScheduleConfig>;
+    /** The services file's services: a run of a `sensitive` operation is sealed (with `keyring`). */
+    services?: ServicesConfig['services'];
+    /** FERRY_SECRETS_KEY's keyring: seals the runs of sensitive operations. */
+    keyring?: Keyring | undefined;
   },
 ): Promise<JobResult> {
   const tick = parseTick(job.id, job.repeatJobKey)!;
@@ -165,15 +175,22 @@ export async function runScheduleTick(
     return done({ skipped: 'paused' });
   }
   const idempotencyKey = scheduleRunKey(tick.name, tick.runAtMs);
-  const { jobId, created } = await addScheduleRun(deps.connection, deps.prefix, deps.queue, {
-    name: tick.name,
-    service: deps.service,
-    operation: schedule.operation,
-    data: scheduleJobData(schedule),
-    idempotencyKey,
-    runAt: tick.runAtMs,
-    trigger: 'schedule',
-  });
+  const { jobId, created } = await addScheduleRun(
+    deps.connection,
+    deps.prefix,
+    deps.queue,
+    {
+      name: tick.name,
+      service: deps.service,
+      operation: schedule.operation,
+      data: scheduleJobData(schedule),
+      idempotencyKey,
+      runAt: tick.runAtMs,
+      trigger: 'schedule',
+      sensitive: deps.services !== undefined && scheduleIsSensitive({ services: deps.services }, schedule),
+    },
+    deps.keyring,
+  );
   if (created)
     deps.logger.info(
       { schedule: tick.name, service: deps.service, jobId, runAt: new Date(tick.runAtMs).toISOString() },

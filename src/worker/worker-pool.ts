@@ -369,6 +369,8 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       queue: queue as unknown as Queue,
       logger,
       schedules: options.config.schedules,
+      services: options.config.services,
+      keyring: options.keyring,
     };
     const processor = (job: Job<JobData, JobResult>, token?: string): Promise<JobResult> =>
       isScheduleTick(job) ? runScheduleTick(job, tickDeps) : deliver(job, token);

@@ -54,7 +54,7 @@ const nameParams = z.strictObject({
 });
 
 function opsDeps(ctx: ApiContext): OpsDeps {
-  return { connection: ctx.connection, prefix: ctx.prefix, config: ctx.config };
+  return { connection: ctx.connection, prefix: ctx.prefix, config: ctx.config, keyring: ctx.keyring };
 }
 
 function visible(principal: Principal, schedule: ScheduleConfig): boolean {

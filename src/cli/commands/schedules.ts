@@ -93,7 +93,8 @@ Workers create, update and remove the schedules when they start, from their serv
         import('../ops-session.ts'),
         import('../../ops/schedules.ts'),
       ]);
-      const run = await withOps((deps) => runScheduleNow(deps, name));
+      // A sensitive operation's run is sealed: the command needs FERRY_SECRETS_KEY, as the worker does.
+      const run = await withOps((deps) => runScheduleNow(deps, name), { keyring: true });
       if (options.json === true) printJson(run);
       else
         process.stdout.write(

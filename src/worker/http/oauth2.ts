@@ -3,11 +3,18 @@
  * cache per worker pool, one token per service × tenant × credentials, fetched one at a time and kept until
  * shortly before it expires. The processor asks for a token per attempt, and after a 401 with a cached token
  * drops it (`invalidate`) and asks again, once.
+ *
+ * A token request goes the way the service's calls go (issue 17): through the service's `proxy:` (a URL, `none`
+ * or the environment's), and with its `tls:` client certificate (RFC 8705 §2: mutual-TLS client
+ * authentication at the token endpoint). The service's `ca` and `servername` name the baseUrl's server: the
+ * token endpoint on the same host is verified exactly as the calls are; one on another host is verified
+ * against the service's `ca` and Node's bundled roots, with its own name (see tokenTransport).
  */
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { rootCertificates } from 'node:tls';
 
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 
 import {
   AuthenticationError,
@@ -25,10 +32,17 @@ import type { SecretObserver } from '../../secrets/resolver.ts';
 import { Scrubber } from '../../secrets/scrub.ts';
 import { readRetryAfter, type RetryAfterClampedListener } from '../retry-after.ts';
 import { AttemptAbortedError, classifyError, classifyStatus } from './classify.ts';
-import { checkOriginHost, guardedLookup, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
+import { checkOriginHost, TOKEN_ENDPOINT_SCOPE } from './egress.ts';
 import { PoolSet } from './pools.ts';
 import { ERROR_BODY_MAX_BYTES } from './response.ts';
-import { classifyTlsError, envProxyFor, type ProxyEnv, type Transport } from './transport.ts';
+import {
+  classifyTlsError,
+  DEFAULT_TRANSPORT,
+  observeTransport,
+  type ProxyEnv,
+  type RenderedTls,
+  type Transport,
+} from './transport.ts';
 
 export const TOKEN_CACHE_DEFAULTS = {
   /** Tokens kept (service × tenant × credentials); past it the oldest is dropped: 10 000. */
@@ -56,7 +70,10 @@ export interface TokenCacheOptions {
   maxEntries?: number;
   /** Default TOKEN_CACHE_DEFAULTS.defaultLifetimeMs. */
   defaultLifetimeMs?: number;
-  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17): token requests go through the env's proxy. Default none. */
+  /**
+   * HTTPS_PROXY / HTTP_PROXY / NO_PROXY (issue 17): the token requests of a service without its own `proxy:` go
+   * through the env's proxy. Default none.
+   */
   proxyEnv?: ProxyEnv | undefined;
 }
 
@@ -67,6 +84,12 @@ export interface TokenGrant {
   auth: OAuth2Auth;
   clientId: string;
   clientSecret: string;
+  /**
+   * How the token request goes (tokenTransport of the service's rendered `proxy:` and `tls:`); default
+   * DEFAULT_TRANSPORT, the environment's proxy. Part of the cache key: a token bound to a client certificate
+   * (RFC 8705 §3) is not reused with a rotated one.
+   */
+  transport?: Transport;
 }
 
 export interface TokenFetchOptions {
@@ -84,12 +107,6 @@ export interface TokenFetchOptions {
   onRetryAfterClamped?: RetryAfterClampedListener | undefined;
   /** The worker pool's shutdown signal. */
   signal: AbortSignal | undefined;
-  /**
-   * The service's `proxy:` and `tls:` rendered for the job (renderTransport): the token request takes the
-   * call's route, so a partner's mTLS or CA, a service's own proxy and `proxy: none` hold for it too.
-   * Default (or DEFAULT_TRANSPORT): the env's proxy, Node's TLS defaults.
-   */
-  transport?: Transport | undefined;
 }
 
 export interface AccessToken {
@@ -117,12 +134,46 @@ export function renderGrant(service: string, auth: OAuth2Auth, context: Template
 }
 
 /**
- * Keyed by service, tenant and a digest of the credentials: tenants never share a token, and a rotated
- * client secret gets a new one at once instead of the old secret's token.
+ * The transport of a service's token request, from the transport its calls use (renderTransport): the same
+ * proxy setting and client certificate (`cert`, `key`, `passphrase`) and `minVersion`. `ca` and `servername`
+ * are the baseUrl server's: kept as they are when the token endpoint is on the baseUrl's host; for another
+ * host `servername` is dropped (the endpoint is checked against its own name) and `ca` is extended with Node's
+ * bundled roots (an identity provider with a public certificate still verifies, one under the service's CA
+ * too). `baseOrigin` is the call's rendered origin.
+ */
+export function tokenTransport(transport: Transport, tokenUrl: string, baseOrigin: string): Transport {
+  const tls = transport.tls;
+  if (tls === undefined || (tls.ca === undefined && tls.servername === undefined)) return transport;
+  if (hostOf(tokenUrl) === hostOf(baseOrigin)) return transport;
+  const { servername: _baseName, ca, ...rest } = tls;
+  const rendered: RenderedTls =
+    ca === undefined ? rest : { ...rest, ca: `${ca}\n${rootCertificates.join('\n')}` };
+  return { key: `${transport.key}~token`, proxy: transport.proxy, tls: rendered };
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).hostname.toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Keyed by service, tenant and a digest of the credentials (and of the transport, when it is not the default):
+ * tenants never share a token, and a rotated client secret or client certificate gets a new one at once
+ * instead of the old one's token.
  */
 export function tokenKey(grant: TokenGrant): string {
+  const transportKey = grant.transport?.key ?? '';
   const digest = createHash('sha256')
-    .update(JSON.stringify([grant.clientId, grant.clientSecret]))
+    .update(
+      JSON.stringify(
+        transportKey === ''
+          ? [grant.clientId, grant.clientSecret]
+          : [grant.clientId, grant.clientSecret, transportKey],
+      ),
+    )
     .digest('base64url')
     .slice(0, 22);
   return JSON.stringify([grant.service, grant.tenant ?? null, digest]);
@@ -145,12 +196,10 @@ export class TokenCache {
   /** Insertion order is age order: the first entry is the one dropped when the cache is full. */
   readonly #entries = new Map<string, Entry>();
   readonly #inflight = new Map<string, Promise<string>>();
-  /** Created on the first fetch: a pool without an oauth2 service never opens it. */
-  #agent: Agent | undefined;
   readonly #proxyEnv: ProxyEnv | undefined;
   /**
-   * Token endpoints reached through a proxy or with a service's TLS material: one pool per origin and transport
-   * (the target checked before each CONNECT).
+   * Created on the first fetch (a pool without an oauth2 service never opens it): one pool per token endpoint
+   * and transport, direct or tunnelled (the target checked before each CONNECT), as the services' calls.
    */
   #pools: PoolSet | undefined;
   #closed = false;
@@ -210,38 +259,23 @@ export class TokenCache {
   async close(): Promise<void> {
     this.#closed = true;
     this.#entries.clear();
-    const agent = this.#agent;
-    this.#agent = undefined;
     const pools = this.#pools;
     this.#pools = undefined;
-    await Promise.all([agent?.destroy(), pools?.close()]);
+    await pools?.close();
   }
 
   async #fetch(key: string, grant: TokenGrant, options: TokenFetchOptions): Promise<string> {
     if (this.#closed) throw tokenError(classifyError(new AttemptAbortedError('shutdown')));
     // Lifetimes count from when the request left, not from when the answer came back.
     const sentAtMs = this.#clock.now();
-    this.#agent ??= new Agent({
-      keepAliveTimeout: 30 * SECOND,
-      connectTimeout: 30 * SECOND,
-      // Link-local and metadata addresses are refused at dial time here too (egress.ts).
-      connect: { lookup: guardedLookup(TOKEN_ENDPOINT_SCOPE, '') },
-    });
-    const origin = new URL(grant.auth.tokenUrl).origin;
-    const proxyEnv = this.#proxyEnv;
-    const transport = options.transport;
-    const own = transport !== undefined && transport.key !== '';
-    const dispatcher =
-      !own && (proxyEnv === undefined || envProxyFor(proxyEnv, origin) === undefined)
-        ? this.#agent
-        : (this.#pools ??= new PoolSet({
-            connections: 4,
-            egress: TOKEN_ENDPOINT_SCOPE,
-            proxyEnv,
-            scrubber: this.#observer,
-          })).get(origin, own ? transport : undefined);
+    const transport = grant.transport ?? DEFAULT_TRANSPORT;
+    // Proxy credentials and key lines are scrubbed (the service's own pool may not exist yet).
+    if (transport !== DEFAULT_TRANSPORT) observeTransport(transport, this.#observer);
+    // Link-local and metadata addresses are refused at dial time here too (egress.ts).
+    this.#pools ??= new PoolSet({ connections: 4, egress: TOKEN_ENDPOINT_SCOPE, proxyEnv: this.#proxyEnv });
     const response = await postTokenRequest(
-      dispatcher,
+      this.#pools,
+      transport,
       grant,
       { ...options, timeoutMs: options.fetchTimeoutMs ?? options.timeoutMs },
       this.#clock,
@@ -276,7 +310,8 @@ interface TokenResponse {
 
 /** POSTs the form (RFC 6749 §4.4.2) with the client authenticated as configured (§2.3.1). */
 async function postTokenRequest(
-  agent: Dispatcher,
+  pools: PoolSet,
+  transport: Transport,
   grant: TokenGrant,
   options: TokenFetchOptions,
   clock: Clock,
@@ -309,7 +344,9 @@ async function postTokenRequest(
   else outer?.addEventListener('abort', follow, { once: true });
   try {
     checkOriginHost(TOKEN_ENDPOINT_SCOPE, url.origin);
-    const response = await agent.request({
+    // Inside the try: TLS material that is not usable PEM is a ConfigurationError like any token failure.
+    const dispatcher: Dispatcher = pools.get(url.origin, transport);
+    const response = await dispatcher.request({
       origin: url.origin,
       path: url.pathname + url.search,
       method: 'POST',
