@@ -5,8 +5,6 @@
  * HTTP downstream, the in-process API and worker pool.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
@@ -24,7 +22,7 @@ import { startTestApi, TOKEN_CONFIG, TOKENS } from '../helpers/api.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { rawJobs } from '../helpers/raw-jobs.ts';
-import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { dumpRedis, redisAtRest, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 import { servicesFileIssues } from '../helpers/services-issues.ts';
 
@@ -65,25 +63,21 @@ function answer(downstream: Downstream): void {
   });
 }
 
-/** Every key (SCAN) read by type, and its DUMP bytes; every AOF file on disk. */
-async function redisPlaces(): Promise<Record<string, string>> {
-  const places: Record<string, string> = { 'Redis values': await dumpRedis(redis.client) };
-  const dumps: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.client.scan(cursor, 'COUNT', 500);
-    cursor = next;
-    for (const key of keys) {
-      const dumped = await redis.client.dumpBuffer(key);
-      if (dumped !== null) dumps.push(`${key}\n${dumped.toString('latin1')}`);
-    }
-  } while (cursor !== '0');
-  places['Redis DUMP'] = dumps.join('\n');
-  const aofDir = join(redis.dir, (await redis.client.config('GET', 'appenddirname'))[1] as string);
-  const files = await readdir(aofDir);
-  expect(files.some((file) => file.includes('.aof'))).toBe(true);
-  for (const file of files) places[`AOF ${file}`] = (await readFile(join(aofDir, file))).toString('latin1');
-  return places;
+/** The vault service on a fresh prefix, its answering downstream and a worker with the keyring. */
+async function startVault(): Promise<{
+  downstream: Downstream;
+  prefix: string;
+  ferry: Awaited<ReturnType<typeof createTestFerry>>;
+}> {
+  const downstream = await startDownstream();
+  answer(downstream);
+  const prefix = uniquePrefix();
+  const ferry = await createTestFerry(redis, {
+    services: services(downstream.url),
+    prefix,
+    pool: { keyring },
+  });
+  return { downstream, prefix, ferry };
 }
 
 async function readStream(url: string): Promise<string> {
@@ -98,14 +92,7 @@ async function readStream(url: string): Promise<string> {
 
 describe('sensitive: true', () => {
   it('delivers the plaintext and stores, shows and logs it nowhere', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
+    const { downstream, prefix, ferry } = await startVault();
     const api = await startTestApi({
       redisUrl: redis.url,
       prefix,
@@ -197,7 +184,7 @@ describe('sensitive: true', () => {
     expect(sse).toContain('event: completed');
 
     const places: Record<string, string> = {
-      ...(await redisPlaces()),
+      ...(await redisAtRest(redis)),
       ...Object.fromEntries(Object.entries(views).map(([name, view]) => [`API ${name}`, view.text])),
       'API SSE stream': sse,
       'worker logs': ferry.logs.join('\n'),
@@ -215,14 +202,7 @@ describe('sensitive: true', () => {
   });
 
   it('refuses an envelope copied into another tenant’s job (ValidationError dead letter, no call)', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
+    const { downstream, prefix, ferry } = await startVault();
     const raw = rawJobs(redis.url, prefix);
     const own = await ferry.producer.enqueue({
       service: 'vault',
@@ -315,14 +295,7 @@ describe('sensitive: true', () => {
   });
 
   it('keeps a sealed number out of what the downstream echoes back (result body and error)', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
+    const { downstream, prefix, ferry } = await startVault();
     // A card or account number sent as a JSON number: the downstream echoes it as a number, and in text.
     const account = 4_000_000_000_000 + randomBytes(4).readUInt32BE(0);
     const created = await ferry.producer.enqueue({
@@ -355,69 +328,34 @@ describe('sensitive: true', () => {
     await downstream.close();
   });
 
-  it('seals a raw producer’s plaintext job of a sensitive operation before its first call', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
+  // `sealed: null` or a string that is no envelope, beside a plaintext input: the job is sealed all the same.
+  it.each([
+    ['null', null],
+    ['a string but no envelope', 'not-an-envelope'],
+  ])('seals a raw producer’s plaintext job whose `sealed` is %s before its first call', async (_, sealed) => {
+    const { downstream, prefix, ferry } = await startVault();
     const raw = rawJobs(redis.url, prefix);
     const value = `raw-${randomBytes(6).toString('hex')}@example.com`;
-    // `sealed: null` is no envelope: the job is sealed all the same.
     const id = await raw.add('vault', 'reject', {
       input: { email: value },
       metadata: { m: value },
       tenant: 'acme',
-      sealed: null,
+      sealed,
     } as unknown as JobData);
     const view = await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 });
     expect(view.state).toBe('dead_lettered');
     expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
-    // The AOF has the raw producer's own write; Ferry wrote nothing new in plaintext.
+    // The AOF has the raw producer's own write; Ferry wrote nothing new in plaintext (not in the dead letter,
+    // the job's history or its error).
     const hits = findSecretForms('raw input', secretForms(value), {
       'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
     });
     expect(hits).toEqual([]);
-  });
-
-  it('seals a raw producer’s plaintext job whose `sealed` is a string but no envelope', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
-    const raw = rawJobs(redis.url, prefix);
-    const value = `raw-${randomBytes(6).toString('hex')}@example.com`;
-    const id = await raw.add('vault', 'reject', {
-      input: { email: value },
-      tenant: 'acme',
-      sealed: 'not-an-envelope',
-    });
-    const view = await ferry.producer.waitFor('vault', id, { timeoutMs: 20_000 });
-    expect(view.state).toBe('dead_lettered');
-    expect(downstream.requests.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ email: value }]);
-    // Not copied in plaintext into the dead letter, the job's history or its error.
-    const hits = findSecretForms('raw input', secretForms(value), {
-      'Redis values': await dumpRedis(redis.client, `${prefix}:*`),
-    });
-    expect(hits).toEqual([]);
+    await downstream.close();
   });
 
   it('seals every job of a batch (POST /v1/jobs/batch)', async () => {
-    const downstream = await startDownstream();
-    answer(downstream);
-    const prefix = uniquePrefix();
-    const ferry = await createTestFerry(redis, {
-      services: services(downstream.url),
-      prefix,
-      pool: { keyring },
-    });
+    const { downstream, prefix, ferry } = await startVault();
     const api = await startTestApi({
       redisUrl: redis.url,
       prefix,

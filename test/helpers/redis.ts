@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -80,6 +80,32 @@ export async function dumpRedis(client: Redis, pattern = '*'): Promise<string> {
     else if (type === 'stream') parts.push(JSON.stringify(await client.xrange(key, '-', '+')));
   }
   return parts.join('\n');
+}
+
+/**
+ * Everything a Redis server holds at rest, as text keyed by where it was found: every key read by type, every
+ * key's DUMP bytes, and each AOF file on disk (the server must run with `appendonly: true`). What tests that
+ * promise "this value is nowhere in Redis" search (sealed inputs, secrets).
+ */
+export async function redisAtRest(redis: TestRedis): Promise<Record<string, string>> {
+  const places: Record<string, string> = { 'Redis values': await dumpRedis(redis.client) };
+  const dumps: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.client.scan(cursor, 'COUNT', 500);
+    cursor = next;
+    for (const key of keys) {
+      const dumped = await redis.client.dumpBuffer(key);
+      if (dumped !== null) dumps.push(`${key}\n${dumped.toString('latin1')}`);
+    }
+  } while (cursor !== '0');
+  places['Redis DUMP'] = dumps.join('\n');
+  const aofDir = join(redis.dir, (await redis.client.config('GET', 'appenddirname'))[1] as string);
+  const files = await readdir(aofDir);
+  if (!files.some((file) => file.includes('.aof')))
+    throw new Error(`no AOF file in ${aofDir}: start this Redis with { appendonly: true }`);
+  for (const file of files) places[`AOF ${file}`] = (await readFile(join(aofDir, file))).toString('latin1');
+  return places;
 }
 
 /**

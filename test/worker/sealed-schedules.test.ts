@@ -6,8 +6,6 @@
  * adds nothing. Real redis-server with appendonly, real HTTP downstream, the in-process worker pool.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 
 import { Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -22,34 +20,13 @@ import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
-import { dumpRedis, startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { dumpRedis, redisAtRest, startRedis, uniquePrefix } from '../helpers/redis.ts';
 import { findSecretForms, secretForms } from '../helpers/secret-forms.ts';
 import { waitUntil } from '../helpers/until.ts';
 
 const redis = await startRedis({ appendonly: true });
 const SECRETS_KEY = `k1:${randomBytes(32).toString('base64')}`;
 const keyring = parseKeyring(SECRETS_KEY);
-
-/** Every key (SCAN) read by type, and its DUMP bytes; every AOF file on disk (as test/e2e/sealed.test.ts). */
-async function redisPlaces(): Promise<Record<string, string>> {
-  const places: Record<string, string> = { 'Redis values': await dumpRedis(redis.client) };
-  const dumps: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.client.scan(cursor, 'COUNT', 500);
-    cursor = next;
-    for (const key of keys) {
-      const dumped = await redis.client.dumpBuffer(key);
-      if (dumped !== null) dumps.push(`${key}\n${dumped.toString('latin1')}`);
-    }
-  } while (cursor !== '0');
-  places['Redis DUMP'] = dumps.join('\n');
-  const aofDir = join(redis.dir, (await redis.client.config('GET', 'appenddirname'))[1] as string);
-  const files = await readdir(aofDir);
-  expect(files.some((file) => file.includes('.aof'))).toBe(true);
-  for (const file of files) places[`AOF ${file}`] = (await readFile(join(aofDir, file))).toString('latin1');
-  return places;
-}
 
 describe('a schedule of a sensitive operation', () => {
   it('delivers its input intact and stores no plaintext of it: template, ticks, runs, run-now', async () => {
@@ -137,7 +114,7 @@ describe('a schedule of a sensitive operation', () => {
     const scheduler = await queue.getJobScheduler(schedulerId('nightly'));
     expect((scheduler?.template?.data as JobData | undefined)?.input).toBe(SEALED_PLACEHOLDER);
 
-    const places = await redisPlaces();
+    const places = await redisAtRest(redis);
     const hits = [
       ...findSecretForms('email', secretForms(email), places),
       ...findSecretForms('account', secretForms(account), places),
