@@ -378,6 +378,7 @@ Examples:
     .command('reindex')
     .description('rebuild the dead-letter index from the queue (after raw writes or removals); safe any time')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  $ ferry dlq reindex\n  $ ferry dlq reindex --json | jq .pruned\n')
     .action(async (options: { json?: boolean }) => {
       const [{ withOps }, { reindexDeadLetters }] = await Promise.all([
         import('../ops-session.ts'),
