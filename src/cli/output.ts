@@ -13,7 +13,9 @@ export function printError(error: unknown, verbose = false): void {
     const type = (error as { type?: unknown }).type;
     const label = typeof type === 'string' ? type : error.name === 'Error' ? 'error' : error.name;
     process.stderr.write(`${label}: ${oneLine(error)}\n`);
-    if (verbose && error.stack !== undefined) process.stderr.write(`${error.stack}\n`);
+    // The stack's frames only: its first line(s) repeat the error line just written.
+    const frames = verbose ? (error.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)) : [];
+    if (frames.length > 0) process.stderr.write(`${frames.join('\n')}\n`);
   } else {
     process.stderr.write(`error: ${String(error)}\n`);
   }

@@ -2,14 +2,17 @@
  * The `ferry` CLI as ops scripts drive it (DESIGN §6): output, and exit codes 0 ok, 1 failure, 2 usage.
  * Every case runs the built CLI as a child process; errors are one `type: message` line, never a stack.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { describe, expect, it, onTestFinished } from 'vitest';
 
+import type { JobData } from '../../src/core/job.ts';
+import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import type { JobView } from '../../src/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { ROOT, runFerry, startWorker, workerEnv, writeServicesFile } from '../helpers/processes.ts';
+import { ROOT, runFerry, startWorker, tempDir, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -168,6 +171,76 @@ describe('ferry enqueue', () => {
     expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
   });
 
+  it('--priority and --metadata (JSON or @file) reach the job', async () => {
+    const prefix = uniquePrefix();
+    const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix });
+    const file = join(await tempDir(), 'metadata.json');
+    await writeFile(file, '{"source":"file"}');
+    const [inline, fromFile] = await Promise.all([
+      runFerry(['enqueue', 'svc', 'create', '--priority', '7', '--metadata', '{"source":"cli"}', '--json'], {
+        env,
+      }),
+      runFerry(['enqueue', 'svc', 'create', '--metadata', `@${file}`, '--json'], { env }),
+    ]);
+    expect(inline.code, inline.process.output()).toBe(0);
+    expect(fromFile.code, fromFile.process.output()).toBe(0);
+    const queue = new Queue<JobData>(serviceQueueName('svc'), { connection: redis.client, prefix });
+    onTestFinished(() => queue.close());
+    const first = await queue.getJob((JSON.parse(inline.stdout) as { id: string }).id);
+    expect(first?.opts.priority).toBe(7);
+    expect(first?.data.metadata).toEqual({ source: 'cli' });
+    const second = await queue.getJob((JSON.parse(fromFile.stdout) as { id: string }).id);
+    expect(second?.data.metadata).toEqual({ source: 'file' });
+    expect(second?.opts.priority ?? 0).toBe(0);
+  });
+
+  it.each([
+    ['priority -1', ['--priority', '-1'], /^UsageError: --priority: "-1" is not a whole number$/],
+    ['priority 1.5', ['--priority', '1.5'], /^UsageError: --priority/],
+    ['an empty priority', ['--priority', ''], /^UsageError: --priority/],
+    ['priority over 2^21', ['--priority', '2097153'], /^ValidationError: priority/],
+    ['metadata not an object', ['--metadata', '[1]'], /^ValidationError: metadata/],
+    ['metadata not JSON', ['--metadata', '{oops'], /^UsageError: --metadata: not valid JSON/],
+    [
+      'metadata over FERRY_MAX_METADATA_BYTES',
+      ['--metadata', '{"note":"' + 'x'.repeat(100) + '"}'],
+      /^ValidationError: metadata: \d+ bytes, over the 64-byte limit$/,
+    ],
+    [
+      'metadata @missing file',
+      ['--metadata', '@/nonexistent/meta.json'],
+      /^UsageError: --metadata: cannot read "\/nonexistent\/meta.json" \(no such file\)$/,
+    ],
+    [
+      'input @missing file',
+      ['--input', '@/nonexistent/missing.json'],
+      /^UsageError: --input: cannot read "\/nonexistent\/missing.json" \(no such file\)$/,
+    ],
+  ])('enqueue with %s: one line, exit 2, nothing enqueued', async (_option, args, line) => {
+    const prefix = uniquePrefix();
+    const env = {
+      ...workerEnv({ redisUrl: redis.url, servicesFile, prefix }),
+      FERRY_MAX_METADATA_BYTES: '64',
+    };
+    const run = await runFerry(['enqueue', 'svc', 'create', ...args], { env });
+    expect(run.code, run.process.output()).toBe(2);
+    expect(run.stderr.split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(line);
+    expect(run.stderr).not.toContain('ENOENT');
+    expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
+  });
+
+  it('--verbose: the error line once, then the stack frames', async () => {
+    const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
+    const run = await runFerry(['--verbose', 'enqueue', 'nope', 'create', '--input', '{}'], { env });
+    expect(run.code, run.process.output()).toBe(2);
+    const lines = run.stderr.split('\n');
+    expect(lines[0]).toBe('ValidationError: service: unknown service "nope"');
+    expect(lines.filter((l) => l.includes('unknown service "nope"'))).toHaveLength(1);
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines.slice(1).every((l) => STACK_LINE.test(l))).toBe(true);
+  });
+
   it('input that is not JSON: exit 2, naming --input', async () => {
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
     const run = await runFerry(['enqueue', 'svc', 'create', '--input', '{not json'], { env });
@@ -193,6 +266,12 @@ describe('--help', () => {
     ['worker', 'ferry worker [options]'],
     ['enqueue', 'ferry enqueue [options] <service> <operation>'],
     ['config check', 'ferry config check [options] [file]'],
+    ['config', 'ferry config [options] [command]'],
+    ['dlq reindex', 'ferry dlq reindex [options]'],
+    ['breakers open', 'ferry breakers open [options] <service>'],
+    ['breakers close', 'ferry breakers close [options] <service>'],
+    ['queues pause', 'ferry queues pause [options] <service>'],
+    ['queues resume', 'ferry queues resume [options] <service>'],
   ])('ferry %s --help: usage and examples, exit 0', async (command, usage) => {
     const run = await runFerry([...command.split(' '), '--help']);
     expect(run.code, run.process.output()).toBe(0);

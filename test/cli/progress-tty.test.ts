@@ -35,6 +35,8 @@ describe('progress bar on a TTY', () => {
       join(ROOT, 'dist', 'cli', 'main.js'),
       'dlq',
       'replay',
+      '--all',
+      '--yes',
       '--rate',
       '20/s',
       ';',

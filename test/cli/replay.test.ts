@@ -156,7 +156,8 @@ describe('ferry dlq replay', () => {
     const report = JSON.parse(
       (await runFerry(['dlq', 'replay', '--dry-run', '--json'], { env: s.env })).stdout,
     ) as ResultLine['result'];
-    expect(report).toMatchObject({ dryRun: true, matched: 3, replayed: 3 });
+    expect(report).toMatchObject({ dryRun: true, matched: 3, wouldReplay: 3 });
+    expect(report).not.toHaveProperty('replayed');
     expect(await s.deadLetters()).toBe(2);
     expect((await s.jobsByKey()).size).toBe(0);
   });
@@ -164,7 +165,7 @@ describe('ferry dlq replay', () => {
   it('--rate is respected, measured over the replay (job timestamps)', async () => {
     const s = seed();
     for (let i = 0; i < 31; i++) await s.write();
-    const run = await runFerry(['dlq', 'replay', '--rate', '20/s', '--json'], {
+    const run = await runFerry(['dlq', 'replay', '--all', '--yes', '--rate', '20/s', '--json'], {
       env: s.env,
       timeoutMs: 30_000,
     });
@@ -228,6 +229,24 @@ describe('ferry dlq replay', () => {
       expect(keys.filter((key) => calls().get(key) !== 1)).toEqual([]);
     },
   );
+
+  it('no ids and no filter: refused without --all; --all off a terminal needs --yes', async () => {
+    const s = seed();
+    await s.write();
+    await s.write();
+    for (const args of [[], ['--json'], ['--rate', '20/s'], ['--all'], ['--all', '--json']]) {
+      const run = await runFerry(['dlq', 'replay', ...args], { env: s.env });
+      expect(run.code, run.process.output()).toBe(2);
+      expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(run.stderr).toMatch(args.includes('--all') ? /--yes/ : /--all/);
+    }
+    expect(await s.deadLetters()).toBe(2);
+    expect((await s.jobsByKey()).size).toBe(0);
+    const all = await runFerry(['dlq', 'replay', '--all', '--yes', '--json'], { env: s.env });
+    expect(all.code, all.process.output()).toBe(0);
+    expect(parseLines(all.stdout).result).toMatchObject({ replayed: 2, failed: 0 });
+    expect(await s.deadLetters()).toBe(0);
+  });
 
   it('usage errors exit 2: a bad rate, a bad filter', { timeout: 60_000 }, async () => {
     const s = seed();

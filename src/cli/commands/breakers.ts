@@ -52,6 +52,10 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
     .option('--for <duration>', "how long (90s, 15m, 2h, 1d); default: the service's retry.maxHoldMs")
     .option('--reason <text>', 'why (shown by breakers list and status)')
     .option('--json', 'print the result as JSON')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry breakers open crm --for 2h --reason "partner maintenance"\n  $ ferry breakers open crm --for 15m --json\n',
+    )
     .action(async (service: string, options: { for?: string; reason?: string; json?: boolean }) => {
       const [{ withOps, parseDuration, isoTime }, { openBreaker }, { formatDuration }] = await Promise.all([
         import('../ops-session.ts'),
@@ -83,6 +87,7 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
     .command('close <service>')
     .description('close a breaker in every worker: they resume calling within about a second')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  $ ferry breakers close crm\n  $ ferry breakers close crm --json\n')
     .action(async (service: string, options: { json?: boolean }) => {
       const [{ withOps }, { closeBreaker }] = await Promise.all([
         import('../ops-session.ts'),

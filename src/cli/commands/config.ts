@@ -3,7 +3,13 @@ import type { Command } from 'commander';
 import { EXIT_FAILURE, printJson } from '../output.ts';
 
 export function registerConfigCommand(program: Command): void {
-  const config = program.command('config').description('services file tools');
+  const config = program
+    .command('config')
+    .description('services file tools')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ ferry config check\n  $ ferry config check ./prod.services.yaml --json\n',
+    );
   config
     .command('check [file]')
     .description(

@@ -169,6 +169,8 @@ Examples:
   withFilters(dlq.command('replay [ids...]'))
     .description('put dead letters back on their service queues (fresh attempts, same idempotency key)')
     .option('--ids <ids>', 'only these dead letters, comma-separated (or give them as arguments)')
+    .option('--all', 'every dead letter (required when no ids and no filter are given)')
+    .option('--yes', 'with --all: do not ask (required when stdin is not a terminal)')
     .option('--dry-run', 'print how many and which would go; change nothing')
     .option('--rate <rate>', 'jobs per second at most: 20, 20/s, 600/m (default: as fast as Redis allows)')
     .option('--only-when-closed', 'skip dead letters of services whose breaker is open')
@@ -177,6 +179,9 @@ Examples:
     .addHelpText(
       'after',
       `${FILTER_HELP}
+
+Without ids or a filter, replay refuses (exit 2) unless --all is given; --all asks first on a terminal and
+needs --yes when stdin is not one. --dry-run needs neither and reports "wouldReplay".
 
 Progress: a bar with count and ETA on a terminal; JSON lines on stdout otherwise
 ({"done":…,"total":…,"rate":…,"etaMs":…}), then one line {"result":{…}}.
@@ -188,6 +193,7 @@ Examples:
   $ ferry dlq replay --service crm --since 2h --dry-run
   $ ferry dlq replay --service crm --since 2h --rate 20/s --only-when-closed
   $ ferry dlq replay dl-crm.42.1767225600000 dl-crm.43.1767225600000
+  $ ferry dlq replay --all --rate 50/s
   $ ferry dlq replay --error-type ServerError --json | tail -1 | jq .result`,
     )
     .action(
@@ -195,6 +201,8 @@ Examples:
         args: string[],
         options: FilterOptions & {
           ids?: string;
+          all?: boolean;
+          yes?: boolean;
           dryRun?: boolean;
           rate?: string;
           onlyWhenClosed?: boolean;
@@ -218,40 +226,54 @@ Examples:
         const ratePerSecond = options.rate === undefined ? undefined : parseRate(options.rate);
         const limit = options.limit === undefined ? undefined : parseCount(options.limit, '--limit');
         const dryRun = options.dryRun === true;
+        const everything = ids.length === 0 && Object.keys(filter).length === 0;
+        if (everything && !dryRun && options.all !== true)
+          throw new UsageError(
+            'dlq replay: give ids, a filter, or --all to replay every dead letter (--dry-run to see them first)',
+          );
+        const ask = everything && !dryRun && options.yes !== true;
+        if (ask) refuseOffTerminal('dlq replay --all replays every dead letter');
         const controller = new AbortController();
         const dispose = abortOnInterrupt(controller, 'replay stopping');
-        const progress = dryRun ? undefined : createProgress({ json: options.json === true });
+        let progress: ReturnType<typeof createProgress> | undefined;
         let missing = 0;
         try {
-          const report = await withOps((deps) =>
-            replayDeadLetters(
-              {
-                connection: deps.connection,
-                prefix: deps.prefix,
-                services: new Set(deps.config.services.keys()),
-                isServiceOpen: async (service) =>
-                  deps.config.services.has(service) &&
-                  (await listBreakers(deps, [service]))[0]!.state !== 'closed',
-              },
-              {
-                ...(Object.keys(filter).length > 0 ? { filter } : {}),
-                ...(ids.length > 0 ? { ids } : {}),
-                dryRun,
-                ...(ratePerSecond === undefined ? {} : { ratePerSecond }),
-                onlyWhenClosed: options.onlyWhenClosed === true,
+          const report = await withOps(async (deps) => {
+            const target = {
+              connection: deps.connection,
+              prefix: deps.prefix,
+              services: new Set(deps.config.services.keys()),
+              isServiceOpen: async (service: string) =>
+                deps.config.services.has(service) &&
+                (await listBreakers(deps, [service]))[0]!.state !== 'closed',
+            };
+            if (ask) {
+              const { matched } = await replayDeadLetters(target, {
+                dryRun: true,
                 ...(limit === undefined ? {} : { limit }),
-                signal: controller.signal,
-                onProgress: (p) => {
-                  if (p.last?.outcome === 'skipped' && p.last.reason !== 'breaker-open') missing++;
-                  progress?.update({
-                    done: p.done,
-                    ...(p.matchedIsTotal ? { total: p.matched } : {}),
-                    extra: { replayed: p.replayed, skipped: p.skipped, failed: p.failed },
-                  });
-                },
+              });
+              if (matched > 0 && !(await confirm(`Replay all ${matched} dead letter(s)? [y/N] `)))
+                throw new UsageError('not confirmed: nothing replayed');
+            }
+            progress = dryRun ? undefined : createProgress({ json: options.json === true });
+            return replayDeadLetters(target, {
+              ...(Object.keys(filter).length > 0 ? { filter } : {}),
+              ...(ids.length > 0 ? { ids } : {}),
+              dryRun,
+              ...(ratePerSecond === undefined ? {} : { ratePerSecond }),
+              onlyWhenClosed: options.onlyWhenClosed === true,
+              ...(limit === undefined ? {} : { limit }),
+              signal: controller.signal,
+              onProgress: (p) => {
+                if (p.last?.outcome === 'skipped' && p.last.reason !== 'breaker-open') missing++;
+                progress?.update({
+                  done: p.done,
+                  ...(p.matchedIsTotal ? { total: p.matched } : {}),
+                  extra: { replayed: p.replayed, skipped: p.skipped, failed: p.failed },
+                });
               },
-            ),
-          );
+            });
+          });
           const { items, ...summary } = report;
           const done = report.replayed + report.skipped + report.failed;
           progress?.finish({
@@ -261,7 +283,9 @@ Examples:
           });
           const json = options.json === true || process.stdout.isTTY !== true;
           if (dryRun) {
-            if (options.json === true) printJson(report);
+            // Nothing was replayed: the dry run's count is what would go.
+            const { replayed: wouldReplay, ...rest } = report;
+            if (options.json === true) printJson({ ...rest, wouldReplay });
             else printDryRun(report.replayed, items, report.itemsOmitted);
           } else if (json) {
             process.stdout.write(`${JSON.stringify({ result: { ...summary, items } })}\n`);
@@ -307,11 +331,7 @@ Examples:
         const olderThanMs =
           options.olderThan === undefined ? undefined : parseDuration(options.olderThan, '--older-than');
         const dryRun = options.dryRun === true;
-        if (!dryRun && options.yes !== true && process.stdin.isTTY !== true) {
-          throw new UsageError(
-            'dlq purge deletes for good: pass --yes to confirm (stdin is not a terminal to ask on)',
-          );
-        }
+        if (!dryRun && options.yes !== true) refuseOffTerminal('dlq purge deletes for good');
         const base = {
           ...(Object.keys(filter).length > 0 ? { filter } : {}),
           ...(olderThanMs === undefined ? {} : { olderThanMs }),
@@ -358,6 +378,7 @@ Examples:
     .command('reindex')
     .description('rebuild the dead-letter index from the queue (after raw writes or removals); safe any time')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  $ ferry dlq reindex\n  $ ferry dlq reindex --json | jq .pruned\n')
     .action(async (options: { json?: boolean }) => {
       const [{ withOps }, { reindexDeadLetters }] = await Promise.all([
         import('../ops-session.ts'),
@@ -532,6 +553,12 @@ function describeOrigin(origin: JobOrigin): string {
 function oneLine(text: string, max: number): string {
   const line = text.replace(/\s+/g, ' ');
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+/** Without --yes, a command that asks first refuses (exit 2, one line) when stdin is not a terminal to ask on. */
+function refuseOffTerminal(what: string): void {
+  if (process.stdin.isTTY !== true)
+    throw new UsageError(`${what}: pass --yes to confirm (stdin is not a terminal to ask on)`);
 }
 
 async function confirm(question: string): Promise<boolean> {

@@ -12,6 +12,8 @@ interface EnqueueOptions {
   tenant?: string;
   idempotencyKey?: string;
   delayMs?: string;
+  priority?: string;
+  metadata?: string;
   wait?: boolean;
   follow?: boolean;
   timeoutMs?: string;
@@ -26,6 +28,8 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--tenant <tenant>', 'tenant (selects tenant-scoped secrets)')
     .option('--idempotency-key <key>', 'a repeat with the same key returns the first job')
     .option('--delay-ms <ms>', 'run no sooner than this many ms from now')
+    .option('--priority <n>', 'BullMQ priority: 0 (none, the default) or 1 (highest) to 2097152 (lowest)')
+    .option('--metadata <json>', 'job metadata: a JSON object or @file (at most FERRY_MAX_METADATA_BYTES)')
     .option('--wait', 'wait until the job completes or is dead-lettered; exit 1 if dead-lettered')
     .option(
       '--follow',
@@ -39,7 +43,7 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n  $ ferry enqueue crm createContact --input @contact.json --wait --follow --json | jq .chain\n`,
+      `\nExamples:\n  $ ferry enqueue demo echo --input '{"hello":"world"}' --wait\n  $ ferry enqueue crm createContact --input @contact.json --idempotency-key order-42 --json\n  $ echo '{"id":7}' | ferry enqueue crm getContact --input -\n  $ ferry enqueue crm createContact --input @contact.json --wait --follow --json | jq .chain\n  $ ferry enqueue crm createContact --input @contact.json --priority 1 --metadata '{"source":"backfill"}'\n`,
     )
     .action(async (service: string, operation: string, options: EnqueueOptions) => {
       const [{ loadServicesFile }, { Producer }, { connectWhenReady, readEnvWithRedis }] = await Promise.all([
@@ -52,7 +56,18 @@ export function registerEnqueueCommand(program: Command): void {
       const env = readEnvWithRedis();
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };
-      if (options.input !== undefined) request.input = await readInput(options.input);
+      if (options.input !== undefined) request.input = await readJsonArgument(options.input, '--input');
+      if (options.metadata !== undefined)
+        request.metadata = (await readJsonArgument(options.metadata, '--metadata', false)) as Record<
+          string,
+          unknown
+        >;
+      if (options.priority !== undefined) {
+        // Digits only (Number('') is 0, Number('1e3') is 1000); the bounds are the producer's, as for the API.
+        if (!/^\d+$/.test(options.priority.trim()))
+          throw new UsageError(`--priority: "${options.priority}" is not a whole number`);
+        request.priority = Number(options.priority);
+      }
       if (options.tenant !== undefined) request.tenant = options.tenant;
       if (options.idempotencyKey !== undefined) request.idempotencyKey = options.idempotencyKey;
       if (options.delayMs !== undefined) request.delayMs = Number(options.delayMs);
@@ -64,6 +79,8 @@ export function registerEnqueueCommand(program: Command): void {
         connection,
         prefix: env.FERRY_PREFIX,
         services: config.services,
+        // The API's limit: a job the CLI writes is one the API would have taken.
+        maxMetadataBytes: env.FERRY_MAX_METADATA_BYTES,
         ...(keyring === undefined ? {} : { keyring }),
       });
       try {
@@ -108,16 +125,34 @@ export function registerEnqueueCommand(program: Command): void {
     });
 }
 
-async function readInput(value: string): Promise<unknown> {
+/** JSON, `@file` or (when `stdin`) `-`; a file that cannot be read is a usage error in one line. */
+async function readJsonArgument(value: string, option: string, stdin = true): Promise<unknown> {
   const raw =
-    value === '-'
+    stdin && value === '-'
       ? await text(process.stdin)
       : value.startsWith('@')
-        ? await readFile(value.slice(1), 'utf8')
+        ? await readArgumentFile(value.slice(1), option)
         : value;
   try {
     return JSON.parse(raw) as unknown;
   } catch (error) {
-    throw new UsageError(`--input: not valid JSON (${(error as Error).message})`);
+    throw new UsageError(`${option}: not valid JSON (${(error as Error).message})`);
+  }
+}
+
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'a directory, not a file',
+  ENAMETOOLONG: 'name too long',
+};
+
+async function readArgumentFile(file: string, option: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const why = typeof code === 'string' ? (READ_ERRORS[code] ?? code) : 'unreadable';
+    throw new UsageError(`${option}: cannot read ${JSON.stringify(file)} (${why})`);
   }
 }

@@ -49,6 +49,10 @@ Examples:
           : 'resume a paused service queue: workers take its jobs again at once',
       )
       .option('--json', 'print the result as JSON')
+      .addHelpText(
+        'after',
+        `\nExamples:\n  $ ferry queues ${action} crm\n  $ ferry queues ${action} crm --json\n`,
+      )
       .action(async (service: string, options: { json?: boolean }) => {
         const [{ withOps }, { setQueuePaused }] = await Promise.all([
           import('../ops-session.ts'),
