@@ -127,8 +127,27 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
         );
       }
     });
+    // Bull Board's page (ui/dist/index.ejs) links a stylesheet on Google Fonts, and no option removes it: an
+    // operator's browser would tell a third party each time it opens the board. The page is rewritten
+    // without any stylesheet from another host; the board's CSS falls back to system fonts. Its scripts,
+    // styles and icons are all served from `static/` by Ferry.
+    scope.addHook('onSend', async (_request, reply, payload) => {
+      const type = reply.getHeader('content-type');
+      if (typeof payload !== 'string' || typeof type !== 'string' || !type.startsWith('text/html')) {
+        return payload;
+      }
+      return withoutExternalStylesheets(payload);
+    });
     await scope.register(serverAdapter.registerPlugin(), { prefix: basePath });
   });
+}
+
+/** `<link>` tags that load something from another host (an absolute or protocol-relative URL). */
+const EXTERNAL_LINK = /<link\b[^>]*\bhref\s*=\s*["']?(?:[a-z][a-z0-9+.-]*:)?\/\/[^>]*>\s*/gi;
+
+/** The board's HTML without links to other hosts. */
+function withoutExternalStylesheets(html: string): string {
+  return html.replace(EXTERNAL_LINK, '');
 }
 
 function toAdapter(queue: Queue): BullMQAdapter {

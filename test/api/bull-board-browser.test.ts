@@ -92,6 +92,29 @@ describe('Bull Board in Chromium', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'bull-board-dead-letter.png'), fullPage: true });
   });
 
+  it('loads nothing from a host other than Ferry', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const boardUrl = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    // Every request of the context, the aborted ones included (newLocalContext aborts other hosts).
+    const requested: string[] = [];
+    admin.on('request', (request) => requested.push(request.url()));
+    const page = await admin.newPage();
+    await page.goto(boardUrl, { waitUntil: 'load' });
+    await page.getByText('2 Jobs').waitFor({ state: 'visible', timeout: 20_000 });
+    await page.goto(`${boardUrl}/queue/${encodeURIComponent('{crm}')}?status=failed`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-local-only.png') });
+
+    const origin = new URL(boardUrl).origin;
+    expect(requested.length).toBeGreaterThan(3);
+    expect(requested.filter((url) => !url.startsWith(`${origin}/`))).toEqual([]);
+  });
+
   it('shows anyone else the refusal, never the board', { timeout: 60_000 }, async () => {
     const browser = await launchChromium();
     const boardUrl = await startBoardWithJobs();
