@@ -8,19 +8,17 @@
  * that holds Bull Board and nothing else: it covers the HTML, the static assets and the board's /api routes,
  * and costs the API's other routes nothing.
  *
- * What operators may do. Ferry owns retries, holds and dead letters, and Bull Board's own switches cannot
- * express that: `readOnlyMode` is the only restriction its server enforces (`allowRetries: false` only hides
- * the buttons; PUT .../retry still retries). So the board is read-only except for one action, enforced by an
- * allow-list in `handlerHooks.before` (deny by default, so a route a later Bull Board adds is refused too):
- * - reads (every GET): allowed;
- * - pause and resume of a service queue (one, or all): allowed, a legitimate operator action that Ferry's
- *   workers honour and nothing else depends on;
- * - everything else is refused with 403: retrying a failed job would run a job whose dead letter already
- *   exists (a second delivery path beside replay), promoting skips Ferry's backoff and holds, releasing or
- *   changing a rate limit breaks a whole-service hold (DESIGN §8), clean / empty / obliterate / remove lose
- *   jobs without a dead letter, and add / edit bypass the enqueue validation.
- * `{dead-letter}` is also `readOnlyMode`, so it can never be resumed (it is paused on purpose: nothing
- * consumes it) even if the allow-list were wrong; replay and purge belong to `ferry dlq` and the API.
+ * What operators may do: read. Ferry owns retries, holds and dead letters, so every queue is `readOnlyMode`:
+ * Bull Board ties all its action buttons to that one switch (`allowRetries`/`allowCompletedRetries` hide only
+ * the retry buttons; clean all, delete, edit, promote, add, rate limit and pause stay), and a button that always
+ * answers 403 is a bug. Pausing and resuming a service queue, the one action Ferry allows, belongs to
+ * `ferry queues pause|resume` and `/v1/queues/:service/pause`. `readOnlyMode` is also enforced by Bull Board's
+ * server for most routes, but not all of them, so Ferry's own guard stays: `handlerHooks.before` refuses every
+ * request that is not a GET with 403 (deny by default, so a route a later Bull Board adds is refused too):
+ * retrying a failed job would run a job whose dead letter already exists (a second delivery path beside
+ * replay), promoting skips Ferry's backoff and holds, releasing or changing a rate limit breaks a
+ * whole-service hold (DESIGN §8), clean / empty / obliterate / remove lose jobs without a dead letter, add /
+ * edit bypass the enqueue validation, and the dead-letter queue stays paused (nothing consumes it).
  */
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -157,9 +155,8 @@ function toAdapter(queue: Queue): BullMQAdapter {
     // the queue has a delimiter (ui's menu tree builder). BullMQ forbids ':' in queue names, so nothing splits.
     displayName: displayQueueName(queue.name),
     delimiter: ':',
-    readOnlyMode: !isServiceQueue,
-    // Hides the retry buttons; the refusal itself is refuseUnsafeActions'.
-    allowRetries: false,
+    // Hides every action button (see the header); the refusal itself is refuseUnsafeActions'.
+    readOnlyMode: true,
     ...(isServiceQueue
       ? {}
       : {
@@ -168,14 +165,6 @@ function toAdapter(queue: Queue): BullMQAdapter {
         }),
   });
 }
-
-/** Actions allowed on a service queue (route patterns as Bull Board declares them). */
-const SERVICE_QUEUE_ACTIONS = new Set([
-  'put /api/queues/:queueName/pause',
-  'put /api/queues/:queueName/resume',
-]);
-/** Board-wide actions: Bull Board applies them to queues that are not read-only, the service queues only. */
-const BOARD_ACTIONS = new Set(['put /api/queues/pause', 'put /api/queues/resume']);
 
 /** Why an action is refused, for the operator who tried it. Anything unlisted gets the general reason. */
 const REFUSALS: readonly (readonly [RegExp, string])[] = [
@@ -194,23 +183,13 @@ const REFUSALS: readonly (readonly [RegExp, string])[] = [
   ],
   [
     /\/(pause|resume)$/,
-    'only service queues are paused and resumed here; the dead-letter queue stays paused: nothing consumes it',
+    'pause and resume a service queue with `ferry queues pause|resume`; the dead-letter queue stays paused: nothing consumes it',
   ],
 ];
-const GENERAL_REFUSAL = 'Bull Board is read-only in Ferry, except pausing and resuming service queues';
+const GENERAL_REFUSAL = 'Bull Board is read-only in Ferry';
 
-function refuseUnsafeActions({ method, route, request }: HookContext): BeforeHookResult {
+function refuseUnsafeActions({ method, route }: HookContext): BeforeHookResult {
   if (method === 'get') return { allow: true };
-  const action = `${method} ${route}`;
-  if (BOARD_ACTIONS.has(action)) return { allow: true };
-  const queueName: unknown = request.params.queueName;
-  if (
-    SERVICE_QUEUE_ACTIONS.has(action) &&
-    typeof queueName === 'string' &&
-    serviceFromQueueName(queueName) !== undefined
-  ) {
-    return { allow: true };
-  }
   const reason = REFUSALS.find(([pattern]) => pattern.test(route))?.[1] ?? GENERAL_REFUSAL;
   return { allow: false, status: 403, errorKey: 'ERRORS.FORBIDDEN', message: reason };
 }

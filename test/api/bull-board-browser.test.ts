@@ -24,7 +24,7 @@ const SERVICES = ['crm', 'billing'] as const;
  * Ferry with real jobs (two completed, one dead-lettered after a 500) and the API with the board mounted as
  * cli/ mounts it; returns the board's URL. Everything closes when the test finishes.
  */
-async function startBoardWithJobs(): Promise<string> {
+async function startBoardWithJobs(): Promise<{ boardUrl: string; failedId: string }> {
   const downstream = await startDownstream((request) =>
     request.url.startsWith('/fail')
       ? { status: 500, body: { error: 'down' } }
@@ -55,14 +55,14 @@ async function startBoardWithJobs(): Promise<string> {
 
   // The API as `ferry api` builds it: Bull Board is mounted with the admin authorizer.
   const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
-  return `${api.url}${DEFAULT_BULL_BOARD_PATH}`;
+  return { boardUrl: `${api.url}${DEFAULT_BULL_BOARD_PATH}`, failedId: jobs[2]!.id };
 }
 
 describe('Bull Board in Chromium', () => {
   it('shows an admin the service queues and dead-letter', { timeout: 60_000 }, async () => {
     // First, so a machine without chromium fails at once, saying how to install it.
     const browser = await launchChromium();
-    const boardUrl = await startBoardWithJobs();
+    const { boardUrl } = await startBoardWithJobs();
 
     const admin = await newLocalContext(browser, {
       httpCredentials: { username: 'admin', password: TOKENS.admin },
@@ -92,9 +92,48 @@ describe('Bull Board in Chromium', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'bull-board-dead-letter.png'), fullPage: true });
   });
 
+  it('shows a service queue without the buttons Ferry refuses', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const { boardUrl, failedId } = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    const page = await admin.newPage();
+    /** The accessible name of every button on the page (text, or aria-label / title for icon buttons). */
+    const buttonNames = (): Promise<string[]> =>
+      page
+        .locator('button, [role="button"], [role="menuitem"]')
+        .evaluateAll((nodes) =>
+          nodes.map((node) =>
+            [node.getAttribute('aria-label'), node.getAttribute('title'), node.textContent]
+              .filter((text) => text !== null && text.trim() !== '')
+              .join(' | '),
+          ),
+        );
+    // The actions Ferry refuses (Bull Board's en-US labels), on the queue's page and on a job's.
+    const refused =
+      /clean|retry|promote|pause|resume|add job|empty|obliterate|duplicate|update data|reschedule|priority|concurrency|rate limit|delete|remove|edit/i;
+    await mkdir(ARTIFACTS, { recursive: true });
+
+    const crm = encodeURIComponent('{crm}');
+    await page.goto(`${boardUrl}/queue/${crm}?status=failed`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-service-queue.png') });
+    const onQueue = await buttonNames();
+    expect(onQueue.length).toBeGreaterThan(0);
+    expect(onQueue.filter((name) => refused.test(name))).toEqual([]);
+
+    await page.goto(`${boardUrl}/queue/${crm}/${failedId}`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    const onJob = await buttonNames();
+    expect(onJob.length).toBeGreaterThan(0);
+    expect(onJob.filter((name) => refused.test(name))).toEqual([]);
+  });
+
   it('loads nothing from a host other than Ferry', { timeout: 60_000 }, async () => {
     const browser = await launchChromium();
-    const boardUrl = await startBoardWithJobs();
+    const { boardUrl } = await startBoardWithJobs();
     const admin = await newLocalContext(browser, {
       httpCredentials: { username: 'admin', password: TOKENS.admin },
       viewport: { width: 1280, height: 800 },
@@ -117,7 +156,7 @@ describe('Bull Board in Chromium', () => {
 
   it('shows anyone else the refusal, never the board', { timeout: 60_000 }, async () => {
     const browser = await launchChromium();
-    const boardUrl = await startBoardWithJobs();
+    const { boardUrl } = await startBoardWithJobs();
 
     // No credentials: the browser gets the 401 with a Basic challenge. A desktop browser would prompt; headless
     // Chromium has nobody to ask, so the navigation fails.
