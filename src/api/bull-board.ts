@@ -22,11 +22,12 @@
  */
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import type { BeforeHookResult, HookContext } from '@bull-board/api/typings/app';
+import type { BeforeHookResult, ControllerHandlerReturnType, HookContext } from '@bull-board/api/typings/app';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
@@ -79,7 +80,7 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
     serverAdapter,
     options: {
       uiConfig: { boardTitle: 'Ferry', hideDocsLink: true },
-      handlerHooks: { before: refuseUnsafeActions },
+      handlerHooks: { before: refuseUnsafeActions, after: withoutStackTraces },
     },
   });
 
@@ -192,6 +193,43 @@ function refuseUnsafeActions({ method, route }: HookContext): BeforeHookResult {
   if (method === 'get') return { allow: true };
   const reason = REFUSALS.find(([pattern]) => pattern.test(route))?.[1] ?? GENERAL_REFUSAL;
   return { allow: false, status: 403, errorKey: 'ERRORS.FORBIDDEN', message: reason };
+}
+
+/**
+ * A failed job's Error tab shows the job's `stacktrace` when it has one: BullMQ's wrapper
+ * (`UnrecoverableError: ServerError: …`) and frames with the server's file paths, which are for logs. Bull
+ * Board 9.10.1 has formatters for data, returnValue, name and progress only, so this `after` hook empties the
+ * stack of every job the board's API returns (a job's route, and the jobs of the queue listing); the tab then
+ * shows `failedReason`, rewritten as Ferry's `<type>: <message>` (a stall BullMQ gave up on reads as
+ * Ferry's TimeoutError, as in the job API).
+ */
+function withoutStackTraces(
+  _context: HookContext,
+  result: ControllerHandlerReturnType,
+): ControllerHandlerReturnType {
+  const body: unknown = result.body;
+  if (!isRecord(body)) return result;
+  if (isRecord(body.job)) withoutStackTrace(body.job);
+  if (Array.isArray(body.queues)) {
+    for (const queue of body.queues as unknown[]) {
+      if (isRecord(queue) && Array.isArray(queue.jobs)) {
+        for (const job of queue.jobs as unknown[]) if (isRecord(job)) withoutStackTrace(job);
+      }
+    }
+  }
+  return result;
+}
+
+function withoutStackTrace(job: Record<string, unknown>): void {
+  if (job.stacktrace !== undefined) job.stacktrace = [];
+  if (typeof job.failedReason === 'string' && job.failedReason !== '') {
+    const stalls = typeof job.stalledCounter === 'number' ? job.stalledCounter : 0;
+    job.failedReason = formatFailedReason(parseFailedReason(job.failedReason, stalls));
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function refuse(

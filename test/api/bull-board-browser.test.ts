@@ -131,6 +131,29 @@ describe('Bull Board in Chromium', () => {
     expect(onJob.filter((name) => refused.test(name))).toEqual([]);
   });
 
+  it("shows a failed job's error without BullMQ's wrapper or a stack", { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const { boardUrl, failedId } = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    const page = await admin.newPage();
+    const crm = encodeURIComponent('{crm}');
+    for (const url of [`${boardUrl}/queue/${crm}?status=failed`, `${boardUrl}/queue/${crm}/${failedId}`]) {
+      await page.goto(url, { waitUntil: 'load' });
+      // A failed job opens on its Error tab.
+      const error = page.getByText(/^ServerError: downstream answered 500/);
+      await error.first().waitFor({ state: 'visible', timeout: 20_000 });
+      const text = await page.locator('body').innerText();
+      expect(text, url).not.toContain('UnrecoverableError');
+      // No stack frame, no server path.
+      expect(text, url).not.toMatch(/\bat \S+ \(|\.ts:\d+|node_modules|node:internal/);
+    }
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-failed-job.png') });
+  });
+
   it('loads nothing from a host other than Ferry', { timeout: 60_000 }, async () => {
     const browser = await launchChromium();
     const { boardUrl } = await startBoardWithJobs();
