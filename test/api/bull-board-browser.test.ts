@@ -1,7 +1,9 @@
 /**
  * Bull Board in a real browser (Debian chromium via playwright-core): an admin opens /admin/queues with the
  * token as Basic password and sees every service queue and dead-letter; anyone else gets the 401 (or 403).
- * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at.
+ * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at, and (committed,
+ * issue #18) bull-board-service-queue.png (no refused button), bull-board-failed-job.png (an error without a
+ * stack) and bull-board-local-only.png (a page that loaded nothing from another host).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
