@@ -8,27 +8,26 @@
  * that holds Bull Board and nothing else: it covers the HTML, the static assets and the board's /api routes,
  * and costs the API's other routes nothing.
  *
- * What operators may do. Ferry owns retries, holds and dead letters, and Bull Board's own switches cannot
- * express that: `readOnlyMode` is the only restriction its server enforces (`allowRetries: false` only hides
- * the buttons; PUT .../retry still retries). So the board is read-only except for one action, enforced by an
- * allow-list in `handlerHooks.before` (deny by default, so a route a later Bull Board adds is refused too):
- * - reads (every GET): allowed;
- * - pause and resume of a service queue (one, or all): allowed, a legitimate operator action that Ferry's
- *   workers honour and nothing else depends on;
- * - everything else is refused with 403: retrying a failed job would run a job whose dead letter already
- *   exists (a second delivery path beside replay), promoting skips Ferry's backoff and holds, releasing or
- *   changing a rate limit breaks a whole-service hold (DESIGN §8), clean / empty / obliterate / remove lose
- *   jobs without a dead letter, and add / edit bypass the enqueue validation.
- * `{dead-letter}` is also `readOnlyMode`, so it can never be resumed (it is paused on purpose: nothing
- * consumes it) even if the allow-list were wrong; replay and purge belong to `ferry dlq` and the API.
+ * What operators may do: read. Ferry owns retries, holds and dead letters, so every queue is `readOnlyMode`:
+ * Bull Board ties all its action buttons to that one switch (`allowRetries`/`allowCompletedRetries` hide only
+ * the retry buttons; clean all, delete, edit, promote, add, rate limit and pause stay), and a button that always
+ * answers 403 is a bug. Pausing and resuming a service queue, the one action Ferry allows, belongs to
+ * `ferry queues pause|resume` and `/v1/queues/:service/pause`. `readOnlyMode` is also enforced by Bull Board's
+ * server for most routes, but not all of them, so Ferry's own guard stays: `handlerHooks.before` refuses every
+ * request that is not a GET with 403 (deny by default, so a route a later Bull Board adds is refused too):
+ * retrying a failed job would run a job whose dead letter already exists (a second delivery path beside
+ * replay), promoting skips Ferry's backoff and holds, releasing or changing a rate limit breaks a
+ * whole-service hold (DESIGN §8), clean / empty / obliterate / remove lose jobs without a dead letter, add /
+ * edit bypass the enqueue validation, and the dead-letter queue stays paused (nothing consumes it).
  */
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import type { BeforeHookResult, HookContext } from '@bull-board/api/typings/app';
+import type { BeforeHookResult, ControllerHandlerReturnType, HookContext } from '@bull-board/api/typings/app';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
@@ -81,7 +80,7 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
     serverAdapter,
     options: {
       uiConfig: { boardTitle: 'Ferry', hideDocsLink: true },
-      handlerHooks: { before: refuseUnsafeActions },
+      handlerHooks: { before: refuseUnsafeActions, after: withoutStackTraces },
     },
   });
 
@@ -127,8 +126,27 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
         );
       }
     });
+    // Bull Board's page (ui/dist/index.ejs) links a stylesheet on Google Fonts, and no option removes it: an
+    // operator's browser would tell a third party each time it opens the board. The page is rewritten
+    // without any stylesheet from another host; the board's CSS falls back to system fonts. Its scripts,
+    // styles and icons are all served from `static/` by Ferry.
+    scope.addHook('onSend', async (_request, reply, payload) => {
+      const type = reply.getHeader('content-type');
+      if (typeof payload !== 'string' || typeof type !== 'string' || !type.startsWith('text/html')) {
+        return payload;
+      }
+      return withoutExternalStylesheets(payload);
+    });
     await scope.register(serverAdapter.registerPlugin(), { prefix: basePath });
   });
+}
+
+/** `<link>` tags that load something from another host (an absolute or protocol-relative URL). */
+const EXTERNAL_LINK = /<link\b[^>]*\bhref\s*=\s*["']?(?:[a-z][a-z0-9+.-]*:)?\/\/[^>]*>\s*/gi;
+
+/** The board's HTML without links to other hosts. */
+function withoutExternalStylesheets(html: string): string {
+  return html.replace(EXTERNAL_LINK, '');
 }
 
 function toAdapter(queue: Queue): BullMQAdapter {
@@ -138,9 +156,8 @@ function toAdapter(queue: Queue): BullMQAdapter {
     // the queue has a delimiter (ui's menu tree builder). BullMQ forbids ':' in queue names, so nothing splits.
     displayName: displayQueueName(queue.name),
     delimiter: ':',
-    readOnlyMode: !isServiceQueue,
-    // Hides the retry buttons; the refusal itself is refuseUnsafeActions'.
-    allowRetries: false,
+    // Hides every action button (see the header); the refusal itself is refuseUnsafeActions'.
+    readOnlyMode: true,
     ...(isServiceQueue
       ? {}
       : {
@@ -149,14 +166,6 @@ function toAdapter(queue: Queue): BullMQAdapter {
         }),
   });
 }
-
-/** Actions allowed on a service queue (route patterns as Bull Board declares them). */
-const SERVICE_QUEUE_ACTIONS = new Set([
-  'put /api/queues/:queueName/pause',
-  'put /api/queues/:queueName/resume',
-]);
-/** Board-wide actions: Bull Board applies them to queues that are not read-only, the service queues only. */
-const BOARD_ACTIONS = new Set(['put /api/queues/pause', 'put /api/queues/resume']);
 
 /** Why an action is refused, for the operator who tried it. Anything unlisted gets the general reason. */
 const REFUSALS: readonly (readonly [RegExp, string])[] = [
@@ -175,25 +184,52 @@ const REFUSALS: readonly (readonly [RegExp, string])[] = [
   ],
   [
     /\/(pause|resume)$/,
-    'only service queues are paused and resumed here; the dead-letter queue stays paused: nothing consumes it',
+    'pause and resume a service queue with `ferry queues pause|resume`; the dead-letter queue stays paused: nothing consumes it',
   ],
 ];
-const GENERAL_REFUSAL = 'Bull Board is read-only in Ferry, except pausing and resuming service queues';
+const GENERAL_REFUSAL = 'Bull Board is read-only in Ferry';
 
-function refuseUnsafeActions({ method, route, request }: HookContext): BeforeHookResult {
+function refuseUnsafeActions({ method, route }: HookContext): BeforeHookResult {
   if (method === 'get') return { allow: true };
-  const action = `${method} ${route}`;
-  if (BOARD_ACTIONS.has(action)) return { allow: true };
-  const queueName: unknown = request.params.queueName;
-  if (
-    SERVICE_QUEUE_ACTIONS.has(action) &&
-    typeof queueName === 'string' &&
-    serviceFromQueueName(queueName) !== undefined
-  ) {
-    return { allow: true };
-  }
   const reason = REFUSALS.find(([pattern]) => pattern.test(route))?.[1] ?? GENERAL_REFUSAL;
   return { allow: false, status: 403, errorKey: 'ERRORS.FORBIDDEN', message: reason };
+}
+
+/**
+ * A failed job's Error tab shows the job's `stacktrace` when it has one: BullMQ's wrapper
+ * (`UnrecoverableError: ServerError: …`) and frames with the server's file paths, which are for logs. Bull
+ * Board 9.10.1 has formatters for data, returnValue, name and progress only, so this `after` hook empties the
+ * stack of every job the board's API returns (a job's route, and the jobs of the queue listing); the tab then
+ * shows `failedReason`, rewritten as Ferry's `<type>: <message>` (a stall BullMQ gave up on reads as
+ * Ferry's TimeoutError, as in the job API).
+ */
+function withoutStackTraces(
+  _context: HookContext,
+  result: ControllerHandlerReturnType,
+): ControllerHandlerReturnType {
+  const body: unknown = result.body;
+  if (!isRecord(body)) return result;
+  if (isRecord(body.job)) withoutStackTrace(body.job);
+  if (Array.isArray(body.queues)) {
+    for (const queue of body.queues as unknown[]) {
+      if (isRecord(queue) && Array.isArray(queue.jobs)) {
+        for (const job of queue.jobs as unknown[]) if (isRecord(job)) withoutStackTrace(job);
+      }
+    }
+  }
+  return result;
+}
+
+function withoutStackTrace(job: Record<string, unknown>): void {
+  if (job.stacktrace !== undefined) job.stacktrace = [];
+  if (typeof job.failedReason === 'string' && job.failedReason !== '') {
+    const stalls = typeof job.stalledCounter === 'number' ? job.stalledCounter : 0;
+    job.failedReason = formatFailedReason(parseFailedReason(job.failedReason, stalls));
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function refuse(

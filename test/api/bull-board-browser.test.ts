@@ -1,7 +1,9 @@
 /**
  * Bull Board in a real browser (Debian chromium via playwright-core): an admin opens /admin/queues with the
  * token as Basic password and sees every service queue and dead-letter; anyone else gets the 401 (or 403).
- * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at.
+ * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at, and (committed,
+ * issue #18) bull-board-service-queue.png (no refused button), bull-board-failed-job.png (an error without a
+ * stack) and bull-board-local-only.png (a page that loaded nothing from another host).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,7 +26,7 @@ const SERVICES = ['crm', 'billing'] as const;
  * Ferry with real jobs (two completed, one dead-lettered after a 500) and the API with the board mounted as
  * cli/ mounts it; returns the board's URL. Everything closes when the test finishes.
  */
-async function startBoardWithJobs(): Promise<string> {
+async function startBoardWithJobs(): Promise<{ boardUrl: string; failedId: string }> {
   const downstream = await startDownstream((request) =>
     request.url.startsWith('/fail')
       ? { status: 500, body: { error: 'down' } }
@@ -55,14 +57,14 @@ async function startBoardWithJobs(): Promise<string> {
 
   // The API as `ferry api` builds it: Bull Board is mounted with the admin authorizer.
   const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
-  return `${api.url}${DEFAULT_BULL_BOARD_PATH}`;
+  return { boardUrl: `${api.url}${DEFAULT_BULL_BOARD_PATH}`, failedId: jobs[2]!.id };
 }
 
 describe('Bull Board in Chromium', () => {
   it('shows an admin the service queues and dead-letter', { timeout: 60_000 }, async () => {
     // First, so a machine without chromium fails at once, saying how to install it.
     const browser = await launchChromium();
-    const boardUrl = await startBoardWithJobs();
+    const { boardUrl } = await startBoardWithJobs();
 
     const admin = await newLocalContext(browser, {
       httpCredentials: { username: 'admin', password: TOKENS.admin },
@@ -92,9 +94,94 @@ describe('Bull Board in Chromium', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'bull-board-dead-letter.png'), fullPage: true });
   });
 
+  it('shows a service queue without the buttons Ferry refuses', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const { boardUrl, failedId } = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    const page = await admin.newPage();
+    /** The accessible name of every button on the page (text, or aria-label / title for icon buttons). */
+    const buttonNames = (): Promise<string[]> =>
+      page
+        .locator('button, [role="button"], [role="menuitem"]')
+        .evaluateAll((nodes) =>
+          nodes.map((node) =>
+            [node.getAttribute('aria-label'), node.getAttribute('title'), node.textContent]
+              .filter((text) => text !== null && text.trim() !== '')
+              .join(' | '),
+          ),
+        );
+    // The actions Ferry refuses (Bull Board's en-US labels), on the queue's page and on a job's.
+    const refused =
+      /clean|retry|promote|pause|resume|add job|empty|obliterate|duplicate|update data|reschedule|priority|concurrency|rate limit|delete|remove|edit/i;
+    await mkdir(ARTIFACTS, { recursive: true });
+
+    const crm = encodeURIComponent('{crm}');
+    await page.goto(`${boardUrl}/queue/${crm}?status=failed`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-service-queue.png') });
+    const onQueue = await buttonNames();
+    expect(onQueue.length).toBeGreaterThan(0);
+    expect(onQueue.filter((name) => refused.test(name))).toEqual([]);
+
+    await page.goto(`${boardUrl}/queue/${crm}/${failedId}`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    const onJob = await buttonNames();
+    expect(onJob.length).toBeGreaterThan(0);
+    expect(onJob.filter((name) => refused.test(name))).toEqual([]);
+  });
+
+  it("shows a failed job's error without BullMQ's wrapper or a stack", { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const { boardUrl, failedId } = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    const page = await admin.newPage();
+    const crm = encodeURIComponent('{crm}');
+    for (const url of [`${boardUrl}/queue/${crm}?status=failed`, `${boardUrl}/queue/${crm}/${failedId}`]) {
+      await page.goto(url, { waitUntil: 'load' });
+      // A failed job opens on its Error tab.
+      const error = page.getByText(/^ServerError: downstream answered 500/);
+      await error.first().waitFor({ state: 'visible', timeout: 20_000 });
+      const text = await page.locator('body').innerText();
+      expect(text, url).not.toContain('UnrecoverableError');
+      // No stack frame, no server path.
+      expect(text, url).not.toMatch(/\bat \S+ \(|\.ts:\d+|node_modules|node:internal/);
+    }
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-failed-job.png') });
+  });
+
+  it('loads nothing from a host other than Ferry', { timeout: 60_000 }, async () => {
+    const browser = await launchChromium();
+    const { boardUrl } = await startBoardWithJobs();
+    const admin = await newLocalContext(browser, {
+      httpCredentials: { username: 'admin', password: TOKENS.admin },
+      viewport: { width: 1280, height: 800 },
+    });
+    // Every request of the context, the aborted ones included (newLocalContext aborts other hosts).
+    const requested: string[] = [];
+    admin.on('request', (request) => requested.push(request.url()));
+    const page = await admin.newPage();
+    await page.goto(boardUrl, { waitUntil: 'load' });
+    await page.getByText('2 Jobs').waitFor({ state: 'visible', timeout: 20_000 });
+    await page.goto(`${boardUrl}/queue/${encodeURIComponent('{crm}')}?status=failed`, { waitUntil: 'load' });
+    await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-local-only.png') });
+
+    const origin = new URL(boardUrl).origin;
+    expect(requested.length).toBeGreaterThan(3);
+    expect(requested.filter((url) => !url.startsWith(`${origin}/`))).toEqual([]);
+  });
+
   it('shows anyone else the refusal, never the board', { timeout: 60_000 }, async () => {
     const browser = await launchChromium();
-    const boardUrl = await startBoardWithJobs();
+    const { boardUrl } = await startBoardWithJobs();
 
     // No credentials: the browser gets the 401 with a Basic challenge. A desktop browser would prompt; headless
     // Chromium has nobody to ask, so the navigation fails.
