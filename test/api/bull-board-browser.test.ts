@@ -3,7 +3,9 @@
  * token as Basic password and sees every service queue and dead-letter; anyone else gets the 401 (or 403).
  * Saves test/artifacts/bull-board.png and bull-board-dead-letter.png for a human to look at, and (committed,
  * issue #18) bull-board-service-queue.png (no refused button), bull-board-failed-job.png (an error without a
- * stack) and bull-board-local-only.png (a page that loaded nothing from another host).
+ * stack) and bull-board-local-only.png (a page that loaded nothing from another host). A run writes the committed
+ * three under test/artifacts/run/ (ignored), so `npm test` leaves the tree clean; FERRY_UPDATE_SCREENSHOTS=1
+ * writes them over the committed copies.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,6 +22,8 @@ import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 const ARTIFACTS = join(import.meta.dirname, '..', 'artifacts');
+/** Where the committed screenshots go: over the committed copies only when asked. */
+const COMMITTED = process.env.FERRY_UPDATE_SCREENSHOTS === '1' ? ARTIFACTS : join(ARTIFACTS, 'run');
 const SERVICES = ['crm', 'billing'] as const;
 
 /**
@@ -116,12 +120,12 @@ describe('Bull Board in Chromium', () => {
     // The actions Ferry refuses (Bull Board's en-US labels), on the queue's page and on a job's.
     const refused =
       /clean|retry|promote|pause|resume|add job|empty|obliterate|duplicate|update data|reschedule|priority|concurrency|rate limit|delete|remove|edit/i;
-    await mkdir(ARTIFACTS, { recursive: true });
+    await mkdir(COMMITTED, { recursive: true });
 
     const crm = encodeURIComponent('{crm}');
     await page.goto(`${boardUrl}/queue/${crm}?status=failed`, { waitUntil: 'load' });
     await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
-    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-service-queue.png') });
+    await page.screenshot({ path: join(COMMITTED, 'bull-board-service-queue.png') });
     const onQueue = await buttonNames();
     expect(onQueue.length).toBeGreaterThan(0);
     expect(onQueue.filter((name) => refused.test(name))).toEqual([]);
@@ -152,8 +156,8 @@ describe('Bull Board in Chromium', () => {
       // No stack frame, no server path.
       expect(text, url).not.toMatch(/\bat \S+ \(|\.ts:\d+|node_modules|node:internal/);
     }
-    await mkdir(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-failed-job.png') });
+    await mkdir(COMMITTED, { recursive: true });
+    await page.screenshot({ path: join(COMMITTED, 'bull-board-failed-job.png') });
   });
 
   it('loads nothing from a host other than Ferry', { timeout: 60_000 }, async () => {
@@ -171,8 +175,8 @@ describe('Bull Board in Chromium', () => {
     await page.getByText('2 Jobs').waitFor({ state: 'visible', timeout: 20_000 });
     await page.goto(`${boardUrl}/queue/${encodeURIComponent('{crm}')}?status=failed`, { waitUntil: 'load' });
     await page.getByText('fail', { exact: true }).first().waitFor({ state: 'visible', timeout: 20_000 });
-    await mkdir(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: join(ARTIFACTS, 'bull-board-local-only.png') });
+    await mkdir(COMMITTED, { recursive: true });
+    await page.screenshot({ path: join(COMMITTED, 'bull-board-local-only.png') });
 
     const origin = new URL(boardUrl).origin;
     expect(requested.length).toBeGreaterThan(3);
