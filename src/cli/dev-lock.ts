@@ -183,3 +183,22 @@ function isAlive(pid: number): boolean {
 export function shellQuote(value: string): string {
   return `'${value.replaceAll("'", "'\\''")}'`;
 }
+
+/**
+ * The variables of a running dev's `.ferry/dev.env` in `dir` (the `KEY='value'` lines writeEnvFile writes),
+ * or undefined when there is none (no dev runs there: it removes the file when it stops).
+ */
+export async function readDevEnvFile(dir: string): Promise<Map<string, string> | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, ENV_FILE), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const entries = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const match = /^([A-Z_][A-Z0-9_]*)='(.*)'$/.exec(line);
+    if (match !== null) entries.set(match[1]!, match[2]!.replaceAll("'\\''", "'"));
+  }
+  return entries;
+}

@@ -362,4 +362,44 @@ describe('ferry dev: one per folder, and .ferry/dev.env for other shells', () =>
     expect(await readdir(join(cwd, '.ferry'))).not.toContain('dev.env');
     expect(await readdir(join(cwd, '.ferry'))).not.toContain('dev.lock');
   }, 60_000);
+
+  it("a worker on dev's Redis without dev.env's demo URL warns at start; with dev.env it reaches the demo service", async () => {
+    const cwd = await projectDir();
+    const { dev } = await runningDev(cwd);
+    const env = await sourceDevEnv(cwd);
+    const demoLine = dev.stdout.find((line) => /^\s+demo\s/.test(line))!;
+    const demoUrl = /(http:\/\/127\.0\.0\.1:\d+)/.exec(demoLine)![1]!;
+    expect(env.FERRY_SERVICE_DEMO_URL).toBe(demoUrl);
+
+    // Only dev's REDIS_URL (as dev's banner hints): it would call the services file's 127.0.0.1:4010.
+    const bare = spawnFerry(['worker'], { cwd, env: { REDIS_URL: env.REDIS_URL } });
+    const warning = await bare.waitForLine(/joins the Redis of the ferry dev running in this folder/, {
+      timeoutMs: 30_000,
+    });
+    expect(warning).toContain(`FERRY_SERVICE_DEMO_URL=${demoUrl}`);
+    expect(warning).toContain('set -a; . .ferry/dev.env; set +a');
+    // Nothing secret: neither dev's token nor its Redis URL.
+    expect(bare.output()).not.toContain(env.FERRY_DEV_TOKEN!);
+    bare.terminate();
+    expect((await bare.waitForExit(20_000)).code).toBe(0);
+
+    // With dev.env's variables (another prefix, so dev's own workers do not take the job): no warning, and
+    // a demo job completes against dev's demo service.
+    const fromEnv = Object.fromEntries(Object.entries(env).filter(([key]) => /^(REDIS_|FERRY_)/.test(key)));
+    const own = { ...fromEnv, FERRY_PREFIX: 'joined' };
+    const worker = spawnFerry(['worker'], { cwd, env: own });
+    await worker.waitForLine(/worker pool started/, { timeoutMs: 30_000 });
+    const job = await runFerry(['enqueue', 'demo', 'echo', '--input', '{"hello":"joined"}', '--wait'], {
+      cwd,
+      env: own,
+    });
+    expect(job.code, job.process.output() + worker.output()).toBe(0);
+    expect(job.stdout).toContain('completed');
+    expect(worker.output()).not.toContain('ECONNREFUSED');
+    expect(worker.output()).not.toContain('joins the Redis of the ferry dev');
+    worker.terminate();
+    expect((await worker.waitForExit(20_000)).code).toBe(0);
+    dev.terminate();
+    expect((await dev.waitForExit(20_000)).code).toBe(0);
+  }, 90_000);
 });

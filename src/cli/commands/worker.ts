@@ -1,3 +1,5 @@
+import { join } from 'node:path';
+
 import type { Command } from 'commander';
 
 import { UsageError } from '../output.ts';
@@ -20,6 +22,7 @@ export function registerWorkerCommand(program: Command): void {
         { DeadLetterReader },
         { settleWithin },
         { StartupResources, stoppable },
+        { readDevEnvFile },
       ] = await Promise.all([
         import('../runtime.ts'),
         import('../shutdown.ts'),
@@ -27,6 +30,7 @@ export function registerWorkerCommand(program: Command): void {
         import('../../dead-letter/reader.ts'),
         import('../../core/deadline.ts'),
         import('../startup.ts'),
+        import('../dev-lock.ts'),
       ]);
       const { connectWhenReady, createProcessMetrics, loadRuntime, readEnvWithRedis, startWorkers } =
         runtimeModule;
@@ -41,6 +45,30 @@ export function registerWorkerCommand(program: Command): void {
         throw new UsageError(
           `--services: unknown service(s) ${unknown.join(', ')} (not in ${env.FERRY_SERVICES})`,
         );
+      // Joining the Redis of the `ferry dev` running in this folder without its service URL overrides (the demo
+      // service's), this worker would call the services file's placeholder baseUrl: said at once, with the fix.
+      const devEnv = await readDevEnvFile(join(process.cwd(), '.ferry'));
+      if (
+        devEnv !== undefined &&
+        env.REDIS_URL !== undefined &&
+        devEnv.get('REDIS_URL') === env.REDIS_URL &&
+        devEnv.get('FERRY_PREFIX') === env.FERRY_PREFIX
+      ) {
+        // Only FERRY_SERVICE_<NAME>_URL names and origins are logged: never the token or a Redis password.
+        const missing = [...devEnv].filter(
+          ([key, value]) => /^FERRY_SERVICE_[A-Z0-9_]+_URL$/.test(key) && process.env[key] !== value,
+        );
+        for (const [key, value] of missing) {
+          // The origin only: a URL given to dev by hand may carry credentials or a secret path.
+          const origin = URL.canParse(value) ? new URL(value).origin : '(not a URL)';
+          logger.warn(
+            { variable: key, devOrigin: origin },
+            `this worker joins the Redis of the ferry dev running in this folder, which sets ${key}=${origin}; ` +
+              `this worker does not, and calls the services file's baseUrl instead: start it after ` +
+              `\`set -a; . .ferry/dev.env; set +a\``,
+          );
+        }
+      }
       // FERRY_REDIS_WAIT_MS: fail at once, wait so long, or wait (logging once) until Redis answers.
       const connection = await stoppable(
         (signal) =>
