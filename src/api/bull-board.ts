@@ -28,6 +28,7 @@ import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
+import { deliveryStateSchema, usedAttempts } from '../core/job.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
@@ -151,7 +152,7 @@ function withoutExternalStylesheets(html: string): string {
 
 function toAdapter(queue: Queue): BullMQAdapter {
   const isServiceQueue = serviceFromQueueName(queue.name) !== undefined;
-  return new BullMQAdapter(queue, {
+  const adapter = new BullMQAdapter(queue, {
     // The cards show `displayName`, but the side menu shows the queue name, stripping hash-tag braces only when
     // the queue has a delimiter (ui's menu tree builder). BullMQ forbids ':' in queue names, so nothing splits.
     displayName: displayQueueName(queue.name),
@@ -165,6 +166,55 @@ function toAdapter(queue: Queue): BullMQAdapter {
             'Paused on purpose: nothing consumes it. Replay or purge dead letters with ferry dlq or /v1/dead-letters.',
         }),
   });
+  // What the board shows of a job's data; Redis keeps the data as it is (the worker and the tools read it).
+  adapter.setFormatter('data', isServiceQueue ? shownJobData : shownDeadLetterData);
+  return adapter;
+}
+
+/** The key under which the board shows Ferry's bookkeeping of a service queue's job (docs/operations.md). */
+export const SHOWN_DELIVERY_KEY = 'ferryDelivery';
+
+/**
+ * A service queue's job data as the board shows it: the producer's fields (input, tenant, idempotencyKey,
+ * metadata, and anything else a raw producer wrote) as they are, and Ferry's own fields under one key,
+ * `ferryDelivery`: `attemptsUsed` (failed runs, as the job API counts them), `history` (the attempt records),
+ * `heldMs`, `stalls`, `finalError`, `internalErrors`, `routedTo`, `enqueueId`, `origin` and `sealed: true` in
+ * place of a sealed envelope's text. Job data is anyone's to write, so nothing here trusts it: data that is not
+ * an object is shown as is, a `ferry` field that is not Ferry's bookkeeping stays where it is, and any surprise
+ * shows the data unchanged rather than failing the board's request.
+ */
+export function shownJobData(data: unknown): unknown {
+  try {
+    if (!isRecord(data) || Object.hasOwn(data, SHOWN_DELIVERY_KEY)) return data;
+    const { ferry, enqueueId, origin, sealed, ...producer } = data;
+    const state = ferry === undefined ? undefined : deliveryStateSchema.safeParse(ferry);
+    const delivery: Record<string, unknown> = {};
+    if (state?.success === true) {
+      const { attempts, heldMs, stallsSeen, final, internalErrors, routedTo } = state.data;
+      delivery.attemptsUsed = usedAttempts(attempts);
+      delivery.history = attempts;
+      delivery.heldMs = heldMs;
+      delivery.stalls = stallsSeen;
+      if (final !== undefined) delivery.finalError = final;
+      if (internalErrors !== undefined) delivery.internalErrors = internalErrors;
+      if (routedTo !== undefined) delivery.routedTo = routedTo;
+    } else if (ferry !== undefined) {
+      producer.ferry = ferry; // not Ferry's bookkeeping: a raw producer's field, shown as written
+    }
+    if (enqueueId !== undefined) delivery.enqueueId = enqueueId;
+    if (origin !== undefined) delivery.origin = origin;
+    if (sealed !== undefined) delivery.sealed = typeof sealed === 'string' ? true : sealed;
+    if (Object.keys(delivery).length === 0) return data;
+    return { ...producer, [SHOWN_DELIVERY_KEY]: delivery };
+  } catch {
+    return data;
+  }
+}
+
+/** A dead letter's data as the board shows it: as stored, with `sealed: true` in place of an envelope's text. */
+export function shownDeadLetterData(data: unknown): unknown {
+  if (!isRecord(data) || typeof data.sealed !== 'string') return data;
+  return { ...data, sealed: true };
 }
 
 /** Why an action is refused, for the operator who tried it. Anything unlisted gets the general reason. */

@@ -19,15 +19,19 @@ import {
   registerBullBoard,
 } from '../../src/api/bull-board.ts';
 import { createApiContext } from '../../src/api/context.ts';
+import { type JobData, SEALED_PLACEHOLDER } from '../../src/core/job.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { DEAD_LETTER_QUEUE } from '../../src/core/queue-layout.ts';
+import { sealJobData } from '../../src/core/sealed-data.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
 import { Producer } from '../../src/producer/index.ts';
+import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
-import { startRedis } from '../helpers/redis.ts';
+import { rawJobs } from '../helpers/raw-jobs.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 
@@ -248,6 +252,127 @@ describe('Bull Board queues', () => {
       { name: '{crm}', displayName: 'crm', readOnlyMode: true, allowRetries: false },
       { name: '{dead-letter}', displayName: 'dead-letter', readOnlyMode: true, allowRetries: false },
     ]);
+  });
+});
+
+describe('Bull Board job data', () => {
+  it("shows the producer's fields as they are and Ferry's under ferryDelivery; Redis keeps the data", async () => {
+    const downstream = await startDownstream((_request, index) =>
+      index < 2 ? { status: 500, body: { error: 'down' } } : { status: 200, body: { ok: true } },
+    );
+    const ferry = await createTestFerry(redis, {
+      services: {
+        services: {
+          crm: {
+            baseUrl: downstream.url,
+            timeoutMs: 2_000,
+            retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
+            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
+          },
+        },
+      },
+    });
+    const retried = await ferry.producer.enqueue({
+      service: 'crm',
+      operation: 'create',
+      input: { n: 1 },
+      tenant: 'acme',
+      idempotencyKey: 'order-1',
+      metadata: { source: 'test' },
+    });
+    const view = await ferry.producer.waitFor('crm', retried.id, { timeoutMs: 15_000 });
+    expect(view.state).toBe('completed');
+
+    const board = await startBoard(ferry.prefix, ferry.config);
+    const { job } = (await getJson(board, `${BASE}/api/queues/${enc('{crm}')}/${retried.id}`)) as {
+      job: { data: Record<string, unknown> };
+    };
+    const stored = (await board.queues.get('{crm}')!.getJob(retried.id))!.data as JobData;
+    expect(job.data).toEqual({
+      input: { n: 1 },
+      tenant: 'acme',
+      idempotencyKey: 'order-1',
+      metadata: { source: 'test' },
+      ferryDelivery: {
+        attemptsUsed: 2,
+        history: stored.ferry!.attempts,
+        heldMs: 0,
+        stalls: 0,
+        enqueueId: stored.enqueueId,
+      },
+    });
+    // The history is the stored one, which holds the two failed runs with their status.
+    expect(
+      stored
+        .ferry!.attempts.filter(({ outcome }) => outcome === 'failed')
+        .map(({ outcome, status }) => ({ outcome, status })),
+    ).toEqual([
+      { outcome: 'failed', status: 500 },
+      { outcome: 'failed', status: 500 },
+    ]);
+    expect(stored.enqueueId).toEqual(expect.any(String));
+  });
+
+  it("shows a sealed job as sealed, without the envelope's text, and odd raw data without error", async () => {
+    const prefix = uniquePrefix();
+    const raw = rawJobs(redis.url, prefix);
+    const keyring = parseKeyring(`k1:${randomBytes(32).toString('base64')}`);
+    const sealedData = sealJobData(keyring, { service: 'crm', tenant: 'acme', jobId: 'sealed-1' }, {
+      input: { card: '4111' },
+      tenant: 'acme',
+      enqueueId: 'e-1',
+    } as JobData);
+    await raw.add('crm', 'create', sealedData, 'sealed-1');
+    const odd: readonly (readonly [string, unknown])[] = [
+      ['string-1', 'just a string'],
+      ['array-1', [1, { ferry: 2 }]],
+      ['ferry-5', { input: { n: 1 }, ferry: 5 }],
+      ['ferry-bad', { input: null, ferry: { attempts: 'many' }, origin: 7 }],
+      ['null-1', null],
+    ];
+    for (const [id, data] of odd) await raw.add('crm', 'create', data as JobData, id);
+
+    const board = await startBoard(prefix, servicesConfig(['crm']));
+    const crmQ = `${BASE}/api/queues/${enc('{crm}')}`;
+    const shown = async (id: string): Promise<unknown> =>
+      ((await getJson(board, `${crmQ}/${id}`)) as { job: { data: unknown } }).job.data;
+
+    const sealedShown = await shown('sealed-1');
+    expect(sealedShown).toEqual({
+      input: SEALED_PLACEHOLDER,
+      tenant: 'acme',
+      ferryDelivery: { enqueueId: 'e-1', sealed: true },
+    });
+    expect(JSON.stringify(sealedShown)).not.toContain(sealedData.sealed);
+    // Redis keeps the envelope: the worker opens it.
+    expect((await board.queues.get('{crm}')!.getJob('sealed-1'))!.data).toEqual(sealedData);
+
+    expect(await shown('string-1')).toBe('just a string');
+    expect(await shown('array-1')).toEqual([1, { ferry: 2 }]);
+    expect(await shown('ferry-5')).toEqual({ input: { n: 1 }, ferry: 5 });
+    expect(await shown('ferry-bad')).toEqual({
+      input: null,
+      ferry: { attempts: 'many' },
+      ferryDelivery: { origin: 7 },
+    });
+    expect(await shown('null-1')).toBeNull();
+    // A sealed dead letter shows `sealed: true` too, the rest of its record as stored.
+    const deadLetter = await board.queues
+      .get(DEAD_LETTER_QUEUE)!
+      .add('dead-letter', { service: 'crm', input: SEALED_PLACEHOLDER, sealed: sealedData.sealed });
+    const dlShown = (
+      (await getJson(board, `${BASE}/api/queues/${enc(DEAD_LETTER_QUEUE)}/${deadLetter.id!}`)) as {
+        job: { data: unknown };
+      }
+    ).job.data;
+    expect(dlShown).toEqual({ service: 'crm', input: SEALED_PLACEHOLDER, sealed: true });
+    // The listing, which formats every job of the page, answers too.
+    const listing = (await getJson(
+      board,
+      `${BASE}/api/queues?${new URLSearchParams({ activeQueue: '{crm}', status: 'latest', page: '1', jobsPerPage: '50' })}`,
+    )) as { queues: { name: string; jobs: { id: string }[] }[] };
+    const crmJobs = listing.queues.find(({ name }) => name === '{crm}')!.jobs.map(({ id }) => id);
+    expect(crmJobs.sort()).toEqual(['array-1', 'ferry-5', 'ferry-bad', 'null-1', 'sealed-1', 'string-1']);
   });
 });
 

@@ -130,7 +130,8 @@ describe('Bull Board', () => {
       expect(response.status).toBe(200);
       return response.body.job as Record<string, unknown>;
     };
-    expect((await get('{billing}', nextId)).data).toMatchObject({ origin });
+    // Ferry's own fields show under `ferryDelivery` (docs/operations.md § Bull Board).
+    expect((await get('{billing}', nextId)).data).toMatchObject({ ferryDelivery: { origin } });
     expect((await get('{crm}', sourceId)).returnValue).toMatchObject({
       next: { service: 'billing', jobId: nextId },
     });
