@@ -150,16 +150,20 @@ export function parseSimpleEnqueueRequest(value: unknown): EnqueueRequest | unde
   return request;
 }
 
-/** One recorded run of a job that did not complete. */
+/**
+ * One run of a job. The worker records the runs that did not complete; the one that completed is added where a
+ * job is read (from its result: no Redis write per job on the hot path).
+ */
 export interface AttemptRecord {
   /** Ferry attempt number this run used (1-based); an interrupted run repeats the number of the next attempt. */
   attempt: number;
   /**
    * `failed`: the call failed and used an attempt; `held`: the service asked everyone to wait (429/503 with
    * Retry-After), which uses no attempt; `interrupted`: the worker lost the job (crash, stall, shutdown)
-   * before the run finished, which uses no attempt either.
+   * before the run finished, which uses no attempt either; `completed`: the call that succeeded (the last run,
+   * never stored in the job data: built from its result when the job is read).
    */
-  outcome: 'failed' | 'held' | 'interrupted';
+  outcome: 'failed' | 'held' | 'interrupted' | 'completed';
   /** Start of the run, epoch ms. */
   at: number;
   durationMs: number;
@@ -170,10 +174,10 @@ export interface AttemptRecord {
   retryDelayMs?: number;
 }
 
-/** Attempts used: failed runs only (held and interrupted runs use none, DESIGN §8). */
+/** Attempts used: failed and completed runs only (held and interrupted runs use none, DESIGN §8). */
 export function usedAttempts(attempts: readonly AttemptRecord[]): number {
   let used = 0;
-  for (const attempt of attempts) if (attempt.outcome === 'failed') used++;
+  for (const attempt of attempts) if (attempt.outcome === 'failed' || attempt.outcome === 'completed') used++;
   return used;
 }
 
@@ -207,7 +211,7 @@ export const errorRecordSchema = z.object({
 /** An AttemptRecord as read back from Redis. */
 export const attemptRecordSchema = z.object({
   attempt: z.number().int().min(1),
-  outcome: z.enum(['failed', 'held', 'interrupted']),
+  outcome: z.enum(['failed', 'held', 'interrupted', 'completed']),
   at: z.number(),
   durationMs: z.number().min(0),
   type: errorTypeSchema.optional(),

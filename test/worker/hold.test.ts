@@ -33,6 +33,7 @@ describe('Retry-After', () => {
     expect(first.result?.attempts).toBe(1);
     expect(first.history.map((a) => [a.outcome, a.type, a.status, a.retryDelayMs])).toEqual([
       ['held', 'RateLimitedError', 429, 1000],
+      ['completed', undefined, 200, undefined],
     ]);
   });
 

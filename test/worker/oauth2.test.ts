@@ -194,7 +194,8 @@ describe('oauth2 client credentials', () => {
     revoked.add(old);
     const views = await runJobs(ferry.producer, 20);
     expect(views.map((view) => [view.state, view.result?.attempts, view.history.length])).toEqual(
-      Array.from({ length: 20 }, () => ['completed', 1, 0]),
+      // The run that completed, only: the 401 and its retried call are one attempt.
+      Array.from({ length: 20 }, () => ['completed', 1, 1]),
     );
     expect(endpoint.requests).toHaveLength(2);
     const fresh = endpoint.issued[1]!.token;
