@@ -151,6 +151,9 @@ describe('Producer.enqueue and origin', () => {
       .enqueueMany([{ service: 'crm', operation: 'step' }, request as never])
       .catch((e: unknown) => e);
     expect((many as ValidationError).field).toBe('[1].origin');
-    expect(await redis.client.keys(`${ferry.prefix}:{crm}:*`)).toEqual([]);
+    // No job was written. The queue's `meta` (and `events`) belong to the running worker, which writes them
+    // whenever its start reaches Redis: on a loaded machine that can be during this test (CI saw `meta`).
+    const keys = await redis.client.keys(`${ferry.prefix}:{crm}:*`);
+    expect(keys.filter((key) => !/:(meta|events)$/.test(key))).toEqual([]);
   });
 });
