@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { AttemptRecord } from '../../src/core/job.ts';
 import { startTestApi, TOKENS } from '../helpers/api.ts';
-import { startDownstream } from '../helpers/downstream.ts';
+import { failsThenSucceeds, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
 
@@ -16,14 +16,7 @@ const redis = await startRedis();
 describe('GET /v1/jobs/:service/:id: the history', () => {
   it('lists every run of a 1-, 2- and 3-attempt job, the completed one last', async () => {
     // Each job's input says how many times its calls fail (500) before one succeeds (200).
-    const calls = new Map<string, number>();
-    const downstream = await startDownstream((request) => {
-      const key = String(request.headers['idempotency-key']);
-      const n = (calls.get(key) ?? 0) + 1;
-      calls.set(key, n);
-      const { fails } = JSON.parse(request.body) as { fails: number };
-      return n <= fails ? { status: 500, body: { error: 'boom' } } : { status: 200, body: { ok: n } };
-    });
+    const downstream = await startDownstream(failsThenSucceeds());
     const ferry = await createTestFerry(redis, {
       services: {
         services: {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { AttemptRecord } from '../../src/core/job.ts';
-import { startDownstream } from '../helpers/downstream.ts';
+import { failsThenSucceeds, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { runFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis } from '../helpers/redis.ts';
@@ -15,14 +15,7 @@ const redis = await startRedis();
 describe('ferry enqueue --wait: the history', () => {
   it('--json gives every run of a 1-, 2- and 3-attempt job; the text says the attempts', async () => {
     // Each job's input says how many times its calls fail (500) before one succeeds (200).
-    const calls = new Map<string, number>();
-    const downstream = await startDownstream((request) => {
-      const key = String(request.headers['idempotency-key']);
-      const n = (calls.get(key) ?? 0) + 1;
-      calls.set(key, n);
-      const { fails } = JSON.parse(request.body) as { fails: number };
-      return n <= fails ? { status: 500, body: { error: 'boom' } } : { status: 200, body: { ok: n } };
-    });
+    const downstream = await startDownstream(failsThenSucceeds());
     const services = {
       services: {
         svc: {

@@ -103,3 +103,18 @@ function answer(res: ServerResponse, step: Step): void {
   });
   res.end(body);
 }
+
+/**
+ * A script that fails each job's first `input.fails` calls with a 500, then answers 200: the job is told apart by
+ * its Idempotency-Key (the same on every attempt), and its JSON body is its input.
+ */
+export function failsThenSucceeds(): Script {
+  const calls = new Map<string, number>();
+  return (request) => {
+    const key = String(request.headers['idempotency-key']);
+    const n = (calls.get(key) ?? 0) + 1;
+    calls.set(key, n);
+    const { fails } = JSON.parse(request.body) as { fails: number };
+    return n <= fails ? { status: 500, body: { error: 'boom' } } : { status: 200, body: { ok: n } };
+  };
+}
