@@ -28,7 +28,7 @@ import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
-import { deliveryStateSchema, usedAttempts } from '../core/job.ts';
+import { completedAttempt, deliveryStateSchema, type JobResult, usedAttempts } from '../core/job.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
@@ -81,7 +81,7 @@ export function registerBullBoard(app: FastifyInstance, options: BullBoardOption
     serverAdapter,
     options: {
       uiConfig: { boardTitle: 'Ferry', hideDocsLink: true },
-      handlerHooks: { before: refuseUnsafeActions, after: withoutStackTraces },
+      handlerHooks: { before: refuseUnsafeActions, after: shownJobs },
     },
   });
 
@@ -177,7 +177,8 @@ export const SHOWN_DELIVERY_KEY = 'ferryDelivery';
 /**
  * A service queue's job data as the board shows it: the producer's fields (input, tenant, idempotencyKey,
  * metadata, and anything else a raw producer wrote) as they are, and Ferry's own fields under one key,
- * `ferryDelivery`: `attemptsUsed` (failed runs, as the job API counts them), `history` (the attempt records),
+ * `ferryDelivery`: `attemptsUsed` (as the job API counts them), `history` (the attempt records, a completed
+ * job's last run included: see withCompletedRun),
  * `heldMs`, `stalls`, `finalError`, `internalErrors`, `routedTo`, `enqueueId`, `origin` and `sealed: true` in
  * place of a sealed envelope's text. Job data is anyone's to write, so nothing here trusts it: data that is not
  * an object is shown as is, a `ferry` field that is not Ferry's bookkeeping stays where it is, and any surprise
@@ -186,29 +187,64 @@ export const SHOWN_DELIVERY_KEY = 'ferryDelivery';
 export function shownJobData(data: unknown): unknown {
   try {
     if (!isRecord(data) || Object.hasOwn(data, SHOWN_DELIVERY_KEY)) return data;
-    const { ferry, enqueueId, origin, sealed, ...producer } = data;
-    const state = ferry === undefined ? undefined : deliveryStateSchema.safeParse(ferry);
-    const delivery: Record<string, unknown> = {};
-    if (state?.success === true) {
-      const { attempts, heldMs, stallsSeen, final, internalErrors, routedTo } = state.data;
-      delivery.attemptsUsed = usedAttempts(attempts);
-      delivery.history = attempts;
-      delivery.heldMs = heldMs;
-      delivery.stalls = stallsSeen;
-      if (final !== undefined) delivery.finalError = final;
-      if (internalErrors !== undefined) delivery.internalErrors = internalErrors;
-      if (routedTo !== undefined) delivery.routedTo = routedTo;
-    } else if (ferry !== undefined) {
-      producer.ferry = ferry; // not Ferry's bookkeeping: a raw producer's field, shown as written
-    }
-    if (enqueueId !== undefined) delivery.enqueueId = enqueueId;
-    if (origin !== undefined) delivery.origin = origin;
-    if (sealed !== undefined) delivery.sealed = typeof sealed === 'string' ? true : sealed;
-    if (Object.keys(delivery).length === 0) return data;
-    return { ...producer, [SHOWN_DELIVERY_KEY]: delivery };
+    return withDeliverySlot(shownServiceJobData(data));
   } catch {
     return data;
   }
+}
+
+/**
+ * The shown data objects whose `ferryDelivery` is Ferry's to fill (not a field a raw producer wrote): the
+ * after hook adds a completed job's last run there, which the data formatter cannot see (it gets the data
+ * only, not the result or `finishedOn`).
+ */
+const deliverySlots = new WeakSet<Record<string, unknown>>();
+
+function withDeliverySlot(shown: Record<string, unknown>): Record<string, unknown> {
+  deliverySlots.add(shown);
+  return shown;
+}
+
+function shownServiceJobData(data: Record<string, unknown>): Record<string, unknown> {
+  const { ferry, enqueueId, origin, sealed, ...producer } = data;
+  const state = ferry === undefined ? undefined : deliveryStateSchema.safeParse(ferry);
+  const delivery: Record<string, unknown> = {};
+  if (state?.success === true) {
+    const { attempts, heldMs, stallsSeen, final, internalErrors, routedTo } = state.data;
+    delivery.attemptsUsed = usedAttempts(attempts);
+    delivery.history = attempts;
+    delivery.heldMs = heldMs;
+    delivery.stalls = stallsSeen;
+    if (final !== undefined) delivery.finalError = final;
+    if (internalErrors !== undefined) delivery.internalErrors = internalErrors;
+    if (routedTo !== undefined) delivery.routedTo = routedTo;
+  } else if (ferry !== undefined) {
+    producer.ferry = ferry; // not Ferry's bookkeeping: a raw producer's field, shown as written
+  }
+  if (enqueueId !== undefined) delivery.enqueueId = enqueueId;
+  if (origin !== undefined) delivery.origin = origin;
+  if (sealed !== undefined) delivery.sealed = typeof sealed === 'string' ? true : sealed;
+  if (Object.keys(delivery).length === 0) return data;
+  return { ...producer, [SHOWN_DELIVERY_KEY]: delivery };
+}
+
+/**
+ * A completed job's history ends with the run that completed it, as in the job API (issue 18): built from its
+ * result and `finishedOn` (core/job.ts completedAttempt), never stored.
+ */
+function withCompletedRun(job: Record<string, unknown>): void {
+  const data = job.data;
+  if (!isRecord(data) || !deliverySlots.has(data)) return;
+  const existing = data[SHOWN_DELIVERY_KEY];
+  const delivery: Record<string, unknown> = isRecord(existing) ? existing : {};
+  const history = Array.isArray(delivery.history) ? (delivery.history as unknown[]) : [];
+  const failed = typeof delivery.attemptsUsed === 'number' ? delivery.attemptsUsed : 0;
+  const finishedOn = typeof job.finishedOn === 'number' ? job.finishedOn : undefined;
+  const run = completedAttempt(job.returnValue as JobResult | undefined, finishedOn, failed);
+  if (run === undefined) return;
+  delivery.history = [...history, run];
+  delivery.attemptsUsed = failed + 1;
+  data[SHOWN_DELIVERY_KEY] = delivery;
 }
 
 /** A dead letter's data as the board shows it: as stored, with `sealed: true` in place of an envelope's text. */
@@ -253,24 +289,22 @@ function refuseUnsafeActions({ method, route }: HookContext): BeforeHookResult {
  * shows `failedReason`, rewritten as Ferry's `<type>: <message>` (a stall BullMQ gave up on reads as
  * Ferry's TimeoutError, as in the job API).
  */
-function withoutStackTraces(
-  _context: HookContext,
-  result: ControllerHandlerReturnType,
-): ControllerHandlerReturnType {
+function shownJobs(_context: HookContext, result: ControllerHandlerReturnType): ControllerHandlerReturnType {
   const body: unknown = result.body;
   if (!isRecord(body)) return result;
-  if (isRecord(body.job)) withoutStackTrace(body.job);
+  if (isRecord(body.job)) shownJob(body.job);
   if (Array.isArray(body.queues)) {
     for (const queue of body.queues as unknown[]) {
       if (isRecord(queue) && Array.isArray(queue.jobs)) {
-        for (const job of queue.jobs as unknown[]) if (isRecord(job)) withoutStackTrace(job);
+        for (const job of queue.jobs as unknown[]) if (isRecord(job)) shownJob(job);
       }
     }
   }
   return result;
 }
 
-function withoutStackTrace(job: Record<string, unknown>): void {
+function shownJob(job: Record<string, unknown>): void {
+  withCompletedRun(job);
   if (job.stacktrace !== undefined) job.stacktrace = [];
   if (typeof job.failedReason === 'string' && job.failedReason !== '') {
     const stalls = typeof job.stalledCounter === 'number' ? job.stalledCounter : 0;

@@ -10,7 +10,13 @@
  */
 import type { ErrorRecord } from '../core/errors.ts';
 import { parseFailedReason } from '../core/failed-reason.ts';
-import { deliveryStateSchema, type JobResult, usedAttempts } from '../core/job.ts';
+import {
+  type AttemptRecord,
+  completedAttempt,
+  deliveryStateSchema,
+  type JobResult,
+  usedAttempts,
+} from '../core/job.ts';
 import {
   HELD_STREAM_EVENT,
   type JobEvent,
@@ -57,6 +63,7 @@ export interface DeadLetterDetail {
   error: ErrorRecord;
   deadLetterId?: string;
   attempts?: number;
+  run?: AttemptRecord;
 }
 
 export interface JobRead {
@@ -123,7 +130,11 @@ export async function readJob(
   const id =
     deadLetterId ?? (Number.isFinite(createdAt) ? deadLetterJobId(service, jobId, createdAt) : undefined);
   if (id !== undefined) deadLetter.deadLetterId = id;
-  if (state.success) deadLetter.attempts = usedAttempts(state.data.attempts);
+  if (state.success) {
+    deadLetter.attempts = usedAttempts(state.data.attempts);
+    const run = state.data.attempts.at(-1);
+    if (run !== undefined) deadLetter.run = run;
+  }
   return { info, deadLetter };
 }
 
@@ -166,9 +177,13 @@ export function toDispatch(
       case 'completed': {
         fill({});
         const result = parseReturnValue(entry.fields.returnvalue);
-        return result === undefined
-          ? undefined
-          : { id, event: 'completed', data: { ...base, result, ...readResultLinks(result) } };
+        if (result === undefined) return undefined;
+        const run = completedAttempt(result, streamEntryTime(entry.id), 0);
+        return {
+          id,
+          event: 'completed',
+          data: { ...base, result, ...(run === undefined ? {} : { run }), ...readResultLinks(result) },
+        };
       }
       case 'failed': {
         fill({});
@@ -183,8 +198,9 @@ export function toDispatch(
         // The worker wrote the job's own tenant: good enough to authorize on when the job is gone.
         hasJobInfo = true;
         fill(payload, true);
-        const { attempt, error, delayMs, nextAttemptAt } = payload;
-        return { id, event: 'retrying', data: { ...base, attempt, error, delayMs, nextAttemptAt } };
+        const { attempt, at, durationMs, error, delayMs, nextAttemptAt } = payload;
+        const run = at === undefined || durationMs === undefined ? {} : { at, durationMs };
+        return { id, event: 'retrying', data: { ...base, attempt, ...run, error, delayMs, nextAttemptAt } };
       }
       case HELD_STREAM_EVENT: {
         const payload = parseStreamPayload(HELD_STREAM_EVENT, stringField(entry, 'data'));
@@ -199,6 +215,11 @@ export function toDispatch(
     }
   })();
   return event === undefined ? undefined : { kind: 'event', event, hasJobInfo };
+}
+
+/** The epoch ms of a stream entry id (`<ms>-<seq>`): when Redis wrote it. */
+function streamEntryTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
 }
 
 function stringField(entry: StreamEntry, name: string): string | undefined {

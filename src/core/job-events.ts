@@ -13,7 +13,7 @@
 import { z } from 'zod';
 
 import type { ErrorRecord } from './errors.ts';
-import { errorRecordSchema, type JobRef, type JobResult } from './job.ts';
+import { type AttemptRecord, errorRecordSchema, type JobRef, type JobResult } from './job.ts';
 
 /** Stream `event` field of the worker's retry event. */
 export const RETRYING_STREAM_EVENT = 'ferry:job:retrying';
@@ -26,6 +26,9 @@ export interface RetryingStreamPayload {
   tenant?: string;
   /** The attempt that failed (1-based). */
   attempt: number;
+  /** Start of the failed run (epoch ms) and how long it took; absent from entries older workers wrote. */
+  at?: number;
+  durationMs?: number;
   error: ErrorRecord;
   delayMs: number;
   /** Epoch ms at which the next attempt becomes due. */
@@ -56,6 +59,8 @@ const payloadSchemas: { [E in FerryStreamEvent]: z.ZodType<StreamEventPayloads[E
   [RETRYING_STREAM_EVENT]: z.object({
     ...base,
     attempt: z.number().int().min(1),
+    at: z.number().optional(),
+    durationMs: z.number().min(0).optional(),
     error: errorRecordSchema,
     delayMs: z.number().min(0),
     nextAttemptAt: z.number(),
@@ -130,10 +135,23 @@ export interface JobEventBase {
 export interface JobEventDataMap {
   queued: JobEventBase;
   active: JobEventBase;
-  retrying: JobEventBase & { attempt: number; error: ErrorRecord; delayMs: number; nextAttemptAt: number };
+  /** `at` and `durationMs`: the failed run, as the job's history records it (absent from older workers). */
+  retrying: JobEventBase & {
+    attempt: number;
+    at?: number;
+    durationMs?: number;
+    error: ErrorRecord;
+    delayMs: number;
+    nextAttemptAt: number;
+  };
   held: JobEventBase & { reason: HoldReason; holdMs: number; until: number; error: ErrorRecord };
   completed: JobEventBase & {
     result: JobResult;
+    /**
+     * The run that completed the job, as the job API's history lists it (core/job.ts completedAttempt); `at`
+     * is from the time of the stream entry. Absent for a job routed to its fallback (no call was made).
+     */
+    run?: AttemptRecord;
     /** The result's `then` step, checked (core/job-links.ts): the job a client follows next. */
     next?: JobRef;
     /** The result's route to the fallback service, checked: the job a client follows next. */
@@ -145,6 +163,8 @@ export interface JobEventDataMap {
     deadLetterId?: string;
     /** Ferry attempts used. */
     attempts?: number;
+    /** The last run, as the job's history records it (absent when the job never ran, e.g. a bad job). */
+    run?: AttemptRecord;
   };
 }
 

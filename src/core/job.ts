@@ -181,6 +181,34 @@ export function usedAttempts(attempts: readonly AttemptRecord[]): number {
   return used;
 }
 
+/**
+ * The run that completed a job, built from what is already stored (its result and when it finished: BullMQ's
+ * `finishedOn`, or the time of its `completed` stream entry): the worker writes no history entry for it, which
+ * keeps the hot path at no extra Redis write per job. The job API, the SSE `completed` event and Bull Board
+ * all add it this way. None for a
+ * job routed to its fallback (no call was made) or a result that is not Ferry's (the return value is anyone's
+ * to write: each field is checked).
+ */
+export function completedAttempt(
+  result: JobResult | undefined,
+  finishedOn: number | undefined,
+  failedAttempts: number,
+): AttemptRecord | undefined {
+  if (result === undefined || result === null || typeof result !== 'object') return undefined;
+  if (result.routedTo !== undefined) return undefined;
+  const { status, durationMs, attempts } = result as Partial<Record<keyof JobResult, unknown>>;
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599)
+    return undefined;
+  if (typeof durationMs !== 'number' || !Number.isFinite(durationMs) || durationMs < 0) return undefined;
+  if (typeof finishedOn !== 'number' || !Number.isFinite(finishedOn)) return undefined;
+  // The attempt number: the result's count when it is sane, else the one after the recorded failures.
+  const attempt =
+    typeof attempts === 'number' && Number.isInteger(attempts) && attempts > failedAttempts
+      ? attempts
+      : failedAttempts + 1;
+  return { attempt, outcome: 'completed', at: finishedOn - durationMs, durationMs, status, message: '' };
+}
+
 /** Ferry's own bookkeeping inside the job data; producers never set it. */
 export interface DeliveryState {
   attempts: AttemptRecord[];

@@ -316,7 +316,8 @@ async function retry(
 ): Promise<never> {
   const errorRecord = toErrorRecord(error, scrub(deps));
   const { delayMs, nextAttemptAt } = decision;
-  state.attempts.push(record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs));
+  const run = record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs);
+  state.attempts.push(run);
   await persistOwned(job, token, state, deps);
   // The event goes out before the move: once the job is delayed, a short delay can make it active again at
   // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
@@ -327,6 +328,8 @@ async function retry(
       operation: base.operation,
       ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
       attempt,
+      at: run.at,
+      durationMs,
       error: errorRecord,
       delayMs,
       nextAttemptAt,

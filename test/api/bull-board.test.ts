@@ -283,33 +283,54 @@ describe('Bull Board job data', () => {
     const view = await ferry.producer.waitFor('crm', retried.id, { timeoutMs: 15_000 });
     expect(view.state).toBe('completed');
 
+    // The downstream now answers 200: this one completes on its first run.
+    const once = await ferry.producer.enqueue({ service: 'crm', operation: 'create', input: { n: 2 } });
+    expect((await ferry.producer.waitFor('crm', once.id, { timeoutMs: 15_000 })).state).toBe('completed');
+
     const board = await startBoard(ferry.prefix, ferry.config);
     const { job } = (await getJson(board, `${BASE}/api/queues/${enc('{crm}')}/${retried.id}`)) as {
       job: { data: Record<string, unknown> };
     };
     const stored = (await board.queues.get('{crm}')!.getJob(retried.id))!.data as JobData;
+    // The history ends with the run that completed the job, as the job API lists it (built from the result).
+    const apiHistory = (await ferry.producer.get('crm', retried.id))!.history;
+    expect(apiHistory.at(-1)).toMatchObject({ attempt: 3, outcome: 'completed', status: 200 });
     expect(job.data).toEqual({
       input: { n: 1 },
       tenant: 'acme',
       idempotencyKey: 'order-1',
       metadata: { source: 'test' },
       ferryDelivery: {
-        attemptsUsed: 2,
-        history: stored.ferry!.attempts,
+        attemptsUsed: 3,
+        history: apiHistory,
         heldMs: 0,
         stalls: 0,
         enqueueId: stored.enqueueId,
       },
     });
-    // The history is the stored one, which holds the two failed runs with their status.
-    expect(
-      stored
-        .ferry!.attempts.filter(({ outcome }) => outcome === 'failed')
-        .map(({ outcome, status }) => ({ outcome, status })),
-    ).toEqual([
+    // The stored history holds the two failed runs with their status, and not the completed one.
+    expect(stored.ferry!.attempts.map(({ outcome, status }) => ({ outcome, status }))).toEqual([
       { outcome: 'failed', status: 500 },
       { outcome: 'failed', status: 500 },
     ]);
+    expect(stored.enqueueId).toEqual(expect.any(String));
+
+    // A first-try job: its one run, in the job's view and in the listing's.
+    const onceHistory = (await ferry.producer.get('crm', once.id))!.history;
+    expect(onceHistory).toEqual([expect.objectContaining({ attempt: 1, outcome: 'completed', status: 200 })]);
+    const onceJob = (await getJson(board, `${BASE}/api/queues/${enc('{crm}')}/${once.id}`)) as {
+      job: { data: { ferryDelivery: unknown } };
+    };
+    expect(onceJob.job.data.ferryDelivery).toMatchObject({ attemptsUsed: 1, history: onceHistory });
+    const listing = (await getJson(
+      board,
+      `${BASE}/api/queues?${new URLSearchParams({ activeQueue: '{crm}', status: 'completed', page: '1', jobsPerPage: '50' })}`,
+    )) as { queues: { name: string; jobs: { id: string; data: { ferryDelivery: unknown } }[] }[] };
+    const listed = listing.queues.find(({ name }) => name === '{crm}')!.jobs;
+    expect(Object.fromEntries(listed.map(({ id, data }) => [id, data.ferryDelivery]))).toEqual({
+      [retried.id]: expect.objectContaining({ attemptsUsed: 3, history: apiHistory }),
+      [once.id]: expect.objectContaining({ attemptsUsed: 1, history: onceHistory }),
+    });
     expect(stored.enqueueId).toEqual(expect.any(String));
   });
 

@@ -304,7 +304,10 @@ describe('GET /v1/jobs/:service/:id/events', () => {
       error: view!.lastError,
       deadLetterId: view!.deadLetterId,
       attempts: 1,
+      // The last run, as the job's history has it.
+      run: view!.history.at(-1),
     });
+    expect(view!.history).toEqual([expect.objectContaining({ attempt: 1, outcome: 'failed', status: 400 })]);
     expect(view!.lastError).toMatchObject({ type: 'ClientError', status: 400 });
     expect(view!.deadLetterId).toMatch(/^dl-svc\./);
   });
@@ -326,8 +329,11 @@ describe('GET /v1/jobs/:service/:id/events', () => {
       holdMs: 1_000,
       error: { type: 'RateLimitedError', status: 429 },
     });
+    // `until` is the decision's time plus the hold; the entry is written after the decision, later by however
+    // long a loaded machine takes (55 ms was seen), so the entry's time bounds it tightly from above only.
     const heldAt = Number(held.id.split('-')[0]);
-    expect(held.data.until).toBeGreaterThanOrEqual(heldAt + 1_000 - 50);
+    expect(held.data.until).toBeLessThanOrEqual(heldAt + 1_000 + 50);
+    expect(held.data.until).toBeGreaterThanOrEqual(heldAt + 1_000 - 5_000);
     // Nobody took the job again before the hold was over.
     const nextActiveAt = Number(stream.received[3]!.id.split('-')[0]);
     expect(nextActiveAt).toBeGreaterThanOrEqual(held.data.until - 50);
@@ -356,9 +362,14 @@ describe('GET /v1/jobs/:service/:id/events', () => {
       {
         id: expect.stringMatching(/:end$/) as string,
         event: 'completed',
-        data: { jobId: id, service: 'svc', operation: 'create', result: view.result },
+        data: { jobId: id, service: 'svc', operation: 'create', result: view.result, run: view.history[0] },
       },
     ]);
+    expect(view.history).toEqual([
+      expect.objectContaining({ attempt: 1, outcome: 'completed', status: 200 }),
+    ]);
+    // The stream's own completed event carries the same run (dated from its entry's time, not finishedOn).
+    expect(whole.events().at(-1)!.data.run).toMatchObject({ ...view.history[0], at: expect.any(Number) });
     expect(harness.hub.subscriberCount()).toBe(0);
   });
 

@@ -1,7 +1,8 @@
 /**
- * A job's history through GET /v1/jobs/:service/:id and the Producer, on a real redis-server, worker pool and
- * downstream: every run is listed, the one that completed included (built from the job's result when the job
- * is read: the worker writes nothing more per job).
+ * A job's history through GET /v1/jobs/:service/:id, the Producer and its Server-Sent Events, on a real
+ * redis-server, worker pool and downstream: every run is listed, the one that completed included (built from
+ * the job's result when the job is read: the worker writes nothing more per job). The CLI's `--wait` is
+ * test/cli/enqueue-history.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -13,7 +14,28 @@ import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
 
-describe('GET /v1/jobs/:service/:id: the history', () => {
+interface StreamEvent {
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** A finished job's event stream, read to its end (the server ends it after the terminal event). */
+async function readFinishedStream(url: string, token: string): Promise<StreamEvent[]> {
+  const response = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  expect(response.status).toBe(200);
+  const text = await response.text();
+  return text
+    .split('\n\n')
+    .map((block) => block.split('\n'))
+    .filter((lines) => lines.some((line) => line.startsWith('event: ')))
+    .map((lines) => {
+      const field = (name: string): string =>
+        lines.find((line) => line.startsWith(`${name}: `))?.slice(name.length + 2) ?? '';
+      return { event: field('event'), data: JSON.parse(field('data')) as Record<string, unknown> };
+    });
+}
+
+describe("a job's history: GET, the Producer and SSE", () => {
   it('lists every run of a 1-, 2- and 3-attempt job, the completed one last', async () => {
     // Each job's input says how many times its calls fail (500) before one succeeds (200).
     const downstream = await startDownstream(failsThenSucceeds());
@@ -59,6 +81,25 @@ describe('GET /v1/jobs/:service/:id: the history', () => {
       const fromProducer = await ferry.producer.get('svc', id);
       expect(fromProducer?.history).toEqual(view.history);
       expect(fromProducer?.attempts).toBe(attempts);
+
+      // SSE: each failed run's `retrying` and the `completed` event carry the run as the history records it.
+      const events = await readFinishedStream(`${api.url}/v1/jobs/svc/${id}/events`, TOKENS.reader);
+      const runs = events.filter((e) => e.event === 'retrying' || e.event === 'completed');
+      expect(runs.map((e) => e.event)).toEqual([...Array(fails).fill('retrying'), 'completed']);
+      for (const [i, failed] of view.history.slice(0, -1).entries()) {
+        expect(runs[i]!.data).toMatchObject({
+          attempt: failed.attempt,
+          at: failed.at,
+          durationMs: failed.durationMs,
+          error: { status: 500 },
+        });
+      }
+      const { run } = runs.at(-1)!.data as { run: AttemptRecord };
+      expect(run).toMatchObject({ attempt: attempts, outcome: 'completed', status: 200 });
+      expect(run.durationMs).toBe(last.durationMs);
+      // The stream dates the run from its entry's time, the job API from BullMQ's finishedOn: one machine's
+      // clock, a few ms apart.
+      expect(Math.abs(run.at - last.at)).toBeLessThanOrEqual(1000);
     }
   }, 60_000);
 });

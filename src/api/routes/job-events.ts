@@ -212,15 +212,19 @@ function infoOf(view: JobView): JobInfo {
 /** The terminal event of a finished job, from the job: what its stream entry would have said. */
 function terminalEvent(view: JobView, id: string): JobEvent | undefined {
   const base = { jobId: view.id, service: view.service, ...infoOf(view) };
+  // The last run, as the job's history lists it (a completed one is built from the result).
+  const lastRun = view.history.at(-1);
+  const run = lastRun === undefined ? {} : { run: lastRun };
   if (view.state === 'completed' && view.result !== undefined) {
     const links = {
       ...(view.next === undefined ? {} : { next: view.next }),
       ...(view.routedTo === undefined ? {} : { routedTo: view.routedTo }),
     };
-    return { id, event: 'completed', data: { ...base, result: view.result, ...links } };
+    const completedRun = lastRun?.outcome === 'completed' ? run : {};
+    return { id, event: 'completed', data: { ...base, result: view.result, ...completedRun, ...links } };
   }
   if (view.state === 'dead_lettered' && view.lastError !== undefined) {
-    const data = { ...base, error: view.lastError, attempts: view.attempts };
+    const data = { ...base, error: view.lastError, attempts: view.attempts, ...run };
     return {
       id,
       event: 'dead_lettered',
