@@ -14,8 +14,10 @@ import simpleImportSort from 'eslint-plugin-simple-import-sort';
 import tseslint from 'typescript-eslint';
 
 /**
- * STYLE.md's dependency table, for the folders that exist (and the planned `api` and `metrics`, so the rule
- * holds the day they are added). Each zone is an allow-list: `from: './src'` with the permitted folders in
+ * STYLE.md's dependency table: one zone per folder of src/ except cli, the composition root.
+ * docs/architecture.md § Dependency rule shows each zone beside what the folder imports today, and
+ * test/docs/architecture.test.ts keeps the two in step: a new folder or zone, or a changed allow-list, needs
+ * its doc row. Each zone is an allow-list: `from: './src'` with the permitted folders in
  * `except`, so a new folder, or `src/index.ts`, is forbidden until the table says otherwise. Type-only
  * imports count: a type is a dependency too (breakers gets a RedisLike interface, not core's types).
  */

@@ -40,7 +40,7 @@ Examples:
   $ ferry dlq replay --service crm --since 2h --dry-run
   $ ferry breakers open crm --for 30m --reason "partner maintenance"
 
-Environment: REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS), FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README).`,
+Environment: REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS), FERRY_SERVICES, FERRY_PREFIX, LOG_LEVEL (see README and docs/configuration.md).`,
   )
   .option('--verbose', 'print stack traces with errors')
   .exitOverride()

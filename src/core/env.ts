@@ -8,7 +8,7 @@ import { DAY, SECOND } from './time.ts';
 
 /**
  * Configuration from the environment, validated once at start-up. Every variable and its default is listed
- * in README.md § Configuration.
+ * in docs/configuration.md.
  */
 const envSchema = z.object({
   /** Redis URL. Unset under `ferry dev`: it starts a private redis-server. */
@@ -187,7 +187,7 @@ export type Env = Readonly<z.infer<typeof envSchema>>;
 /** FERRY_SECRETS_SOURCES when it is unset. */
 export const DEFAULT_SECRETS_SOURCES = 'store,file,env';
 
-/** Every variable readEnv reads (README's configuration table lists each; a test holds it to this). */
+/** Every variable readEnv reads (docs/configuration.md's table lists each; a test holds it to this). */
 export const ENV_VARIABLES: readonly string[] = Object.freeze(Object.keys(envSchema.shape));
 
 export function readEnv(env: NodeJS.ProcessEnv = process.env): Env {

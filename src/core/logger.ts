@@ -86,7 +86,7 @@ export function createLogDestination(options: LogDestinationOptions = {}): LogDe
  * Collects lines in front of SonicBoom and hands them over a batch at a time. SonicBoom's own buffering
  * (`minLength`) measures the whole pending buffer's byte length again for every line it appends, and its
  * periodic flush fsyncs, idle or not. Here a line costs an array push, and a batch is one join and one write:
- * about 1.5 µs less per line (bench/README.md).
+ * about 1.5 µs less per line (bench/HISTORY.md, item 21).
  *
  * The stream's own flush, flushSync and end take the pending lines first, so every way the stream is flushed
  * (Ferry's shutdown, pino's exit hooks on exit and on an uncaught error) still writes them.

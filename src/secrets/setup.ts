@@ -1,5 +1,5 @@
 /**
- * A process's secret lookup, from the environment (README § Secrets): which sources, in which order, the
+ * A process's secret lookup, from the environment (docs/secrets.md): which sources, in which order, the
  * store's master keys, the caches and the watch that drops them when the store changes.
  */
 import { readFile } from 'node:fs/promises';

@@ -67,9 +67,9 @@ const SKIPPED: DeliveryOutcome = Object.freeze({ kind: 'skipped' });
 
 /**
  * Two parameters on purpose: BullMQ gives a processor that declares a third one an AbortController of its
- * own for every job, among the largest costs per job in Node 20 (bench/README.md). Cancellation on shutdown
- * comes from `deps.shutdownSignal`, one for the whole pool, instead (BullMQ's per-job signals only served
- * cancelAllJobs).
+ * own for every job, among the largest costs per job in Node 20 (bench/HISTORY.md, item 3). Cancellation on
+ * shutdown comes from `deps.shutdownSignal`, one for the whole pool, instead (BullMQ's per-job signals only
+ * served cancelAllJobs).
  */
 export type DeliveryProcessor = (job: Job<JobData, JobResult>, token?: string) => Promise<JobResult>;
 

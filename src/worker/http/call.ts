@@ -89,8 +89,8 @@ export function callDownstream(
  * One call as an undici dispatch handler rather than through `request()`: the body arrives as chunks in
  * onResponseData and is kept under the byte cap right there. `request()` puts a Readable stream, an
  * AsyncResource and an abort-signal adapter between the socket and those chunks, the largest cost of a call
- * with a small body in the throughput bench (bench/README.md), and its abort only takes effect once a queued
- * request gets a socket; this call settles the moment Ferry aborts it.
+ * with a small body in the throughput bench (bench/HISTORY.md, item 20), and its abort only takes effect
+ * once a queued request gets a socket; this call settles the moment Ferry aborts it.
  *
  * Settles exactly once; whatever undici reports after that (the error of an abort Ferry made, say) is ignored.
  */
