@@ -65,7 +65,11 @@ export const MAX_OPERATION_LENGTH = 128;
 /** Longest `delayMs` of an enqueue request: 365 days. */
 export const MAX_DELAY_MS = 365 * DAY;
 
-const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
+/** `must match <the pattern without its anchors>`: the message names the very rule that is checked. */
+function mustMatch(pattern: RegExp): string {
+  return `must match ${pattern.source.replace(/^\^|\$$/g, '')}`;
+}
+const tenant = z.string().regex(TENANT_PATTERN, mustMatch(TENANT_PATTERN));
 /**
  * What an HTTP header value cannot hold, exactly as undici judges it (lib/core/util.js `headerCharRegex`): any
  * control character but tab, DEL, and anything above U+00FF. undici throws on such a value, and a Pool that
@@ -86,7 +90,7 @@ const metadata = z.record(z.string(), z.unknown());
 
 /** What a producer enqueues (HTTP body, `Producer.enqueue` argument). */
 export const enqueueRequestSchema = z.strictObject({
-  service: z.string().regex(SERVICE_NAME_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}'),
+  service: z.string().regex(SERVICE_NAME_PATTERN, mustMatch(SERVICE_NAME_PATTERN)),
   operation: z
     .string()
     .min(1, 'must not be empty')

@@ -227,6 +227,18 @@ describe('limits shared by the schemas and the fast paths', () => {
     expect(MAX_OPERATION_LENGTH).toBe(128);
     expect(MAX_IDEMPOTENCY_KEY_LENGTH).toBe(200);
   });
+
+  it('are named in zod’s messages as they are checked', () => {
+    const message = (value: unknown): string | undefined =>
+      enqueueRequestSchema.safeParse(value).error?.issues[0]?.message;
+    expect(message({ service: 'Svc', operation: 'op' })).toBe('must match [a-z0-9][a-z0-9_-]{0,63}');
+    expect(message({ service: 'svc', operation: 'op', tenant: '.a' })).toBe(
+      'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}',
+    );
+    expect(message({ service: 'svc', operation: 'o'.repeat(MAX_OPERATION_LENGTH + 1) })).toBe(
+      'must be at most 128 characters',
+    );
+  });
 });
 
 describe('parseSimpleEnqueueRequest agrees with enqueueRequestSchema', () => {
