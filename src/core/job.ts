@@ -60,8 +60,16 @@ export const DEFAULT_API_BODY_LIMIT_BYTES =
   MAX_BATCH_JOBS * BATCH_JOB_BYTES + jobBodyBytes(DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_METADATA_BYTES);
 /** BullMQ's highest priority value (2^21). */
 export const MAX_PRIORITY = 2_097_152;
+/** Longest operation name of an enqueue request, in code points (zod counts string lengths in code points). */
+export const MAX_OPERATION_LENGTH = 128;
+/** Longest `delayMs` of an enqueue request: 365 days. */
+export const MAX_DELAY_MS = 365 * DAY;
 
-const tenant = z.string().regex(TENANT_PATTERN, 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}');
+/** `must match <the pattern without its anchors>`: the message names the very rule that is checked. */
+function mustMatch(pattern: RegExp): string {
+  return `must match ${pattern.source.replace(/^\^|\$$/g, '')}`;
+}
+const tenant = z.string().regex(TENANT_PATTERN, mustMatch(TENANT_PATTERN));
 /**
  * What an HTTP header value cannot hold, exactly as undici judges it (lib/core/util.js `headerCharRegex`): any
  * control character but tab, DEL, and anything above U+00FF. undici throws on such a value, and a Pool that
@@ -82,17 +90,15 @@ const metadata = z.record(z.string(), z.unknown());
 
 /** What a producer enqueues (HTTP body, `Producer.enqueue` argument). */
 export const enqueueRequestSchema = z.strictObject({
-  service: z.string().regex(SERVICE_NAME_PATTERN, 'must match [a-z0-9][a-z0-9_-]{0,63}'),
-  operation: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters'),
+  service: z.string().regex(SERVICE_NAME_PATTERN, mustMatch(SERVICE_NAME_PATTERN)),
+  operation: z
+    .string()
+    .min(1, 'must not be empty')
+    .max(MAX_OPERATION_LENGTH, `must be at most ${MAX_OPERATION_LENGTH} characters`),
   input: z.unknown().optional(),
   idempotencyKey: idempotencyKey.optional(),
   tenant: tenant.optional(),
-  delayMs: z
-    .number()
-    .int()
-    .min(0)
-    .max(365 * DAY)
-    .optional(),
+  delayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional(),
   priority: z.number().int().min(0).max(MAX_PRIORITY).optional(),
   metadata: metadata.optional(),
 });
@@ -120,34 +126,45 @@ export function parseSimpleEnqueueRequest(value: unknown): EnqueueRequest | unde
     if (!Object.hasOwn(fields, key) || !SIMPLE_REQUEST_KEYS.has(key)) return undefined;
   const { service, operation, input, idempotencyKey, tenant, delayMs, priority } = fields;
   if (typeof service !== 'string' || !SERVICE_NAME_PATTERN.test(service)) return undefined;
-  if (typeof operation !== 'string' || operation.length < 1 || operation.length > 128) return undefined;
+  if (typeof operation !== 'string' || operation.length < 1 || operation.length > MAX_OPERATION_LENGTH)
+    return undefined;
   const request: EnqueueRequest = { service, operation };
   if (input !== undefined) request.input = input;
   if (idempotencyKey !== undefined) {
-    if (
-      typeof idempotencyKey !== 'string' ||
-      idempotencyKey.length < 1 ||
-      idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH ||
-      IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey)
-    )
-      return undefined;
+    if (!isIdempotencyKey(idempotencyKey)) return undefined;
     request.idempotencyKey = idempotencyKey;
   }
   if (tenant !== undefined) {
-    if (typeof tenant !== 'string' || !TENANT_PATTERN.test(tenant)) return undefined;
+    if (!isTenant(tenant)) return undefined;
     request.tenant = tenant;
   }
   if (delayMs !== undefined) {
-    if (!Number.isSafeInteger(delayMs) || (delayMs as number) < 0 || (delayMs as number) > 365 * DAY)
-      return undefined;
-    request.delayMs = delayMs as number;
+    if (!isCountUpTo(delayMs, MAX_DELAY_MS)) return undefined;
+    request.delayMs = delayMs;
   }
   if (priority !== undefined) {
-    if (!Number.isSafeInteger(priority) || (priority as number) < 0 || (priority as number) > MAX_PRIORITY)
-      return undefined;
-    request.priority = priority as number;
+    if (!isCountUpTo(priority, MAX_PRIORITY)) return undefined;
+    request.priority = priority;
   }
   return request;
+}
+
+// The fields' rules for the two hand-checked fast paths (parseSimpleEnqueueRequest, isTriviallyValidJobData),
+// from the same constants as the zod schemas; test/core/job-fast-paths.test.ts proves they agree with zod.
+function isIdempotencyKey(value: unknown): value is string {
+  return (
+    typeof value === 'string' &&
+    value.length >= 1 &&
+    value.length <= MAX_IDEMPOTENCY_KEY_LENGTH &&
+    !IDEMPOTENCY_KEY_FORBIDDEN.test(value)
+  );
+}
+function isTenant(value: unknown): value is string {
+  return typeof value === 'string' && TENANT_PATTERN.test(value);
+}
+/** zod's `z.number().int().min(0).max(max)`: int() takes safe integers only. */
+function isCountUpTo(value: unknown, max: number): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= max;
 }
 
 /**
@@ -305,21 +322,19 @@ export interface JobData extends z.infer<typeof jobDataSchema> {
 /**
  * True when `data` certainly passes jobDataSchema: the common shape (no metadata) checked by hand, at a
  * fraction of zod's cost per job. False means "ask zod", which gives the verdict and the error message;
- * metadata always goes to zod.
+ * metadata and origin always go to zod. Every field of jobDataSchema is checked here or left to zod
+ * (test/core/job-fast-paths.test.ts).
  */
 export function isTriviallyValidJobData(data: unknown): data is JobData {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return false;
-  const { tenant, idempotencyKey, metadata, enqueueId, origin } = data as Record<string, unknown>;
+  const { tenant, idempotencyKey, metadata, enqueueId, origin, sealed } = data as Record<string, unknown>;
   return (
     metadata === undefined &&
     origin === undefined &&
-    (tenant === undefined || (typeof tenant === 'string' && TENANT_PATTERN.test(tenant))) &&
-    (idempotencyKey === undefined ||
-      (typeof idempotencyKey === 'string' &&
-        idempotencyKey.length >= 1 &&
-        idempotencyKey.length <= MAX_IDEMPOTENCY_KEY_LENGTH &&
-        !IDEMPOTENCY_KEY_FORBIDDEN.test(idempotencyKey))) &&
-    (enqueueId === undefined || typeof enqueueId === 'string')
+    (tenant === undefined || isTenant(tenant)) &&
+    (idempotencyKey === undefined || isIdempotencyKey(idempotencyKey)) &&
+    (enqueueId === undefined || typeof enqueueId === 'string') &&
+    (sealed === undefined || typeof sealed === 'string')
   );
 }
 
