@@ -1,4 +1,5 @@
 /** Ferry's public library surface. Named exports only; `ferry/producer` is the lighter entry for services that only enqueue. */
+export type { DeliveryEventMap, DeliveryEventName } from './core/delivery-events.ts';
 export {
   AuthenticationError,
   CircuitOpenError,
@@ -19,7 +20,6 @@ export {
   toErrorRecord,
   ValidationError,
 } from './core/errors.ts';
-export type { DeliveryEventMap, DeliveryEventName } from './core/events.ts';
 export type {
   AttemptRecord,
   DeadLetterRecord,

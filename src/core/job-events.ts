@@ -1,6 +1,7 @@
 /**
- * Job lifecycle events (DESIGN §6, issue 3): the public Server-Sent Events shapes, and the two events Ferry's
- * worker adds to each service queue's BullMQ events stream (`<prefix>:{<service>}:events`).
+ * Job events (DESIGN §6, issue 3): the public Server-Sent Events shapes, and the two events Ferry's worker adds
+ * to each service queue's BullMQ events stream (`<prefix>:{<service>}:events`). Not the worker pool's in-process
+ * delivery events (core/delivery-events.ts), which feed metrics and never leave the process.
  *
  * Most of a job's life is already in that stream, written atomically by BullMQ's own scripts: `added`,
  * `active`, `completed` (with the return value), `failed` (with the failed reason). What BullMQ cannot know is

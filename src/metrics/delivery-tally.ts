@@ -8,8 +8,8 @@
  * (5 M calls), while the worker's whole path is a few tens of µs per job and the throughput bench sits at its
  * 0.9 target (bench/README.md). Per job: two Map lookups and a few increments, no allocation, no await.
  */
+import type { DeliveryEventMap, DeliveryEventName } from '../core/delivery-events.ts';
 import { ERROR_TYPES } from '../core/errors.ts';
-import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
 
 /**
  * The `operation` label of a job whose name is not an operation of its service (a raw producer's mistake; it
@@ -82,7 +82,7 @@ export type FollowUpKindLabel = (typeof FOLLOW_UP_KINDS)[number];
 export const FOLLOW_UP_REFUSALS = ['template', 'depth', 'origin'] as const;
 export type FollowUpRefusalLabel = (typeof FOLLOW_UP_REFUSALS)[number];
 
-/** What a worker pool offers: typed delivery events (src/core/events.ts). */
+/** What a worker pool offers: typed delivery events (src/core/delivery-events.ts). */
 export interface DeliveryEventSource {
   on<E extends DeliveryEventName>(event: E, listener: (payload: DeliveryEventMap[E]) => void): unknown;
   off<E extends DeliveryEventName>(event: E, listener: (payload: DeliveryEventMap[E]) => void): unknown;

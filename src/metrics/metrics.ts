@@ -4,7 +4,7 @@
  *
  * Two kinds of series:
  * - Delivery counters and the attempt-duration histogram, counted on the hot path by DeliveryTally from the
- *   worker pool's events (src/core/events.ts) and turned into series when scraped.
+ *   worker pool's events (src/core/delivery-events.ts) and turned into series when scraped.
  * - Gauges read when scraped (scrape-reads.ts): queue depths, Redis reachability, and whatever the composition
  *   root injects (breaker states, dead letters per service). These reads are bounded (bounded-scrape.ts):
  *   /metrics answers within about `scrapeTimeoutMs` whatever Redis does.

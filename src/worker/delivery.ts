@@ -9,6 +9,7 @@
  */
 import { DelayedError, type Job, type Queue, RateLimitError, UnrecoverableError } from 'bullmq';
 
+import type { DeliveryEventListener } from '../core/delivery-events.ts';
 import {
   decide,
   type Decision,
@@ -18,7 +19,6 @@ import {
   requestedHoldMs,
 } from '../core/delivery-policy.ts';
 import { ConfigurationError, type FerryError, toErrorRecord } from '../core/errors.ts';
-import type { DeliveryEventListener } from '../core/events.ts';
 import { formatFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,

@@ -16,7 +16,7 @@
 import type { JobsOptions } from 'bullmq';
 
 import type { ServiceBreaker } from '../breakers/index.ts';
-import type { DeliveryEventListener } from '../core/events.ts';
+import type { DeliveryEventListener } from '../core/delivery-events.ts';
 import {
   type DeliveryState,
   type JobData,

@@ -10,9 +10,9 @@
  */
 import { createHash } from 'node:crypto';
 
+import type { DeliveryEventListener } from '../core/delivery-events.ts';
 import { matchFailureRule } from '../core/delivery-policy.ts';
 import { type FerryError, isFerryError, ValidationError } from '../core/errors.ts';
-import type { DeliveryEventListener } from '../core/events.ts';
 import {
   type DeadLetterRecord,
   IDEMPOTENCY_KEY_FORBIDDEN,

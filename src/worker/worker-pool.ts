@@ -12,7 +12,7 @@ import {
   type ServiceBreaker,
 } from '../breakers/index.ts';
 import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
-import type { DeliveryEventMap, DeliveryEventName } from '../core/events.ts';
+import type { DeliveryEventMap, DeliveryEventName } from '../core/delivery-events.ts';
 import type { JobData, JobResult } from '../core/job.ts';
 import type { Logger } from '../core/logger.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 
-import type { DeliveryEventMap } from '../../src/core/events.ts';
+import type { DeliveryEventMap } from '../../src/core/delivery-events.ts';
 import { DeliveryTally, DurationTally, UNKNOWN_OPERATION } from '../../src/metrics/delivery-tally.ts';
 import { ATTEMPT_DURATION_BUCKETS_SECONDS } from '../../src/metrics/metrics.ts';
 import { TalliedHistogram } from '../../src/metrics/tallied-histogram.ts';

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import type { DeliveryEventMap } from '../../src/core/events.ts';
+import type { DeliveryEventMap } from '../../src/core/delivery-events.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import { oneService } from '../helpers/ferry.ts';

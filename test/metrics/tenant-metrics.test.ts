@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import type { DeliveryEventMap } from '../../src/core/events.ts';
+import type { DeliveryEventMap } from '../../src/core/delivery-events.ts';
 import { NO_TENANT, tenantLeaseKeys } from '../../src/core/queue-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { DeliveryEventSource } from '../../src/metrics/delivery-tally.ts';

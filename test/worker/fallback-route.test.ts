@@ -9,9 +9,9 @@ import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import { entryFromXrange, toDispatch } from '../../src/api/job-event-map.ts';
+import { entryFromXrange, toDispatch } from '../../src/api/job-events/map.ts';
 import type { ServiceBreaker } from '../../src/breakers/index.ts';
-import type { DeliveryEventMap } from '../../src/core/events.ts';
+import type { DeliveryEventMap } from '../../src/core/delivery-events.ts';
 import type { JobData, JobResult } from '../../src/core/job.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';

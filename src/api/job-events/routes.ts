@@ -16,9 +16,9 @@ import { ValidationError } from '../../core/errors.ts';
 import { type JobEvent, STREAM_ID_PATTERN, TERMINAL_JOB_EVENTS } from '../../core/job-events.ts';
 import type { JobView, Producer } from '../../producer/producer.ts';
 import { NotFoundError } from '../errors.ts';
-import type { JobEventHub, JobInfo } from '../job-events.ts';
 import { errorResponses, jobParamsSchema, jsonSchema, serviceName } from '../schemas.ts';
 import { type SseOptions, SseStream } from '../sse.ts';
+import type { JobEventHub, JobInfo } from './hub.ts';
 
 /**
  * Decides what a request may read. Throws (401/403) when it may not read the service at all; otherwise returns

@@ -1,5 +1,5 @@
 /**
- * Job lifecycle events over Server-Sent Events (issue 3): a real redis-server, a real worker pool calling a real
+ * Job events over Server-Sent Events (issue 3): a real redis-server, a real worker pool calling a real
  * downstream, the real HTTP server with only the job-event routes, read with a real EventSource client (and
  * with plain fetch where the raw stream matters: comments, status codes).
  */
@@ -11,19 +11,19 @@ import Fastify from 'fastify';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import { authenticate, canAccessService, canAccessTenant, TokenSet } from '../../src/api/auth.ts';
-import { ForbiddenError, handleError } from '../../src/api/errors.ts';
-import { createJobEventHub, type JobEventHub } from '../../src/api/job-events.ts';
-import { type JobEventsAuthorizer, jobEventsRoutes } from '../../src/api/routes/job-events.ts';
-import { serializerCompiler, validatorCompiler } from '../../src/api/schemas.ts';
-import type { SseOptions } from '../../src/api/sse.ts';
-import { compareStreamIds, type JobEventName } from '../../src/core/job-events.ts';
-import { createLogger } from '../../src/core/logger.ts';
-import { serviceQueueName } from '../../src/core/queue-layout.ts';
-import { registerCleanup } from '../helpers/cleanup.ts';
-import { type Script, startDownstream } from '../helpers/downstream.ts';
-import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
-import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { authenticate, canAccessService, canAccessTenant, TokenSet } from '../../../src/api/auth.ts';
+import { ForbiddenError, handleError } from '../../../src/api/errors.ts';
+import { createJobEventHub, type JobEventHub } from '../../../src/api/job-events/hub.ts';
+import { type JobEventsAuthorizer, jobEventsRoutes } from '../../../src/api/job-events/routes.ts';
+import { serializerCompiler, validatorCompiler } from '../../../src/api/schemas.ts';
+import type { SseOptions } from '../../../src/api/sse.ts';
+import { compareStreamIds, type JobEventName } from '../../../src/core/job-events.ts';
+import { createLogger } from '../../../src/core/logger.ts';
+import { serviceQueueName } from '../../../src/core/queue-layout.ts';
+import { registerCleanup } from '../../helpers/cleanup.ts';
+import { type Script, startDownstream } from '../../helpers/downstream.ts';
+import { createTestFerry, oneService, type TestFerry } from '../../helpers/ferry.ts';
+import { startRedis, uniquePrefix } from '../../helpers/redis.ts';
 
 const redis = await startRedis();
 

@@ -1,15 +1,15 @@
 /**
- * One service's side of the job event hub (see job-events.ts): its QueueEvents, its subscribers, the batches
+ * One service's side of the job event hub (see hub.ts): its QueueEvents, its subscribers, the batches
  * of stream entries dispatched to them in order, replays, and the cache of what each job is.
  */
 import { QueueEvents, type QueueEventsListener } from 'bullmq';
 
-import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
-import { compareStreamIds } from '../core/job-events.ts';
-import type { Logger } from '../core/logger.ts';
-import { serviceQueueName } from '../core/queue-layout.ts';
-import { type RedisClient, waitUntilReady } from '../core/redis.ts';
-import { SECOND } from '../core/time.ts';
+import { Deadline, forceCloseBull, settleWithin } from '../../core/deadline.ts';
+import { compareStreamIds } from '../../core/job-events.ts';
+import type { Logger } from '../../core/logger.ts';
+import { serviceQueueName } from '../../core/queue-layout.ts';
+import { type RedisClient, waitUntilReady } from '../../core/redis.ts';
+import { SECOND } from '../../core/time.ts';
 import {
   type Dispatch,
   entryFromXrange,
@@ -21,8 +21,8 @@ import {
   readJob,
   type StreamEntry,
   toDispatch,
-} from './job-event-map.ts';
-import { type JobEventSubscribeOptions, Subscription } from './job-event-subscription.ts';
+} from './map.ts';
+import { type JobEventSubscribeOptions, Subscription } from './subscription.ts';
 
 export interface ChannelOptions {
   connection: RedisClient;

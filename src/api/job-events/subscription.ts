@@ -1,6 +1,6 @@
 /** One subscriber of the job event hub: what it asked for, and the delivery of its events in stream order. */
-import { compareStreamIds, type JobEvent } from '../core/job-events.ts';
-import { type Dispatch, jobIdOf, type JobInfo, type StreamEntry } from './job-event-map.ts';
+import { compareStreamIds, type JobEvent } from '../../core/job-events.ts';
+import { type Dispatch, jobIdOf, type JobInfo, type StreamEntry } from './map.ts';
 
 export interface JobEventSubscribeOptions {
   service: string;

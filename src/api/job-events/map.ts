@@ -8,25 +8,25 @@
  * `stalled`, `duplicated`, ...) is left out: a retry's `delayed` and the `waiting` after it, or a hold's return
  * to `waiting`, would repeat what `retrying` and `held` already said; a stalled run shows as a second `active`.
  */
-import type { ErrorRecord } from '../core/errors.ts';
-import { parseFailedReason } from '../core/failed-reason.ts';
+import type { ErrorRecord } from '../../core/errors.ts';
+import { parseFailedReason } from '../../core/failed-reason.ts';
 import {
   type AttemptRecord,
   completedAttempt,
   deliveryStateSchema,
   type JobResult,
   usedAttempts,
-} from '../core/job.ts';
+} from '../../core/job.ts';
 import {
   HELD_STREAM_EVENT,
   type JobEvent,
   type JobEventBase,
   parseStreamPayload,
   RETRYING_STREAM_EVENT,
-} from '../core/job-events.ts';
-import { readResultLinks } from '../core/job-links.ts';
-import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../core/queue-layout.ts';
-import type { RedisClient } from '../core/redis.ts';
+} from '../../core/job-events.ts';
+import { readResultLinks } from '../../core/job-links.ts';
+import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../../core/queue-layout.ts';
+import type { RedisClient } from '../../core/redis.ts';
 
 /** One stream entry: its id, its `event` field and the other fields (`completed`'s returnvalue maybe parsed). */
 export interface StreamEntry {

@@ -1,36 +1,40 @@
 import type { ErrorRecord } from './errors.ts';
 import type { JobRef, JobResult } from './job.ts';
 
-/** Fields every job event carries. */
-interface JobEventBase {
+/** Fields every delivery event about one job carries. */
+interface DeliveryEventBase {
   service: string;
   operation: string;
   jobId: string;
   tenant: string | undefined;
 }
 
-/** Job lifecycle events a worker pool emits, as `area:subject:verb` names with one typed payload each. */
+/**
+ * Delivery events: what a worker pool emits in-process (`pool.on`), to the metrics tally and to library users,
+ * as `area:subject:verb` names with one typed payload each. Never written to Redis and never seen by API
+ * clients: the public job events (SSE) and the stream entries behind them are core/job-events.ts.
+ */
 export interface DeliveryEventMap {
-  'job:attempt:completed': JobEventBase & { attempt: number; durationMs: number; result: JobResult };
-  'job:attempt:retrying': JobEventBase & {
+  'job:attempt:completed': DeliveryEventBase & { attempt: number; durationMs: number; result: JobResult };
+  'job:attempt:retrying': DeliveryEventBase & {
     attempt: number;
     durationMs: number;
     error: ErrorRecord;
     delayMs: number;
     nextAttemptAt: number;
   };
-  'job:service:held': JobEventBase & {
+  'job:service:held': DeliveryEventBase & {
     reason: 'circuitOpen' | 'rateLimited';
     holdMs: number;
     until: number;
     error: ErrorRecord;
   };
-  'job:run:interrupted': JobEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
+  'job:run:interrupted': DeliveryEventBase & { attempt: number; reason: 'stalled' | 'shutdown' };
   /** Not run: its tenant is at the service's `tenantConcurrency`; back in `delayMs`, no attempt used. */
-  'job:run:deferred': JobEventBase & { reason: 'tenantConcurrency'; delayMs: number };
-  'job:dead:lettered': JobEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
+  'job:run:deferred': DeliveryEventBase & { reason: 'tenantConcurrency'; delayMs: number };
+  'job:dead:lettered': DeliveryEventBase & { attempt: number; deadLetterId: string; error: ErrorRecord };
   /** The service's breaker was open: the job moved to its fallback's queue (`fallback`) and completed. */
-  'job:fallback:routed': JobEventBase & { fallback: string; routedTo: JobRef; result: JobResult };
+  'job:fallback:routed': DeliveryEventBase & { fallback: string; routedTo: JobRef; result: JobResult };
 
   /** A job Ferry enqueued itself for a reaction (issue 16): `service`/`jobId` name the source job. */
   'job:followUp:enqueued': {

@@ -1,8 +1,8 @@
 /** How stream entries become public job events: the tenant a subscriber is filtered on comes from the right place. */
 import { describe, expect, it } from 'vitest';
 
-import { toDispatch } from '../../src/api/job-event-map.ts';
-import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../../src/core/job-events.ts';
+import { toDispatch } from '../../../src/api/job-events/map.ts';
+import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../../../src/core/job-events.ts';
 
 const error = { type: 'ServerError' as const, message: 'boom', status: 500 };
 

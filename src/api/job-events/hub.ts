@@ -16,14 +16,14 @@
  * job is read again when it fails, for its final error and dead-letter id. Events of a job that can no longer
  * be read (tenant unknown) never reach a filtered subscriber.
  */
-import type { Logger } from '../core/logger.ts';
-import type { RedisClient } from '../core/redis.ts';
-import { SECOND } from '../core/time.ts';
-import { ServiceChannel } from './job-event-channel.ts';
-import type { JobEventSubscribeOptions, JobEventSubscription } from './job-event-subscription.ts';
+import type { Logger } from '../../core/logger.ts';
+import type { RedisClient } from '../../core/redis.ts';
+import { SECOND } from '../../core/time.ts';
+import { ServiceChannel } from './channel.ts';
+import type { JobEventSubscribeOptions, JobEventSubscription } from './subscription.ts';
 
-export type { JobInfo } from './job-event-map.ts';
-export type { JobEventSubscribeOptions, JobEventSubscription } from './job-event-subscription.ts';
+export type { JobInfo } from './map.ts';
+export type { JobEventSubscribeOptions, JobEventSubscription } from './subscription.ts';
 
 export interface JobEventHubOptions {
   /** For reads (XRANGE, one HMGET per job); the API's producer connection (fails fast) is right. */
