@@ -1,7 +1,7 @@
 /**
  * Deletes dead letters: one (DeadLetterPurger), or every one matching a filter (purgeDeadLetters, over
  * walkDeadLetters, the walk replay.ts shares). A deleted dead letter stays deleted: its source
- * job carries DEAD_LETTERED_FIELD (reconciler.ts), which the failed-set sweep and a re-run of the job trust
+ * job carries DEAD_LETTERED_FIELD (writer.ts), which the failed-set sweep and a re-run of the job trust
  * instead of looking for the dead letter, so neither writes it again.
  */
 import { Queue } from 'bullmq';
@@ -21,7 +21,6 @@ import {
   parseListOptions,
   type Position,
 } from './list-query.ts';
-import { markSourceOfDeadLetter } from './reconciler.ts';
 import {
   type DeadLetterFacets,
   type DeadLetterKeys,
@@ -33,6 +32,7 @@ import {
   unindexIfMissing,
 } from './search-index.ts';
 import { parseDeadLetterRecord } from './view.ts';
+import { markSourceOfDeadLetter } from './writer.ts';
 
 export class DeadLetterPurger {
   readonly #client: RedisClient;
