@@ -1,5 +1,5 @@
 /**
- * Replay (DESIGN §4): puts dead letters back on their service queue as new jobs with fresh attempts and the
+ * Replay (DESIGN §4, `ferry dlq replay`, `POST /v1/dead-letters/replay`): puts dead letters back on their service queue as new jobs with fresh attempts and the
  * original idempotency key, filtered like a list, with a dry run, a rate, progress, and safe to interrupt
  * and run again.
  *
@@ -17,7 +17,7 @@
  * source job is marked dead-lettered (markSourceOfDeadLetter), so a worker that died between writing the
  * dead letter and marking it does not write it again for a second replay.
  *
- * Cheap and flat for large replays: the walk (purge.ts) reads the index (search-index.ts) newest first, like
+ * Cheap and flat for large replays: the walk (dead-letter/walk.ts) reads the index newest first, like
  * a list, in batches, with a cursor that is a position (score, id), and loads a record only when its facets
  * match. It starts at the replay's start and goes down, so a replayed job that fails again during the replay
  * (its new dead letter is newer) is not met again by the same run.
@@ -35,15 +35,18 @@ import {
   type ListQuery,
   matchesRecord,
   parseListOptions,
-} from './list-query.ts';
-import { countDeadLetters, DeadLetterPurger, walkDeadLetters, type WalkedDeadLetter } from './purge.ts';
+} from '../dead-letter/list-query.ts';
+import { DeadLetterPurger } from '../dead-letter/purge.ts';
 import {
   type DeadLetterKeys,
   deadLetterKeys,
   isDeadLetterId,
   serviceOfDeadLetterId,
-} from './search-index.ts';
-import { parseDeadLetterRecord } from './view.ts';
+} from '../dead-letter/search-index.ts';
+import { parseDeadLetterRecord } from '../dead-letter/view.ts';
+import { countDeadLetters, walkDeadLetters, type WalkedDeadLetter } from '../dead-letter/walk.ts';
+import { listBreakers } from './breaker-control.ts';
+import type { OpsDeps } from './deps.ts';
 
 /** Items a report lists at most; the rest are counted (`itemsOmitted`) and were each seen by onProgress. */
 export const MAX_REPORT_ITEMS = 1_000;
@@ -68,6 +71,21 @@ export interface ReplayDeps {
   isServiceOpen?: (service: string) => Promise<boolean>;
   /** Epoch ms; bounds the walk (dead letters written up to the start). Default Date.now. */
   now?: () => number;
+}
+
+/**
+ * The replay's collaborators for an operator (the CLI, the API): the services file's services, and their
+ * breakers as every worker sees them (for `onlyWhenClosed`; a service not in the file counts as closed).
+ */
+export function replayDeps(deps: OpsDeps): ReplayDeps {
+  return {
+    connection: deps.connection,
+    prefix: deps.prefix,
+    services: new Set(deps.config.services.keys()),
+    isServiceOpen: async (service) =>
+      deps.config.services.has(service) && (await listBreakers(deps, [service]))[0]!.state !== 'closed',
+    ...(deps.now === undefined ? {} : { now: deps.now }),
+  };
 }
 
 export interface ReplayOptions {
@@ -427,7 +445,7 @@ class Replayer {
         : results.find(([failed]) => failed !== null)?.[0];
     if (error === undefined || error === null) return;
     if (!error.message.startsWith('NOSCRIPT')) throw error;
-    // BullMQ's script was evicted (see writer.ts): ioredis resends it for a plain call, not inside MULTI.
+    // BullMQ's script was evicted (see dead-letter/writer.ts): ioredis resends it for a plain call, not inside MULTI.
     // A crash between the two leaves a job without its marker: a re-run's add is then a no-op by job id.
     await queue.add(record.operation, data, { jobId });
     await this.#client.set(marker, jobId, 'PX', REPLAY_MARKER_TTL_MS);
