@@ -1,66 +1,44 @@
 /**
- * Replay (DESIGN §4, `ferry dlq replay`, `POST /v1/dead-letters/replay`): puts dead letters back on their service queue as new jobs with fresh attempts and the
- * original idempotency key, filtered like a list, with a dry run, a rate, progress, and safe to interrupt
- * and run again.
+ * Replay (DESIGN §4, `ferry dlq replay`, `POST /v1/dead-letters/replay`): puts dead letters back on their
+ * service queue as new jobs with fresh attempts and the original idempotency key, filtered like a list, with
+ * a dry run, a rate, progress, and safe to interrupt and run again: each dead letter is replayed exactly
+ * once, across interruptions (the protocol: dead-letter-replayer.ts).
  *
- * Exactly once, across interruptions. Each dead letter `<id>` becomes the job `rp-<id>` (replayJobId): BullMQ
- * keeps the first job added under an id, so adding it again is a no-op. The add runs in one MULTI with a
- * marker key in the service queue's slot (`<prefix>:{<service>}:ferry:replayed:<id>`, kept REPLAY_MARKER_TTL_MS),
- * then the dead letter is deleted (DeadLetterPurger), then the marker. Stopped anywhere, a re-run finds the
- * dead letter still there and either the marker (the add happened: it only deletes) or no marker (the add
- * did not happen: it adds). The marker closes the window a job id alone leaves open: a replayed job that
- * completed and was removed (removeOnComplete, 24 h by default) before the re-run would be added again.
- * What is left: a crash between add and delete, then a re-run more than REPLAY_MARKER_TTL_MS (30 days)
- * later whose job is gone by then; and two replays of the same dead letter in the same few milliseconds
- * (each checks the dead letter is still there right before its add), where both may add but the job id
- * makes the second add a no-op unless the first job has already been removed. Before the delete, the
- * source job is marked dead-lettered (markSourceOfDeadLetter), so a worker that died between writing the
- * dead letter and marking it does not write it again for a second replay.
- *
- * Cheap and flat for large replays: the walk (dead-letter/walk.ts) reads the index newest first, like
- * a list, in batches, with a cursor that is a position (score, id), and loads a record only when its facets
- * match. It starts at the replay's start and goes down, so a replayed job that fails again during the replay
- * (its new dead letter is newer) is not met again by the same run.
+ * Cheap and flat for large replays: the walk (dead-letter/walk.ts, through dead-letter-replay-sources.ts)
+ * reads the index newest first, like a list, in batches, with a cursor that is a position (score, id), and
+ * loads a record only when its facets match. It starts at the replay's start and goes down, so a replayed job
+ * that fails again during the replay (its new dead letter is newer) is not met again by the same run. Adds
+ * are paced (pacer.ts).
  */
-import { Job, Queue } from 'bullmq';
-
 import { ConfigurationError, ValidationError } from '../core/errors.ts';
-import type { DeadLetterRecord, JobData } from '../core/job.ts';
-import { MAX_IDEMPOTENCY_KEY_LENGTH, serviceQueueName } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
-import { DAY, SECOND } from '../core/time.ts';
+import { SECOND } from '../core/time.ts';
 import {
   type DeadLetterFilter,
   type DeadLetterScope,
   type ListQuery,
-  matchesRecord,
   parseListOptions,
 } from '../dead-letter/list-query.ts';
-import { DeadLetterPurger } from '../dead-letter/purge.ts';
-import {
-  type DeadLetterKeys,
-  deadLetterKeys,
-  isDeadLetterId,
-  serviceOfDeadLetterId,
-} from '../dead-letter/search-index.ts';
-import { parseDeadLetterRecord } from '../dead-letter/view.ts';
-import { countDeadLetters, walkDeadLetters, type WalkedDeadLetter } from '../dead-letter/walk.ts';
+import { deadLetterKeys } from '../dead-letter/search-index.ts';
+import { countDeadLetters } from '../dead-letter/walk.ts';
 import { listBreakers } from './breaker-control.ts';
+import { type Candidate, fromIds, fromIndex } from './dead-letter-replay-sources.ts';
+import { Replayer, replayJobId } from './dead-letter-replayer.ts';
 import type { OpsDeps } from './deps.ts';
+import { createPacer } from './pacer.ts';
+
+export type { ReplaySkipReason } from './dead-letter-replay-sources.ts';
+export {
+  REPLAY_MARKER_TTL_MS,
+  type ReplayJobData,
+  replayJobData,
+  replayJobId,
+} from './dead-letter-replayer.ts';
 
 /** Items a report lists at most; the rest are counted (`itemsOmitted`) and were each seen by onProgress. */
 export const MAX_REPORT_ITEMS = 1_000;
-/** How long a replay marker outlives a crash between a replay's add and its delete. */
-export const REPLAY_MARKER_TTL_MS = 30 * DAY;
-/** Dead letters read and replayed together (concurrently, within the rate). */
-const BATCH = 200;
 /** How long an `isServiceOpen` answer is trusted. */
 const BREAKER_CHECK_MS = SECOND;
-
-/** The job id a dead letter is replayed as: BullMQ ids may not contain `:` (dead-letter ids never do) nor be integers. */
-export function replayJobId(deadLetterId: string): string {
-  return `rp-${deadLetterId}`;
-}
 
 export interface ReplayDeps {
   connection: RedisClient;
@@ -110,15 +88,6 @@ export interface ReplayOptions {
 }
 
 export type ReplayOutcome = 'replayed' | 'skipped' | 'failed' | 'would-replay';
-/**
- * Why a dead letter was skipped: `not-found` (an id that names no dead letter, or one outside the scope, or
- * one deleted, by a purge or a concurrent replay, after it was read and before its turn),
- * `not-matching` (an id whose dead letter the filter excludes), `unknown-service` (not in `deps.services`),
- * `breaker-open` (onlyWhenClosed), `unreadable` (data that is not a dead-letter record).
- */
-export type ReplaySkipReason =
-  'not-found' | 'not-matching' | 'unknown-service' | 'breaker-open' | 'unreadable';
-
 export interface ReplayItem {
   id: string;
   /** Empty when unknown (an id that names nothing). */
@@ -162,9 +131,6 @@ export interface ReplayReport {
   items: ReplayItem[];
   itemsOmitted: number;
 }
-
-/** Data of a replayed job: a service queue's job data (DESIGN §3) plus the dead letter it came from. */
-export type ReplayJobData = JobData & { replayOf: string };
 
 /** Puts dead letters back on their service queues; see the module comment. Throws ValidationError for bad options. */
 export async function replayDeadLetters(
@@ -312,222 +278,6 @@ function checkOptions(deps: ReplayDeps, options: ReplayOptions): ListQuery {
   if (options.onlyWhenClosed === true && deps.isServiceOpen === undefined)
     throw new ConfigurationError('onlyWhenClosed needs deps.isServiceOpen (the breakers state)');
   return query;
-}
-
-interface Candidate {
-  id: string;
-  /** Known from the id or the facets when there is no record. */
-  service?: string;
-  record?: DeadLetterRecord;
-  skip?: ReplaySkipReason;
-}
-
-/**
- * The matching dead letters written up to `untilMs`, newest first. A dead letter of a job this run replayed
- * (its source job `rp-…`, created after the run started) is left out even if a worker's clock put it before
- * `untilMs`: it would be the same job a second time.
- */
-async function* fromIndex(
-  client: RedisClient,
-  keys: DeadLetterKeys,
-  query: ListQuery,
-  untilMs: number,
-  wallStart: number,
-): AsyncGenerator<Candidate[]> {
-  const exclude = (id: string): boolean => {
-    const service = serviceOfDeadLetterId(id);
-    if (service === undefined || !id.startsWith(`dl-${service}.rp-`)) return false;
-    return Number(/\.(\d+)$/.exec(id)?.[1] ?? 0) >= wallStart;
-  };
-  const walk = walkDeadLetters(client, keys, {
-    query,
-    untilMs,
-    batchSize: BATCH,
-    withRecords: true,
-    exclude,
-  });
-  for await (const batch of walk) yield batch.map(toCandidate);
-}
-
-function toCandidate(entry: WalkedDeadLetter): Candidate {
-  const service = entry.record?.service ?? entry.facets?.service ?? serviceOfDeadLetterId(entry.id);
-  return {
-    id: entry.id,
-    ...(service === undefined ? {} : { service }),
-    ...(entry.record === undefined ? { skip: 'unreadable' as const } : { record: entry.record }),
-  };
-}
-
-/** Each distinct id once, in the order given, checked against the scope and the filter. */
-async function* fromIds(
-  client: RedisClient,
-  keys: DeadLetterKeys,
-  query: ListQuery,
-  ids: readonly string[],
-): AsyncGenerator<Candidate[]> {
-  const unique = [...new Set(ids)];
-  const inScope: ListQuery = query.scope === undefined ? {} : { scope: query.scope };
-  for (let start = 0; start < unique.length; start += BATCH) {
-    const chunk = unique.slice(start, start + BATCH);
-    yield Promise.all(
-      chunk.map(async (id): Promise<Candidate> => {
-        const service = serviceOfDeadLetterId(id);
-        const known = service === undefined ? { id } : { id, service };
-        const json = (await isDeadLetterId(client, keys, id))
-          ? await client.hget(keys.job(id), 'data')
-          : null;
-        if (json === null) return { ...known, skip: 'not-found' };
-        const record = parseDeadLetterRecord(json);
-        if (record === undefined) return { ...known, skip: 'unreadable' };
-        if (!matchesRecord(record, inScope, undefined)) return { ...known, skip: 'not-found' };
-        const inTime =
-          (query.since === undefined || record.deadLetteredAt >= query.since) &&
-          (query.until === undefined || record.deadLetteredAt <= query.until);
-        if (!inTime || !matchesRecord(record, query, query.service))
-          return { id, record, skip: 'not-matching' };
-        return { id, record };
-      }),
-    );
-  }
-}
-
-/** Adds replayed jobs and deletes their dead letters (the protocol in the module comment). */
-class Replayer {
-  readonly #client: RedisClient;
-  readonly #prefix: string;
-  readonly #purger: DeadLetterPurger;
-  readonly #keys: DeadLetterKeys;
-  readonly #queues = new Map<string, Queue<ReplayJobData>>();
-
-  constructor(client: RedisClient, prefix: string) {
-    this.#client = client;
-    this.#prefix = prefix;
-    this.#purger = new DeadLetterPurger({ connection: client, prefix });
-    this.#keys = deadLetterKeys(prefix);
-  }
-
-  /** False when the dead letter was gone (deleted, or replayed by another run) before its add. */
-  async replay(id: string, record: DeadLetterRecord): Promise<boolean> {
-    const queue = this.#queue(record.service);
-    const marker = queue.toKey(`ferry:replayed:${id}`);
-    if ((await this.#client.exists(marker)) === 0) {
-      // The record was read a batch ago (up to BATCH / rate seconds with a cap): purged, or replayed by a
-      // concurrent run whose job may be gone by now, it must not be added again.
-      if ((await this.#client.exists(this.#keys.job(id))) === 0) return false;
-      await this.#add(queue, marker, id, record);
-    }
-    // The purger marks the source job first (markSourceOfDeadLetter): a dead letter written again after its
-    // replay would be replayed a second time.
-    await this.#purger.delete(id);
-    await this.#client.del(marker);
-    return true;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([this.#purger.close(), ...[...this.#queues.values()].map((queue) => queue.close())]);
-  }
-
-  async #add(
-    queue: Queue<ReplayJobData>,
-    marker: string,
-    id: string,
-    record: DeadLetterRecord,
-  ): Promise<void> {
-    const jobId = replayJobId(id);
-    const data = replayJobData(id, record);
-    const transaction = (await queue.getBackend().client).multi();
-    await new Job<ReplayJobData>(queue, record.operation, data, { jobId }, jobId).addJob(transaction);
-    transaction.runCommand('set', [marker, jobId, 'PX', REPLAY_MARKER_TTL_MS]);
-    const results = await transaction.exec();
-    const error =
-      results === null
-        ? new Error(`replay of ${id}: the transaction was aborted`)
-        : results.find(([failed]) => failed !== null)?.[0];
-    if (error === undefined || error === null) return;
-    if (!error.message.startsWith('NOSCRIPT')) throw error;
-    // BullMQ's script was evicted (see dead-letter/writer.ts): ioredis resends it for a plain call, not inside MULTI.
-    // A crash between the two leaves a job without its marker: a re-run's add is then a no-op by job id.
-    await queue.add(record.operation, data, { jobId });
-    await this.#client.set(marker, jobId, 'PX', REPLAY_MARKER_TTL_MS);
-  }
-
-  #queue(service: string): Queue<ReplayJobData> {
-    let queue = this.#queues.get(service);
-    if (queue === undefined) {
-      queue = new Queue<ReplayJobData>(serviceQueueName(service), {
-        connection: this.#client,
-        prefix: this.#prefix,
-      });
-      this.#queues.set(service, queue);
-    }
-    return queue;
-  }
-}
-
-/**
- * A new job's data: fresh attempts (no `ferry` delivery state), the same input, tenant, metadata and origin, and
- * the key the downstream saw as `Idempotency-Key`, so a call that did reach the downstream is recognised
- * there. A dead letter records it, the job's own key or the default one (queue-layout.ts
- * defaultIdempotencyKey); one written before it did so, for a job without a key, has none: its job was sent
- * its job id.
- */
-export function replayJobData(id: string, record: DeadLetterRecord): ReplayJobData {
-  const data: ReplayJobData = { input: record.input ?? null, replayOf: id };
-  if (record.tenant !== undefined) data.tenant = record.tenant;
-  const key =
-    record.idempotencyKey ??
-    (record.sourceJobId.length <= MAX_IDEMPOTENCY_KEY_LENGTH ? record.sourceJobId : undefined);
-  if (key !== undefined) data.idempotencyKey = key;
-  if (record.metadata !== undefined) data.metadata = record.metadata;
-  // Sealed stays sealed: the envelope names the job it was sealed for, and opens on the same service and
-  // tenant, so it is copied verbatim (no key needed to replay).
-  if (record.sealed !== undefined) data.sealed = record.sealed;
-  // A follow-up stays one: its origin, depth included, so its own reactions still count towards the chain's
-  // depth limit (a replay cannot start a chain afresh).
-  if (record.origin !== undefined) data.origin = record.origin;
-  return data;
-}
-
-/**
- * Paces adds: each turn starts at least 1 / rate seconds after the previous turn actually started, and turns
- * are taken one after another, so however late a timer fires or however slow one add is, no two adds are
- * closer than the interval and the measured rate never exceeds the cap (a schedule fixed up front let a late
- * first add be followed by on-time ones: 31 adds at 20/s took 1.3 s instead of 1.5 s under load). A pause
- * earns no burst. `wait` resolves false when the signal aborts (at once, also while waiting).
- */
-function createPacer(
-  ratePerSecond: number | undefined,
-  signal: AbortSignal | undefined,
-): { wait(): Promise<boolean>; dispose(): void } {
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<void>((resolve) => {
-    onAbort = resolve;
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  const dispose = (): void => signal?.removeEventListener('abort', onAbort!);
-  if (ratePerSecond === undefined) return { wait: () => Promise.resolve(signal?.aborted !== true), dispose };
-  const intervalMs = SECOND / ratePerSecond;
-  let last = -Infinity;
-  let turns: Promise<boolean> = Promise.resolve(true);
-  const isAborted = (): boolean => signal?.aborted === true;
-  return {
-    wait() {
-      turns = turns.then(async (going) => {
-        if (!going || isAborted()) return false;
-        const waitMs = Math.ceil(last + intervalMs - performance.now());
-        if (waitMs > 0) {
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([new Promise((resolve) => (timer = setTimeout(resolve, waitMs))), aborted]);
-          clearTimeout(timer);
-        }
-        if (isAborted()) return false;
-        last = performance.now();
-        return true;
-      });
-      return turns;
-    },
-    dispose,
-  };
 }
 
 /** isServiceOpen, asked at most once per BREAKER_CHECK_MS per service. */
