@@ -61,6 +61,19 @@ const dependencyZones = [
   },
 ];
 
+/**
+ * Inside a layer: the delivery path takes its dead-letter helpers from the writer (dead-letter/writer.ts);
+ * dead-letter/reconciler.ts is the background sweep, which only the worker pool runs.
+ */
+const moduleZones = [
+  {
+    target: './src/worker/!(worker-pool).ts',
+    from: './src/dead-letter/reconciler.ts',
+    message:
+      'reconciler.ts is the failed-set sweep (worker-pool.ts runs it): take dead-letter helpers from writer.ts',
+  },
+];
+
 export default defineConfig(
   {
     name: 'ferry/ignores',
@@ -129,7 +142,7 @@ export default defineConfig(
       'import-x/no-unresolved': 'error',
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
       'import-x/no-self-import': 'error',
-      'import-x/no-restricted-paths': ['error', { zones: dependencyZones }],
+      'import-x/no-restricted-paths': ['error', { zones: [...dependencyZones, ...moduleZones] }],
     },
   },
 
