@@ -45,14 +45,34 @@ const dependencyZones = [
     ['core', 'producer', 'dead-letter', 'secrets', 'breakers', 'metrics', 'ops'],
     'imports core, producer, dead-letter, secrets, breakers, metrics and ops; never worker or cli',
   ),
-  // Operations the CLI and the API share (status, breaker open/close, queues, retry plan), so both do the same
-  // thing; worker and producer never import it (their rows above leave it out).
-  layer('ops', ['core', 'dead-letter', 'breakers'], 'imports core, dead-letter and breakers only'),
+  // Operator actions, the one home of what the CLI and the API do for an operator (status, breakers, queues,
+  // schedules, retry plan, dead-letter replay/purge/reindex, the staged-secret test), so both do the same thing
+  // and stay thin adapters. Worker and producer never import it (their rows above leave it out), and it never
+  // imports the worker: the secret test's live call is the worker's HTTP layer, injected by cli/ as a
+  // SecretProbe (secrets/secret-test.ts), hence secrets here (for key names, the resolver and those types).
+  layer(
+    'ops',
+    ['core', 'dead-letter', 'breakers', 'secrets'],
+    'imports core, dead-letter, breakers and secrets only (never worker: inject what it needs)',
+  ),
   // src/cli: anything (composition root). src/index.ts: re-exports only.
   {
     target: './src',
     from: ['./test', './bench', './chaos'],
     message: 'src/ never imports test helpers, benches or the chaos suite (they are not published).',
+  },
+];
+
+/**
+ * Inside a layer: the delivery path takes its dead-letter helpers from the writer (dead-letter/writer.ts);
+ * dead-letter/reconciler.ts is the background sweep, which only the worker pool runs.
+ */
+const moduleZones = [
+  {
+    target: './src/worker/!(worker-pool).ts',
+    from: './src/dead-letter/reconciler.ts',
+    message:
+      'reconciler.ts is the failed-set sweep (worker-pool.ts runs it): take dead-letter helpers from writer.ts',
   },
 ];
 
@@ -124,7 +144,7 @@ export default defineConfig(
       'import-x/no-unresolved': 'error',
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
       'import-x/no-self-import': 'error',
-      'import-x/no-restricted-paths': ['error', { zones: dependencyZones }],
+      'import-x/no-restricted-paths': ['error', { zones: [...dependencyZones, ...moduleZones] }],
     },
   },
 

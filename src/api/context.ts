@@ -19,7 +19,7 @@ export interface ApiSecrets {
   /** The sources in lookup order: where else a name is defined. */
   readonly sources: readonly SecretSource[];
   readonly resolver: SecretResolver;
-  /** One live call with a staged value, changing nothing (the worker's testStagedSecret, passed in by cli/). */
+  /** One live call with a staged value, changing nothing (ops' testStagedSecret with the worker's probe, passed in by cli/). */
   testStaged(request: SecretTestRequest): Promise<SecretTestOutcome>;
   /** The process's Scrubber: every value the routes handle is scrubbed from its log lines. */
   readonly scrubber?: SecretObserver;

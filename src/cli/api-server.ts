@@ -20,10 +20,11 @@ import { DEAD_LETTER_QUEUE } from '../core/queue-layout.ts';
 import { API_COMMAND_TIMEOUT_MS, type RedisClient } from '../core/redis.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import { testStagedSecret } from '../ops/secret-test.ts';
 import { Producer } from '../producer/producer.ts';
 import { SecretStore } from '../secrets/redis-store.ts';
 import { createSecretsRuntime, loadKeyring, requireSealKey } from '../secrets/setup.ts';
-import { testStagedSecret } from '../worker/secret-test.ts';
+import { createSecretProbe } from '../worker/secret-probe.ts';
 import type { WorkerPool } from '../worker/worker-pool.ts';
 import { type MetricsServer, redisReadiness, startMetricsServer } from './metrics-server.ts';
 import { createProcessMetrics, type Runtime } from './runtime.ts';
@@ -140,7 +141,8 @@ export async function buildFerryApi(
       store: secrets.store ?? new SecretStore({ connection, prefix, keyring: undefined }),
       sources: secrets.sources,
       resolver: secrets.resolver,
-      testStaged: (request) => testStagedSecret({ config, resolver: secrets.resolver, ...request }),
+      testStaged: (request) =>
+        testStagedSecret({ config, resolver: secrets.resolver, probe: createSecretProbe(), ...request }),
       scrubber: runtime.scrubber,
     },
   });

@@ -74,7 +74,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * data, or, for a raw BullMQ job without one (or with one that is not a UUID, which could repeat), a hash of
  * service, job id, job creation time and that id. Everything it is made of is fixed for the job's life, so every
  * attempt and every re-run after a stall sends the same key; a dead letter records it and its replay sends it
- * again (dead-letter/replay.ts). The `ferry-` prefix keeps it apart from the keys producers choose.
+ * again (ops/dead-letter-replayer.ts). The `ferry-` prefix keeps it apart from the keys producers choose.
  */
 export function defaultIdempotencyKey(
   service: string,

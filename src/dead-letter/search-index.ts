@@ -12,8 +12,8 @@
  *   so a filtered walk never parses inputs.
  * The writer adds a dead letter and its entries in one MULTI (writer.ts); deletes remove the job first and
  * then its entries, only if the job is really gone (purge.ts). Anything that bypasses both (raw BullMQ
- * tools, Bull Board, an older Ferry) is caught up by reindexDeadLetters (reindex.ts). docs/queue-layout.md
- * documents the keys: they are part of what raw BullMQ tools see.
+ * tools, Bull Board, an older Ferry) is caught up by reindexDeadLetters (src/ops/dead-letter-reindex.ts).
+ * docs/queue-layout.md documents the keys: they are part of what raw BullMQ tools see.
  */
 import type { ErrorType } from '../core/errors.ts';
 import type { DeadLetterRecord } from '../core/job.ts';

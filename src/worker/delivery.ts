@@ -34,8 +34,12 @@ import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts'
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
-import { deadLetterFromJob, isDeadLettered, markDeadLettered } from '../dead-letter/reconciler.ts';
-import type { DeadLetterWriter } from '../dead-letter/writer.ts';
+import {
+  deadLetterFromJob,
+  type DeadLetterWriter,
+  isDeadLettered,
+  markDeadLettered,
+} from '../dead-letter/writer.ts';
 import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob } from './fallback-route.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';

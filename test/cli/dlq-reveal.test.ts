@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 
 import { SEALED_PLACEHOLDER } from '../../src/core/job.ts';
-import { replayJobId } from '../../src/dead-letter/replay.ts';
+import { replayJobId } from '../../src/ops/dead-letter-replay.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';

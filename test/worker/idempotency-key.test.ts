@@ -8,7 +8,7 @@ import { Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { defaultIdempotencyKey, serviceQueueName } from '../../src/core/queue-layout.ts';
-import { replayDeadLetters, replayJobId } from '../../src/dead-letter/replay.ts';
+import { replayDeadLetters, replayJobId } from '../../src/ops/dead-letter-replay.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';

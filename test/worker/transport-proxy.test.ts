@@ -7,9 +7,10 @@
 import { describe, expect, it } from 'vitest';
 
 import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { testStagedSecret } from '../../src/ops/secret-test.ts';
 import type { SecretResolver } from '../../src/secrets/resolver.ts';
 import { envProxyFor, readProxyEnv } from '../../src/worker/http/transport.ts';
-import { testStagedSecret } from '../../src/worker/secret-test.ts';
+import { createSecretProbe } from '../../src/worker/secret-probe.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
@@ -242,7 +243,7 @@ describe('the other calls a worker makes', () => {
       value: 'staged-secret-5678',
       input: { a: 1 },
       resolver: secretsOf({ client_secret: 'current-secret-1234' }),
-      proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }),
+      probe: createSecretProbe({ proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }) }),
     });
     expect(outcome.outcome).toBe('completed');
     expect(tokenEndpoint.requests).toHaveLength(1);
@@ -283,7 +284,7 @@ describe('the other calls a worker makes', () => {
       value: 'staged-secret-5678',
       input: { a: 1 },
       resolver: secretsOf({ client_secret: 'current-secret-1234' }),
-      proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }),
+      probe: createSecretProbe({ proxyEnv: readProxyEnv({ HTTP_PROXY: proxy.url }) }),
     });
     expect(outcome.outcome).toBe('completed');
     expect(tokenEndpoint.requests).toHaveLength(1);

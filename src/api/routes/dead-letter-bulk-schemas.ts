@@ -5,7 +5,7 @@
 import { z } from 'zod';
 
 import { errorTypeSchema } from '../../core/job.ts';
-import type { ReplayProgress } from '../../dead-letter/replay.ts';
+import type { ReplayProgress } from '../../ops/dead-letter-replay.ts';
 import { serviceName } from '../schemas.ts';
 
 const MAX_IDS = 10_000;

@@ -1,7 +1,7 @@
 /**
  * Dead letters in bulk (issue 5, DESIGN §4): `POST /v1/dead-letters/replay` and `POST /v1/dead-letters/purge`,
- * with the list's filters, over the same engine as `ferry dlq replay|purge` (src/dead-letter/replay.ts,
- * purge.ts).
+ * with the list's filters, over the same operator actions as `ferry dlq replay|purge`
+ * (src/ops/dead-letter-replay.ts, dead-letter-purge.ts).
  *
  * Replay answers its report as JSON, or, for `Accept: text/event-stream`, streams `progress` events and ends
  * with `done` (the report). A client that goes away stops the replay between dead letters (those in flight
@@ -17,9 +17,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { ValidationError } from '../../core/errors.ts';
 import type { DeadLetterFilter, DeadLetterScope } from '../../dead-letter/list-query.ts';
-import { purgeDeadLetters } from '../../dead-letter/purge.ts';
-import { replayDeadLetters, type ReplayProgress, type ReplayReport } from '../../dead-letter/replay.ts';
-import { listBreakers } from '../../ops/breaker-control.ts';
+import { purgeDeadLetters } from '../../ops/dead-letter-purge.ts';
+import {
+  replayDeadLetters,
+  replayDeps,
+  type ReplayProgress,
+  type ReplayReport,
+} from '../../ops/dead-letter-replay.ts';
 import { type Principal, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { toErrorResponse } from '../errors.ts';
@@ -78,11 +82,7 @@ export function deadLetterBulkRoutes(app: FastifyInstance, ctx: ApiContext): voi
     for (const controller of running) controller.abort();
   });
 
-  const isServiceOpen = async (service: string): Promise<boolean> =>
-    ctx.config.services.has(service) &&
-    (
-      await listBreakers({ connection: ctx.connection, prefix: ctx.prefix, config: ctx.config }, [service])
-    )[0]!.state !== 'closed';
+  const target = replayDeps({ connection: ctx.connection, prefix: ctx.prefix, config: ctx.config });
 
   function checkService(principal: Principal, service: string | undefined, known: boolean): void {
     if (service === undefined) return;
@@ -155,32 +155,24 @@ export function deadLetterBulkRoutes(app: FastifyInstance, ctx: ApiContext): voi
       );
       let report: ReplayReport;
       try {
-        report = await replayDeadLetters(
-          {
-            connection: ctx.connection,
-            prefix: ctx.prefix,
-            services: new Set(ctx.config.services.keys()),
-            isServiceOpen,
-          },
-          {
-            ...(Object.keys(filter).length > 0 ? { filter } : {}),
-            ...(body.ids === undefined ? {} : { ids: body.ids }),
-            ...(scope === undefined ? {} : { scope }),
-            dryRun: body.dryRun === true,
-            ...(body.ratePerSecond === undefined ? {} : { ratePerSecond: body.ratePerSecond }),
-            onlyWhenClosed: body.onlyWhenClosed === true,
-            ...(body.limit === undefined ? {} : { limit: body.limit }),
-            signal: controller.signal,
-            ...(stream === undefined
-              ? {}
-              : {
-                  onProgress: (progress: ReplayProgress) => {
-                    if (performance.now() - lastSentAt >= PROGRESS_INTERVAL_MS) send(progress);
-                    else pending = progress;
-                  },
-                }),
-          },
-        );
+        report = await replayDeadLetters(target, {
+          ...(Object.keys(filter).length > 0 ? { filter } : {}),
+          ...(body.ids === undefined ? {} : { ids: body.ids }),
+          ...(scope === undefined ? {} : { scope }),
+          dryRun: body.dryRun === true,
+          ...(body.ratePerSecond === undefined ? {} : { ratePerSecond: body.ratePerSecond }),
+          onlyWhenClosed: body.onlyWhenClosed === true,
+          ...(body.limit === undefined ? {} : { limit: body.limit }),
+          signal: controller.signal,
+          ...(stream === undefined
+            ? {}
+            : {
+                onProgress: (progress: ReplayProgress) => {
+                  if (performance.now() - lastSentAt >= PROGRESS_INTERVAL_MS) send(progress);
+                  else pending = progress;
+                },
+              }),
+        });
       } catch (error) {
         running.delete(controller);
         if (stream === undefined) throw error;

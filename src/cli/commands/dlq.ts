@@ -212,13 +212,11 @@ Examples:
       ) => {
         const [
           { withOps, parseCount },
-          { replayDeadLetters },
-          { listBreakers },
+          { replayDeadLetters, replayDeps },
           { createProgress, abortOnInterrupt },
         ] = await Promise.all([
           import('../ops-session.ts'),
-          import('../../dead-letter/replay.ts'),
-          import('../../ops/breaker-control.ts'),
+          import('../../ops/dead-letter-replay.ts'),
           import('../progress.ts'),
         ]);
         const filter = await toFilter(options);
@@ -239,14 +237,7 @@ Examples:
         let missing = 0;
         try {
           const report = await withOps(async (deps) => {
-            const target = {
-              connection: deps.connection,
-              prefix: deps.prefix,
-              services: new Set(deps.config.services.keys()),
-              isServiceOpen: async (service: string) =>
-                deps.config.services.has(service) &&
-                (await listBreakers(deps, [service]))[0]!.state !== 'closed',
-            };
+            const target = replayDeps(deps);
             if (ask) {
               const { matched } = await replayDeadLetters(target, {
                 dryRun: true,
@@ -324,7 +315,7 @@ Examples:
         const [{ withOps, parseDuration }, { purgeDeadLetters }, { createProgress, abortOnInterrupt }] =
           await Promise.all([
             import('../ops-session.ts'),
-            import('../../dead-letter/purge.ts'),
+            import('../../ops/dead-letter-purge.ts'),
             import('../progress.ts'),
           ]);
         const filter = await toFilter(options);
@@ -382,7 +373,7 @@ Examples:
     .action(async (options: { json?: boolean }) => {
       const [{ withOps }, { reindexDeadLetters }] = await Promise.all([
         import('../ops-session.ts'),
-        import('../../dead-letter/reindex.ts'),
+        import('../../ops/dead-letter-reindex.ts'),
       ]);
       const result = await withOps((deps) => reindexDeadLetters(deps));
       if (options.json === true) printJson(result);

@@ -13,10 +13,10 @@ import type { Env } from '../../core/env.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { RedisClient } from '../../core/redis.ts';
 import type { ServicesConfig } from '../../core/services/types.ts';
+import type { SecretTestOutcome } from '../../ops/secret-test.ts';
 import type { SecretDescription } from '../../secrets/catalog.ts';
 import type { Keyring } from '../../secrets/crypto.ts';
 import type { SecretChange, SecretStore, VersionInfo } from '../../secrets/redis-store.ts';
-import type { SecretTestOutcome } from '../../worker/secret-test.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
 
 interface KeyOptions {
@@ -129,11 +129,13 @@ ${ENVIRONMENT}`,
       const config = await loadConfig(env, true);
       const input = options.input === undefined ? undefined : await readInput(options.input);
       await withStore(env, keyring, async (store, connection) => {
-        const [{ testStagedSecret }, { createSecretsRuntime }, { parseSecretKey }] = await Promise.all([
-          import('../../worker/secret-test.ts'),
-          import('../../secrets/setup.ts'),
-          import('../../secrets/names.ts'),
-        ]);
+        const [{ testStagedSecret }, { createSecretProbe }, { createSecretsRuntime }, { parseSecretKey }] =
+          await Promise.all([
+            import('../../ops/secret-test.ts'),
+            import('../../worker/secret-probe.ts'),
+            import('../../secrets/setup.ts'),
+            import('../../secrets/names.ts'),
+          ]);
         const info = await store.info(key);
         const value = await store.readStaged(key);
         if (info?.staged === undefined || value === undefined) {
@@ -156,6 +158,7 @@ ${ENVIRONMENT}`,
           outcome = await testStagedSecret({
             config,
             resolver: runtime.resolver,
+            probe: createSecretProbe(),
             key,
             value,
             service: options.service,

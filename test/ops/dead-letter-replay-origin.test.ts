@@ -7,10 +7,10 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 
 import type { JobData, JobOrigin } from '../../src/core/job.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
-import { replayDeadLetters, replayJobId } from '../../src/dead-letter/replay.ts';
+import { replayDeadLetters, replayJobId } from '../../src/ops/dead-letter-replay.ts';
 import { Producer } from '../../src/producer/index.ts';
+import { deadLetterKit } from '../dead-letter/support.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { deadLetterKit } from './support.ts';
 
 const redis = await startRedis();
 

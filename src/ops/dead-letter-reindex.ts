@@ -1,5 +1,5 @@
 /**
- * Rebuilds the dead-letter index (search-index.ts) from the queue itself: for dead letters written before
+ * `ferry dlq reindex`: rebuilds the dead-letter index (src/dead-letter/search-index.ts) from the queue itself: for dead letters written before
  * the index existed, or by anything that bypasses the writer (a raw BullMQ add), and to drop entries whose
  * job something else removed (Bull Board, `queue.drain`, `obliterate`, a crash between a delete's two
  * steps). Reads every dead letter once, in batches; safe to run at any time, while workers write and
@@ -14,8 +14,8 @@ import {
   parseFacets,
   serviceOfDeadLetterId,
   unindexIfMissing,
-} from './search-index.ts';
-import { parseDeadLetterRecord } from './view.ts';
+} from '../dead-letter/search-index.ts';
+import { parseDeadLetterRecord } from '../dead-letter/view.ts';
 
 export interface ReindexResult {
   /** Jobs of `{dead-letter}` read. */

@@ -14,6 +14,7 @@ import type { DeadLetterFilter } from '../../src/dead-letter/list-query.ts';
 import { DeadLetterPurger } from '../../src/dead-letter/purge.ts';
 import { DeadLetterReader } from '../../src/dead-letter/reader.ts';
 import { reconcileJob } from '../../src/dead-letter/reconciler.ts';
+import { DeadLetterWriter } from '../../src/dead-letter/writer.ts';
 import {
   MAX_REPORT_ITEMS,
   replayDeadLetters,
@@ -21,12 +22,11 @@ import {
   replayJobData,
   replayJobId,
   type ReplayProgress,
-} from '../../src/dead-letter/replay.ts';
-import { DeadLetterWriter } from '../../src/dead-letter/writer.ts';
+} from '../../src/ops/dead-letter-replay.ts';
+import { aRecord, type DeadLetterKit, deadLetterKit, T } from '../dead-letter/support.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { aRecord, type DeadLetterKit, deadLetterKit, T } from './support.ts';
 
 const redis = await startRedis();
 

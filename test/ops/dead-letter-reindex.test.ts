@@ -1,9 +1,9 @@
 /** Rebuilding the dead-letter index from the queue: what bypassed the writer is found, what is gone is dropped. */
 import { describe, expect, it } from 'vitest';
 
-import { reindexDeadLetters } from '../../src/dead-letter/reindex.ts';
+import { reindexDeadLetters } from '../../src/ops/dead-letter-reindex.ts';
+import { aRecord, deadLetterKit, T } from '../dead-letter/support.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { aRecord, deadLetterKit, T } from './support.ts';
 
 const redis = await startRedis();
 

@@ -1,5 +1,5 @@
 /**
- * testStagedSecret (issue 4, `ferry secrets test`): one live call with a candidate value for one key, every
+ * testStagedSecret (issue 4, `ferry secrets test`; ops, with the worker's probe): one live call with a candidate value for one key, every
  * other secret as usual; refusals come before any call, and the candidate never appears in the outcome.
  */
 import { describe, expect, it } from 'vitest';
@@ -7,8 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/core/errors.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
+import { type SecretTestOptions, testStagedSecret } from '../../src/ops/secret-test.ts';
 import { createSecretResolver, type SecretResolver } from '../../src/secrets/resolver.ts';
-import { type SecretTestOptions, testStagedSecret } from '../../src/worker/secret-test.ts';
+import type { SecretProbe, SecretProbeCall } from '../../src/secrets/secret-test.ts';
+import { createSecretProbe } from '../../src/worker/secret-probe.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 
 const CURRENT = 'current-crm-value-1';
@@ -63,6 +65,7 @@ async function setup(): Promise<{ downstream: Downstream; base: Omit<SecretTestO
     base: {
       config: servicesFor(downstream.url),
       resolver: tableResolver(),
+      probe: createSecretProbe(),
       value: STAGED,
       service: 'crm',
       operation: 'ping',
@@ -161,5 +164,31 @@ describe('testStagedSecret', () => {
     const outcome = await testStagedSecret({ ...base, key: 'crm_key', tenant: 'beta' });
     expect(outcome).toMatchObject({ outcome: 'completed' });
     expect(downstream.requests[0]?.headers.authorization).toBe(`Bearer ${STAGED}`);
+  });
+
+  it('hands the injected probe the checked call; a refusal never reaches it', async () => {
+    const { base } = await setup();
+    const calls: SecretProbeCall[] = [];
+    const probe: SecretProbe = (call) => {
+      calls.push(call);
+      return Promise.resolve({ outcome: 'completed', status: 204, durationMs: 0, body: null });
+    };
+    const outcome = await testStagedSecret({ ...base, probe, key: 'crm_key', tenant: 'beta' });
+    expect(outcome).toEqual({ outcome: 'completed', status: 204, durationMs: 0, body: null });
+    expect(calls).toHaveLength(1);
+    const [call] = calls;
+    expect(call).toMatchObject({
+      operation: 'ping',
+      candidate: STAGED,
+      data: { input: { hello: 'world' }, tenant: 'beta' },
+    });
+    expect(call!.service.name).toBe('crm');
+    // Only the tested key is answered by the candidate.
+    expect(await call!.secrets.resolve('crm_key', 'beta')).toBe(STAGED);
+    expect(await call!.secrets.resolve('crm_region', 'beta')).toBe('eu-west');
+    await expect(testStagedSecret({ ...base, probe, key: 'mail_key' })).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    expect(calls).toHaveLength(1);
   });
 });

@@ -3,35 +3,27 @@
  * a live call"): one call to a service as a job of that service would make it, with one secret's value
  * replaced by a candidate (the staged version), before anything uses that value.
  *
- * It changes nothing: no job, no dead letter, no event, and no breaker. The call goes around the service's
- * circuit breaker on purpose: a wrong candidate value is expected to fail (that is what the test is for), and
- * its 401 must neither open the breaker nor count toward opening it for the jobs that use the current value.
- * Its own connection pool and token cache are closed before it returns, so a token fetched with a candidate
- * client secret is never cached where a worker could use it.
+ * This operator action checks the request and answers the candidate for its key; the call itself is the
+ * worker's HTTP layer (src/worker/secret-probe.ts), injected as `probe` by the composition root (src/cli),
+ * since ops never imports the worker. The probe changes nothing: no job, no dead letter, no event, and no
+ * breaker (a wrong candidate's 401 must not count toward opening it), and it closes its own connection pool
+ * and token cache before it returns, so a token fetched with a candidate client secret is never cached where
+ * a worker could use it.
  */
-import { randomUUID } from 'node:crypto';
-
-import { type FerryError, NetworkError, ValidationError } from '../core/errors.ts';
-import type { JobData } from '../core/job.ts';
+import { ValidationError } from '../core/errors.ts';
 import type { ServicesConfig } from '../core/services/types.ts';
 import { type Clock, systemClock } from '../core/time.ts';
 import { parseSecretKey } from '../secrets/names.ts';
 import type { SecretResolver } from '../secrets/resolver.ts';
-import { Scrubber } from '../secrets/scrub.ts';
-import type { SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';
-import { egressScopeOf } from './http/egress.ts';
-import { TokenCache } from './http/oauth2.ts';
-import { PoolSet } from './http/pools.ts';
-import { observeProxyEnv, type ProxyEnv, readProxyEnv } from './http/transport.ts';
-import { runAttempt } from './processor.ts';
+import type { SecretProbe, SecretTestOutcome, SecretTestRequest } from '../secrets/secret-test.ts';
 
 export interface SecretTestOptions extends SecretTestRequest {
   config: ServicesConfig;
   /** The process's resolver; `key` is answered with `value` instead, every other secret as usual. */
   resolver: SecretResolver;
+  /** The live call: the worker's createSecretProbe (src/worker/secret-probe.ts), passed in by cli/. */
+  probe: SecretProbe;
   clock?: Clock;
-  /** HTTPS_PROXY / HTTP_PROXY / NO_PROXY; default: read from process.env, as a worker does at start. */
-  proxyEnv?: ProxyEnv;
 }
 
 export type { SecretTestOutcome } from '../secrets/secret-test.ts';
@@ -100,57 +92,14 @@ export async function testStagedSecret(options: SecretTestOptions): Promise<Secr
     }
   }
 
-  const clock = options.clock ?? systemClock;
-  const scrubber = new Scrubber();
-  scrubber.add(value);
-  // The test call takes the worker's route (issue 17): the process's proxy variables, the service's proxy: and tls:.
-  const proxyEnv = options.proxyEnv ?? readProxyEnv(process.env);
-  observeProxyEnv(proxyEnv, scrubber);
-  const pools = new PoolSet({ connections: 1, egress: egressScopeOf(service), proxyEnv, scrubber });
-  const tokens = new TokenCache({ observer: scrubber, clock, proxyEnv });
-  const data: JobData = { input: options.input };
-  if (tenant !== undefined) data.tenant = tenant;
-  try {
-    const outcome = await runAttempt(
-      { id: `secret-test-${randomUUID()}`, name: options.operation, data },
-      {
-        service,
-        breaker: undefined,
-        secrets: overrideKey(options.resolver, name, keyTenant, value),
-        scrubber,
-        pools,
-        tokens,
-        clock,
-      },
-      undefined,
-    );
-    switch (outcome.kind) {
-      case 'completed': {
-        const { result } = outcome;
-        return {
-          outcome: 'completed',
-          status: result.status,
-          durationMs: outcome.durationMs,
-          body: result.body,
-          ...(result.bodyTruncated === true ? { bodyTruncated: true } : {}),
-        };
-      }
-      case 'failed':
-      case 'held':
-        // Held: an open breaker (none here). A 429/503 with Retry-After is `failed`: a job would wait, a test
-        // reports it.
-        return failed(outcome.error, outcome.durationMs, scrubber);
-      case 'interrupted':
-        return failed(new NetworkError('the call was interrupted'), outcome.durationMs, scrubber);
-      case 'deferred':
-        // A secret test is given no tenant leases (tenantConcurrency): never deferred.
-        throw new Error('a secret test was deferred');
-      default:
-        return assertNever(outcome);
-    }
-  } finally {
-    await Promise.all([pools.close(), tokens.close()]);
-  }
+  return options.probe({
+    service,
+    operation: options.operation,
+    data: tenant === undefined ? { input: options.input } : { input: options.input, tenant },
+    secrets: overrideKey(options.resolver, name, keyTenant, value),
+    candidate: value,
+    clock: options.clock ?? systemClock,
+  });
 }
 
 /**
@@ -177,20 +126,4 @@ function overrideKey(
       return typeof scoped === 'object' ? scoped.then(pick) : pick(scoped);
     },
   };
-}
-
-function failed(error: FerryError, durationMs: number, scrubber: Scrubber): SecretTestOutcome {
-  return {
-    outcome: 'failed',
-    error: {
-      type: error.type,
-      message: scrubber.scrub(error.message),
-      ...(error.status === undefined ? {} : { status: error.status }),
-    },
-    durationMs,
-  };
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unexpected attempt outcome ${JSON.stringify(value)}`);
 }
