@@ -21,7 +21,13 @@ import type { ServicesConfig } from '../../core/services/types.ts';
 import { describeSecrets } from '../../secrets/catalog.ts';
 import { parseSecretKey, type SecretKey } from '../../secrets/names.ts';
 import type { SecretChange, SecretStore } from '../../secrets/redis-store.ts';
-import { canAccessTenant, type Principal, principalOf, requireService } from '../auth.ts';
+import {
+  canAccessTenant,
+  type Principal,
+  principalOf,
+  type RequestOfPrincipal,
+  requireService,
+} from '../auth.ts';
 import type { ApiContext, ApiSecrets } from '../context.ts';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import { errorResponses, jsonSchema, serviceName, type ZodTypeProvider } from '../schemas.ts';
@@ -214,11 +220,15 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
   if (secrets === undefined) return;
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const base = { scope: 'admin', redis: true } as const;
-  /** The `:key` parameter checked, and the token's access to it. */
-  const keyOf = (principal: Principal, { key }: { key: string }): SecretKey & { key: string } => {
+  /** The `:key` parameter checked, and the caller, who may touch it. */
+  const keyOf = (
+    request: RequestOfPrincipal & { readonly params: { readonly key: string } },
+  ): SecretKey & { key: string; principal: Principal } => {
+    const principal = principalOf(request);
+    const { key } = request.params;
     const parsed = parseKey(key);
     requireKeyAccess(principal, parsed);
-    return { ...parsed, key };
+    return { ...parsed, key, principal };
   };
   const observe = (value: string): void => secrets.scrubber?.add(value);
   const describe = async (): Promise<z.infer<typeof secretDescriptionSchema>[]> => {
@@ -262,7 +272,7 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const { key } = keyOf(principalOf(request), request.params);
+      const { key } = keyOf(request);
       const found = (await describe()).find((secret) => secret.key === key);
       if (found === undefined) throw new NotFoundError(`secret "${key}" is neither stored nor referenced`);
       return found;
@@ -288,8 +298,7 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
         },
       },
       handler: async (request, reply) => {
-        const principal = principalOf(request);
-        const { key, name } = keyOf(principal, request.params);
+        const { key, name, principal } = keyOf(request);
         requireWhereCallsGo(principal, name, ctx.config);
         const { value } = request.body;
         observe(value);
@@ -324,8 +333,7 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = principalOf(request);
-      const { key } = keyOf(principal, request.params);
+      const { key, principal } = keyOf(request);
       const body = request.body;
       requireService(principal, body.service);
       if (body.tenant !== undefined && !canAccessTenant(principal, body.tenant)) {
@@ -378,8 +386,7 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
         },
       },
       async (request) => {
-        const principal = principalOf(request);
-        const { key } = keyOf(principal, request.params);
+        const { key, principal } = keyOf(request);
         const store = anyStore(secrets);
         const version = changed(
           key,
@@ -407,8 +414,7 @@ export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const principal = principalOf(request);
-      const { key } = keyOf(principal, request.params);
+      const { key, principal } = keyOf(request);
       const { version } = request.query;
       changed(key, await anyStore(secrets).delete(key, version));
       request.log.info(
