@@ -51,7 +51,8 @@ const validators = new WeakMap<object, z.ZodType>();
  * (the handler validates, e.g. against the services file) and the part stays `unknown`.
  */
 export function jsonSchema<S extends z.ZodType>(schema: S): ValidatedJsonSchema<z.output<S>>;
-export function jsonSchema(schema: z.ZodType, options: { validate: false }): JsonSchema;
+/** With options: untyped (`validate: false` documents only; other options are accepted as before). */
+export function jsonSchema(schema: z.ZodType, options: { validate?: boolean }): JsonSchema;
 export function jsonSchema(schema: z.ZodType, options: { validate?: boolean } = {}): JsonSchema {
   const json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
   delete json.$schema;
