@@ -150,6 +150,27 @@ export function authenticate(
   return principal;
 }
 
+/** What principalOf reads of a request: any Fastify request has it. */
+export interface RequestOfPrincipal {
+  readonly principal: Principal | undefined;
+  readonly method: string;
+  readonly routeOptions: { readonly url?: string | undefined };
+}
+
+/**
+ * The caller of an authenticated route: the principal app.ts's auth hook set. Its absence is Ferry's bug, not
+ * the client's (a `public` route asking, or a route mounted outside the hook): an internal error (500), never
+ * a request served as nobody. Takes the route's pattern, not its URL, for the message: nothing the client sent.
+ */
+export function principalOf(request: RequestOfPrincipal): Principal {
+  if (request.principal === undefined) {
+    throw new Error(
+      `${request.method} ${request.routeOptions.url ?? '(no route)'}: no principal; the auth hook did not run for this route`,
+    );
+  }
+  return request.principal;
+}
+
 export function hasScope(principal: Principal, scope: Scope): boolean {
   return principal.scopes.has('admin') || principal.scopes.has(scope);
 }

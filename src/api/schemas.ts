@@ -1,9 +1,10 @@
 /**
  * Route schemas. Each is a zod schema (core/job.ts is the one source of the job shapes) turned into JSON Schema
  * for Fastify's route definitions, from which @fastify/swagger builds the OpenAPI document. Validation runs
- * the zod schema itself (validatorCompiler below), so the API's messages and fields are the Producer's.
+ * the zod schema itself (validatorCompiler below), so the API's messages and fields are the Producer's, and
+ * ZodTypeProvider types what the handler reads from the same schema.
  */
-import type { FastifySchemaCompiler } from 'fastify';
+import type { FastifySchemaCompiler, FastifyTypeProvider } from 'fastify';
 import { z } from 'zod';
 
 import { ValidationError } from '../core/errors.ts';
@@ -20,12 +21,38 @@ import { MAX_JOB_ID_LENGTH, SERVICE_NAME_PATTERN } from '../core/queue-layout.ts
 
 type JsonSchema = Record<string, unknown>;
 
+/** Never set: a type-only mark (see ValidatedJsonSchema). */
+declare const parsedType: unique symbol;
+
+/**
+ * The JSON Schema of a route part that Fastify validates with a zod schema (jsonSchema without `validate:
+ * false`), marked at the type level only with what the validator hands the handler: the schema's output.
+ */
+export type ValidatedJsonSchema<T> = JsonSchema & { readonly [parsedType]: T };
+
+/**
+ * Fastify type provider (fastify's `FastifyTypeProvider`, as fastify-type-provider-zod does it): a route's
+ * `request.params`, `query`, `body` and `headers` have the output type of the zod schema validating them, so
+ * handlers read them without casts. A part without one (none, or documentation only) stays `unknown`.
+ * Replies stay `unknown`: response schemas document, they are never enforced (serializerCompiler).
+ *
+ * Use it in a route module with `app.withTypeProvider<ZodTypeProvider>()` (the same instance, retyped).
+ */
+export interface ZodTypeProvider extends FastifyTypeProvider {
+  readonly validator: this['schema'] extends ValidatedJsonSchema<infer T> ? T : unknown;
+  readonly serializer: unknown;
+}
+
 const validators = new WeakMap<object, z.ZodType>();
 
 /**
  * JSON Schema of a zod schema for a route definition. With `validate` (the default) the route validates with
- * the zod schema; without, the schema only documents (the handler validates, e.g. against the services file).
+ * the zod schema, and ZodTypeProvider types the part from it; with `validate: false`, the schema only documents
+ * (the handler validates, e.g. against the services file) and the part stays `unknown`.
  */
+export function jsonSchema<S extends z.ZodType>(schema: S): ValidatedJsonSchema<z.output<S>>;
+/** With options: untyped (`validate: false` documents only; other options are accepted as before). */
+export function jsonSchema(schema: z.ZodType, options: { validate?: boolean }): JsonSchema;
 export function jsonSchema(schema: z.ZodType, options: { validate?: boolean } = {}): JsonSchema {
   const json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
   delete json.$schema;
@@ -72,10 +99,13 @@ export const errorBodySchema = z.object({
   }),
 });
 
-/** Response schemas of the error body for the given statuses (documentation: responses are never stripped). */
-export function errorResponses(...codes: number[]): Record<number, unknown> {
+/**
+ * Response schemas of the error body for the given statuses (documentation: responses are never stripped).
+ * Typed by the statuses, so that `reply.code(422)` type-checks only on a route that documents a 422.
+ */
+export function errorResponses<C extends number>(...codes: C[]): Record<C, JsonSchema> {
   const body = jsonSchema(errorBodySchema, { validate: false });
-  return Object.fromEntries(codes.map((code) => [code, body]));
+  return Object.fromEntries(codes.map((code) => [code, body])) as Record<C, JsonSchema>;
 }
 
 const jobResultSchema = z.object({

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { Cluster } from 'ioredis';
 
 import { buildApp } from '../api/app.ts';
-import { serviceReadAccess, type TokenSet } from '../api/auth.ts';
+import { principalOf, serviceReadAccess, type TokenSet } from '../api/auth.ts';
 import { createAdminAuthorizer, DEFAULT_BULL_BOARD_PATH, registerBullBoard } from '../api/bull-board.ts';
 import { createApiContext } from '../api/context.ts';
 import { CHANNEL_CLOSE_WAIT_MS } from '../api/job-events/channel.ts';
@@ -170,7 +170,7 @@ export async function buildFerryApi(
           hub,
           producer: routeContext.producer,
           services: config.services,
-          authorize: (request, { service }) => serviceReadAccess(request.principal!, service),
+          authorize: (request, { service }) => serviceReadAccess(principalOf(request), service),
           ...(options.sse === undefined ? {} : { sse: options.sse }),
         }),
       (scope, routeContext) =>

@@ -16,7 +16,13 @@ import { ValidationError } from '../../core/errors.ts';
 import { type JobEvent, STREAM_ID_PATTERN, TERMINAL_JOB_EVENTS } from '../../core/job-events.ts';
 import type { JobView, Producer } from '../../producer/producer.ts';
 import { NotFoundError } from '../errors.ts';
-import { errorResponses, jobParamsSchema, jsonSchema, serviceName } from '../schemas.ts';
+import {
+  errorResponses,
+  jobParamsSchema,
+  jsonSchema,
+  serviceName,
+  type ZodTypeProvider,
+} from '../schemas.ts';
 import { type SseOptions, SseStream } from '../sse.ts';
 import type { JobEventHub, JobInfo } from './hub.ts';
 
@@ -58,7 +64,8 @@ const sseResponse = (description: string): Record<string, unknown> => ({
     },
   },
 });
-export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps): void {
+export function jobEventsRoutes(fastify: FastifyInstance, deps: JobEventsRouteDeps): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const open = new Set<SseStream>();
   // Fastify's close waits for every response to end: end the streams first, or it would wait forever.
   app.addHook('preClose', async () => {
@@ -99,7 +106,7 @@ export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps):
       },
     },
     async (request, reply) => {
-      const { service, id } = request.params as { service: string; id: string };
+      const { service, id } = request.params;
       assertService(service);
       const resume = parseLastEventId(request.headers['last-event-id']);
       const mayRead = canRead(request, service);
@@ -159,7 +166,7 @@ export function jobEventsRoutes(app: FastifyInstance, deps: JobEventsRouteDeps):
       },
     },
     async (request, reply) => {
-      const { service } = request.query as { service: string };
+      const { service } = request.query;
       assertService(service);
       const resume = parseLastEventId(request.headers['last-event-id']);
       const mayRead = canRead(request, service);

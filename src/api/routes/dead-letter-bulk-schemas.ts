@@ -68,9 +68,6 @@ export const purgeBodySchema = z.strictObject({
   dryRun: z.boolean().optional().describe('count what would go; delete nothing (default false)'),
 });
 
-export type ReplayBody = z.output<typeof replayBodySchema>;
-export type PurgeBody = z.output<typeof purgeBodySchema>;
-
 const replayItemSchema = z.object({
   id: z.string(),
   service: z.string(),

@@ -24,18 +24,16 @@ import {
   type ReplayProgress,
   type ReplayReport,
 } from '../../ops/dead-letter-replay.ts';
-import { type Principal, requireService } from '../auth.ts';
+import { type Principal, principalOf, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { toErrorResponse } from '../errors.ts';
-import { errorResponses, jsonSchema } from '../schemas.ts';
+import { errorResponses, jsonSchema, type ZodTypeProvider } from '../schemas.ts';
 import { SseStream } from '../sse.ts';
 import {
   filterFields,
   progressEvent,
-  type PurgeBody,
   purgeBodySchema,
   purgeReportSchema,
-  type ReplayBody,
   replayBodySchema,
   replayReportSchema,
 } from './dead-letter-bulk-schemas.ts';
@@ -75,7 +73,8 @@ function abortOnDisconnect(reply: FastifyReply, controller: AbortController): vo
   });
 }
 
-export function deadLetterBulkRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function deadLetterBulkRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const running = new Set<AbortController>();
   // Fastify's close waits for every response: stop running replays and purges (they answer `interrupted`).
   app.addHook('preClose', async () => {
@@ -129,8 +128,8 @@ export function deadLetterBulkRoutes(app: FastifyInstance, ctx: ApiContext): voi
       },
     },
     async (request, reply) => {
-      const principal = request.principal!;
-      const body = request.body as ReplayBody;
+      const principal = principalOf(request);
+      const body = request.body;
       checkService(principal, body.service, true);
       const isStream = wantsEventStream(request);
       if (isStream && request.headers['last-event-id'] === END_ID) return reply.code(204).send();
@@ -216,8 +215,8 @@ export function deadLetterBulkRoutes(app: FastifyInstance, ctx: ApiContext): voi
       },
     },
     async (request, reply) => {
-      const principal = request.principal!;
-      const body = request.body as PurgeBody;
+      const principal = principalOf(request);
+      const body = request.body;
       // A service no longer in the services file may still have dead letters to purge.
       checkService(principal, body.service, false);
       const filter = filterOf(body);

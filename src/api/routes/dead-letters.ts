@@ -14,10 +14,10 @@ import {
   deadLetterViewSchema,
   MAX_LIST_LIMIT,
 } from '../../dead-letter/reader.ts';
-import { canAccessTenant, type Principal, requireService } from '../auth.ts';
+import { canAccessTenant, type Principal, principalOf, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { NotFoundError } from '../errors.ts';
-import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jsonSchema, serviceName, type ZodTypeProvider } from '../schemas.ts';
 
 /** Epoch ms, or an ISO 8601 time (`2026-11-23T09:00:00Z`): what an operator types. */
 const instant = z
@@ -64,7 +64,8 @@ function scopeOf(principal: Principal): DeadLetterListOptions['scope'] {
   };
 }
 
-export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function deadLetterRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const reader = new DeadLetterReader({ connection: ctx.connection, prefix: ctx.prefix });
   const purger = new DeadLetterPurger({ connection: ctx.connection, prefix: ctx.prefix });
   app.addHook('onClose', async () => {
@@ -97,8 +98,8 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = request.principal!;
-      const query = request.query as z.infer<typeof listQuerySchema>;
+      const principal = principalOf(request);
+      const query = request.query;
       if (query.service !== undefined) {
         ctx.assertService(query.service);
         requireService(principal, query.service);
@@ -127,7 +128,7 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
     },
-    async (request) => visible(request.principal!, (request.params as { id: string }).id),
+    async (request) => visible(principalOf(request), request.params.id),
   );
 
   app.delete(
@@ -145,8 +146,8 @@ export function deadLetterRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const { id } = request.params as { id: string };
-      const principal = request.principal!;
+      const { id } = request.params;
+      const principal = principalOf(request);
       const detail = await visible(principal, id);
       if (!(await purger.delete(id))) throw new NotFoundError(`dead letter "${id}" not found`);
       request.log.info(

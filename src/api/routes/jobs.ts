@@ -1,12 +1,12 @@
 /** Jobs: enqueue (one or a batch), read, cancel. */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 
 import { isFerryError, ValidationError } from '../../core/errors.ts';
 import { type EnqueueRequest, jobBodyBytes } from '../../core/job.ts';
 import { traceContextOfHeaders } from '../../core/trace-context.ts';
 import type { EnqueueResult, JobView } from '../../producer/producer.ts';
 import { validateEnqueueRequest } from '../../producer/validate.ts';
-import { canAccessTenant, requireAccess, requireService } from '../auth.ts';
+import { canAccessTenant, type Principal, principalOf, requireAccess, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { ConflictError, type ErrorBody, ForbiddenError, NotFoundError, toErrorResponse } from '../errors.ts';
 import {
@@ -19,6 +19,7 @@ import {
   jobViewSchema,
   jsonSchema,
   MAX_BATCH_JOBS,
+  type ZodTypeProvider,
 } from '../schemas.ts';
 
 /**
@@ -61,7 +62,8 @@ function accepted(result: EnqueueResult): {
   };
 }
 
-export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function jobRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const catalog = ctx.config.services;
   // One job needs at most one job's body at the largest service's input cap: the rest of the body limit is
   // for batches.
@@ -73,11 +75,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
   );
 
   /** The job a token may read, or 404 (another tenant's job does not exist for a tenant-limited token). */
-  async function readableJob(
-    principal: Parameters<typeof canAccessTenant>[0],
-    service: string,
-    id: string,
-  ): Promise<JobView> {
+  async function readableJob(principal: Principal, service: string, id: string): Promise<JobView> {
     ctx.assertService(service);
     requireService(principal, service);
     const view = await ctx.producer.get(service, id);
@@ -92,7 +90,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
    * idempotency keys are per service, so another tenant's key is a conflict, and nothing about it is shown.
    */
   async function existingOrConflict(
-    principal: Parameters<typeof canAccessTenant>[0],
+    principal: Principal,
     result: EnqueueResult,
   ): Promise<{ view: JobView | undefined }> {
     const view = await ctx.producer.get(result.service, result.id);
@@ -122,7 +120,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const length = Number(request.headers['content-length']);
       const job = validateEnqueueRequest(request.body, catalog, '', {
         maxMetadataBytes: ctx.producer.maxMetadataBytes,
@@ -160,7 +158,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const body = parseBatchBody(request.body);
       type Item = { index: number; status: number; id?: string; error?: ErrorBody['error'] };
       const items: Item[] = new Array<Item>(body.jobs.length);
@@ -181,7 +179,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const rejected = body.jobs.length - valid.length;
       if (body.atomic && rejected > 0) {
         const first = items.find((item) => item !== undefined)!;
-        return (reply as FastifyReply).code(422).send({
+        return reply.code(422).send({
           error: {
             type: 'ValidationError',
             message: `${rejected} of ${body.jobs.length} jobs refused; none added (atomic). First: ${first.error?.message ?? ''}`,
@@ -237,8 +235,8 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const { service, id } = request.params as { service: string; id: string };
-      return readableJob(request.principal!, service, id);
+      const { service, id } = request.params;
+      return readableJob(principalOf(request), service, id);
     },
   );
 
@@ -257,9 +255,10 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
     },
-    async (request, reply: FastifyReply) => {
-      const { service, id } = request.params as { service: string; id: string };
-      const view = await readableJob(request.principal!, service, id);
+    async (request, reply) => {
+      const { service, id } = request.params;
+      const principal = principalOf(request);
+      const view = await readableJob(principal, service, id);
       const outcome = await ctx.producer.cancel(service, id);
       if (outcome === 'missing') throw new NotFoundError(`job "${id}" of service "${service}" not found`);
       if (outcome === 'notCancellable') {
@@ -270,7 +269,7 @@ export function jobRoutes(app: FastifyInstance, ctx: ApiContext): void {
             : `job "${id}" is ${view.state}; only waiting or delayed jobs can be cancelled`,
         );
       }
-      request.log.info({ service, jobId: id, tokenName: request.principal!.name }, 'job cancelled');
+      request.log.info({ service, jobId: id, tokenName: principal.name }, 'job cancelled');
       return reply.code(204).send();
     },
   );

@@ -9,10 +9,10 @@ import { closeBreaker, openBreaker } from '../../ops/breaker-control.ts';
 import type { OpsDeps } from '../../ops/deps.ts';
 import { planRetries } from '../../ops/retry-plan.ts';
 import { readStatus } from '../../ops/status.ts';
-import { canAccessService, type Principal, requireService } from '../auth.ts';
+import { canAccessService, type Principal, principalOf, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { ForbiddenError } from '../errors.ts';
-import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jsonSchema, serviceName, type ZodTypeProvider } from '../schemas.ts';
 
 const breakerSchema = z.object({
   state: z.enum(['closed', 'open', 'halfOpen']),
@@ -114,7 +114,8 @@ function requireWholeService(principal: Principal, service: string): void {
   }
 }
 
-export function opsRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function opsRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const deps = opsDeps(ctx);
 
   app.get(
@@ -133,7 +134,7 @@ export function opsRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const names = [...ctx.config.services.keys()].filter((name) => canAccessService(principal, name));
       return { services: names.length === 0 ? [] : await readStatus(deps, names) };
     },
@@ -157,9 +158,9 @@ export function opsRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const { service } = request.params as { service: string };
+      const { service } = request.params;
       ctx.assertService(service);
-      requireService(request.principal!, service);
+      requireService(principalOf(request), service);
       const settings = ctx.config.services.get(service)!;
       return { service, ...planRetries(settings.retry, { timeoutMs: settings.timeoutMs }) };
     },
@@ -191,11 +192,11 @@ export function opsRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const { service } = request.params as { service: string };
-      const principal = request.principal!;
+      const { service } = request.params;
+      const principal = principalOf(request);
       ctx.assertService(service);
       requireWholeService(principal, service);
-      const body = (request.body as z.infer<typeof openBodySchema>) ?? {};
+      const body = request.body ?? {};
       const result = await openBreaker(deps, service, body);
       request.log.info(
         { service, forMs: body.forMs, reason: body.reason, tokenName: principal.name },
@@ -223,8 +224,8 @@ export function opsRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const { service } = request.params as { service: string };
-      const principal = request.principal!;
+      const { service } = request.params;
+      const principal = principalOf(request);
       ctx.assertService(service);
       requireWholeService(principal, service);
       const view = await closeBreaker(deps, service);

@@ -10,10 +10,10 @@ import { z } from 'zod';
 import type { ScheduleConfig } from '../../core/services/types.ts';
 import type { OpsDeps } from '../../ops/deps.ts';
 import { listSchedules, pauseSchedule, resumeSchedule, runScheduleNow } from '../../ops/schedules.ts';
-import { canAccessService, canAccessTenant, type Principal, requireAccess } from '../auth.ts';
+import { canAccessService, canAccessTenant, type Principal, principalOf, requireAccess } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { NotFoundError } from '../errors.ts';
-import { errorResponses, jsonSchema } from '../schemas.ts';
+import { errorResponses, jsonSchema, type ZodTypeProvider } from '../schemas.ts';
 
 const scheduleViewSchema = z.object({
   name: z.string(),
@@ -61,7 +61,8 @@ function visible(principal: Principal, schedule: ScheduleConfig): boolean {
   return canAccessService(principal, schedule.service) && canAccessTenant(principal, schedule.tenant);
 }
 
-export function scheduleRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function scheduleRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const deps = opsDeps(ctx);
 
   /** The schedule, or 404; 403 when the token may not use its service or tenant. */
@@ -89,7 +90,7 @@ export function scheduleRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const names = [...ctx.config.schedules.values()]
         .filter((schedule) => visible(principal, schedule))
         .map((schedule) => schedule.name);
@@ -120,8 +121,8 @@ export function scheduleRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
       async (request) => {
-        const { name } = request.params as { name: string };
-        const principal = request.principal!;
+        const { name } = request.params;
+        const principal = principalOf(request);
         scheduleFor(principal, name);
         const view = action === 'pause' ? await pauseSchedule(deps, name) : await resumeSchedule(deps, name);
         request.log.info({ schedule: name, tokenName: principal.name }, `schedule ${action}d`);
@@ -157,8 +158,8 @@ export function scheduleRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const { name } = request.params as { name: string };
-      const principal = request.principal!;
+      const { name } = request.params;
+      const principal = principalOf(request);
       scheduleFor(principal, name);
       const run = await runScheduleNow(deps, name);
       request.log.info({ schedule: name, jobId: run.jobId, tokenName: principal.name }, 'schedule run now');

@@ -12,7 +12,7 @@
  * messages name a field and the rule, never the value. Every value handled is also given to the process's
  * Scrubber, which scrubs it from any log line that might still hold it.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
 import { isFerryError, ValidationError } from '../../core/errors.ts';
@@ -21,10 +21,16 @@ import type { ServicesConfig } from '../../core/services/types.ts';
 import { describeSecrets } from '../../secrets/catalog.ts';
 import { parseSecretKey, type SecretKey } from '../../secrets/names.ts';
 import type { SecretChange, SecretStore } from '../../secrets/redis-store.ts';
-import { canAccessTenant, type Principal, requireService } from '../auth.ts';
+import {
+  canAccessTenant,
+  type Principal,
+  principalOf,
+  type RequestOfPrincipal,
+  requireService,
+} from '../auth.ts';
 import type { ApiContext, ApiSecrets } from '../context.ts';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
-import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jsonSchema, serviceName, type ZodTypeProvider } from '../schemas.ts';
 
 /** Longest value accepted: a PEM private key or a service-account JSON fits many times over. */
 export const MAX_SECRET_VALUE_CHARS = 64 * 1024;
@@ -209,15 +215,20 @@ function assertNever(value: never): never {
   throw new Error(`unexpected refusal ${String(value)}`);
 }
 
-export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function secretRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
   const { secrets } = ctx;
   if (secrets === undefined) return;
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   const base = { scope: 'admin', redis: true } as const;
-  const keyOf = (request: FastifyRequest): SecretKey & { key: string } => {
-    const { key } = request.params as { key: string };
+  /** The `:key` parameter checked, and the caller, who may touch it. */
+  const keyOf = (
+    request: RequestOfPrincipal & { readonly params: { readonly key: string } },
+  ): SecretKey & { key: string; principal: Principal } => {
+    const principal = principalOf(request);
+    const { key } = request.params;
     const parsed = parseKey(key);
-    requireKeyAccess(request.principal!, parsed);
-    return { ...parsed, key };
+    requireKeyAccess(principal, parsed);
+    return { ...parsed, key, principal };
   };
   const observe = (value: string): void => secrets.scrubber?.add(value);
   const describe = async (): Promise<z.infer<typeof secretDescriptionSchema>[]> => {
@@ -240,7 +251,7 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const all = await describe();
       return { secrets: all.filter((secret) => canAccessTenant(principal, secret.tenant)) };
     },
@@ -270,7 +281,9 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
   for (const state of ['current', 'staged'] as const) {
     const isSet = state === 'current';
-    const route = {
+    app.route({
+      method: isSet ? 'PUT' : 'POST',
+      url: isSet ? '/v1/secrets/:key' : '/v1/secrets/:key/stage',
       config: base,
       schema: {
         summary: isSet
@@ -284,22 +297,20 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
           ...errorResponses(400, 401, 403, 409, 503),
         },
       },
-    };
-    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
-      const { key, name } = keyOf(request);
-      requireWhereCallsGo(request.principal!, name, ctx.config);
-      const { value } = request.body as z.infer<typeof valueBody>;
-      observe(value);
-      const store = storeWithKey(secrets);
-      const version = isSet ? await store.set(key, value) : await store.stage(key, value);
-      request.log.info(
-        { key, version, tokenName: request.principal!.name },
-        `secret ${state === 'current' ? 'set' : 'staged'}`,
-      );
-      return reply.code(201).send({ key, version, state });
-    };
-    if (isSet) app.put('/v1/secrets/:key', route, handler);
-    else app.post('/v1/secrets/:key/stage', route, handler);
+      handler: async (request, reply) => {
+        const { key, name, principal } = keyOf(request);
+        requireWhereCallsGo(principal, name, ctx.config);
+        const { value } = request.body;
+        observe(value);
+        const store = storeWithKey(secrets);
+        const version = isSet ? await store.set(key, value) : await store.stage(key, value);
+        request.log.info(
+          { key, version, tokenName: principal.name },
+          `secret ${state === 'current' ? 'set' : 'staged'}`,
+        );
+        return reply.code(201).send({ key, version, state });
+      },
+    });
   }
 
   app.post(
@@ -322,9 +333,8 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      const principal = request.principal!;
-      const { key } = keyOf(request);
-      const body = request.body as z.infer<typeof testBody>;
+      const { key, principal } = keyOf(request);
+      const body = request.body;
       requireService(principal, body.service);
       if (body.tenant !== undefined && !canAccessTenant(principal, body.tenant)) {
         throw new ForbiddenError(`token "${principal.name}" may not use tenant "${body.tenant}"`);
@@ -376,13 +386,13 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
       async (request) => {
-        const { key } = keyOf(request);
+        const { key, principal } = keyOf(request);
         const store = anyStore(secrets);
         const version = changed(
           key,
           action === 'promote' ? await store.promote(key) : await store.rollback(key),
         );
-        request.log.info({ key, version, tokenName: request.principal!.name }, `secret ${action}d`);
+        request.log.info({ key, version, tokenName: principal.name }, `secret ${action}d`);
         return { key, version };
       },
     );
@@ -404,11 +414,11 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request, reply) => {
-      const { key } = keyOf(request);
-      const { version } = request.query as z.infer<typeof deleteQuery>;
+      const { key, principal } = keyOf(request);
+      const { version } = request.query;
       changed(key, await anyStore(secrets).delete(key, version));
       request.log.info(
-        { key, ...(version === undefined ? {} : { version }), tokenName: request.principal!.name },
+        { key, ...(version === undefined ? {} : { version }), tokenName: principal.name },
         'secret deleted',
       );
       return reply.code(204).send();
@@ -429,10 +439,11 @@ export function secretRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (request) => {
-      requireUnlimitedTenants(request.principal!);
+      const principal = principalOf(request);
+      requireUnlimitedTenants(principal);
       const report = await storeWithKey(secrets).reencrypt();
       request.log.info(
-        { resealed: report.resealed, failed: report.failed.length, tokenName: request.principal!.name },
+        { resealed: report.resealed, failed: report.failed.length, tokenName: principal.name },
         'secrets reencrypted',
       );
       return report;

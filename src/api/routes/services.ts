@@ -5,9 +5,9 @@ import { z } from 'zod';
 import { readSharedState } from '../../breakers/index.ts';
 import { breakerKey } from '../../core/queue-layout.ts';
 import type { ServiceConfig } from '../../core/services/types.ts';
-import { canAccessService, type Principal, requireService } from '../auth.ts';
+import { canAccessService, type Principal, principalOf, requireService } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
-import { errorResponses, jsonSchema, serviceName } from '../schemas.ts';
+import { errorResponses, jsonSchema, serviceName, type ZodTypeProvider } from '../schemas.ts';
 
 const serviceViewSchema = z.object({
   name: z.string(),
@@ -98,7 +98,8 @@ function visibleServices(ctx: ApiContext, principal: Principal): ServiceConfig[]
   return [...ctx.config.services.values()].filter((service) => canAccessService(principal, service.name));
 }
 
-export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
+export function serviceRoutes(fastify: FastifyInstance, ctx: ApiContext): void {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
   app.get(
     '/v1/services',
     {
@@ -112,7 +113,7 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
     },
-    async (request) => ({ services: visibleServices(ctx, request.principal!).map(serviceView) }),
+    async (request) => ({ services: visibleServices(ctx, principalOf(request)).map(serviceView) }),
   );
 
   app.get(
@@ -131,7 +132,7 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (request) => {
       const now = Date.now();
       const breakers = await Promise.all(
-        visibleServices(ctx, request.principal!).map(async (service) => {
+        visibleServices(ctx, principalOf(request)).map(async (service) => {
           const [shared, heldForMs] = await Promise.all([
             readSharedState(ctx.connection, breakerKey(ctx.prefix, service.name)),
             ctx.queue(service.name).getRateLimitTtl(),
@@ -166,7 +167,7 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
     },
     async (request) => {
       const queues = await Promise.all(
-        visibleServices(ctx, request.principal!).map(async (service) => {
+        visibleServices(ctx, principalOf(request)).map(async (service) => {
           const queue = ctx.queue(service.name);
           const [paused, counts] = await Promise.all([queue.isPaused(), queue.getJobCounts()]);
           return { service: service.name, paused, counts };
@@ -195,8 +196,8 @@ export function serviceRoutes(app: FastifyInstance, ctx: ApiContext): void {
         },
       },
       async (request) => {
-        const { service } = request.params as { service: string };
-        const principal = request.principal!;
+        const { service } = request.params;
+        const principal = principalOf(request);
         const queue = ctx.queue(service);
         requireService(principal, service);
         if (action === 'pause') await queue.pause();
