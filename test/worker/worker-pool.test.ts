@@ -1,0 +1,60 @@
+/** The worker pool's own rules: which services it accepts, and its defaults. */
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+
+import { readEnv } from '../../src/core/env.ts';
+import { ConfigurationError } from '../../src/core/errors.ts';
+import { createLogger } from '../../src/core/logger.ts';
+import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { createEnvSecretResolver } from '../../src/secrets/env-provider.ts';
+import { createWorkerPool, WORKER_POOL_DEFAULTS } from '../../src/worker/worker-pool.ts';
+import { oneService } from '../helpers/ferry.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+
+const redis = await startRedis();
+
+describe('createWorkerPool', () => {
+  it('refuses a service the services file does not name with a ConfigurationError', () => {
+    // Never connected: the pool refuses before it touches Redis.
+    const connection = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: null });
+    try {
+      const create = () =>
+        createWorkerPool({
+          config: parseServicesConfig(oneService('http://127.0.0.1:9'), { env: {} }),
+          services: ['svc', 'nope'],
+          connection,
+          prefix: uniquePrefix(),
+          secrets: createEnvSecretResolver({}),
+          logger: createLogger({ level: 'silent' }),
+        });
+      expect(create).toThrow(ConfigurationError);
+      expect(create).toThrow(/unknown service "nope" \(not in the services file\)/);
+      expect(() => create()).toThrow(
+        expect.objectContaining({ type: 'ConfigurationError', field: 'services' }),
+      );
+      expect(connection.status).toBe('wait');
+    } finally {
+      connection.disconnect();
+    }
+  });
+
+  it("states the defaults the environment's variables default to", () => {
+    const env = readEnv({});
+    expect({
+      lockDurationMs: env.FERRY_LOCK_DURATION_MS,
+      stalledIntervalMs: env.FERRY_STALLED_INTERVAL_MS,
+      maxStalledCount: env.FERRY_MAX_STALLED_COUNT,
+      sweepIntervalMs: env.FERRY_SWEEP_INTERVAL_MS,
+      shutdownGraceMs: env.FERRY_SHUTDOWN_TIMEOUT_MS,
+      shutdownHandbackMs: env.FERRY_SHUTDOWN_HANDBACK_MS,
+    }).toEqual({
+      lockDurationMs: WORKER_POOL_DEFAULTS.lockDurationMs,
+      stalledIntervalMs: WORKER_POOL_DEFAULTS.stalledIntervalMs,
+      maxStalledCount: WORKER_POOL_DEFAULTS.maxStalledCount,
+      sweepIntervalMs: WORKER_POOL_DEFAULTS.sweepIntervalMs,
+      shutdownGraceMs: WORKER_POOL_DEFAULTS.shutdownGraceMs,
+      shutdownHandbackMs: WORKER_POOL_DEFAULTS.shutdownHandbackMs,
+    });
+    expect(Object.isFrozen(WORKER_POOL_DEFAULTS)).toBe(true);
+  });
+});
