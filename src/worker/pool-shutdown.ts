@@ -1,18 +1,20 @@
 /**
  * How a worker pool closes within its budget, whatever Redis does: stop taking jobs, let in-flight calls finish
  * for the grace, abort the rest and let them hand their jobs back, then close every connection, forcing what
- * does not close in time. What could not be recorded is reported.
+ * does not close in time. The budget is measured on the pool's clock; what could not be recorded is reported.
  */
 
 import { Deadline, forceCloseBull, settleWithin } from '../core/deadline.ts';
 import type { Logger } from '../core/logger.ts';
 import type { RedisClient } from '../core/redis.ts';
-import { SECOND } from '../core/time.ts';
+import { type Clock, SECOND } from '../core/time.ts';
 import type { ServiceRuntime } from './service-runtime.ts';
 
 /** Redis is taken for unreachable when a PING gets no answer within this. */
 const PROBE_TIMEOUT_MS = SECOND;
 const PROBE_INTERVAL_MS = 250;
+/** How often a wait for in-flight jobs reads the pool's clock again. */
+const CLOCK_CHECK_MS = 250;
 /**
  * Once Redis was found unreachable, how long aborted runs still get to hand their jobs back (a Redis that was
  * only slow answers within it); nothing else is waited for.
@@ -40,6 +42,7 @@ export interface ClosingPool {
   readonly runtimes: readonly ServiceRuntime[];
   readonly connection: RedisClient;
   readonly logger: Logger;
+  readonly clock: Clock;
   /** Aborts every in-flight call: each run then records itself as interrupted and puts its job back. */
   abortInFlight(): void;
   /** Starts closing what the services share (queues, token cache, dead-letter writer, breakers). */
@@ -58,13 +61,15 @@ export async function closePool(
   { deadlineMs, handbackMs }: { deadlineMs: number; handbackMs: number },
 ): Promise<PoolCloseReport> {
   const { runtimes, logger } = pool;
-  const end = new Deadline(deadlineMs + handbackMs);
+  const { clock } = pool;
+  const end = new Deadline(deadlineMs + handbackMs, clock);
+  const grace = new Deadline(deadlineMs, clock);
   // Stop taking jobs. Never awaited unbounded: BullMQ's close waits for its blocking connection's `end`,
   // which a connection that is reconnecting never emits (BullMQ #4585), so it hangs while Redis is down.
   const stopping = Promise.all(runtimes.map(({ worker }) => worker.close()));
   stopping.catch(() => undefined);
   const redis = watchRedis(pool.connection);
-  let waited = await waitForInFlight(runtimes, deadlineMs, redis.lost);
+  let waited = await waitForInFlight(runtimes, grace, redis.lost);
   if (waited !== 'drained') {
     logger.warn(
       { deadlineMs, inFlight: inFlightCount(runtimes) },
@@ -77,8 +82,12 @@ export async function closePool(
     // Redis. Without it there is nothing to wait for but a Redis that was only slow.
     waited =
       waited === 'unreachable'
-        ? await waitForInFlight(runtimes, UNREACHABLE_HANDBACK_MS, new Promise(() => undefined))
-        : await waitForInFlight(runtimes, Math.min(handbackMs, end.left()), redis.lost);
+        ? await waitForInFlight(
+            runtimes,
+            new Deadline(UNREACHABLE_HANDBACK_MS, clock),
+            new Promise(() => undefined),
+          )
+        : await waitForInFlight(runtimes, new Deadline(Math.min(handbackMs, end.left()), clock), redis.lost);
   }
   const unrecorded = runtimes.flatMap(({ service, worker }) =>
     [...worker.inFlight].map((job) => ({ service: service.name, jobId: job.id ?? '' })),
@@ -129,25 +138,34 @@ function inFlightCount(runtimes: readonly ServiceRuntime[]): number {
   return runtimes.reduce((n, { worker }) => n + worker.inFlight.size, 0);
 }
 
-/** Until nothing is in flight, `ms` passed, or Redis was found unreachable, whichever comes first. */
+/**
+ * Until nothing is in flight, `until` passed on the pool's clock, or Redis was found unreachable, whichever
+ * comes first. The clock is read again every CLOCK_CHECK_MS: it, not a timer set once, ends the wait.
+ */
 async function waitForInFlight(
   runtimes: readonly ServiceRuntime[],
-  ms: number,
+  until: Deadline,
   lost: Promise<void>,
 ): Promise<'drained' | 'timeout' | 'unreachable'> {
   if (inFlightCount(runtimes) === 0) return 'drained';
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      Promise.all(runtimes.map(({ worker }) => worker.whenIdle())).then(() => 'drained' as const),
-      lost.then(() => 'unreachable' as const),
-      new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), Math.max(0, ms));
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
+  const idle = Promise.all(runtimes.map(({ worker }) => worker.whenIdle())).then(() => 'drained' as const);
+  const unreachable = lost.then(() => 'unreachable' as const);
+  for (let left = until.left(); left > 0; left = until.left()) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const waited = await Promise.race([
+        idle,
+        unreachable,
+        new Promise<'tick'>((resolve) => {
+          timer = setTimeout(() => resolve('tick'), Math.min(left, CLOCK_CHECK_MS));
+        }),
+      ]);
+      if (waited !== 'tick') return waited;
+    } finally {
+      clearTimeout(timer);
+    }
   }
+  return 'timeout';
 }
 
 /**

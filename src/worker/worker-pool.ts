@@ -55,7 +55,7 @@ export interface WorkerPool {
    * are aborted and their jobs put back (recorded as interrupted, no attempt used), for up to `handbackMs`
    * (default 3 s) more. When Redis does not answer, nothing can be recorded: calls are aborted at once and
    * close() ends within about three seconds. Always resolves within `deadlineMs + handbackMs` plus half a
-   * second, whatever Redis does. Idempotent.
+   * second, whatever Redis does. Both are measured on the pool's clock. Idempotent.
    */
   close(options?: { deadlineMs?: number; handbackMs?: number }): Promise<void>;
   /** close(), saying what it could not record (the CLI's exit code and log line come from it). */
@@ -99,12 +99,13 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
       closing ??= (() => {
         for (const timer of timers) clearInterval(timer);
         const { connection, logger } = options;
-        const { tokens, writer, breakers } = context;
+        const { clock, tokens, writer, breakers } = context;
         return closePool(
           {
             runtimes,
             connection,
             logger,
+            clock,
             abortInFlight: () => shutdown.abort('shutdown'),
             closeShared: () => [targetQueues.close(), tokens.close(), writer.close(), breakers.close()],
           },

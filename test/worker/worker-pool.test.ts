@@ -1,4 +1,4 @@
-/** The worker pool's own rules: which services it accepts, and its defaults. */
+/** The worker pool's own rules: which services it accepts, its defaults, and the clock its shutdown reads. */
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
@@ -6,9 +6,12 @@ import { readEnv } from '../../src/core/env.ts';
 import { ConfigurationError } from '../../src/core/errors.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { HOUR } from '../../src/core/time.ts';
 import { createEnvSecretResolver } from '../../src/secrets/env-provider.ts';
 import { createWorkerPool, WORKER_POOL_DEFAULTS } from '../../src/worker/worker-pool.ts';
-import { oneService } from '../helpers/ferry.ts';
+import { startDownstream } from '../helpers/downstream.ts';
+import { createTestFerry, oneService } from '../helpers/ferry.ts';
+import { withTimeout } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -56,5 +59,24 @@ describe('createWorkerPool', () => {
       shutdownHandbackMs: WORKER_POOL_DEFAULTS.shutdownHandbackMs,
     });
     expect(Object.isFrozen(WORKER_POOL_DEFAULTS)).toBe(true);
+  });
+
+  it('measures the shutdown grace and hand-back on its own clock', { timeout: 30_000 }, async () => {
+    // A call far longer than the test, and a grace and hand-back of a minute each: only the pool's clock saying
+    // that an hour passed once the shutdown began can end both early.
+    const downstream = await startDownstream(() => ({ status: 200, delayMs: 20_000 }));
+    let skewMs = 0;
+    const ferry = await createTestFerry(redis, {
+      services: oneService(downstream.url, { timeoutMs: 30_000 }),
+      pool: { clock: { now: () => Date.now() + skewMs } },
+    });
+    const { id } = await ferry.producer.enqueue({ service: 'svc', operation: 'create', input: {} });
+    await expect.poll(() => downstream.requests.length, { timeout: 10_000 }).toBe(1);
+    const shutdown = ferry.pool.shutdown({ deadlineMs: 60_000, handbackMs: 60_000 });
+    skewMs = HOUR;
+    const report = await withTimeout(shutdown, 20_000, () => 'pool.shutdown() waited on the system clock');
+    // The hand-back had no time left on that clock either: the aborted run could not be waited for.
+    expect(report).toEqual({ unrecorded: [{ service: 'svc', jobId: id }], redisReachable: true });
+    expect(ferry.logs.some((line) => line.includes('shutdown deadline passed'))).toBe(true);
   });
 });
