@@ -37,7 +37,9 @@ export class TrackedWorker extends Worker<JobData, JobResult> {
     jobId?: string,
     token?: string,
   ): Promise<Job<JobData, JobResult>> {
-    if (jobData !== undefined && jobId !== undefined && token !== undefined) {
+    // No job taken comes as null data (BullMQ's moveToActive answers `[null, 0, …]` while the queue is empty,
+    // held, paused or waiting for a delayed job), not as undefined: BullMQ itself checks `!jobData`.
+    if (jobData != null && jobId !== undefined && token !== undefined) {
       const job = this.createJob(jobData, jobId);
       if (
         job.repeatJobKey !== undefined &&

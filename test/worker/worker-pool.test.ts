@@ -79,4 +79,18 @@ describe('createWorkerPool', () => {
     expect(report).toEqual({ unrecorded: [{ service: 'svc', jobId: id }], redisReachable: true });
     expect(ferry.logs.some((line) => line.includes('shutdown deadline passed'))).toBe(true);
   });
+
+  it('logs no worker error while no job is due (a delayed job waiting)', async () => {
+    const downstream = await startDownstream();
+    const ferry = await createTestFerry(redis, { services: oneService(downstream.url) });
+    const { id } = await ferry.producer.enqueue({
+      service: 'svc',
+      operation: 'create',
+      input: {},
+      delayMs: 500,
+    });
+    const view = await ferry.producer.waitFor('svc', id, { timeoutMs: 10_000 });
+    expect(view.state).toBe('completed');
+    expect(ferry.logs.filter((line) => line.includes('"msg":"worker error"'))).toEqual([]);
+  });
 });
