@@ -65,14 +65,14 @@ const dependencyZones = [
 
 /**
  * Inside a layer: the delivery path takes its dead-letter helpers from the writer (dead-letter/writer.ts);
- * dead-letter/reconciler.ts is the background sweep, which only the worker pool runs.
+ * dead-letter/reconciler.ts is the background sweep, which only the worker pool runs (service-runtime.ts).
  */
 const moduleZones = [
   {
-    target: './src/worker/!(worker-pool).ts',
+    target: './src/worker/!(service-runtime).ts',
     from: './src/dead-letter/reconciler.ts',
     message:
-      'reconciler.ts is the failed-set sweep (worker-pool.ts runs it): take dead-letter helpers from writer.ts',
+      'reconciler.ts is the failed-set sweep (service-runtime.ts runs it): take dead-letter helpers from writer.ts',
   },
 ];
 

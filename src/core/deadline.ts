@@ -4,6 +4,8 @@
  * Redis never answers QUIT): every close on a shutdown path is raced with a deadline.
  */
 
+import { type Clock, systemClock } from './time.ts';
+
 /** Resolves when `promise` settles (either way) or after `ms`, whichever comes first; never rejects. */
 export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<'settled' | 'timeout'> {
   let timer: NodeJS.Timeout | undefined;
@@ -24,18 +26,24 @@ function settled(): 'settled' {
 /** A point in time a sequence of steps shares: each step waits at most for what is left of it. */
 export class Deadline {
   readonly at: number;
+  readonly #clock: Clock;
 
-  constructor(ms: number, now: number = Date.now()) {
-    this.at = now + ms;
+  /**
+   * `ms` from now on `clock`, which left() and passed read too (default the system clock). A number instead of
+   * a clock is the start time on the system clock.
+   */
+  constructor(ms: number, clock: Clock | number = systemClock) {
+    this.#clock = typeof clock === 'number' ? systemClock : clock;
+    this.at = (typeof clock === 'number' ? clock : clock.now()) + ms;
   }
 
   /** What is left, never less than `atLeast` (a step that gets no time at all could not even start). */
   left(atLeast = 0): number {
-    return Math.max(atLeast, this.at - Date.now());
+    return Math.max(atLeast, this.at - this.#clock.now());
   }
 
   get passed(): boolean {
-    return Date.now() >= this.at;
+    return this.#clock.now() >= this.at;
   }
 }
 

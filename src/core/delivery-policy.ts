@@ -31,7 +31,7 @@ const ALWAYS_RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 425]);
 export const MIN_HOLD_MS = 250;
 
 /**
- * Longest single queue hold for an open breaker. The hold is tied to the breaker record (worker-pool.ts ends it
+ * Longest single queue hold for an open breaker. The hold is tied to the breaker record (hold-release.ts ends it
  * when the breaker closes), but a worker that applied it from a stale view and died before learning of the
  * close cannot end it: this bounds such a hold. A longer open is held slice after slice, each one taking one
  * job to ask the breaker again: a few jobs moved every 10 s per worker, where a 1 s slice would move one per

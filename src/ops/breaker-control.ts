@@ -116,7 +116,7 @@ export async function openBreaker(
  * Closes `service`'s breaker in every worker, and ends the queue's hold, so every worker takes its jobs again
  * within about a second (they re-check a hold every second). A worker that had not yet seen the close may hold
  * the queue again from its stale view; it ends that hold itself as soon as its breaker reads the record gone
- * (every 500 ms; src/worker/worker-pool.ts), so no settle time is waited for here. A 429/503 Retry-After hold
+ * (every 500 ms; src/worker/hold-release.ts), so no settle time is waited for here. A 429/503 Retry-After hold
  * ends too; the next such answer holds again.
  */
 export async function closeBreaker(deps: OpsDeps, service: string): Promise<BreakerView> {
@@ -132,7 +132,7 @@ export async function closeBreaker(deps: OpsDeps, service: string): Promise<Brea
 
 /**
  * How long the shared record outlives its open period: as the worker's breakers compute it
- * (src/breakers/options.ts sharedStateTtlMs, with the probe timeout src/worker/worker-pool.ts gives them),
+ * (src/breakers/options.ts sharedStateTtlMs, with the probe timeout src/worker/service-runtime.ts gives them),
  * so every worker still sees the half-open state after the window.
  */
 function sharedStateMarginMs(service: ServiceConfig): number {

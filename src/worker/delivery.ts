@@ -385,7 +385,7 @@ async function hold(
     }),
     deps.queue.rateLimit(queueHoldMs),
   ]);
-  // The breaker may have learned of a close while this hold was being applied: its release (worker-pool.ts)
+  // The breaker may have learned of a close while this hold was being applied: its release (hold-release.ts)
   // may have run before the hold landed. Re-check, so a closed breaker never leaves a hold behind.
   if (isBreakerHold && deps.breaker?.state().state === 'closed') await deps.queue.removeRateLimitKey();
   deps.emit('job:service:held', {
