@@ -113,6 +113,9 @@ async function checkClosed(entries: Tracked[], owner: string): Promise<void> {
 }
 
 beforeEach((context) => {
+  // Tests that run at the same time (describe.concurrent) cannot tell whose connection is whose: theirs are
+  // checked with the file's.
+  if (context.task.concurrent === true) return;
   const name = context.task.fullName;
   currentTest = name;
   context.onTestFinished(async () => {
