@@ -35,10 +35,20 @@ interface Internals {
 }
 
 const PATCHED = Symbol.for('ferry.test.leakCheck');
-const tracked: Tracked[] = [];
-/** Each Cluster client with the test that made it: its nodes connect lazily, often during a later test. */
-const clusters = new Map<Cluster, string | undefined>();
-let currentTest: string | undefined;
+
+interface LeakState {
+  tracked: Tracked[];
+  /** Each Cluster client with the test that made it: its nodes connect lazily, often during a later test. */
+  clusters: Map<Cluster, string | undefined>;
+  currentTest: string | undefined;
+}
+
+// One state per process, not per evaluation of this file: the prototype is patched once, and with vitest's
+// isolate off this file is evaluated again for each test file while the patch from the first one stays.
+const STATE = Symbol.for('ferry.test.leakCheck.state');
+const holder = globalThis as typeof globalThis & { [STATE]?: LeakState };
+const state: LeakState = (holder[STATE] ??= { tracked: [], clusters: new Map(), currentTest: undefined });
+const { tracked, clusters } = state;
 
 /** Open: a socket not yet destroyed, or a reconnect scheduled. A client never connected (lazy) is not. */
 function isOpen(client: Redis): boolean {
@@ -67,7 +77,7 @@ if (prototype[PATCHED] !== true) {
   prototype.connect = function (this: Redis, ...args: Parameters<Redis['connect']>) {
     // Called again on every reconnect: the owner stays whoever made the first connection.
     if (!tracked.some((entry) => entry.client === this)) {
-      tracked.push({ client: this, test: currentTest, madeAt: callerFrame() });
+      tracked.push({ client: this, test: state.currentTest, madeAt: callerFrame() });
     }
     return connect.apply(this, args);
   };
@@ -75,7 +85,7 @@ if (prototype[PATCHED] !== true) {
   const clusterPrototype = Cluster.prototype as Cluster & { [PATCHED]?: true };
   const connectCluster = clusterPrototype.connect;
   clusterPrototype.connect = function (this: Cluster, ...args: Parameters<Cluster['connect']>) {
-    if (!clusters.has(this)) clusters.set(this, currentTest);
+    if (!clusters.has(this)) clusters.set(this, state.currentTest);
     return connectCluster.apply(this, args);
   };
   clusterPrototype[PATCHED] = true;
@@ -117,9 +127,9 @@ beforeEach((context) => {
   // checked with the file's.
   if (context.task.concurrent === true) return;
   const name = context.task.fullName;
-  currentTest = name;
+  state.currentTest = name;
   context.onTestFinished(async () => {
-    currentTest = undefined;
+    state.currentTest = undefined;
     for (const entry of tracked) entry.test = ownerOf(entry);
     for (const [cluster, owner] of clusters) if (owner === name) clusters.delete(cluster);
     await checkClosed(
