@@ -114,12 +114,13 @@ async function checkClosed(entries: Tracked[], owner: string): Promise<void> {
   ).catch(() => open());
   for (const entry of entries) tracked.splice(tracked.indexOf(entry), 1);
   if (leaked.length === 0) return;
-  for (const entry of leaked) entry.client.disconnect();
-  throw new Error(
+  const error = new Error(
     `${owner} left ${leaked.length} Redis connection(s) open (a worker, queue, producer or client not ` +
       `closed; close it in onTestFinished or afterAll):\n` +
       leaked.map((entry) => `  made ${entry.madeAt} (status ${entry.client.status})`).join('\n'),
   );
+  for (const entry of leaked) entry.client.disconnect();
+  throw error;
 }
 
 beforeEach((context) => {
