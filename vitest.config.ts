@@ -11,5 +11,7 @@ export default defineConfig({
     expect: { requireAssertions: true },
     // e2e tests spawn the built CLI.
     globalSetup: ['test/helpers/global-setup.ts'],
+    // Fails a test that leaves a Redis connection (worker, queue, producer, client) open.
+    setupFiles: ['test/helpers/leak-check.ts'],
   },
 });

@@ -3,12 +3,12 @@
  * an uncaught error; bufferBytes 0 writes each line without waiting.
  */
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
@@ -42,6 +42,23 @@ async function openLog(
   const destination = createLogDestination({ ...options, dest: file });
   await once(destination, 'ready');
   return { file, destination, logger: createLogger({ destination }) };
+}
+
+/**
+ * Resolves once a fresh destination flushing every `intervalMs` has written `count` batches, each logged after
+ * the previous one landed: at least `count` flush intervals, and the file writes they start, have passed. What
+ * a test that expects nothing to happen waits for, instead of a fixed sleep.
+ */
+async function pastFlushes(intervalMs: number, count: number): Promise<void> {
+  const { destination, logger } = await openLog(`clock-${randomUUID()}.log`, { flushIntervalMs: intervalMs });
+  for (let i = 0; i < count; i++) {
+    const written = once(destination, 'write');
+    logger.info({ i }, 'tick');
+    await written;
+  }
+  const closed = once(destination, 'close');
+  destination.end();
+  await closed;
 }
 
 /**
@@ -109,7 +126,7 @@ describe('createLogDestination', () => {
     const { file, destination, logger } = await openLog('buffered.log', { flushIntervalMs: 60_000 });
     logger.info({ n: 1 }, 'one');
     logger.info({ n: 2 }, 'two');
-    await sleep(50);
+    await pastFlushes(10, 3);
     expect(await lines(file)).toEqual([]);
     const written = once(destination, 'write');
     destination.flush();
@@ -162,7 +179,7 @@ describe('createLogDestination', () => {
     destination.on('write', () => writes++);
     logger.info('one');
     await expect.poll(() => writes, { timeout: 10_000 }).toBe(1);
-    await sleep(100);
+    await pastFlushes(10, 10);
     expect(writes).toBe(1);
     destination.end();
   });
@@ -173,7 +190,7 @@ describe('createLogDestination', () => {
     destination.end();
     logger.info('after');
     await once(destination, 'close');
-    await sleep(50);
+    await pastFlushes(10, 5);
     expect((await lines(file)).map((line) => (JSON.parse(line) as { msg: string }).msg)).toEqual(['before']);
   });
 
@@ -221,14 +238,17 @@ describe('createLogDestination', () => {
 
   it('writes the buffered lines before flushSync returns, with no write left in flight', async () => {
     const { file, destination, logger } = await openLog('flushed-sync.log', { flushIntervalMs: 60_000 });
-    let asyncWrites = 0;
-    destination.on('write', () => asyncWrites++);
+    let asyncBytes = 0;
+    destination.on('write', (bytes: number) => (asyncBytes += bytes));
     for (let i = 0; i < 3; i++) logger.info({ i }, 'line');
     destination.flushSync();
     expect(readFileSync(file, 'utf8').split('\n').filter(Boolean)).toHaveLength(3);
     // An asynchronous write started by flushSync is one an exit would lose (flushSync does not wait for it).
-    await sleep(50);
-    expect(asyncWrites).toBe(0);
+    // A flush calls back once every write in flight has landed (its own is empty): then any such write is seen.
+    await new Promise<void>((resolve, reject) =>
+      destination.flush((error) => (error === undefined || error === null ? resolve() : reject(error))),
+    );
+    expect(asyncBytes).toBe(0);
     destination.end();
   });
 

@@ -8,6 +8,7 @@ import { sweepFailed } from '../../src/dead-letter/reconciler.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService, type TestFerry } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
+import { waitUntil } from '../helpers/until.ts';
 
 const redis = await startRedis();
 const downstream = await startDownstream(() => ({ status: 422, body: { error: 'no' } }));
@@ -78,9 +79,11 @@ describe('dead-letter sweep', () => {
     const first = await ferry.producer.enqueue({ ...request, input: { n: 1 } });
     const firstView = await ferry.producer.waitFor('svc', first.id, { timeoutMs: 10_000 });
     const queue = serviceQueue(ferry);
+    const createdAt = (await queue.getJob(first.id))!.timestamp;
     // Failed jobs are removed after a retention period; the dead letter stays.
     await queue.remove(first.id);
-    await new Promise((resolve) => setTimeout(resolve, 5)); // a new creation time, as days later
+    // The job that comes back must have a creation time of its own, as days later: the clock has moved on.
+    await waitUntil(() => Date.now() > createdAt, 5_000, 'the clock past the first job creation time');
 
     const second = await ferry.producer.enqueue({ ...request, input: { n: 2 } });
     expect(second).toMatchObject({ id: first.id, created: true });

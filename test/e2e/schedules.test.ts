@@ -138,7 +138,8 @@ describe('ferry schedules with two worker processes', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown schedule "nope" (schedules in the services file: tick)');
     await stop([restarted]);
-  });
+    // Three worker starts and seven CLI runs, one after another: past 30 s on a loaded 2-core machine.
+  }, 120_000);
 
   it('ferry schedules --help: exit 0 with examples', async () => {
     const run = await runFerry(['schedules', '--help']);

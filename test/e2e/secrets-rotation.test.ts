@@ -68,14 +68,17 @@ describe('rotation with a live test, across processes', () => {
     const producer = new Producer({ connection: redis.url, prefix });
     onTestFinished(() => producer.close());
 
-    /** Enqueues a job every 20 ms until stopped; the downstream's records say which key each call carried. */
+    /**
+     * Enqueues a job as soon as the last one has ended, until stopped: a steady stream paced by the worker. The
+     * downstream's records say which key each call carried.
+     */
     const load = (() => {
       let running = true;
       const done = (async () => {
         let i = 0;
         while (running) {
-          await producer.enqueue({ service: 'crm', operation: 'ping', input: { i: i++ } });
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          const job = await producer.enqueue({ service: 'crm', operation: 'ping', input: { i: i++ } });
+          await producer.waitFor('crm', job.id, { timeoutMs: 30_000 });
         }
       })();
       return {
@@ -115,7 +118,10 @@ describe('rotation with a live test, across processes', () => {
     expect(JSON.parse(tested.stdout)).toMatchObject({ outcome: 'completed', status: 200 });
     const probes = downstream.requests.filter((request) => request.body.includes('"probe":true'));
     expect(probes.map((request) => keyOf(request.headers.authorization))).toEqual(['new']);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Jobs called past the pickup bound after the stage: had staging changed the live value, they would show it.
+    await expect
+      .poll(() => callsSince(stagedAt + PICKUP_BOUND_MS).length, { timeout: 10_000 })
+      .toBeGreaterThan(5);
     expect(
       downstream.requests
         .filter((r) => r.at >= stagedAt && !r.body.includes('probe'))
@@ -125,7 +131,9 @@ describe('rotation with a live test, across processes', () => {
     // Promote: from a second after the command returned, every call carries the new key.
     expect((await ferry('secrets', 'promote', 'crm_key')).code).toBe(0);
     const promotedAt = Date.now();
-    await new Promise((resolve) => setTimeout(resolve, PICKUP_BOUND_MS + 500));
+    await expect
+      .poll(() => callsSince(promotedAt + PICKUP_BOUND_MS).length, { timeout: 10_000 })
+      .toBeGreaterThan(5);
     const afterPromote = callsSince(promotedAt + PICKUP_BOUND_MS);
     expect(afterPromote.length).toBeGreaterThan(5);
     expect(new Set(afterPromote)).toEqual(new Set(['new']));
@@ -133,7 +141,9 @@ describe('rotation with a live test, across processes', () => {
     // Roll back: the same, to the old key.
     expect((await ferry('secrets', 'rollback', 'crm_key')).code).toBe(0);
     const rolledBackAt = Date.now();
-    await new Promise((resolve) => setTimeout(resolve, PICKUP_BOUND_MS + 500));
+    await expect
+      .poll(() => callsSince(rolledBackAt + PICKUP_BOUND_MS).length, { timeout: 10_000 })
+      .toBeGreaterThan(5);
     const afterRollback = callsSince(rolledBackAt + PICKUP_BOUND_MS);
     expect(afterRollback.length).toBeGreaterThan(5);
     expect(new Set(afterRollback)).toEqual(new Set(['old']));

@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
-import { afterAll } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
+import { registerCleanup } from './cleanup.ts';
 import { withTimeout } from './processes.ts';
 import { until } from './until.ts';
 
@@ -106,7 +106,8 @@ export async function startSentinels(
     await Promise.all([...sentinels, ...dataNodes].map((node) => stopProcess(node.process)));
     await rm(root, { recursive: true, force: true });
   };
-  afterAll(stop);
+  // From inside a test (a deployment per test), an afterAll would never run: everything would outlive it.
+  registerCleanup(stop);
 
   const client = (port: number, sentinel = false): Redis => {
     const redis = new Redis({

@@ -56,7 +56,8 @@ describe('CachedSecretSource', () => {
       reads: 0,
       read: async (key: string) => {
         source.reads++;
-        await new Promise((resolve) => setTimeout(resolve, 5));
+        // A slow source: the answer comes in a later turn of the event loop, after the caller's next read.
+        await new Promise((resolve) => setImmediate(resolve));
         return table.get(key);
       },
     };
@@ -176,9 +177,18 @@ describe('createSecretsRuntime', () => {
     const prefix = uniquePrefix();
     const key = generateMasterKey();
     let failGet = true;
+    /** Generation reads that succeeded: polls of the store after it became reachable. */
+    let generationReads = 0;
     const flaky = new Proxy(redis.client, {
       get(target, property, receiver) {
-        if (property === 'get' && failGet) return () => Promise.reject(new Error('Connection is closed.'));
+        if (property === 'get') {
+          if (failGet) return () => Promise.reject(new Error('Connection is closed.'));
+          return (key: string) =>
+            target.get(key).then((value) => {
+              generationReads++;
+              return value;
+            });
+        }
         return Reflect.get(target, property, receiver) as unknown;
       },
     });
@@ -195,7 +205,9 @@ describe('createSecretsRuntime', () => {
     expect(await secrets.resolver.resolve('crm_key', undefined)).toBe('before');
     await store.set('crm_key', 'after');
     failGet = false;
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    // Two polls that read the generation: the first one's outcome (drop the cache or not) is settled once the
+    // second has begun, as polls never overlap.
+    await expect.poll(() => generationReads, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
     expect(await secrets.resolver.resolve('crm_key', undefined)).toBe('after');
   });
 });

@@ -337,10 +337,13 @@ describe('onFailure exactly once', () => {
     });
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'auth', input: { n: 1 } });
     // Failed outside Ferry's processor, as BullMQ fails a job that stalled too often: no dead letter.
+    // A connection handed to BullMQ is the caller's to close.
+    const rawConnection = redis.client.duplicate({ maxRetriesPerRequest: null });
+    onTestFinished(() => rawConnection.disconnect());
     const raw = new Worker(
       serviceQueueName('svc'),
       () => Promise.reject(new UnrecoverableError('AuthenticationError: downstream answered 401')),
-      { connection: redis.client.duplicate({ maxRetriesPerRequest: null }), prefix: ferry.prefix },
+      { connection: rawConnection, prefix: ferry.prefix },
     );
     onTestFinished(() => raw.close());
     await waitUntil(
