@@ -256,7 +256,9 @@ Examples:
               if (matched > 0 && !(await confirm(io, `Replay all ${matched} dead letter(s)? [y/N] `)))
                 throw new UsageError('not confirmed: nothing replayed');
             }
-            progress = dryRun ? undefined : createProgress({ json: options.json === true });
+            progress = dryRun
+              ? undefined
+              : createProgress({ stream: io.stdout, json: options.json === true });
             return replayDeadLetters(target, {
               ...(Object.keys(filter).length > 0 ? { filter } : {}),
               ...(ids.length > 0 ? { ids } : {}),
