@@ -12,6 +12,7 @@ import { Readable, Writable } from 'node:stream';
 
 import type { CliIo } from '../../src/cli/io.ts';
 import { runCli } from '../../src/cli/program.ts';
+import type { RunResult } from './processes.ts';
 
 export interface CliRun {
   code: number;
@@ -46,6 +47,16 @@ class Captured extends Writable {
     if (lines.at(-1) === '') lines.pop();
     return lines.join('\n');
   }
+}
+
+/** A child process's run (runFerry) read as an in-process one, for tests that mix both. */
+export function fromChild(run: RunResult): CliRun {
+  return {
+    code: run.code ?? -1,
+    stdout: run.stdout,
+    stderr: run.stderr,
+    output: () => run.process.output(),
+  };
 }
 
 let running = false;
