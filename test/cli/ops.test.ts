@@ -323,12 +323,12 @@ describe('ferry breakers', () => {
       const close = await runFerry(['breakers', 'close', 'crm'], { env });
       const closedAt = Date.now();
       expect(close.code, close.process.output()).toBe(0);
-      await expect.poll(() => callsTo('/slow'), { timeout: 5_000, interval: 20 }).toBeGreaterThan(calls);
-      const firstAfter = Math.min(
-        ...downstream.requests.filter((r) => r.url === '/slow' && r.at > openedAt + 1_500).map((r) => r.at),
-      );
-      // Workers re-check a hold every second; one that still saw the breaker open ends its own hold.
-      expect(firstAfter - closedAt).toBeLessThan(1_500);
+      await expect.poll(() => callsTo('/slow'), { timeout: 15_000, interval: 20 }).toBeGreaterThan(calls);
+      // The first call past the count that stayed put while the breaker was open.
+      const firstAfter = downstream.requests.filter((r) => r.url.startsWith('/slow'))[calls]!.at;
+      // Workers re-check a hold every second; one that still saw the breaker open ends its own hold. The
+      // margin is for a loaded 2-core machine, as above.
+      expect(firstAfter - closedAt).toBeLessThan(3_000);
       const after = json<{ state: string }[]>((await ferry(['breakers', 'list', '--json'], { env })).stdout);
       expect(after[0]!.state).toBe('closed');
     },
