@@ -8,21 +8,25 @@ export class UsageError extends Error {
 }
 
 /** One clear line on stderr, `type: message`; the stack only with --verbose. */
-export function printError(error: unknown, verbose = false): void {
+export function printError(
+  error: unknown,
+  verbose = false,
+  stderr: NodeJS.WritableStream = process.stderr,
+): void {
   if (error instanceof Error) {
     const type = (error as { type?: unknown }).type;
     const label = typeof type === 'string' ? type : error.name === 'Error' ? 'error' : error.name;
-    process.stderr.write(`${label}: ${oneLine(error)}\n`);
+    stderr.write(`${label}: ${oneLine(error)}\n`);
     // The stack's frames only: its first line(s) repeat the error line just written.
     const frames = verbose ? (error.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)) : [];
-    if (frames.length > 0) process.stderr.write(`${frames.join('\n')}\n`);
+    if (frames.length > 0) stderr.write(`${frames.join('\n')}\n`);
   } else {
-    process.stderr.write(`error: ${String(error)}\n`);
+    stderr.write(`error: ${String(error)}\n`);
   }
 }
 
-export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+export function printJson(value: unknown, stdout: NodeJS.WritableStream = process.stdout): void {
+  stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /**

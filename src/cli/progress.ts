@@ -20,8 +20,8 @@ export interface Progress {
 }
 
 export interface ProgressOptions {
-  /** Default process.stdout. */
-  stream?: NodeJS.WriteStream;
+  /** Default process.stdout; a TTY says so with `isTTY` (and its width with `columns`). */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
   /** Force JSON lines even on a TTY (`--json`). */
   json?: boolean;
   /** Shortest time between two draws, in ms; default 100 (TTY) / 1000 (JSON lines). */
@@ -116,12 +116,16 @@ export function formatDuration(ms: number): string {
  * The first Ctrl-C (SIGINT) aborts `controller` (the work stops cleanly: what is in flight finishes) and says
  * so on stderr; a second one exits at once with 130. Returns a function that removes the handler.
  */
-export function abortOnInterrupt(controller: AbortController, what = 'stopping'): () => void {
+export function abortOnInterrupt(
+  controller: AbortController,
+  what = 'stopping',
+  stderr: NodeJS.WritableStream = process.stderr,
+): () => void {
   let count = 0;
   const onSignal = (): void => {
     count += 1;
     if (count === 1) {
-      process.stderr.write(`\ninterrupted: ${what} after the work in flight (Ctrl-C again to exit now)\n`);
+      stderr.write(`\ninterrupted: ${what} after the work in flight (Ctrl-C again to exit now)\n`);
       controller.abort(new Error('interrupted'));
     } else {
       process.exit(130);

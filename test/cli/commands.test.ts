@@ -1,6 +1,7 @@
 /**
- * The `ferry` CLI as ops scripts drive it (DESIGN §6): output, and exit codes 0 ok, 1 failure, 2 usage.
- * Every case runs the built CLI as a child process; errors are one `type: message` line, never a stack.
+ * The `ferry` CLI as ops scripts drive it (DESIGN §6): output, and exit codes 0 ok, 1 failure, 2 usage;
+ * errors are one `type: message` line, never a stack. Most cases run the program in-process
+ * (test/helpers/cli.ts); a few per command group run the built CLI as a child process (runFerry).
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import type { JobData } from '../../src/core/job.ts';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import type { JobView } from '../../src/index.ts';
+import { runCliInProcess as ferry } from '../helpers/cli.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { ROOT, runFerry, startWorker, tempDir, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
@@ -47,8 +49,8 @@ describe('ferry config check', () => {
       const path = fixture(name);
       const expected = await expectedIssues(path);
       expect(expected.length).toBeGreaterThan(0);
-      const run = await runFerry(['config', 'check', path]);
-      expect(run.code, run.process.output()).toBe(1);
+      const run = await ferry(['config', 'check', path]);
+      expect(run.code, run.output()).toBe(1);
       expect(run.stdout).toBe('');
       const lines = run.stderr.split('\n');
       expect(lines[0]).toMatch(new RegExp(`^${escape(path)}: \\d+ problem\\(s\\)$`));
@@ -59,8 +61,8 @@ describe('ferry config check', () => {
 
   it('with no argument it checks FERRY_SERVICES; --json gives the issues as data', async () => {
     const path = fixture('invalid-attempts.yaml');
-    const run = await runFerry(['config', 'check', '--json'], { env: { FERRY_SERVICES: path } });
-    expect(run.code, run.process.output()).toBe(1);
+    const run = await ferry(['config', 'check', '--json'], { env: { FERRY_SERVICES: path } });
+    expect(run.code, run.output()).toBe(1);
     expect(JSON.parse(run.stdout)).toEqual({
       file: path,
       ok: false,
@@ -70,8 +72,8 @@ describe('ferry config check', () => {
 
   it('a missing file: one clear line naming it, exit 1', async () => {
     const path = join(FIXTURES, 'does-not-exist.yaml');
-    const run = await runFerry(['config', 'check', path]);
-    expect(run.code, run.process.output()).toBe(1);
+    const run = await ferry(['config', 'check', path]);
+    expect(run.code, run.output()).toBe(1);
     expect(run.stderr).toContain(`${path}: services file not found`);
     expect(run.stderr).not.toMatch(STACK_LINE);
   });
@@ -83,8 +85,8 @@ describe('usage errors exit 2', () => {
     ['an unknown option', ['worker', '--bogus'], /unknown option '--bogus'/],
     ['a missing argument', ['enqueue', 'svc'], /missing required argument 'operation'/],
   ])('%s', async (_name, args, message) => {
-    const run = await runFerry(args);
-    expect(run.code, run.process.output()).toBe(2);
+    const run = await ferry(args);
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr).toMatch(message);
     // Commander shows the usage after the error, so the caller sees what it should have typed.
     expect(run.stderr).toContain('Usage: ferry');
@@ -164,8 +166,8 @@ describe('ferry enqueue', () => {
   ])('an unknown %s: one line naming it, exit 2, nothing enqueued', async (_what, args, message) => {
     const prefix = uniquePrefix();
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix });
-    const run = await runFerry(['enqueue', ...args, '--input', '{}'], { env });
-    expect(run.code, run.process.output()).toBe(2);
+    const run = await ferry(['enqueue', ...args, '--input', '{}'], { env });
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr).toBe(`ValidationError: ${message}`);
     expect(run.stdout).toBe('');
     expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
@@ -176,14 +178,13 @@ describe('ferry enqueue', () => {
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix });
     const file = join(await tempDir(), 'metadata.json');
     await writeFile(file, '{"source":"file"}');
-    const [inline, fromFile] = await Promise.all([
-      runFerry(['enqueue', 'svc', 'create', '--priority', '7', '--metadata', '{"source":"cli"}', '--json'], {
-        env,
-      }),
-      runFerry(['enqueue', 'svc', 'create', '--metadata', `@${file}`, '--json'], { env }),
-    ]);
-    expect(inline.code, inline.process.output()).toBe(0);
-    expect(fromFile.code, fromFile.process.output()).toBe(0);
+    const inline = await ferry(
+      ['enqueue', 'svc', 'create', '--priority', '7', '--metadata', '{"source":"cli"}', '--json'],
+      { env },
+    );
+    const fromFile = await ferry(['enqueue', 'svc', 'create', '--metadata', `@${file}`, '--json'], { env });
+    expect(inline.code, inline.output()).toBe(0);
+    expect(fromFile.code, fromFile.output()).toBe(0);
     const queue = new Queue<JobData>(serviceQueueName('svc'), { connection: redis.client, prefix });
     onTestFinished(() => queue.close());
     const first = await queue.getJob((JSON.parse(inline.stdout) as { id: string }).id);
@@ -222,8 +223,8 @@ describe('ferry enqueue', () => {
       ...workerEnv({ redisUrl: redis.url, servicesFile, prefix }),
       FERRY_MAX_METADATA_BYTES: '64',
     };
-    const run = await runFerry(['enqueue', 'svc', 'create', ...args], { env });
-    expect(run.code, run.process.output()).toBe(2);
+    const run = await ferry(['enqueue', 'svc', 'create', ...args], { env });
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr.split('\n')).toHaveLength(1);
     expect(run.stderr).toMatch(line);
     expect(run.stderr).not.toContain('ENOENT');
@@ -232,8 +233,8 @@ describe('ferry enqueue', () => {
 
   it('--verbose: the error line once, then the stack frames', async () => {
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
-    const run = await runFerry(['--verbose', 'enqueue', 'nope', 'create', '--input', '{}'], { env });
-    expect(run.code, run.process.output()).toBe(2);
+    const run = await ferry(['--verbose', 'enqueue', 'nope', 'create', '--input', '{}'], { env });
+    expect(run.code, run.output()).toBe(2);
     const lines = run.stderr.split('\n');
     expect(lines[0]).toBe('ValidationError: service: unknown service "nope"');
     expect(lines.filter((l) => l.includes('unknown service "nope"'))).toHaveLength(1);
@@ -243,8 +244,8 @@ describe('ferry enqueue', () => {
 
   it('input that is not JSON: exit 2, naming --input', async () => {
     const env = workerEnv({ redisUrl: redis.url, servicesFile, prefix: uniquePrefix() });
-    const run = await runFerry(['enqueue', 'svc', 'create', '--input', '{not json'], { env });
-    expect(run.code, run.process.output()).toBe(2);
+    const run = await ferry(['enqueue', 'svc', 'create', '--input', '{not json'], { env });
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr).toMatch(/^UsageError: --input: not valid JSON/);
     expect(run.stderr).not.toMatch(STACK_LINE);
   });
@@ -273,8 +274,8 @@ describe('--help', () => {
     ['queues pause', 'ferry queues pause [options] <service>'],
     ['queues resume', 'ferry queues resume [options] <service>'],
   ])('ferry %s --help: usage and examples, exit 0', async (command, usage) => {
-    const run = await runFerry([...command.split(' '), '--help']);
-    expect(run.code, run.process.output()).toBe(0);
+    const run = await ferry([...command.split(' '), '--help']);
+    expect(run.code, run.output()).toBe(0);
     expect(run.stdout).toContain(`Usage: ${usage}`);
     const examples = run.stdout.split('Examples:')[1];
     expect(examples, 'an Examples: section').toBeDefined();

@@ -1,13 +1,15 @@
 /**
  * `ferry config check` refuses the reactions graph of issue 16 (an unbounded onFailure/then cycle, unknown
- * targets, fallbacks), as the built CLI prints it: exit 1, one `path: message` line each; a bounded cycle passes.
+ * targets, fallbacks), as the CLI prints it (in-process, test/helpers/cli.ts): exit 1, one `path: message`
+ * line each; a bounded cycle passes.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { ROOT, runFerry, writeServicesFile } from '../helpers/processes.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
+import { ROOT, writeServicesFile } from '../helpers/processes.ts';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'services');
 
@@ -27,8 +29,8 @@ describe('ferry config check: reactions', () => {
       const path = join(FIXTURES, name);
       const expected = await expectedIssues(path);
       expect(expected.length).toBeGreaterThan(0);
-      const run = await runFerry(['config', 'check', path]);
-      expect(run.code, run.process.output()).toBe(1);
+      const run = await runCliInProcess(['config', 'check', path]);
+      expect(run.code, run.output()).toBe(1);
       expect(run.stdout).toBe('');
       const lines = run.stderr.split('\n').map((line) => line.trim());
       expect(lines[0]).toBe(`${path}: ${expected.length} problem(s)`);
@@ -43,8 +45,8 @@ describe('ferry config check: reactions', () => {
     );
     expect(text).toContain('maxDepth: 3');
     const path = await writeServicesFile(text);
-    const run = await runFerry(['config', 'check', path]);
-    expect(run.code, run.process.output()).toBe(0);
+    const run = await runCliInProcess(['config', 'check', path]);
+    expect(run.code, run.output()).toBe(0);
     expect(run.stdout).toBe(`ok: ${path} (2 service(s): crm, billing)`);
   });
 });

@@ -240,8 +240,10 @@ describe('ferry dev', () => {
     const emptyBin = join(cwd, 'empty-bin');
     await mkdir(emptyBin);
     const dev = spawnFerry(['dev'], { cwd, env: { PATH: emptyBin } });
-    // A liveness bound, not a timing: it used to print the error, then hang in its port poll for 10 s.
-    const exit = await dev.waitForExit(8_000);
+    // A liveness bound, not a timing: it used to print the error, then hang in its port poll for 10 s. Counted
+    // from the error line, not from the spawn: a loaded machine took more than 8 s to start node at all.
+    await dev.waitForLine(/redis-server was not found/, { stream: 'stderr', timeoutMs: 25_000 });
+    const exit = await dev.waitForExit(6_000);
     expect(exit, dev.output()).toEqual({ code: 1, signal: null });
     const lines = dev.stderr.filter((line) => line.trim() !== '');
     expect(lines, dev.output()).toHaveLength(1);
@@ -249,7 +251,7 @@ describe('ferry dev', () => {
     expect(lines[0]).toMatch(/apt-get install redis-server/);
     expect(lines[0]).toMatch(/REDIS_URL/);
     expect(dev.stdout.join('\n')).not.toContain('Ferry dev is running');
-  }, 30_000);
+  }, 45_000);
 });
 
 describe('ferry dev: one per folder, and .ferry/dev.env for other shells', () => {
@@ -257,8 +259,13 @@ describe('ferry dev: one per folder, and .ferry/dev.env for other shells', () =>
     const cwd = await projectDir();
     const { dev: first, apiUrl } = await runningDev(cwd, { REDIS_URL: redis.url });
     const second = spawnFerry(['dev', '--no-demo-jobs'], { cwd, env: { REDIS_URL: redis.url, PORT: '0' } });
-    // A liveness bound, not a timing.
-    const exit = await second.waitForExit(10_000);
+    // A liveness bound, not a timing, counted from the refusal line (a loaded machine took more than 10 s to
+    // start node at all): it exits right after saying so.
+    await second.waitForLine('ferry dev is already running in this folder', {
+      stream: 'stderr',
+      timeoutMs: 25_000,
+    });
+    const exit = await second.waitForExit(6_000);
     expect(exit, second.output()).toEqual({ code: 1, signal: null });
     const lines = second.stderr.filter((line) => line.trim() !== '');
     expect(lines, second.output()).toHaveLength(1);

@@ -1,7 +1,8 @@
 /**
- * `ferry dlq show --reveal` and `ferry dlq replay` of a sealed dead letter (issue 17 item 5), with the built
- * CLI: reveal opens it with FERRY_SECRETS_KEY and writes one audit line (never the plaintext); without the key
- * it is refused in one line; replay keeps it sealed and the replayed job completes with the right input.
+ * `ferry dlq show --reveal` and `ferry dlq replay` of a sealed dead letter (issue 17 item 5), the reveals
+ * in-process (test/helpers/cli.ts), show and replay with the built CLI: reveal opens it with
+ * FERRY_SECRETS_KEY and writes one audit line (never the plaintext); without the key it is refused in one
+ * line; replay keeps it sealed and the replayed job completes with the right input.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -10,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { SEALED_PLACEHOLDER } from '../../src/core/job.ts';
 import { replayJobId } from '../../src/ops/dead-letter-replay.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { runFerry, writeServicesFile } from '../helpers/processes.ts';
@@ -69,7 +71,7 @@ describe('ferry dlq show --reveal / replay of a sealed dead letter', () => {
     expect(plain.stdout).toContain(`input: "${SEALED_PLACEHOLDER}"`);
     expect(plain.stdout).toContain('sealed: input and metadata are sealed');
 
-    const refused = await runFerry(['dlq', 'show', id, '--reveal'], {
+    const refused = await runCliInProcess(['dlq', 'show', id, '--reveal'], {
       env: { ...env, FERRY_SECRETS_KEY: undefined },
     });
     expect(refused.code).toBe(1);
@@ -77,13 +79,13 @@ describe('ferry dlq show --reveal / replay of a sealed dead letter', () => {
       'ConfigurationError: --reveal opens sealed data with FERRY_SECRETS_KEY (or FERRY_SECRETS_KEY_FILE), which is not set',
     ]);
 
-    const wrongKey = await runFerry(['dlq', 'show', id, '--reveal'], {
+    const wrongKey = await runCliInProcess(['dlq', 'show', id, '--reveal'], {
       env: { ...env, FERRY_SECRETS_KEY: `k2:${randomBytes(32).toString('base64')}` },
     });
     expect(wrongKey.code).toBe(1);
     expect(wrongKey.stderr).toContain('ConfigurationError: sealed: sealed with master key "k1"');
 
-    const revealed = await runFerry(['dlq', 'show', id, '--reveal', '--json'], { env });
+    const revealed = await runCliInProcess(['dlq', 'show', id, '--reveal', '--json'], { env });
     expect(revealed.code).toBe(0);
     const detail = JSON.parse(revealed.stdout) as Record<string, unknown>;
     expect(detail).toMatchObject({ id, input: { email: secret }, metadata: { ref: meta }, tenant: 'acme' });

@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 
 import { checkEgress, type ResolveHost } from '../../src/cli/egress-check.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
-import { runFerry, writeServicesFile } from '../helpers/processes.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
+import { writeServicesFile } from '../helpers/processes.ts';
 
 const operations = { op: { method: 'GET', path: '/' } };
 
@@ -95,10 +96,10 @@ describe('config check egress warnings', () => {
     const path = await writeServicesFile({
       services: { svc: { baseUrl: 'https://public.example.com', operations } },
     });
-    const run = await runFerry(['config', 'check', path], {
+    const run = await runCliInProcess(['config', 'check', path], {
       env: { FERRY_SERVICE_SVC_URL: 'http://0x7f.1:4010' },
     });
-    expect(run.code, run.process.output()).toBe(0);
+    expect(run.code, run.output()).toBe(0);
     expect(run.stdout).toBe(`ok: ${path} (1 service(s): svc)`);
     expect(run.stderr).toMatch(
       /^warning: services\.svc\.baseUrl: FERRY_SERVICE_SVC_URL \(127\.0\.0\.1\) points at 127\.0\.0\.1 \(loopback\)/,

@@ -1,10 +1,12 @@
 /**
- * `ferry enqueue --wait`, the built CLI against a real redis-server, an in-process worker pool and a real
- * downstream: the job it prints lists every run, the completed one last.
+ * `ferry enqueue --wait`, in-process (test/helpers/cli.ts) and once as the built CLI, against a real
+ * redis-server, an in-process worker pool and a real downstream: the job it prints lists every run, the
+ * completed one last.
  */
 import { describe, expect, it } from 'vitest';
 
 import type { AttemptRecord } from '../../src/core/job.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
 import { failsThenSucceeds, startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry } from '../helpers/ferry.ts';
 import { runFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
@@ -33,11 +35,11 @@ describe('ferry enqueue --wait: the history', () => {
     });
 
     for (const fails of [0, 1, 2]) {
-      const run = await runFerry(
+      const run = await runCliInProcess(
         ['enqueue', 'svc', 'create', '--input', JSON.stringify({ fails }), '--wait', '--json'],
-        { env, timeoutMs: 60_000 },
+        { env },
       );
-      expect(run.code, run.process.output()).toBe(0);
+      expect(run.code, run.output()).toBe(0);
       const view = JSON.parse(run.stdout) as { state: string; attempts: number; history: AttemptRecord[] };
       const attempts = fails + 1;
       expect(view.state).toBe('completed');

@@ -1,12 +1,14 @@
 /**
- * The CLI's read side of issue 16, the built CLI as a child process on a real redis-server: `ferry enqueue
- * --wait --follow` waits for the end of a chain (the chain's jobs finished with BullMQ directly, as the
- * worker's reactions would), and `ferry dlq show` / `list` name a dead letter's onFailure follow-up and origin.
+ * The CLI's read side of issue 16 on a real redis-server, in-process (test/helpers/cli.ts) and as the built
+ * CLI in a child process for one run of each wait: `ferry enqueue --wait --follow` waits for the end of a
+ * chain (the chain's jobs finished with BullMQ directly, as the worker's reactions would), and `ferry dlq
+ * show` / `list` name a dead letter's onFailure follow-up and origin.
  */
 import { describe, expect, it } from 'vitest';
 
 import type { JobOrigin } from '../../src/core/job.ts';
 import { deadLetterKit } from '../dead-letter/support.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
 import { runFerry, workerEnv, writeServicesFile } from '../helpers/processes.ts';
 import { rawJobs } from '../helpers/raw-jobs.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
@@ -55,12 +57,12 @@ describe('ferry enqueue --wait --follow', () => {
       ],
     });
 
-    const humanRun = runFerry(['enqueue', 'crm', 'step', '--input', '{"n":2}', '--wait', '--follow'], {
+    const humanRun = runCliInProcess(['enqueue', 'crm', 'step', '--input', '{"n":2}', '--wait', '--follow'], {
       env,
     });
     const chain2 = await workChain(2);
     const human = await humanRun;
-    expect(human.code, human.process.output()).toBe(0);
+    expect(human.code, human.output()).toBe(0);
     const lines = human.stdout.split('\n');
     expect(lines[0]).toBe(`chain: crm/${chain2.first} -> billing/${chain2.second}`);
     expect(lines[1]).toBe(`completed: billing/${chain2.second} status 201 after 1 attempt(s)`);
@@ -80,8 +82,8 @@ describe('ferry enqueue --wait --follow', () => {
       `FollowError: job billing/gone-1, which crm/${job.id} links to, does not exist`,
     );
 
-    const usage = await runFerry(['enqueue', 'crm', 'step', '--follow'], { env });
-    expect(usage.code, usage.process.output()).toBe(2);
+    const usage = await runCliInProcess(['enqueue', 'crm', 'step', '--follow'], { env });
+    expect(usage.code, usage.output()).toBe(2);
     expect(usage.stderr).toMatch(/--follow: only with --wait/);
   }, 60_000);
 });
@@ -116,21 +118,23 @@ describe('ferry dlq show and list', () => {
       deadLetteredAt: now - 3_000,
     });
 
-    const shown = await runFerry(['dlq', 'show', id], { env });
-    expect(shown.code, shown.process.output()).toBe(0);
+    const shown = await runCliInProcess(['dlq', 'show', id], { env });
+    expect(shown.code, shown.output()).toBe(0);
     expect(shown.stdout).toContain(
       'origin: onFailure of billing/b-7 (dead letter dl-billing.b-7.1700000000000, rule 1), depth 1',
     );
     expect(shown.stdout).toContain('follow-up: billing/idem-ferry-onfailure-dl-crm.x-0 (onFailure rule 0)');
-    const json = JSON.parse((await runFerry(['dlq', 'show', id, '--json'], { env })).stdout) as unknown;
+    const json = JSON.parse(
+      (await runCliInProcess(['dlq', 'show', id, '--json'], { env })).stdout,
+    ) as unknown;
     expect(json).toMatchObject({ id, origin, followUp });
-    const plainShown = await runFerry(['dlq', 'show', plain], { env });
+    const plainShown = await runCliInProcess(['dlq', 'show', plain], { env });
     expect(plainShown.stdout).not.toMatch(/^(origin|follow-up):/m);
-    const refusedShown = await runFerry(['dlq', 'show', refused], { env });
+    const refusedShown = await runCliInProcess(['dlq', 'show', refused], { env });
     expect(refusedShown.stdout).toContain('follow-up: none: chain depth limit 16 reached');
 
-    const list = await runFerry(['dlq', 'list'], { env });
-    expect(list.code, list.process.output()).toBe(0);
+    const list = await runCliInProcess(['dlq', 'list'], { env });
+    expect(list.code, list.output()).toBe(0);
     const rows = list.stdout.split('\n');
     expect(rows[0]).toMatch(/\sATTEMPTS\s+FOLLOW-UP\s+MESSAGE$/);
     expect(rows.find((row) => row.startsWith(id))).toMatch(/\s1\s+billing \(rule 0\)\s+HTTP 500$/);

@@ -1,6 +1,6 @@
 /**
- * `ferry secrets …` (issue 4) as an operator drives it: the built CLI as a child process, against a private
- * redis-server and a real downstream. Values go in on stdin or --file; exit codes 0 ok, 1 failure, 2 usage;
+ * `ferry secrets …` (issue 4) as an operator drives it, in-process (test/helpers/cli.ts; a few runs as the
+ * built CLI in a child process, with stdin piped), against a private redis-server and a real downstream. Values go in on stdin or --file; exit codes 0 ok, 1 failure, 2 usage;
  * and no output of any command, in any case, holds a secret value or its base64.
  */
 import { randomBytes } from 'node:crypto';
@@ -13,8 +13,9 @@ import type { SecretDescription } from '../../src/secrets/catalog.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { SecretStore } from '../../src/secrets/redis-store.ts';
 import { base64Forms } from '../../src/secrets/scrub.ts';
+import { type CliRun, fromChild, runCliInProcess } from '../helpers/cli.ts';
 import { startDownstream } from '../helpers/downstream.ts';
-import { runFerry, type RunResult, tempDir, writeServicesFile } from '../helpers/processes.ts';
+import { runFerry, tempDir, writeServicesFile } from '../helpers/processes.ts';
 import { startRedis, uniquePrefix } from '../helpers/redis.ts';
 
 const redis = await startRedis();
@@ -57,7 +58,7 @@ const servicesFile = await writeServicesFile({
 });
 
 /** Every run of the file, searched for values once more at the end. */
-const runs: RunResult[] = [];
+const runs: CliRun[] = [];
 
 afterAll(() => {
   // Belt and braces: the per-run check below already failed the test that leaked.
@@ -78,25 +79,32 @@ function envFor(
   };
 }
 
+/** `ferry secrets <args>`, in-process; `child`: as the built CLI in a child process. */
 async function ferry(
   prefix: string,
   args: string[],
-  options: { stdin?: string; env?: Record<string, string | undefined> } = {},
-): Promise<RunResult> {
-  const run = await runFerry(['secrets', ...args], {
+  options: { stdin?: string; env?: Record<string, string | undefined>; child?: boolean } = {},
+): Promise<CliRun> {
+  const how = {
     env: envFor(prefix, options.env),
     ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
-  });
+  };
+  let run: CliRun;
+  if (options.child === true) {
+    run = fromChild(await runFerry(['secrets', ...args], how));
+  } else {
+    run = await runCliInProcess(['secrets', ...args], how);
+  }
   runs.push(run);
   expectNoValue(run);
   return run;
 }
 
-function expectNoValue(run: RunResult): void {
+function expectNoValue(run: CliRun): void {
   const output = `${run.stdout}\n${run.stderr}`;
   for (const value of VALUES) {
     for (const form of [value, ...base64Forms(value)]) {
-      expect(output.includes(form), `${form} (of a secret value) in ${run.process.output()}`).toBe(false);
+      expect(output.includes(form), `${form} (of a secret value) in ${run.output()}`).toBe(false);
     }
   }
 }
@@ -116,9 +124,9 @@ async function snapshot(prefix: string): Promise<Record<string, string>> {
 
 describe('ferry secrets keygen', () => {
   it('prints a 32-byte base64 key, without Redis', async () => {
-    const run = await runFerry(['secrets', 'keygen']);
+    const run = fromChild(await runFerry(['secrets', 'keygen']));
     runs.push(run);
-    expect(run.code, run.process.output()).toBe(0);
+    expect(run.code, run.output()).toBe(0);
     expect(Buffer.from(run.stdout.trim(), 'base64')).toHaveLength(32);
     expect(() => parseKeyring(run.stdout.trim())).not.toThrow();
   });
@@ -127,21 +135,21 @@ describe('ferry secrets keygen', () => {
 describe('ferry secrets set and list', () => {
   it('sets from stdin and from --file (one trailing newline dropped) and lists without values', async () => {
     const prefix = uniquePrefix();
-    const set = await ferry(prefix, ['set', 'crm_key'], { stdin: `${CURRENT}\n` });
-    expect(set.code, set.process.output()).toBe(0);
+    const set = await ferry(prefix, ['set', 'crm_key'], { stdin: `${CURRENT}\n`, child: true });
+    expect(set.code, set.output()).toBe(0);
     expect(set.stdout).toBe('crm_key: version 1 is current');
 
     const file = join(await tempDir('ferry-secret'), 'acme.txt');
     await writeFile(file, `${TENANT_VALUE}\r\n`);
     const fromFile = await ferry(prefix, ['set', 'crm_key', '--tenant', 'acme', '--file', file, '--json']);
-    expect(fromFile.code, fromFile.process.output()).toBe(0);
+    expect(fromFile.code, fromFile.output()).toBe(0);
     expect(JSON.parse(fromFile.stdout)).toEqual({ key: 'tenant/acme/crm_key', version: 1, state: 'current' });
 
     expect(await store(prefix).read('crm_key')).toBe(CURRENT);
     expect(await store(prefix).read('tenant/acme/crm_key')).toBe(TENANT_VALUE);
 
     const json = await ferry(prefix, ['list', '--json']);
-    expect(json.code, json.process.output()).toBe(0);
+    expect(json.code, json.output()).toBe(0);
     const list = JSON.parse(json.stdout) as SecretDescription[];
     expect(list.map((item) => item.key)).toEqual(['crm_key', 'ghost_key', 'mail_key', 'tenant/acme/crm_key']);
     expect(list[0]).toMatchObject({
@@ -158,7 +166,7 @@ describe('ferry secrets set and list', () => {
     expect(list[3]).toMatchObject({ name: 'crm_key', tenant: 'acme', usedBy: ['crm'], definedIn: ['store'] });
 
     const human = await ferry(prefix, ['list']);
-    expect(human.code, human.process.output()).toBe(0);
+    expect(human.code, human.output()).toBe(0);
     const lines = human.stdout.split('\n');
     expect(lines[0]).toMatch(/^KEY\s+CURRENT\s+STAGED\s+PREVIOUS\s+USED BY\s+DEFINED IN$/);
     expect(lines.find((line) => line.startsWith('crm_key '))).toMatch(
@@ -173,7 +181,7 @@ describe('ferry secrets set and list', () => {
     await store(prefix).set('crm_key', CURRENT);
     await store(prefix).stage('crm_key', STAGED);
     const run = await ferry(prefix, ['list', '--json'], { env: { FERRY_SECRETS_KEY: undefined } });
-    expect(run.code, run.process.output()).toBe(0);
+    expect(run.code, run.output()).toBe(0);
     const list = JSON.parse(run.stdout) as SecretDescription[];
     expect(list.find((item) => item.key === 'crm_key')).toMatchObject({
       definedIn: ['store'],
@@ -197,7 +205,7 @@ describe('ferry secrets set and list', () => {
   ])('%s is a usage error: exit 2, one line', async (_label, args, stdin, message) => {
     const prefix = uniquePrefix();
     const run = await ferry(prefix, args, stdin === undefined ? {} : { stdin });
-    expect(run.code, run.process.output()).toBe(2);
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr).toMatch(message);
     expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
   });
@@ -213,7 +221,7 @@ describe('ferry secrets set and list', () => {
             ? [command, 'crm_key', '--service', 'crm', '--operation', 'ping']
             : [command, 'crm_key'];
       const run = await ferry(prefix, args, { stdin: `${CURRENT}\n`, env: { FERRY_SECRETS_KEY: undefined } });
-      expect(run.code, run.process.output()).toBe(2);
+      expect(run.code, run.output()).toBe(2);
       expect(run.stderr.split('\n')).toHaveLength(1);
       expect(run.stderr).toMatch(/^UsageError: FERRY_SECRETS_KEY .*is not set/);
     },
@@ -226,11 +234,11 @@ describe('ferry secrets stage → test → promote → rollback', () => {
     await store(prefix).set('crm_key', CURRENT);
 
     const nothing = await ferry(prefix, ['test', 'crm_key', '--service', 'crm', '--operation', 'ping']);
-    expect(nothing.code, nothing.process.output()).toBe(1);
+    expect(nothing.code, nothing.output()).toBe(1);
     expect(nothing.stderr).toBe('crm_key: nothing staged (ferry secrets stage crm_key first)');
 
     const stage = await ferry(prefix, ['stage', 'crm_key'], { stdin: STAGED });
-    expect(stage.code, stage.process.output()).toBe(0);
+    expect(stage.code, stage.output()).toBe(0);
     expect(stage.stdout).toMatch(/^crm_key: version 2 is staged \(ferry secrets test crm_key --service/);
 
     const before = await snapshot(prefix);
@@ -245,7 +253,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
       '--input',
       '{"n":1}',
     ]);
-    expect(test.code, test.process.output()).toBe(0);
+    expect(test.code, test.output()).toBe(0);
     expect(downstream.requests).toHaveLength(seen + 1);
     expect(downstream.requests[seen]?.headers.authorization).toBe(`Bearer ${STAGED}`);
     expect(downstream.requests[seen]?.body).toBe('{"n":1}');
@@ -262,7 +270,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
       ['test', 'crm_key', '--service', 'crm', '--operation', 'ping', '--input', '-', '--json'],
       { stdin: '{"n":2}' },
     );
-    expect(json.code, json.process.output()).toBe(0);
+    expect(json.code, json.output()).toBe(0);
     expect(JSON.parse(json.stdout)).toMatchObject({
       key: 'crm_key',
       version: 2,
@@ -274,21 +282,21 @@ describe('ferry secrets stage → test → promote → rollback', () => {
     });
 
     const promote = await ferry(prefix, ['promote', 'crm_key']);
-    expect(promote.code, promote.process.output()).toBe(0);
+    expect(promote.code, promote.output()).toBe(0);
     expect(promote.stdout).toBe('crm_key: version 2 is current');
     expect(await store(prefix).read('crm_key')).toBe(STAGED);
 
     const again = await ferry(prefix, ['promote', 'crm_key']);
-    expect(again.code, again.process.output()).toBe(1);
+    expect(again.code, again.output()).toBe(1);
     expect(again.stderr).toBe('crm_key: no staged version to promote (ferry secrets stage first)');
 
     const rollback = await ferry(prefix, ['rollback', 'crm_key', '--json']);
-    expect(rollback.code, rollback.process.output()).toBe(0);
+    expect(rollback.code, rollback.output()).toBe(0);
     expect(JSON.parse(rollback.stdout)).toEqual({ key: 'crm_key', version: 1, state: 'current' });
     expect(await store(prefix).read('crm_key')).toBe(CURRENT);
 
     const none = await ferry(prefix, ['rollback', 'crm_key']);
-    expect(none.code, none.process.output()).toBe(1);
+    expect(none.code, none.output()).toBe(1);
     expect(none.stderr).toBe('crm_key: no previous version to roll back to');
   });
 
@@ -299,7 +307,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
     const before = await snapshot(prefix);
     const seen = downstream.requests.length;
     const run = await ferry(prefix, ['test', 'crm_key', '--service', 'crm', '--operation', 'ping']);
-    expect(run.code, run.process.output()).toBe(1);
+    expect(run.code, run.output()).toBe(1);
     expect(downstream.requests[seen]?.headers.authorization).toBe(`Bearer ${WRONG}`);
     expect(run.stdout).toMatch(
       /^crm_key \(staged version 2\) → crm\/ping: failed after \d+ ms: AuthenticationError: /,
@@ -315,7 +323,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
       'ping',
       '--json',
     ]);
-    expect(json.code, json.process.output()).toBe(1);
+    expect(json.code, json.output()).toBe(1);
     expect(JSON.parse(json.stdout)).toMatchObject({
       outcome: 'failed',
       error: { type: 'AuthenticationError', status: 401 },
@@ -337,7 +345,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
       '--operation',
       'ping',
     ]);
-    expect(run.code, run.process.output()).toBe(0);
+    expect(run.code, run.output()).toBe(0);
     expect(downstream.requests[seen]?.headers.authorization).toBe(`Bearer ${STAGED}`);
     expect(run.stdout).toMatch(/^tenant\/acme\/crm_key \(staged version 1\) → crm\/ping: completed/);
   });
@@ -360,7 +368,7 @@ describe('ferry secrets stage → test → promote → rollback', () => {
     await store(prefix).stage('crm_key', STAGED);
     const seen = downstream.requests.length;
     const run = await ferry(prefix, ['test', 'crm_key', ...args]);
-    expect(run.code, run.process.output()).toBe(2);
+    expect(run.code, run.output()).toBe(2);
     expect(run.stderr).toMatch(message);
     expect(downstream.requests).toHaveLength(seen);
   });
@@ -373,30 +381,30 @@ describe('ferry secrets delete', () => {
     await store(prefix).stage('crm_key', STAGED);
 
     const refused = await ferry(prefix, ['delete', 'crm_key']);
-    expect(refused.code, refused.process.output()).toBe(2);
+    expect(refused.code, refused.output()).toBe(2);
     expect(refused.stderr).toContain('pass --yes when stdin is not a terminal');
     expect(await store(prefix).read('crm_key')).toBe(CURRENT);
 
     const current = await ferry(prefix, ['delete', 'crm_key', '--version', '1', '--yes']);
-    expect(current.code, current.process.output()).toBe(1);
+    expect(current.code, current.output()).toBe(1);
     expect(current.stderr).toBe('crm_key: that version is current: roll back or delete the whole secret');
 
     const staged = await ferry(prefix, ['delete', 'crm_key', '--version', '2', '--yes']);
-    expect(staged.code, staged.process.output()).toBe(0);
+    expect(staged.code, staged.output()).toBe(0);
     expect(staged.stdout).toBe('crm_key: version 2 deleted');
     expect(await store(prefix).readStaged('crm_key')).toBeUndefined();
 
     const whole = await ferry(prefix, ['delete', 'crm_key', '--yes', '--json']);
-    expect(whole.code, whole.process.output()).toBe(0);
+    expect(whole.code, whole.output()).toBe(0);
     expect(JSON.parse(whole.stdout)).toEqual({ key: 'crm_key', state: 'deleted' });
     expect(await store(prefix).info('crm_key')).toBeUndefined();
 
     const gone = await ferry(prefix, ['delete', 'crm_key', '--yes']);
-    expect(gone.code, gone.process.output()).toBe(1);
+    expect(gone.code, gone.output()).toBe(1);
     expect(gone.stderr).toBe('crm_key: no such secret');
 
     const bad = await ferry(prefix, ['delete', 'crm_key', '--version', 'two', '--yes']);
-    expect(bad.code, bad.process.output()).toBe(2);
+    expect(bad.code, bad.output()).toBe(2);
   });
 });
 
@@ -410,7 +418,7 @@ describe('ferry secrets reencrypt', () => {
     const run = await ferry(prefix, ['reencrypt', '--json'], {
       env: { FERRY_SECRETS_KEY: `${KEY2},${KEY1}` },
     });
-    expect(run.code, run.process.output()).toBe(0);
+    expect(run.code, run.output()).toBe(0);
     expect(JSON.parse(run.stdout)).toEqual({ resealed: 3, current: 0, failed: [] });
     // The old key can go now.
     expect(await store(prefix, KEY2).read('crm_key')).toBe(CURRENT);
@@ -418,11 +426,11 @@ describe('ferry secrets reencrypt', () => {
     expect(await store(prefix, KEY2).read('tenant/acme/crm_key')).toBe(TENANT_VALUE);
 
     const human = await ferry(prefix, ['reencrypt'], { env: { FERRY_SECRETS_KEY: KEY2 } });
-    expect(human.code, human.process.output()).toBe(0);
+    expect(human.code, human.output()).toBe(0);
     expect(human.stdout).toMatch(/^reencrypt: 0 resealed, 3 already under key k[0-9a-f]{8}, 0 failed$/);
 
     const lost = await ferry(prefix, ['reencrypt'], { env: { FERRY_SECRETS_KEY: KEY1 } });
-    expect(lost.code, lost.process.output()).toBe(1);
+    expect(lost.code, lost.output()).toBe(1);
     expect(lost.stdout).toMatch(/^reencrypt: 0 resealed, 0 already under key k[0-9a-f]{8}, 3 failed$/m);
     expect(lost.stdout).toContain('crm_key version 1: secret "crm_key" version 1 was sealed with master key');
   });
@@ -440,8 +448,8 @@ describe('ferry secrets --help', () => {
     ['reencrypt'],
     ['keygen'],
   ])('ferry secrets %s --help: usage and examples, exit 0', async (command) => {
-    const run = await runFerry(['secrets', command, '--help']);
-    expect(run.code, run.process.output()).toBe(0);
+    const run = await runCliInProcess(['secrets', command, '--help']);
+    expect(run.code, run.output()).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`^Usage: ferry secrets ${command}\\b`));
     expect(run.stdout).toMatch(new RegExp(`^Examples:\\n  \\$ .*ferry secrets ${command}\\b`, 'm'));
   });

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 
 import type { BreakerView } from '../../ops/breaker-control.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { printJson } from '../output.ts';
 
-export function registerBreakersCommand(program: Command): void {
+export function registerBreakersCommand(program: Command, io: CliIo = processIo()): void {
   const breakers = program
     .command('breakers')
     .description("services' circuit breakers, as every worker sees them: list, open, close")
@@ -30,7 +31,7 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
       ]);
       const list = await withOps((deps) => listBreakers(deps));
       if (options.json === true) {
-        printJson(list);
+        printJson(list, io.stdout);
         return;
       }
       const { formatDuration } = await import('../progress.ts');
@@ -41,9 +42,7 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
         b.manual === true ? `yes${b.reason === undefined ? '' : `: ${b.reason}`}` : 'no',
         b.heldForMs > 0 ? formatDuration(b.heldForMs) : 'no',
       ]);
-      process.stdout.write(
-        `${formatTable([['SERVICE', 'STATE', 'OPEN UNTIL', 'MANUAL', 'HELD'], ...rows])}\n`,
-      );
+      io.stdout.write(`${formatTable([['SERVICE', 'STATE', 'OPEN UNTIL', 'MANUAL', 'HELD'], ...rows])}\n`);
     });
 
   breakers
@@ -70,15 +69,15 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
         }),
       );
       if (result.exceedsMaxHold) {
-        process.stderr.write(
+        io.stderr.write(
           `warning: longer than ${service}'s retry.maxHoldMs (${formatDuration(result.maxHoldMs)}): jobs held longer than that use attempts; for a long window also run \`ferry queues pause ${service}\`\n`,
         );
       }
       if (options.json === true) {
-        printJson(result);
+        printJson(result, io.stdout);
         return;
       }
-      process.stdout.write(
+      io.stdout.write(
         `${service}: breaker open until ${isoTime(result.openUntil!)} (manual); every worker stops calling it within about a second\n`,
       );
     });
@@ -94,8 +93,8 @@ service's retry.maxHoldMs (1 h by default) per job. For a longer window, also \`
         import('../../ops/breaker-control.ts'),
       ]);
       const result = await withOps((deps) => closeBreaker(deps, service));
-      if (options.json === true) printJson(result);
-      else process.stdout.write(`${service}: breaker closed; workers resume within about a second\n`);
+      if (options.json === true) printJson(result, io.stdout);
+      else io.stdout.write(`${service}: breaker closed; workers resume within about a second\n`);
     });
 }
 

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 
+import { type CliIo, processIo } from '../io.ts';
 import { EXIT_FAILURE, printJson } from '../output.ts';
 
-export function registerConfigCommand(program: Command): void {
+export function registerConfigCommand(program: Command, io: CliIo = processIo()): void {
   const config = program
     .command('config')
     .description('services file tools')
@@ -31,17 +32,16 @@ export function registerConfigCommand(program: Command): void {
       // service refuses; issue 13.) Warnings, not problems: the exit code stays 0.
       const warnings = result.ok ? await checkEgress(await loadServicesFile(path)) : [];
       if (options.json === true) {
-        printJson({ file: path, ...result, ...(result.ok ? { warnings } : {}) });
+        printJson({ file: path, ...result, ...(result.ok ? { warnings } : {}) }, io.stdout);
       } else if (result.ok) {
-        process.stdout.write(
+        io.stdout.write(
           `ok: ${path} (${result.services.length} service(s): ${result.services.join(', ')})\n`,
         );
-        for (const warning of warnings)
-          process.stderr.write(`warning: ${warning.path}: ${warning.message}\n`);
+        for (const warning of warnings) io.stderr.write(`warning: ${warning.path}: ${warning.message}\n`);
       } else {
-        process.stderr.write(`${path}: ${result.issues.length} problem(s)\n`);
-        for (const issue of result.issues) process.stderr.write(`  ${issue.path}: ${issue.message}\n`);
+        io.stderr.write(`${path}: ${result.issues.length} problem(s)\n`);
+        for (const issue of result.issues) io.stderr.write(`  ${issue.path}: ${issue.message}\n`);
       }
-      if (!result.ok) process.exitCode = EXIT_FAILURE;
+      if (!result.ok) io.exitCode = EXIT_FAILURE;
     });
 }

@@ -4,8 +4,9 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 
 import type { Producer } from '../../producer/producer.ts';
+import { type CliIo, processIo } from '../io.ts';
 
-export function registerDevCommand(program: Command): void {
+export function registerDevCommand(program: Command, io: CliIo = processIo()): void {
   program
     .command('dev')
     .description(
@@ -205,7 +206,7 @@ export function registerDevCommand(program: Command): void {
         runtime.env.REDIS_SENTINELS === undefined
           ? `REDIS_URL=${runtime.env.REDIS_URL ?? ''}`
           : `REDIS_SENTINELS=${runtime.env.REDIS_SENTINELS} REDIS_SENTINEL_NAME=${runtime.env.REDIS_SENTINEL_NAME}`;
-      process.stdout.write(
+      io.stdout.write(
         `\nFerry dev is running (Ctrl-C to stop)\n  ${lines.join('\n  ')}\n\nTry:\n` +
           `  curl -s -H 'authorization: Bearer ${token}' -H 'content-type: application/json' \\\n` +
           `    -d '{"service":"demo","operation":"echo","input":{"hello":"world"}}' ${api.url}/v1/jobs\n` +

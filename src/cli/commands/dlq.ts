@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import type { JobOrigin } from '../../core/job.ts';
 import type { DeadLetterFilter } from '../../dead-letter/list-query.ts';
 import type { DeadLetterDetail } from '../../dead-letter/view.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
 
 interface FilterOptions {
@@ -58,7 +59,7 @@ function parseRate(value: string): number {
   return rate;
 }
 
-export function registerDlqCommand(program: Command): void {
+export function registerDlqCommand(program: Command, io: CliIo = processIo()): void {
   const dlq = program
     .command('dlq')
     .description('dead letters: list, show, replay, purge, reindex')
@@ -97,7 +98,7 @@ Examples:
         }),
       );
       if (options.json === true) {
-        printJson({ items: page.items, nextCursor: page.nextCursor });
+        printJson({ items: page.items, nextCursor: page.nextCursor }, io.stdout);
         return;
       }
       const rows = page.items.map((item) => [
@@ -126,7 +127,7 @@ Examples:
         ],
         ...rows,
       ]);
-      process.stdout.write(
+      io.stdout.write(
         `${page.items.length === 0 ? 'no dead letters match' : table}\n` +
           (page.nextCursor === null ? '' : `more: ferry dlq list … --cursor ${page.nextCursor}\n`),
       );
@@ -150,20 +151,20 @@ Examples:
         import('../../dead-letter/reader.ts'),
       ]);
       if (options.reveal === true) {
-        const detail = await revealDeadLetter(id);
+        const detail = await revealDeadLetter(io, id);
         if (detail === undefined) return;
-        if (options.json === true) printJson(detail);
-        else process.stdout.write(`${await formatDetail(detail)}\n`);
+        if (options.json === true) printJson(detail, io.stdout);
+        else io.stdout.write(`${await formatDetail(detail)}\n`);
         return;
       }
       const detail = await withOps((deps) => new DeadLetterReader(deps).show(id));
       if (detail === undefined) {
-        process.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
-        process.exitCode = EXIT_FAILURE;
+        io.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
+        io.exitCode = EXIT_FAILURE;
         return;
       }
-      if (options.json === true) printJson(detail);
-      else process.stdout.write(`${await formatDetail(detail)}\n`);
+      if (options.json === true) printJson(detail, io.stdout);
+      else io.stdout.write(`${await formatDetail(detail)}\n`);
     });
 
   withFilters(dlq.command('replay [ids...]'))
@@ -230,9 +231,9 @@ Examples:
             'dlq replay: give ids, a filter, or --all to replay every dead letter (--dry-run to see them first)',
           );
         const ask = everything && !dryRun && options.yes !== true;
-        if (ask) refuseOffTerminal('dlq replay --all replays every dead letter');
+        if (ask) refuseOffTerminal(io, 'dlq replay --all replays every dead letter');
         const controller = new AbortController();
-        const dispose = abortOnInterrupt(controller, 'replay stopping');
+        const dispose = abortOnInterrupt(controller, 'replay stopping', io.stderr);
         let progress: ReturnType<typeof createProgress> | undefined;
         let missing = 0;
         try {
@@ -243,10 +244,12 @@ Examples:
                 dryRun: true,
                 ...(limit === undefined ? {} : { limit }),
               });
-              if (matched > 0 && !(await confirm(`Replay all ${matched} dead letter(s)? [y/N] `)))
+              if (matched > 0 && !(await confirm(io, `Replay all ${matched} dead letter(s)? [y/N] `)))
                 throw new UsageError('not confirmed: nothing replayed');
             }
-            progress = dryRun ? undefined : createProgress({ json: options.json === true });
+            progress = dryRun
+              ? undefined
+              : createProgress({ stream: io.stdout, json: options.json === true });
             return replayDeadLetters(target, {
               ...(Object.keys(filter).length > 0 ? { filter } : {}),
               ...(ids.length > 0 ? { ids } : {}),
@@ -272,26 +275,26 @@ Examples:
             total: report.interrupted ? report.matched : done,
             extra: { replayed: report.replayed, skipped: report.skipped, failed: report.failed },
           });
-          const json = options.json === true || process.stdout.isTTY !== true;
+          const json = options.json === true || io.stdout.isTTY !== true;
           if (dryRun) {
             // Nothing was replayed: the dry run's count is what would go.
             const { replayed: wouldReplay, ...rest } = report;
-            if (options.json === true) printJson({ ...rest, wouldReplay });
-            else printDryRun(report.replayed, items, report.itemsOmitted);
+            if (options.json === true) printJson({ ...rest, wouldReplay }, io.stdout);
+            else printDryRun(io, report.replayed, items, report.itemsOmitted);
           } else if (json) {
-            process.stdout.write(`${JSON.stringify({ result: { ...summary, items } })}\n`);
+            io.stdout.write(`${JSON.stringify({ result: { ...summary, items } })}\n`);
           } else {
-            process.stdout.write(
+            io.stdout.write(
               `${report.interrupted ? 'interrupted' : 'done'}: ${report.replayed} replayed, ${report.skipped} skipped, ${report.failed} failed` +
                 ` in ${(report.elapsedMs / 1000).toFixed(1)}s${report.interrupted ? ' (run the same command again to continue)' : ''}\n`,
             );
             for (const item of items
               .filter((i) => i.outcome === 'failed' || i.outcome === 'skipped')
               .slice(0, 20))
-              process.stdout.write(`  ${item.outcome}: ${item.id} ${item.reason ?? ''}\n`);
+              io.stdout.write(`  ${item.outcome}: ${item.id} ${item.reason ?? ''}\n`);
           }
-          if (report.interrupted) process.exitCode = EXIT_INTERRUPTED;
-          else if (report.failed > 0 || missing > 0) process.exitCode = EXIT_FAILURE;
+          if (report.interrupted) io.exitCode = EXIT_INTERRUPTED;
+          else if (report.failed > 0 || missing > 0) io.exitCode = EXIT_FAILURE;
         } finally {
           dispose();
         }
@@ -322,25 +325,25 @@ Examples:
         const olderThanMs =
           options.olderThan === undefined ? undefined : parseDuration(options.olderThan, '--older-than');
         const dryRun = options.dryRun === true;
-        if (!dryRun && options.yes !== true) refuseOffTerminal('dlq purge deletes for good');
+        if (!dryRun && options.yes !== true) refuseOffTerminal(io, 'dlq purge deletes for good');
         const base = {
           ...(Object.keys(filter).length > 0 ? { filter } : {}),
           ...(olderThanMs === undefined ? {} : { olderThanMs }),
         };
         const controller = new AbortController();
-        const dispose = abortOnInterrupt(controller, 'purge stopping');
+        const dispose = abortOnInterrupt(controller, 'purge stopping', io.stderr);
         try {
           const report = await withOps(async (deps) => {
             if (!dryRun && options.yes !== true) {
               const { matched } = await purgeDeadLetters(deps, { ...base, dryRun: true });
               if (matched === 0)
                 return { dryRun: false, matched: 0, deleted: 0, interrupted: false, elapsedMs: 0 };
-              if (!(await confirm(`Delete ${matched} dead letter(s) for good? [y/N] `))) {
+              if (!(await confirm(io, `Delete ${matched} dead letter(s) for good? [y/N] `))) {
                 throw new UsageError('not confirmed: nothing deleted');
               }
             }
             const progress =
-              dryRun || options.json === true ? undefined : createProgress({ stream: process.stderr });
+              dryRun || options.json === true ? undefined : createProgress({ stream: io.stderr });
             const result = await purgeDeadLetters(deps, {
               ...base,
               dryRun,
@@ -351,14 +354,14 @@ Examples:
             if (result.matched > 0) progress?.finish({ done: result.matched, total: result.matched });
             return result;
           });
-          if (options.json === true) printJson(report);
+          if (options.json === true) printJson(report, io.stdout);
           else
-            process.stdout.write(
+            io.stdout.write(
               report.dryRun
                 ? `would delete ${report.matched} dead letter(s)\n`
                 : `deleted ${report.deleted} dead letter(s)${report.interrupted ? ' (interrupted: run again to delete the rest)' : ''}\n`,
             );
-          if (report.interrupted) process.exitCode = EXIT_INTERRUPTED;
+          if (report.interrupted) io.exitCode = EXIT_INTERRUPTED;
         } finally {
           dispose();
         }
@@ -376,15 +379,16 @@ Examples:
         import('../../ops/dead-letter-reindex.ts'),
       ]);
       const result = await withOps((deps) => reindexDeadLetters(deps));
-      if (options.json === true) printJson(result);
+      if (options.json === true) printJson(result, io.stdout);
       else
-        process.stdout.write(
+        io.stdout.write(
           `examined ${result.examined}, indexed ${result.indexed}, pruned ${result.pruned}, skipped ${result.skipped.length} (not dead-letter records)\n`,
         );
     });
 }
 
 function printDryRun(
+  io: CliIo,
   count: number,
   items: readonly { id: string; service: string; operation: string; outcome: string; reason?: string }[],
   omitted: number,
@@ -398,7 +402,7 @@ function printDryRun(
     );
   }
   if (omitted > 0) lines.push(`  … and ${omitted} more (use --json, or narrow the filters)`);
-  process.stdout.write(`${lines.join('\n')}\n`);
+  io.stdout.write(`${lines.join('\n')}\n`);
 }
 
 async function formatDetail(d: DeadLetterDetail): Promise<string> {
@@ -449,7 +453,7 @@ async function formatDetail(d: DeadLetterDetail): Promise<string> {
  * one audit line (pino JSON, stderr): who (FERRY_OPERATOR, the OS user), which dead letter, when, the
  * outcome; never the plaintext.
  */
-async function revealDeadLetter(id: string): Promise<DeadLetterDetail | undefined> {
+async function revealDeadLetter(io: CliIo, id: string): Promise<DeadLetterDetail | undefined> {
   const [{ withOps }, { DeadLetterReader }, { readEnvWithRedis }, { loadKeyring }, { openJobContent }] =
     await Promise.all([
       import('../ops-session.ts'),
@@ -461,21 +465,21 @@ async function revealDeadLetter(id: string): Promise<DeadLetterDetail | undefine
   const env = readEnvWithRedis();
   const keyring = await loadKeyring(env);
   if (keyring === undefined) {
-    process.stderr.write(
+    io.stderr.write(
       'ConfigurationError: --reveal opens sealed data with FERRY_SECRETS_KEY (or FERRY_SECRETS_KEY_FILE), which is not set\n',
     );
-    process.exitCode = EXIT_FAILURE;
+    io.exitCode = EXIT_FAILURE;
     return undefined;
   }
   const found = await withOps((deps) => new DeadLetterReader(deps).showSealed(id));
   if (found === undefined) {
-    process.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
-    process.exitCode = EXIT_FAILURE;
+    io.stderr.write(`NotFound: no dead letter with id "${id}"\n`);
+    io.exitCode = EXIT_FAILURE;
     return undefined;
   }
   const { detail, sealed } = found;
   if (sealed === undefined) return detail;
-  const audit = await auditLogger();
+  const audit = await auditLogger(io);
   const who = { operator: env.FERRY_OPERATOR ?? null, osUser: osUser() };
   const what = {
     deadLetterId: id,
@@ -504,18 +508,18 @@ async function revealDeadLetter(id: string): Promise<DeadLetterDetail | undefine
       'reveal refused',
     );
     const type = (error as { type?: string }).type ?? 'Error';
-    process.stderr.write(`${type}: ${message}\n`);
-    process.exitCode = EXIT_FAILURE;
+    io.stderr.write(`${type}: ${message}\n`);
+    io.exitCode = EXIT_FAILURE;
     return undefined;
   }
 }
 
-async function auditLogger(): Promise<{
+async function auditLogger(io: CliIo): Promise<{
   info(fields: object, message: string): void;
   warn(fields: object, message: string): void;
 }> {
   const { createLogger } = await import('../../core/logger.ts');
-  return createLogger({ name: 'ferry-audit', destination: process.stderr });
+  return createLogger({ name: 'ferry-audit', destination: io.stderr });
 }
 
 function osUser(): string | null {
@@ -547,14 +551,14 @@ function oneLine(text: string, max: number): string {
 }
 
 /** Without --yes, a command that asks first refuses (exit 2, one line) when stdin is not a terminal to ask on. */
-function refuseOffTerminal(what: string): void {
-  if (process.stdin.isTTY !== true)
+function refuseOffTerminal(io: CliIo, what: string): void {
+  if (io.stdin.isTTY !== true)
     throw new UsageError(`${what}: pass --yes to confirm (stdin is not a terminal to ask on)`);
 }
 
-async function confirm(question: string): Promise<boolean> {
+async function confirm(io: CliIo, question: string): Promise<boolean> {
   const { createInterface } = await import('node:readline/promises');
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const rl = createInterface({ input: io.stdin, output: io.stderr });
   try {
     return /^y(es)?$/i.test((await rl.question(question)).trim());
   } finally {

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 
 import type { EnqueueRequest, JobRef } from '../../core/job.ts';
 import type { JobView } from '../../producer/producer.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
 
 interface EnqueueOptions {
@@ -20,7 +21,7 @@ interface EnqueueOptions {
   json?: boolean;
 }
 
-export function registerEnqueueCommand(program: Command): void {
+export function registerEnqueueCommand(program: Command, io: CliIo = processIo()): void {
   program
     .command('enqueue <service> <operation>')
     .description('enqueue one job (validated against the services file)')
@@ -56,9 +57,9 @@ export function registerEnqueueCommand(program: Command): void {
       const env = readEnvWithRedis();
       const config = await loadServicesFile(env.FERRY_SERVICES);
       const request: EnqueueRequest = { service, operation };
-      if (options.input !== undefined) request.input = await readJsonArgument(options.input, '--input');
+      if (options.input !== undefined) request.input = await readJsonArgument(io, options.input, '--input');
       if (options.metadata !== undefined)
-        request.metadata = (await readJsonArgument(options.metadata, '--metadata', false)) as Record<
+        request.metadata = (await readJsonArgument(io, options.metadata, '--metadata', false)) as Record<
           string,
           unknown
         >;
@@ -86,9 +87,9 @@ export function registerEnqueueCommand(program: Command): void {
       try {
         const result = await producer.enqueue(request);
         if (options.wait !== true) {
-          if (options.json === true) printJson(result);
+          if (options.json === true) printJson(result, io.stdout);
           else
-            process.stdout.write(
+            io.stdout.write(
               `${result.created ? 'enqueued' : 'already enqueued (idempotency key)'}: ${service}/${result.id}\n`,
             );
           return;
@@ -98,25 +99,25 @@ export function registerEnqueueCommand(program: Command): void {
           options.follow === true
             ? await producer.waitFor(service, result.id, { timeoutMs, follow: true })
             : await producer.waitFor(service, result.id, { timeoutMs });
-        if (options.json === true) printJson(view);
+        if (options.json === true) printJson(view, io.stdout);
         else {
           // With --follow, the jobs before the last one first: one line each.
           if (view.chain !== undefined && view.chain.length > 1)
-            process.stdout.write(
+            io.stdout.write(
               `chain: ${view.chain.map((ref) => `${ref.service}/${ref.jobId}`).join(' -> ')}\n`,
             );
           if (view.state === 'completed')
-            process.stdout.write(
+            io.stdout.write(
               `completed: ${view.service}/${view.id} status ${view.result?.status} after ${view.attempts} attempt(s)\n` +
                 `${JSON.stringify(view.result?.body ?? null, null, 2)}\n`,
             );
           else
-            process.stdout.write(
+            io.stdout.write(
               `dead-lettered: ${view.service}/${view.id} ${view.lastError?.type}: ${view.lastError?.message}\n` +
                 `dead letter: ${view.deadLetterId ?? '(being written)'}\n`,
             );
         }
-        if (view.state !== 'completed') process.exitCode = EXIT_FAILURE;
+        if (view.state !== 'completed') io.exitCode = EXIT_FAILURE;
       } finally {
         await producer.close();
         // The producer does not own a connection it was given: without this the process never exits.
@@ -126,10 +127,10 @@ export function registerEnqueueCommand(program: Command): void {
 }
 
 /** JSON, `@file` or (when `stdin`) `-`; a file that cannot be read is a usage error in one line. */
-async function readJsonArgument(value: string, option: string, stdin = true): Promise<unknown> {
+async function readJsonArgument(io: CliIo, value: string, option: string, stdin = true): Promise<unknown> {
   const raw =
     stdin && value === '-'
-      ? await text(process.stdin)
+      ? await text(io.stdin)
       : value.startsWith('@')
         ? await readArgumentFile(value.slice(1), option)
         : value;

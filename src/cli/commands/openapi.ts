@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 
+import { type CliIo, processIo } from '../io.ts';
 import { UsageError } from '../output.ts';
 
-export function registerOpenapiCommand(program: Command): void {
+export function registerOpenapiCommand(program: Command, io: CliIo = processIo()): void {
   program
     .command('openapi')
     .description(
@@ -24,7 +25,7 @@ export function registerOpenapiCommand(program: Command): void {
       const document = await buildOpenApiDocument(
         options.server === undefined ? {} : { server: options.server },
       );
-      process.stdout.write(
+      io.stdout.write(
         options.yaml === true
           ? yaml.dump(document, { noRefs: true })
           : `${JSON.stringify(document, null, 2)}\n`,

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 
+import { type CliIo, processIo } from '../io.ts';
 import { printJson } from '../output.ts';
 
-export function registerQueuesCommand(program: Command): void {
+export function registerQueuesCommand(program: Command, io: CliIo = processIo()): void {
   const queues = program
     .command('queues')
     .description('service queues: list, pause, resume')
@@ -26,7 +27,7 @@ Examples:
       ]);
       const list = await withOps((deps) => listQueues(deps));
       if (options.json === true) {
-        printJson(list);
+        printJson(list, io.stdout);
         return;
       }
       const states = ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'];
@@ -35,7 +36,7 @@ Examples:
         q.paused ? 'yes' : 'no',
         ...states.map((state) => String(q.counts[state] ?? 0)),
       ]);
-      process.stdout.write(
+      io.stdout.write(
         `${formatTable([['SERVICE', 'PAUSED', ...states.map((s) => s.toUpperCase())], ...rows])}\n`,
       );
     });
@@ -59,8 +60,8 @@ Examples:
           import('../../ops/queues.ts'),
         ]);
         const result = await withOps((deps) => setQueuePaused(deps, service, action === 'pause'));
-        if (options.json === true) printJson(result);
-        else process.stdout.write(`${service}: ${result.paused ? 'paused' : 'resumed'}\n`);
+        if (options.json === true) printJson(result, io.stdout);
+        else io.stdout.write(`${service}: ${result.paused ? 'paused' : 'resumed'}\n`);
       });
   }
 }

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 
+import { type CliIo, processIo } from '../io.ts';
 import { printJson } from '../output.ts';
 
-export function registerRetryPlanCommand(program: Command): void {
+export function registerRetryPlanCommand(program: Command, io: CliIo = processIo()): void {
   program
     .command('retry-plan <service>')
     .description(
@@ -38,7 +39,7 @@ Reads only the services file (FERRY_SERVICES); needs no Redis.`,
       const settings = requireService(config, service);
       const plan = planRetries(settings.retry, { timeoutMs: settings.timeoutMs });
       if (options.json === true) {
-        printJson({ service, ...plan });
+        printJson({ service, ...plan }, io.stdout);
         return;
       }
       const d = (ms: number): string => (ms === 0 ? '0' : formatDuration(ms));
@@ -49,7 +50,7 @@ Reads only the services file (FERRY_SERVICES); needs no Redis.`,
         step.delayAfter === null ? 'dead-letter' : `0 … ${d(step.delayAfter.capMs)}`,
       ]);
       const total = plan.untilDeadLetter;
-      process.stdout.write(
+      io.stdout.write(
         [
           `${service}: ${plan.attempts} attempt(s), backoff ${d(plan.delayMs)} × 2^(n-1) with full jitter, capped at ${d(plan.maxDelayMs)}`,
           '',

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 
 import type { ScheduleView } from '../../ops/schedules.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { printJson } from '../output.ts';
 
-export function registerSchedulesCommand(program: Command): void {
+export function registerSchedulesCommand(program: Command, io: CliIo = processIo()): void {
   const schedules = program
     .command('schedules')
     .description("the services file's schedules: list, pause, resume, run-now")
@@ -31,11 +32,11 @@ Workers create, update and remove the schedules when they start, from their serv
       ]);
       const list = await withOps((deps) => listSchedules(deps));
       if (options.json === true) {
-        printJson(list);
+        printJson(list, io.stdout);
         return;
       }
       if (list.length === 0) {
-        process.stdout.write('no schedules in the services file\n');
+        io.stdout.write('no schedules in the services file\n');
         return;
       }
       const rows = list.map((s) => [
@@ -53,7 +54,7 @@ Workers create, update and remove the schedules when they start, from their serv
                 : ` routed to ${s.lastRun.routedTo.service} ${s.lastRun.routedTo.jobId}`
             }${s.lastRun.deadLetterId === undefined ? '' : ` ${s.lastRun.deadLetterId}`}`,
       ]);
-      process.stdout.write(
+      io.stdout.write(
         `${formatTable([['SCHEDULE', 'OPERATION', 'WHEN', 'NEXT RUN', 'LAST RUN'], ...rows])}\n`,
       );
     });
@@ -75,10 +76,10 @@ Workers create, update and remove the schedules when they start, from their serv
         const view = await withOps((deps) =>
           action === 'pause' ? pauseSchedule(deps, name) : resumeSchedule(deps, name),
         );
-        if (options.json === true) printJson(view);
-        else if (action === 'pause') process.stdout.write(`${name}: paused\n`);
+        if (options.json === true) printJson(view, io.stdout);
+        else if (action === 'pause') io.stdout.write(`${name}: paused\n`);
         else
-          process.stdout.write(
+          io.stdout.write(
             `${name}: resumed${view.nextRunAt === null ? '' : `; next run ${isoTime(view.nextRunAt)}`}\n`,
           );
       });
@@ -95,9 +96,9 @@ Workers create, update and remove the schedules when they start, from their serv
       ]);
       // A sensitive operation's run is sealed: the command needs FERRY_SECRETS_KEY, as the worker does.
       const run = await withOps((deps) => runScheduleNow(deps, name), { keyring: true });
-      if (options.json === true) printJson(run);
+      if (options.json === true) printJson(run, io.stdout);
       else
-        process.stdout.write(
+        io.stdout.write(
           `${name}: run ${run.jobId} enqueued on ${run.service} (idempotency key ${run.idempotencyKey})\n`,
         );
     });

@@ -17,6 +17,7 @@ import type { SecretTestOutcome } from '../../ops/secret-test.ts';
 import type { SecretDescription } from '../../secrets/catalog.ts';
 import type { Keyring } from '../../secrets/crypto.ts';
 import type { SecretChange, SecretStore, VersionInfo } from '../../secrets/redis-store.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { EXIT_FAILURE, printJson, UsageError } from '../output.ts';
 
 interface KeyOptions {
@@ -44,7 +45,7 @@ Environment: REDIS_URL (or REDIS_CLUSTER_NODES or REDIS_SENTINELS), FERRY_PREFIX
 (set, stage, test, reencrypt), FERRY_SECRETS_DIR and FERRY_SECRET_<NAME> (list, test), FERRY_SERVICES (list,
 test): the same as the worker's.`;
 
-export function registerSecretsCommand(program: Command): void {
+export function registerSecretsCommand(program: Command, io: CliIo = processIo()): void {
   const secrets = program
     .command('secrets')
     .description(
@@ -88,14 +89,14 @@ ${ENVIRONMENT}`,
         const key = await parseKey(name, options.tenant);
         const { env, keyring } = await readSettings();
         requireKeyring(keyring, `secrets ${mode}`);
-        const value = await readValue(key, options.file);
+        const value = await readValue(io, key, options.file);
         await withStore(env, keyring, async (store) => {
           const version = mode === 'set' ? await store.set(key, value) : await store.stage(key, value);
           const state = mode === 'set' ? 'current' : 'staged';
-          if (options.json === true) printJson({ key, version, state });
-          else if (mode === 'set') process.stdout.write(`${key}: version ${version} is current\n`);
+          if (options.json === true) printJson({ key, version, state }, io.stdout);
+          else if (mode === 'set') io.stdout.write(`${key}: version ${version} is current\n`);
           else
-            process.stdout.write(
+            io.stdout.write(
               `${key}: version ${version} is staged (ferry secrets test ${key} --service <service> ` +
                 `--operation <operation>, then ferry secrets promote ${key})\n`,
             );
@@ -126,8 +127,8 @@ ${ENVIRONMENT}`,
       const key = await parseKey(name, options.tenant);
       const { env, keyring } = await readSettings();
       requireKeyring(keyring, 'secrets test');
-      const config = await loadConfig(env, true);
-      const input = options.input === undefined ? undefined : await readInput(options.input);
+      const config = await loadConfig(io, env, true);
+      const input = options.input === undefined ? undefined : await readInput(io, options.input);
       await withStore(env, keyring, async (store, connection) => {
         const [{ testStagedSecret }, { createSecretProbe }, { createSecretsRuntime }, { parseSecretKey }] =
           await Promise.all([
@@ -139,10 +140,10 @@ ${ENVIRONMENT}`,
         const info = await store.info(key);
         const value = await store.readStaged(key);
         if (info?.staged === undefined || value === undefined) {
-          process.stderr.write(
+          io.stderr.write(
             `${key}: ${info === undefined ? 'no such secret' : 'nothing staged'} (ferry secrets stage ${key} first)\n`,
           );
-          process.exitCode = EXIT_FAILURE;
+          io.exitCode = EXIT_FAILURE;
           return;
         }
         const runtime = await createSecretsRuntime({
@@ -169,8 +170,8 @@ ${ENVIRONMENT}`,
         } finally {
           runtime.close();
         }
-        printOutcome(key, info.staged.version, options, outcome);
-        if (outcome.outcome !== 'completed') process.exitCode = EXIT_FAILURE;
+        printOutcome(io, key, info.staged.version, options, outcome);
+        if (outcome.outcome !== 'completed') io.exitCode = EXIT_FAILURE;
       });
     });
 
@@ -200,6 +201,7 @@ ${ENVIRONMENT}`,
         await withStore(env, undefined, async (store) => {
           const result = change === 'promote' ? await store.promote(key) : await store.rollback(key);
           report(
+            io,
             key,
             result,
             options,
@@ -230,12 +232,12 @@ ${ENVIRONMENT}`,
       const version = options.version === undefined ? undefined : parseVersion(options.version);
       const what = version === undefined ? `${key} and every version of it` : `version ${version} of ${key}`;
       if (options.yes !== true) {
-        if (process.stdin.isTTY !== true) {
+        if (io.stdin.isTTY !== true) {
           throw new UsageError(`delete asks for confirmation: pass --yes when stdin is not a terminal`);
         }
-        if (!(await confirm(`delete ${what}? [y/N] `))) {
-          process.stderr.write(`${key}: not deleted\n`);
-          process.exitCode = EXIT_FAILURE;
+        if (!(await confirm(io, `delete ${what}? [y/N] `))) {
+          io.stderr.write(`${key}: not deleted\n`);
+          io.exitCode = EXIT_FAILURE;
           return;
         }
       }
@@ -243,6 +245,7 @@ ${ENVIRONMENT}`,
       await withStore(env, undefined, async (store) => {
         const result = await store.delete(key, version);
         report(
+          io,
           key,
           result,
           options,
@@ -269,7 +272,7 @@ ${ENVIRONMENT}`,
     )
     .action(async (options: { json?: boolean }) => {
       const { env, keyring } = await readSettings();
-      const config = await loadConfig(env, false);
+      const config = await loadConfig(io, env, false);
       await withStore(env, keyring, async (store, connection) => {
         const [{ describeSecrets }, { createSecretsRuntime }, { DEFAULT_SECRETS_SOURCES }] =
           await Promise.all([
@@ -293,8 +296,8 @@ ${ENVIRONMENT}`,
               });
         try {
           const list = await describeSecrets({ store, sources: runtime?.sources ?? [], config });
-          if (options.json === true) printJson(list);
-          else printTable(list);
+          if (options.json === true) printJson(list, io.stdout);
+          else printTable(io, list);
         } finally {
           runtime?.close();
         }
@@ -321,16 +324,16 @@ ${ENVIRONMENT}`,
       requireKeyring(keyring, 'secrets reencrypt');
       await withStore(env, keyring, async (store) => {
         const result = await store.reencrypt();
-        if (options.json === true) printJson(result);
+        if (options.json === true) printJson(result, io.stdout);
         else {
-          process.stdout.write(
+          io.stdout.write(
             `reencrypt: ${result.resealed} resealed, ${result.current} already under key ` +
               `${keyring.current.id}, ${result.failed.length} failed\n`,
           );
           for (const failure of result.failed)
-            process.stdout.write(`  ${failure.key} version ${failure.version}: ${failure.reason}\n`);
+            io.stdout.write(`  ${failure.key} version ${failure.version}: ${failure.reason}\n`);
         }
-        if (result.failed.length > 0) process.exitCode = EXIT_FAILURE;
+        if (result.failed.length > 0) io.exitCode = EXIT_FAILURE;
       });
     });
 
@@ -347,7 +350,7 @@ Examples:
     )
     .action(async () => {
       const { generateMasterKey } = await import('../../secrets/crypto.ts');
-      process.stdout.write(`${generateMasterKey()}\n`);
+      io.stdout.write(`${generateMasterKey()}\n`);
     });
 }
 
@@ -400,13 +403,13 @@ async function withStore(
  * The services file. `list` goes on without one when FERRY_SERVICES is not set and the default file is
  * missing (store keys are still worth listing; "used by" is then empty), and says so.
  */
-async function loadConfig(env: Env, required: boolean): Promise<ServicesConfig> {
+async function loadConfig(io: CliIo, env: Env, required: boolean): Promise<ServicesConfig> {
   const { loadServicesFile } = await import('../../core/services/load.ts');
   if (!required && process.env.FERRY_SERVICES === undefined) {
     try {
       await access(env.FERRY_SERVICES);
     } catch {
-      process.stderr.write(`note: no services file at ${env.FERRY_SERVICES}; "used by" is not shown\n`);
+      io.stderr.write(`note: no services file at ${env.FERRY_SERVICES}; "used by" is not shown\n`);
       return { services: new Map(), schedules: new Map(), source: undefined };
     }
   }
@@ -414,7 +417,7 @@ async function loadConfig(env: Env, required: boolean): Promise<ServicesConfig> 
 }
 
 /** The value from --file or stdin (a hidden prompt on a terminal), one trailing newline dropped; never empty. */
-async function readValue(key: string, file: string | undefined): Promise<string> {
+async function readValue(io: CliIo, key: string, file: string | undefined): Promise<string> {
   let raw: string;
   if (file !== undefined) {
     try {
@@ -424,10 +427,10 @@ async function readValue(key: string, file: string | undefined): Promise<string>
         `--file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
       );
     }
-  } else if (process.stdin.isTTY === true) {
-    raw = await promptHidden(`value of ${key} (not shown): `);
+  } else if (io.stdin.isTTY === true) {
+    raw = await promptHidden(io, `value of ${key} (not shown): `);
   } else {
-    raw = await text(process.stdin);
+    raw = await text(io.stdin);
   }
   const value = raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.endsWith('\n') ? raw.slice(0, -1) : raw;
   if (value === '') {
@@ -437,19 +440,19 @@ async function readValue(key: string, file: string | undefined): Promise<string>
 }
 
 /** Reads one line from the terminal in raw mode, echoing nothing. Ctrl-C or Ctrl-D on an empty line cancels. */
-function promptHidden(prompt: string): Promise<string> {
-  const input = process.stdin;
-  process.stderr.write(prompt);
-  input.setRawMode(true);
+function promptHidden(io: CliIo, prompt: string): Promise<string> {
+  const input = io.stdin;
+  io.stderr.write(prompt);
+  input.setRawMode?.(true);
   input.setEncoding('utf8');
   input.resume();
   return new Promise((resolve, reject) => {
     let value = '';
     const finish = (): void => {
       input.off('data', onData);
-      input.setRawMode(false);
+      input.setRawMode?.(false);
       input.pause();
-      process.stderr.write('\n');
+      io.stderr.write('\n');
     };
     const onData = (chunk: string): void => {
       for (const char of chunk) {
@@ -471,9 +474,9 @@ function promptHidden(prompt: string): Promise<string> {
   });
 }
 
-async function confirm(question: string): Promise<boolean> {
+async function confirm(io: CliIo, question: string): Promise<boolean> {
   const { createInterface } = await import('node:readline/promises');
-  const lines = createInterface({ input: process.stdin, output: process.stderr });
+  const lines = createInterface({ input: io.stdin, output: io.stderr });
   try {
     return /^y(es)?$/i.test((await lines.question(question)).trim());
   } finally {
@@ -489,9 +492,9 @@ function parseVersion(text: string): number {
   return version;
 }
 
-async function readInput(value: string): Promise<unknown> {
+async function readInput(io: CliIo, value: string): Promise<unknown> {
   let raw: string;
-  if (value === '-') raw = await text(process.stdin);
+  if (value === '-') raw = await text(io.stdin);
   else if (value.startsWith('@')) {
     try {
       raw = await readFile(value.slice(1), 'utf8');
@@ -515,6 +518,7 @@ async function silentLogger(): Promise<Logger> {
 
 /** A change's result: one line (or JSON) on success; a refusal is one line on stderr and exit 1. */
 function report(
+  io: CliIo,
   key: string,
   change: SecretChange,
   options: KeyOptions,
@@ -522,41 +526,51 @@ function report(
   json: (version: number) => Record<string, unknown>,
 ): void {
   if (!change.ok) {
-    if (options.json === true) printJson({ key, ok: false, reason: change.reason, message: change.message });
-    else process.stderr.write(`${key}: ${change.message}\n`);
-    process.exitCode = EXIT_FAILURE;
+    if (options.json === true)
+      printJson({ key, ok: false, reason: change.reason, message: change.message }, io.stdout);
+    else io.stderr.write(`${key}: ${change.message}\n`);
+    io.exitCode = EXIT_FAILURE;
     return;
   }
-  if (options.json === true) printJson({ key, ...json(change.version) });
-  else process.stdout.write(`${key}: ${line(change.version)}\n`);
+  if (options.json === true) printJson({ key, ...json(change.version) }, io.stdout);
+  else io.stdout.write(`${key}: ${line(change.version)}\n`);
 }
 
 /** Longest body excerpt printed by `test` (the whole scrubbed body is in --json). */
 const EXCERPT_CHARS = 300;
 
-function printOutcome(key: string, version: number, options: TestOptions, outcome: SecretTestOutcome): void {
+function printOutcome(
+  io: CliIo,
+  key: string,
+  version: number,
+  options: TestOptions,
+  outcome: SecretTestOutcome,
+): void {
   if (options.json === true) {
-    printJson({ key, version, service: options.service, operation: options.operation, ...outcome });
+    printJson(
+      { key, version, service: options.service, operation: options.operation, ...outcome },
+      io.stdout,
+    );
     return;
   }
   const call = `${key} (staged version ${version}) → ${options.service}/${options.operation}`;
   if (outcome.outcome === 'completed') {
     const body = outcome.body === undefined ? '' : JSON.stringify(outcome.body);
     const excerpt = body.length > EXCERPT_CHARS ? `${body.slice(0, EXCERPT_CHARS)}…` : body;
-    process.stdout.write(
+    io.stdout.write(
       `${call}: completed, status ${outcome.status} in ${outcome.durationMs} ms\n` +
         (excerpt === '' ? '' : `body${outcome.bodyTruncated === true ? ' (truncated)' : ''}: ${excerpt}\n`),
     );
   } else {
-    process.stdout.write(
+    io.stdout.write(
       `${call}: failed after ${outcome.durationMs} ms: ${outcome.error.type}: ${outcome.error.message}\n`,
     );
   }
 }
 
-function printTable(list: readonly SecretDescription[]): void {
+function printTable(io: CliIo, list: readonly SecretDescription[]): void {
   if (list.length === 0) {
-    process.stdout.write('no secrets: the store is empty and no service references one\n');
+    io.stdout.write('no secrets: the store is empty and no service references one\n');
     return;
   }
   const rows = list.map((item) => [
@@ -572,7 +586,7 @@ function printTable(list: readonly SecretDescription[]): void {
     Math.max(title.length, ...rows.map((row) => row[column]!.length)),
   );
   for (const row of [header, ...rows]) {
-    process.stdout.write(
+    io.stdout.write(
       `${row
         .map((cell, column) => cell.padEnd(widths[column]!))
         .join('  ')
@@ -581,7 +595,7 @@ function printTable(list: readonly SecretDescription[]): void {
   }
   const missing = list.filter((item) => item.definedIn.length === 0 && item.usedBy.length > 0);
   for (const item of missing) {
-    process.stdout.write(
+    io.stdout.write(
       `(!) ${item.key} is referenced by ${item.usedBy.join(', ')} but defined in no source: ` +
         `their jobs fail with ConfigurationError until it is set\n`,
     );

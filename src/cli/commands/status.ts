@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 
 import type { ServiceStatus } from '../../ops/status.ts';
+import { type CliIo, processIo } from '../io.ts';
 import { printJson } from '../output.ts';
 
-export function registerStatusCommand(program: Command): void {
+export function registerStatusCommand(program: Command, io: CliIo = processIo()): void {
   program
     .command('status')
     .description('per service: queue counts, holds, last hour, dead letters, breaker, rate limit, workers')
@@ -26,8 +27,8 @@ breaker; rate limit; paused; workers connected.`,
         import('../../ops/status.ts'),
       ]);
       const status = await withOps((deps) => readStatus(deps, services.length > 0 ? services : undefined));
-      if (options.json === true) printJson(status);
-      else process.stdout.write(`${await formatStatus(status)}\n`);
+      if (options.json === true) printJson(status, io.stdout);
+      else io.stdout.write(`${await formatStatus(status)}\n`);
     });
 }
 
