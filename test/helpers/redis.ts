@@ -45,6 +45,8 @@ export async function startRedis(
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   });
+  // Ready before the test sees it: code that checks `status === 'ready'` (the metrics scrape) must not race it.
+  await client.ping();
   return Object.assign(Object.create(null) as object, server, { client, dir }) as TestRedis;
 }
 
