@@ -136,15 +136,8 @@ export interface JobEventBase {
 export interface JobEventDataMap {
   queued: JobEventBase;
   active: JobEventBase;
-  /** `at` and `durationMs`: the failed run, as the job's history records it (absent from older workers). */
-  retrying: JobEventBase & {
-    attempt: number;
-    at?: number;
-    durationMs?: number;
-    error: ErrorRecord;
-    delayMs: number;
-    nextAttemptAt: number;
-  };
+  /** The worker's payload: the failed run (`at`, `durationMs` as the history records it) and the next one. */
+  retrying: JobEventBase & Omit<RetryingStreamPayload, 'operation' | 'tenant'>;
   held: JobEventBase & { reason: HoldReason; holdMs: number; until: number; error: ErrorRecord };
   completed: JobEventBase & {
     result: JobResult;

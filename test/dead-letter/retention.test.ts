@@ -7,22 +7,9 @@ import { DeadLetterWriter } from '../../src/dead-letter/writer.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import { createTestFerry, oneService } from '../helpers/ferry.ts';
 import { startRedis } from '../helpers/redis.ts';
-import { aRecord, type DeadLetterKit, deadLetterKit, T } from './support.ts';
+import { aRecord, deadLetterKit, hourly, left, T } from './support.ts';
 
 const redis = await startRedis();
-
-/** Ids of every dead letter left, newest first. */
-async function left(kit: DeadLetterKit): Promise<string[]> {
-  return (await kit.reader.list({ limit: 500 })).items.map((item) => item.id);
-}
-
-/** `count` dead letters one hour apart, the newest at T; returned newest first. */
-async function hourly(kit: DeadLetterKit, count: number): Promise<string[]> {
-  const ids: string[] = [];
-  for (let i = 0; i < count; i++)
-    ids.unshift(await kit.write({ deadLetteredAt: T - (count - 1 - i) * HOUR }));
-  return ids;
-}
 
 describe('enforceRetention', () => {
   it('deletes dead letters older than maxAgeMs, and only those', async () => {

@@ -4,6 +4,7 @@ import { onTestFinished } from 'vitest';
 
 import type { DeadLetterRecord } from '../../src/core/job.ts';
 import { DEAD_LETTER_QUEUE } from '../../src/core/queue-layout.ts';
+import { HOUR } from '../../src/core/time.ts';
 import { DeadLetterPurger } from '../../src/dead-letter/purge.ts';
 import { DeadLetterReader } from '../../src/dead-letter/reader.ts';
 import { type DeadLetterKeys, deadLetterKeys } from '../../src/dead-letter/search-index.ts';
@@ -93,4 +94,17 @@ export async function allPages(
     cursor = page.nextCursor;
     await between?.(pages);
   }
+}
+
+/** Ids of every dead letter left, newest first. */
+export async function left(kit: DeadLetterKit): Promise<string[]> {
+  return (await kit.reader.list({ limit: 500 })).items.map((item) => item.id);
+}
+
+/** `count` dead letters one hour apart, the newest at T; returned newest first. */
+export async function hourly(kit: DeadLetterKit, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++)
+    ids.unshift(await kit.write({ deadLetteredAt: T - (count - 1 - i) * HOUR }));
+  return ids;
 }

@@ -3,23 +3,10 @@ import { describe, expect, it } from 'vitest';
 
 import { HOUR } from '../../src/core/time.ts';
 import { purgeDeadLetters, type PurgeProgress } from '../../src/ops/dead-letter-purge.ts';
-import { type DeadLetterKit, deadLetterKit, T } from '../dead-letter/support.ts';
+import { deadLetterKit, hourly, left, T } from '../dead-letter/support.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const redis = await startRedis();
-
-/** Ids of every dead letter left, newest first. */
-async function left(kit: DeadLetterKit): Promise<string[]> {
-  return (await kit.reader.list({ limit: 500 })).items.map((item) => item.id);
-}
-
-/** `count` dead letters one hour apart, the newest at T; returned newest first. */
-async function hourly(kit: DeadLetterKit, count: number): Promise<string[]> {
-  const ids: string[] = [];
-  for (let i = 0; i < count; i++)
-    ids.unshift(await kit.write({ deadLetteredAt: T - (count - 1 - i) * HOUR }));
-  return ids;
-}
 
 describe('purgeDeadLetters', () => {
   it('deletes those older than olderThanMs and matching the filter; a dry run only counts them', async () => {
