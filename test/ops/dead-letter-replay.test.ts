@@ -496,7 +496,7 @@ describe('replayed jobs run', () => {
 });
 
 describe('large replays', () => {
-  it('10,000 dead letters without a cap: thousands per second, a capped report', async () => {
+  it('10,000 dead letters without a cap: all replayed, a capped report', async () => {
     const kit = deadLetterKit(redis);
     await writeMany(redis, kit.prefix, 10_000);
     let peakHeap = 0;
@@ -510,7 +510,7 @@ describe('large replays', () => {
       },
     );
     const rate = Math.round(report.replayed / (report.elapsedMs / 1_000));
-    // eslint-disable-next-line no-console -- the bench figure, printed on purpose
+    // eslint-disable-next-line no-console -- the figure, printed for whoever reads the log; speed is bench:redrive's
     console.log(
       `replay of 10,000 dead letters: ${report.elapsedMs} ms, ${rate} jobs/s, heap +${Math.round((peakHeap - heapBefore) / 1e6)} MB`,
     );
@@ -519,8 +519,6 @@ describe('large replays', () => {
     expect(report.itemsOmitted).toBe(10_000 - MAX_REPORT_ITEMS);
     expect(await queueOf(kit.prefix, 'crm').getJobCounts('wait')).toEqual({ wait: 10_000 });
     expect(await kit.reader.countByService()).toEqual(new Map());
-    // A floor, not the figure (logged above; a loaded two-core machine halves it).
-    expect(rate).toBeGreaterThan(500);
   }, 120_000);
 
   it('honours limit, and reports a running count when the filter needs the records', async () => {
