@@ -410,7 +410,10 @@ describe('sensitive: true', () => {
       producer.enqueue({ service: 'vault', operation: 'create', input: { email: 'x@example.com' } }),
     ).rejects.toMatchObject({ type: 'ConfigurationError' });
     await producer.close();
-    expect(await redis.client.keys(`${prefix}:*`)).toEqual([]);
+    // No job, no index, no event. A queue's `meta` key is left out: the test Ferry's own (unstarted) worker
+    // side writes its queues' version there when it likes (a loaded run saw `{dead-letter}:meta`).
+    const keys = await redis.client.keys(`${prefix}:*`);
+    expect(keys.filter((key) => !key.endsWith(':meta'))).toEqual([]);
   });
 });
 
