@@ -93,25 +93,27 @@ export function createRedisConnection(target: RedisTarget, role: ConnectionRole,
   };
   if (target.password !== undefined) options.password = target.password;
   if (target.sentinels !== undefined && target.sentinels.length > 0) {
-    return new Redis({
-      ...options,
-      sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
-      name: target.sentinelName ?? 'mymaster',
-      role: 'master',
-      ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
-      sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
-      // Every reconnect asks the Sentinels again, so after a failover the next one finds the new master.
-      retryStrategy: sentinelReconnectDelay,
-      // Subscribed to +switch-master on the Sentinels, a connection leaves the old master the moment the
-      // new one is announced. Without it, after a planned failover (SENTINEL FAILOVER) or a healed partition
-      // the old master, still up, took writes for up to 10 s (until the Sentinels demote it), and those
-      // acknowledged writes were then lost. The price: one subscription per Sentinel per connection.
-      failoverDetector: true,
-      // A master that was demoted without dropping its clients (a manual failover, a healed partition)
-      // answers writes with READONLY: reconnect then, through the Sentinels. A worker resends the refused
-      // command (it was not run); a producer's fails, and the API answers 503.
-      reconnectOnError: (error) => (/^READONLY /.test(error.message) ? (role === 'worker' ? 2 : 1) : false),
-    });
+    return reconnectAfterStrandedEnd(
+      new Redis({
+        ...options,
+        sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
+        name: target.sentinelName ?? 'mymaster',
+        role: 'master',
+        ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+        sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
+        // Every reconnect asks the Sentinels again, so after a failover the next one finds the new master.
+        retryStrategy: sentinelReconnectDelay,
+        // Subscribed to +switch-master on the Sentinels, a connection leaves the old master the moment the
+        // new one is announced. Without it, after a planned failover (SENTINEL FAILOVER) or a healed partition
+        // the old master, still up, took writes for up to 10 s (until the Sentinels demote it), and those
+        // acknowledged writes were then lost. The price: one subscription per Sentinel per connection.
+        failoverDetector: true,
+        // A master that was demoted without dropping its clients (a manual failover, a healed partition)
+        // answers writes with READONLY: reconnect then, through the Sentinels. A worker resends the refused
+        // command (it was not run); a producer's fails, and the API answers 503.
+        reconnectOnError: (error) => (/^READONLY /.test(error.message) ? (role === 'worker' ? 2 : 1) : false),
+      }),
+    );
   }
   if (target.clusterNodes !== undefined && target.clusterNodes.length > 0) {
     const nodes: ClusterNode[] = target.clusterNodes.map((node) => {
@@ -185,4 +187,38 @@ export async function waitUntilReady(client: RedisClient, timeoutMs = 10_000): P
     client.on('ready', onReady);
     client.on('error', onError);
   });
+}
+
+/** Pause before a Sentinel connection that ioredis ended by itself connects again. */
+const STRANDED_RECONNECT_MS = 100;
+
+/**
+ * ioredis ends a Sentinel connection for good when the failover detector (`+switch-master`) disconnects it
+ * while a reconnect is still asking the Sentinels where the master is: the connector throws "Connection is
+ * closed", the client goes to `end`, and every command after that fails without a reconnect (ioredis issue
+ * #1683). A loaded run of test/e2e/sentinel-failover.test.ts saw it: a worker that never again took a job.
+ * An `end` that Ferry did not ask for (`quit()` or `disconnect()` without reconnect) connects again; so do the
+ * connections BullMQ duplicates from this one.
+ */
+export function reconnectAfterStrandedEnd(redis: Redis): Redis {
+  let closing = false;
+  const { quit, disconnect, duplicate } = redis;
+  redis.quit = function (this: Redis, ...args: Parameters<Redis['quit']>) {
+    closing = true;
+    return quit.apply(this, args);
+  } as Redis['quit'];
+  redis.disconnect = function (this: Redis, reconnect?: boolean) {
+    if (reconnect !== true) closing = true;
+    disconnect.call(this, reconnect);
+  };
+  redis.duplicate = function (this: Redis, ...args: Parameters<Redis['duplicate']>) {
+    return reconnectAfterStrandedEnd(duplicate.apply(this, args));
+  };
+  redis.on('end', () => {
+    if (closing) return;
+    setTimeout(() => {
+      if (!closing && redis.status === 'end') redis.connect().catch(() => undefined);
+    }, STRANDED_RECONNECT_MS).unref();
+  });
+  return redis;
 }
