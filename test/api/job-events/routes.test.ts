@@ -17,6 +17,7 @@ import { createJobEventHub, type JobEventHub } from '../../../src/api/job-events
 import { type JobEventsAuthorizer, jobEventsRoutes } from '../../../src/api/job-events/routes.ts';
 import { serializerCompiler, validatorCompiler } from '../../../src/api/schemas.ts';
 import type { SseOptions } from '../../../src/api/sse.ts';
+import { closeUnusedConnectionsOnClose } from '../../../src/api/unused-connections.ts';
 import { compareStreamIds, type JobEventName } from '../../../src/core/job-events.ts';
 import { createLogger } from '../../../src/core/logger.ts';
 import { serviceQueueName } from '../../../src/core/queue-layout.ts';
@@ -104,6 +105,9 @@ async function start(
     logger,
   });
   const app = Fastify();
+  // As the API does (src/api/app.ts): undici's fetch opens a spare connection after an aborted request (the
+  // heartbeat test's), and Node 20's close would wait 30 s for it (seen under load: the cleanup timed out).
+  closeUnusedConnectionsOnClose(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(handleError);
