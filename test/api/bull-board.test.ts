@@ -117,6 +117,23 @@ async function startBoard(prefix: string, config: ServicesConfig): Promise<Board
   return { url, queues, logs };
 }
 
+/** One service, `crm`, whose `create` POSTs its input to `baseUrl`, retried as `retry` says. */
+function crmCalling(
+  baseUrl: string,
+  retry: { attempts: number; backoff: { delayMs: number; maxDelayMs: number } },
+): Record<string, unknown> {
+  return {
+    services: {
+      crm: {
+        baseUrl,
+        timeoutMs: 2_000,
+        retry,
+        operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
+      },
+    },
+  };
+}
+
 async function send(
   board: Board,
   path: string,
@@ -261,16 +278,7 @@ describe('Bull Board job data', () => {
       index < 2 ? { status: 500, body: { error: 'down' } } : { status: 200, body: { ok: true } },
     );
     const ferry = await createTestFerry(redis, {
-      services: {
-        services: {
-          crm: {
-            baseUrl: downstream.url,
-            timeoutMs: 2_000,
-            retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      },
+      services: crmCalling(downstream.url, { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } }),
     });
     const retried = await ferry.producer.enqueue({
       service: 'crm',
@@ -401,16 +409,7 @@ describe('Bull Board actions', () => {
   it('refuses every action, pause/resume included, and changes nothing in Redis', async () => {
     const downstream = await startDownstream(() => ({ status: 500, body: { error: 'down' } }));
     const ferry = await createTestFerry(redis, {
-      services: {
-        services: {
-          crm: {
-            baseUrl: downstream.url,
-            timeoutMs: 2_000,
-            retry: { attempts: 1, backoff: { delayMs: 50, maxDelayMs: 100 } },
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      },
+      services: crmCalling(downstream.url, { attempts: 1, backoff: { delayMs: 50, maxDelayMs: 100 } }),
     });
     const failed = await ferry.producer.enqueue({ service: 'crm', operation: 'create', input: { n: 1 } });
     const view = await ferry.producer.waitFor('crm', failed.id, { timeoutMs: 10_000 });

@@ -2,33 +2,19 @@
  * `ferry dlq replay --all` on a real terminal (issue 18 item 5): inside a detached tmux session (a pty) it asks
  * first, as `dlq purge` does; "n" replays nothing (exit 2), "y" replays every dead letter.
  */
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { deadLetterKit } from '../dead-letter/support.ts';
-import { ROOT, writeServicesFile } from '../helpers/processes.ts';
+import { deadLettersOnTty } from '../helpers/dead-letter-tty.ts';
+import { ROOT } from '../helpers/processes.ts';
 import { startRedis } from '../helpers/redis.ts';
 
-const run = promisify(execFile);
 const redis = await startRedis();
 
 describe('dlq replay --all on a TTY', () => {
   it('asks first: "n" replays nothing (exit 2), "y" replays them all (exit 0)', async () => {
-    const servicesFile = await writeServicesFile({
-      services: {
-        crm: { baseUrl: 'http://127.0.0.1:9', operations: { createContact: { method: 'POST', path: '/c' } } },
-      },
-    });
-    const kit = deadLetterKit(redis);
-    for (let i = 0; i < 3; i++) await kit.write({ deadLetteredAt: Date.now() - 60_000 });
-    const socket = `ferry-test-${kit.prefix}`;
-    const tmux = (...args: string[]): Promise<{ stdout: string }> => run('tmux', ['-L', socket, ...args]);
-    onTestFinished(async () => {
-      await tmux('kill-server').catch(() => undefined);
-    });
+    const { kit, servicesFile, tmux } = await deadLettersOnTty(redis, 3);
     const command = (session: string): string =>
       [
         'env',
