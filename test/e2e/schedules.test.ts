@@ -1,6 +1,6 @@
 /**
  * Schedules through the built CLI (issue 16 § 5, "a cron schedule runs exactly once per tick with two workers"):
- * two `ferry worker` processes started at once share a `*\/2 * * * * *` schedule, and the downstream counts the
+ * two `ferry worker` processes started at once share a `* * * * * *` (every second) schedule, and the downstream counts the
  * calls of each tick (its Idempotency-Key carries the tick's time). Then `ferry schedules` lists the next and
  * last run, pauses the schedule across a restart of the workers, runs it now and resumes it.
  */
@@ -10,6 +10,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { schedulerId } from '../../src/core/schedule-layout.ts';
 import type { ScheduleView } from '../../src/ops/schedules.ts';
+import { runCliInProcess } from '../helpers/cli.ts';
 import { type Downstream, startDownstream } from '../helpers/downstream.ts';
 import {
   type FerryProcess,
@@ -34,7 +35,7 @@ function servicesFile(baseUrl: string): unknown {
       },
     },
     schedules: {
-      tick: { cron: '*/2 * * * * *', service: 'svc', operation: 'ping', input: { from: 'cron' } },
+      tick: { cron: '* * * * * *', service: 'svc', operation: 'ping', input: { from: 'cron' } },
     },
   };
 }
@@ -76,7 +77,7 @@ describe('ferry schedules with two worker processes', () => {
     await waitUntil(() => tickKeys(server).length >= first.length + 2, 60_000, 'two more ticks');
     const counts = callsByKey(server);
     for (const key of first) expect(counts.get(key), `calls of ${key}`).toBe(1);
-    for (const key of first) expect(Number(TICK.exec(key)![1]) % 2000).toBe(0);
+    for (const key of first) expect(Number(TICK.exec(key)![1]) % 1000).toBe(0);
     expect(JSON.parse(server.requests[0]!.body)).toEqual({ from: 'cron' });
     expect(await queue.getJobSchedulers()).toHaveLength(1);
     // Both workers took part (each synced; the lock let one create and the other find it equal).
@@ -87,14 +88,14 @@ describe('ferry schedules with two worker processes', () => {
       'tick',
     ]);
 
-    const listed = await runFerry(['schedules', 'list', '--json'], { env });
+    const listed = await runCliInProcess(['schedules', 'list', '--json'], { env });
     expect(listed.code).toBe(0);
     const [view] = JSON.parse(listed.stdout) as ScheduleView[];
     expect(view).toMatchObject({
       name: 'tick',
       service: 'svc',
       operation: 'ping',
-      cron: '*/2 * * * * *',
+      cron: '* * * * * *',
       paused: false,
       nextRunAt: expect.any(Number),
       lastRun: {
@@ -104,11 +105,11 @@ describe('ferry schedules with two worker processes', () => {
         outcome: expect.stringMatching(/^(completed|running)$/),
       },
     });
-    const human = await runFerry(['schedules', 'list'], { env });
+    const human = await runCliInProcess(['schedules', 'list'], { env });
     expect(human.stdout).toMatch(/^SCHEDULE\s+OPERATION\s+WHEN\s+NEXT RUN\s+LAST RUN/m);
-    expect(human.stdout).toMatch(/^tick\s+svc\.ping\s+cron \*\/2 \* \* \* \* \*\s+\d{4}-\d\d-\d\dT/m);
+    expect(human.stdout).toMatch(/^tick\s+svc\.ping\s+cron \* \* \* \* \* \*\s+\d{4}-\d\d-\d\dT/m);
 
-    const paused = await runFerry(['schedules', 'pause', 'tick'], { env });
+    const paused = await runCliInProcess(['schedules', 'pause', 'tick'], { env });
     expect([paused.code, paused.stdout]).toEqual([0, 'tick: paused']);
     await stop(workers);
     const restarted = await startWorker(env);
@@ -118,27 +119,27 @@ describe('ferry schedules with two worker processes', () => {
     expect(await queue.getJobScheduler(schedulerId('tick'))).toBeUndefined();
     expect((await queue.getDelayed()).filter((job) => job.id?.startsWith('repeat:'))).toEqual([]);
     const whilePaused = JSON.parse(
-      (await runFerry(['schedules', 'list', '--json'], { env })).stdout,
+      (await runCliInProcess(['schedules', 'list', '--json'], { env })).stdout,
     ) as ScheduleView[];
     expect(whilePaused[0]).toMatchObject({ paused: true, nextRunAt: null });
 
-    const now = await runFerry(['schedules', 'run-now', 'tick', '--json'], { env });
+    const now = await runCliInProcess(['schedules', 'run-now', 'tick', '--json'], { env });
     expect(now.code).toBe(0);
     const run = JSON.parse(now.stdout) as { jobId: string; idempotencyKey: string };
     expect(run.idempotencyKey).toMatch(/^ferry-schedule-tick-now-\d+$/);
     await waitUntil(() => callsByKey(server).get(run.idempotencyKey) === 1, 30_000, 'the run-now call');
 
     const ticksBefore = tickKeys(server).length;
-    const resumed = await runFerry(['schedules', 'resume', 'tick'], { env });
+    const resumed = await runCliInProcess(['schedules', 'resume', 'tick'], { env });
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toMatch(/^tick: resumed; next run \d{4}-/);
     await waitUntil(() => tickKeys(server).length > ticksBefore, 30_000, 'a tick after resume');
 
-    const unknown = await runFerry(['schedules', 'pause', 'nope'], { env });
+    const unknown = await runCliInProcess(['schedules', 'pause', 'nope'], { env });
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown schedule "nope" (schedules in the services file: tick)');
     await stop([restarted]);
-    // Three worker starts and seven CLI runs, one after another: past 30 s on a loaded 2-core machine.
+    // Three worker starts, one after another, and six ticks: past 30 s on a loaded 2-core machine.
   }, 120_000);
 
   it('ferry schedules --help: exit 0 with examples', async () => {
