@@ -13,6 +13,8 @@ import type { ServiceRuntime } from './service-runtime.ts';
 /** Redis is taken for unreachable when a PING gets no answer within this. */
 const PROBE_TIMEOUT_MS = SECOND;
 const PROBE_INTERVAL_MS = 250;
+/** Failed probes in a row that make Redis unreachable (see watchRedis). */
+const LOST_AFTER_FAILED_PROBES = 2;
 /** How often a wait for in-flight jobs reads the pool's clock again. */
 const CLOCK_CHECK_MS = 250;
 /**
@@ -52,6 +54,8 @@ export interface ClosingPool {
 /** A watch on whether Redis answers: `lost` resolves at the first sign it does not. */
 interface RedisWatch {
   readonly reachable: boolean;
+  /** Why the last probe before `lost` failed (a connection status, a PING error or timeout). */
+  readonly why: string | undefined;
   readonly lost: Promise<void>;
   stop(): void;
 }
@@ -72,7 +76,11 @@ export async function closePool(
   let waited = await waitForInFlight(runtimes, grace, redis.lost);
   if (waited !== 'drained') {
     logger.warn(
-      { deadlineMs, inFlight: inFlightCount(runtimes) },
+      {
+        deadlineMs,
+        inFlight: inFlightCount(runtimes),
+        ...(redis.why === undefined ? {} : { why: redis.why }),
+      },
       waited === 'unreachable'
         ? 'Redis is unreachable: no result can be recorded; aborting in-flight calls now'
         : 'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
@@ -170,35 +178,47 @@ async function waitForInFlight(
 
 /**
  * Watches whether Redis answers while the pool closes: a connection that is not ready (Redis gone) or a PING
- * unanswered within PROBE_TIMEOUT_MS (Redis paused or hung) is unreachable. `lost` resolves at the first sign.
+ * unanswered within PROBE_TIMEOUT_MS (Redis paused or hung) fails a probe, and LOST_AFTER_FAILED_PROBES failed
+ * in a row are unreachable; `lost` resolves then, with the last reason in `why`. One failed probe is not
+ * enough: a Cluster client refreshing its slot map, or a process starved of CPU (its timer fires before the
+ * PING's answer is read), fails one and then answers, and aborting calls for that put work back for nothing.
  */
 function watchRedis(connection: RedisClient): RedisWatch {
   let stopped = false;
   let reachable = true;
+  let why: string | undefined;
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
-  const answers = async (): Promise<boolean> => {
-    if (connection.status !== 'ready') return false;
-    let probe: NodeJS.Timeout | undefined;
+  const probe = async (): Promise<string | undefined> => {
+    if (connection.status !== 'ready') return `connection ${connection.status}`;
+    let timeout: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
         connection.ping().then(
-          () => true,
-          () => false,
+          () => undefined,
+          (error: unknown) => `PING failed: ${error instanceof Error ? error.message : String(error)}`,
         ),
-        new Promise<boolean>((resolve) => {
-          probe = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS);
+        new Promise<string>((resolve) => {
+          // Past the timer, one turn of the event loop for an answer that already arrived to be read.
+          timeout = setTimeout(
+            () => setImmediate(() => resolve(`no answer to PING within ${PROBE_TIMEOUT_MS} ms`)),
+            PROBE_TIMEOUT_MS,
+          );
         }),
       ]);
     } finally {
-      clearTimeout(probe);
+      clearTimeout(timeout);
     }
   };
   const lost = new Promise<void>((resolve) => {
     void (async () => {
+      let failed = 0;
       while (!stopped) {
-        if (!(await answers()) && !stopped) {
+        const failure = await probe();
+        failed = failure === undefined ? 0 : failed + 1;
+        if (failed >= LOST_AFTER_FAILED_PROBES && !stopped) {
           reachable = false;
+          why = failure;
           resolve();
           return;
         }
@@ -213,6 +233,9 @@ function watchRedis(connection: RedisClient): RedisWatch {
   return {
     get reachable() {
       return reachable;
+    },
+    get why() {
+      return why;
     },
     lost,
     stop() {

@@ -290,7 +290,7 @@ describe('breaker, hold and rate limit on the cluster', () => {
       const openUntil = (await breakerView())!.openUntil!;
       const openAt = Date.now();
       tripper.terminate();
-      expect((await tripper.waitForExit(20_000)).code).toBe(0);
+      expect((await tripper.waitForExit(20_000)).code, tripper.output()).toBe(0);
 
       // A second process learns of the open breaker from Redis: it calls nothing before the breaker's end.
       failing = false;
@@ -304,7 +304,7 @@ describe('breaker, hold and rate limit on the cluster', () => {
       // One clock (this machine's); 50 ms for the breaker's own timer granularity.
       expect(afterOpen[0]!.at).toBeGreaterThanOrEqual(openUntil - 50);
       follower.terminate();
-      expect((await follower.waitForExit(20_000)).code).toBe(0);
+      expect((await follower.waitForExit(20_000)).code, follower.output()).toBe(0);
     },
   );
 
