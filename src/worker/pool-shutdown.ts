@@ -73,29 +73,42 @@ export async function closePool(
   const stopping = Promise.all(runtimes.map(({ worker }) => worker.close()));
   stopping.catch(() => undefined);
   const redis = watchRedis(pool.connection);
-  let waited = await waitForInFlight(runtimes, grace, redis.lost);
+  const idle = (): Promise<unknown> => Promise.all(runtimes.map(({ worker }) => worker.whenIdle()));
+  // Drained means BullMQ's workers have closed, and only then nothing is in flight: a worker's close resolves
+  // once it takes no more jobs and has processed those it took. A job BullMQ took as the signal came (a delayed
+  // retry falling due) reaches processJob a moment later; "nothing in flight" read before that was wrong, and
+  // the shared breakers were closed under it (surface.test.ts under load: exit 3, "registry closed").
+  const closedAndIdle = stopping.then(idle, idle);
+  let waited = await waitForInFlight(closedAndIdle, grace, redis.lost);
   if (waited !== 'drained') {
-    logger.warn(
-      {
-        deadlineMs,
-        inFlight: inFlightCount(runtimes),
-        ...(redis.why === undefined ? {} : { why: redis.why }),
-      },
-      waited === 'unreachable'
-        ? 'Redis is unreachable: no result can be recorded; aborting in-flight calls now'
-        : 'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
-    );
+    // (A grace of 0, as a failed start-up closes, with nothing in flight: nothing to say.)
+    if (inFlightCount(runtimes) > 0 || waited === 'unreachable')
+      logger.warn(
+        {
+          deadlineMs,
+          inFlight: inFlightCount(runtimes),
+          ...(redis.why === undefined ? {} : { why: redis.why }),
+        },
+        waited === 'unreachable'
+          ? 'Redis is unreachable: no result can be recorded; aborting in-flight calls now'
+          : 'shutdown deadline passed; aborting in-flight calls and putting their jobs back',
+      );
     pool.abortInFlight();
     // Each aborted run records itself as interrupted and puts its job back (no attempt used): that needs
     // Redis. Without it there is nothing to wait for but a Redis that was only slow.
+    // With Redis unreachable BullMQ's close may never resolve (BullMQ #4585): only our own runs are waited for.
     waited =
       waited === 'unreachable'
         ? await waitForInFlight(
-            runtimes,
+            idle(),
             new Deadline(UNREACHABLE_HANDBACK_MS, clock),
             new Promise(() => undefined),
           )
-        : await waitForInFlight(runtimes, new Deadline(Math.min(handbackMs, end.left()), clock), redis.lost);
+        : await waitForInFlight(
+            closedAndIdle,
+            new Deadline(Math.min(handbackMs, end.left()), clock),
+            redis.lost,
+          );
   }
   const unrecorded = runtimes.flatMap(({ service, worker }) =>
     [...worker.inFlight].map((job) => ({ service: service.name, jobId: job.id ?? '' })),
@@ -147,16 +160,15 @@ function inFlightCount(runtimes: readonly ServiceRuntime[]): number {
 }
 
 /**
- * Until nothing is in flight, `until` passed on the pool's clock, or Redis was found unreachable, whichever
- * comes first. The clock is read again every CLOCK_CHECK_MS: it, not a timer set once, ends the wait.
+ * Until `drained` resolves, `until` passed on the pool's clock, or Redis was found unreachable, whichever comes
+ * first. The clock is read again every CLOCK_CHECK_MS: it, not a timer set once, ends the wait.
  */
 async function waitForInFlight(
-  runtimes: readonly ServiceRuntime[],
+  drained: Promise<unknown>,
   until: Deadline,
   lost: Promise<void>,
 ): Promise<'drained' | 'timeout' | 'unreachable'> {
-  if (inFlightCount(runtimes) === 0) return 'drained';
-  const idle = Promise.all(runtimes.map(({ worker }) => worker.whenIdle())).then(() => 'drained' as const);
+  const idle = drained.then(() => 'drained' as const);
   const unreachable = lost.then(() => 'unreachable' as const);
   for (let left = until.left(); left > 0; left = until.left()) {
     let timer: NodeJS.Timeout | undefined;
