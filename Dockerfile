@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
 # Ferry's image: one image for every role (`docker run ferry worker`, `docker run ferry api`, `ferry status`…).
-# Node 20 is what Ferry runs on and what CI tests (package.json engines); bookworm-slim is the official Debian
-# slim variant. test/deploy/dockerfile.test.ts holds the run stage to: production dependencies only, dist/ and
+# Node 24, the newest of the majors Ferry supports and CI tests (package.json engines: 22.13+ or 24), and the
+# one maintained longest (to April 2028; 22 to April 2027); bookworm-slim is the official Debian slim variant.
+# test/package/node-versions.test.ts holds this image, engines, the README and .ci/run's versions together. test/deploy/dockerfile.test.ts holds the run stage to: production dependencies only, dist/ and
 # the package files only, a non-root user, HEALTHCHECK, ENTRYPOINT tini -- ferry. docs/production.md explains.
 #
 # Never baked in: the services file (mount it, FERRY_SERVICES), tokens and FERRY_SECRETS_KEY (an env file, a
 # compose or Kubernetes secret: FERRY_SECRETS_KEY_FILE). .dockerignore keeps them out of the build context.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---- build: every dependency (TypeScript), then dist/ ----
 FROM ${NODE_IMAGE} AS build

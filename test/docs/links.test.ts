@@ -82,6 +82,7 @@ describe('README.md', () => {
     expect(Buffer.byteLength(readme)).toBeLessThanOrEqual(12 * 1024);
     expect(readme).toMatch(/^npm ci && npm start\b/m);
     expect(readme).toMatch(/^npm test\b/m);
-    expect(ci).toMatch(/^step test npm test\b/m);
+    // Once per supported Node: `step "test (node ${version})" with_node "$version" npm test …`.
+    expect(ci).toMatch(/^\s*step "test \(node \$\{version\}\)" with_node "\$version" npm test\b/m);
   });
 });
