@@ -33,6 +33,7 @@ import {
 import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
+import type { RedisClient } from '../core/redis.ts';
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
 import {
   deadLetterFromJob,
@@ -44,12 +45,15 @@ import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob 
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { holdQueue } from './queue-hold.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
 import { isUnsealed, sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
   queue: Queue<JobData>;
+  /** The pool's shared connection: applies holds (queue-hold.ts). */
+  connection: RedisClient;
   writer: DeadLetterWriter;
   logger: Logger;
   emit: DeliveryEventListener;
@@ -383,7 +387,8 @@ async function hold(
       until,
       error: errorRecord,
     }),
-    deps.queue.rateLimit(queueHoldMs),
+    // queue.rateLimit, with the maximum that makes other processes honour it (queue-hold.ts).
+    holdQueue(deps.connection, deps.queue, queueHoldMs),
   ]);
   // The breaker may have learned of a close while this hold was being applied: its release (hold-release.ts)
   // may have run before the hold landed. Re-check, so a closed breaker never leaves a hold behind.
