@@ -46,6 +46,7 @@ import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { holdQueue } from './queue-hold.ts';
+import { recordRetry } from './record-retry.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
 import { isUnsealed, sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
@@ -326,13 +327,28 @@ async function retry(
   const { delayMs, nextAttemptAt } = decision;
   const run = record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs);
   state.attempts.push(run);
-  await persistOwned(job, token, state, deps);
+  // The state, the log line and the event in one round trip, only while this run holds the lock (record-retry.ts).
   // The event goes out before the move: once the job is delayed, a short delay can make it active again at
-  // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
-  // so it costs no round trip of its own.
-  await Promise.all([
-    job.log(`attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`),
-    deps.events.publish(RETRYING_STREAM_EVENT, base.jobId, {
+  // once, and the stream must show why it went back before it shows the next run.
+  const data = { ...job.data, ferry: state };
+  const jobKey = deps.queue.toKey(base.jobId);
+  const written = await recordRetry(deps.connection, {
+    keys: {
+      lock: `${jobKey}:lock`,
+      stalled: deps.queue.toKey('stalled'),
+      job: jobKey,
+      logs: `${jobKey}:logs`,
+      events: deps.queue.toKey('events'),
+      meta: deps.queue.toKey('meta'),
+    },
+    token,
+    lockDurationMs: deps.lockDurationMs,
+    jobId: base.jobId,
+    data: JSON.stringify(data),
+    log: `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`,
+    keepLogs: job.opts.keepLogs,
+    event: RETRYING_STREAM_EVENT,
+    eventData: JSON.stringify({
       operation: base.operation,
       ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
       attempt,
@@ -342,7 +358,11 @@ async function retry(
       delayMs,
       nextAttemptAt,
     }),
-  ]);
+  });
+  if (written === 'lostLock')
+    throw new LostLockError(`lost the lock of job ${base.jobId}; leaving it to the run that owns it`);
+  if (written === 'missing') throw new Error(`Missing key for job ${base.jobId}. updateData`);
+  job.data = data;
   await job.moveToDelayed(nextAttemptAt, token);
   deps.emit('job:attempt:retrying', {
     ...base,
