@@ -46,7 +46,7 @@ import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { holdQueue } from './queue-hold.ts';
-import { recordRetry } from './record-retry.ts';
+import { recordRun, type RunRecord } from './record-run.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
 import { isUnsealed, sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
@@ -327,42 +327,26 @@ async function retry(
   const { delayMs, nextAttemptAt } = decision;
   const run = record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs);
   state.attempts.push(run);
-  // The state, the log line and the event in one round trip, only while this run holds the lock (record-retry.ts).
+  // The state, the log line and the event in one round trip, only while this run holds the lock (record-run.ts).
   // The event goes out before the move: once the job is delayed, a short delay can make it active again at
   // once, and the stream must show why it went back before it shows the next run.
-  const data = { ...job.data, ferry: state };
-  const jobKey = deps.queue.toKey(base.jobId);
-  const written = await recordRetry(deps.connection, {
-    keys: {
-      lock: `${jobKey}:lock`,
-      stalled: deps.queue.toKey('stalled'),
-      job: jobKey,
-      logs: `${jobKey}:logs`,
-      events: deps.queue.toKey('events'),
-      meta: deps.queue.toKey('meta'),
-    },
-    token,
-    lockDurationMs: deps.lockDurationMs,
-    jobId: base.jobId,
-    data: JSON.stringify(data),
+  await persistOwned(job, token, state, deps, {
     log: `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`,
     keepLogs: job.opts.keepLogs,
-    event: RETRYING_STREAM_EVENT,
-    eventData: JSON.stringify({
-      operation: base.operation,
-      ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
-      attempt,
-      at: run.at,
-      durationMs,
-      error: errorRecord,
-      delayMs,
-      nextAttemptAt,
-    }),
+    event: {
+      name: RETRYING_STREAM_EVENT,
+      data: JSON.stringify({
+        operation: base.operation,
+        ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
+        attempt,
+        at: run.at,
+        durationMs,
+        error: errorRecord,
+        delayMs,
+        nextAttemptAt,
+      }),
+    },
   });
-  if (written === 'lostLock')
-    throw new LostLockError(`lost the lock of job ${base.jobId}; leaving it to the run that owns it`);
-  if (written === 'missing') throw new Error(`Missing key for job ${base.jobId}. updateData`);
-  job.data = data;
   await job.moveToDelayed(nextAttemptAt, token);
   deps.emit('job:attempt:retrying', {
     ...base,
@@ -654,15 +638,40 @@ async function assertOwned(
   }
 }
 
-/** Writes Ferry's state only while this run still holds the job's lock. */
+/**
+ * Writes Ferry's state only while this run still holds the job's lock (extending it), with a retry's log line and
+ * event when given: one round trip (record-run.ts), what assertOwned + persist (+ job.log + the event) did.
+ */
 async function persistOwned(
   job: Job<JobData, JobResult>,
   token: string | undefined,
   state: DeliveryState,
   deps: DeliveryDeps,
+  extra: Pick<RunRecord, 'log' | 'keepLogs' | 'event'> = {},
 ): Promise<void> {
-  await assertOwned(job, token, deps);
-  await persist(job, state);
+  const data = { ...job.data, ferry: state };
+  const jobId = job.id ?? '';
+  const jobKey = deps.queue.toKey(jobId);
+  const written = await recordRun(deps.connection, {
+    keys: {
+      lock: `${jobKey}:lock`,
+      stalled: deps.queue.toKey('stalled'),
+      job: jobKey,
+      logs: `${jobKey}:logs`,
+      events: deps.queue.toKey('events'),
+      meta: deps.queue.toKey('meta'),
+    },
+    token,
+    lockDurationMs: deps.lockDurationMs,
+    jobId,
+    data: JSON.stringify(data),
+    ...extra,
+  });
+  if (written === 'lostLock')
+    throw new LostLockError(`lost the lock of job ${jobId}; leaving it to the run that owns it`);
+  // What job.updateData throws for a job that is gone.
+  if (written === 'missing') throw new Error(`Missing key for job ${jobId}. updateData`);
+  job.data = data;
 }
 
 function scrub(deps: DeliveryDeps): (text: string) => string {
