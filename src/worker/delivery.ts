@@ -33,6 +33,7 @@ import {
 import { HELD_STREAM_EVENT, RETRYING_STREAM_EVENT } from '../core/job-events.ts';
 import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
+import type { RedisClient } from '../core/redis.ts';
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
 import {
   deadLetterFromJob,
@@ -44,12 +45,16 @@ import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob 
 import type { FollowUps } from './follow-ups.ts';
 import type { JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
+import { holdQueue } from './queue-hold.ts';
+import { recordRun, type RunRecord } from './record-run.ts';
 import { createRetryAfterWarning } from './retry-after.ts';
 import { isUnsealed, sealInPlace, sensitiveOperationsOf } from './sealed.ts';
 import type { TraceIds } from './tracing.ts';
 
 export interface DeliveryDeps extends ProcessorDeps {
   queue: Queue<JobData>;
+  /** The pool's shared connection: applies holds (queue-hold.ts). */
+  connection: RedisClient;
   writer: DeadLetterWriter;
   logger: Logger;
   emit: DeliveryEventListener;
@@ -322,23 +327,26 @@ async function retry(
   const { delayMs, nextAttemptAt } = decision;
   const run = record(attempt, 'failed', deps, durationMs, error, errorRecord.message, delayMs);
   state.attempts.push(run);
-  await persistOwned(job, token, state, deps);
+  // The state, the log line and the event in one round trip, only while this run holds the lock (record-run.ts).
   // The event goes out before the move: once the job is delayed, a short delay can make it active again at
-  // once, and the stream must show why it went back before it shows the next run. Alongside the log line,
-  // so it costs no round trip of its own.
-  await Promise.all([
-    job.log(`attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`),
-    deps.events.publish(RETRYING_STREAM_EVENT, base.jobId, {
-      operation: base.operation,
-      ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
-      attempt,
-      at: run.at,
-      durationMs,
-      error: errorRecord,
-      delayMs,
-      nextAttemptAt,
-    }),
-  ]);
+  // once, and the stream must show why it went back before it shows the next run.
+  await persistOwned(job, token, state, deps, {
+    log: `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`,
+    keepLogs: job.opts.keepLogs,
+    event: {
+      name: RETRYING_STREAM_EVENT,
+      data: JSON.stringify({
+        operation: base.operation,
+        ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
+        attempt,
+        at: run.at,
+        durationMs,
+        error: errorRecord,
+        delayMs,
+        nextAttemptAt,
+      }),
+    },
+  });
   await job.moveToDelayed(nextAttemptAt, token);
   deps.emit('job:attempt:retrying', {
     ...base,
@@ -383,7 +391,8 @@ async function hold(
       until,
       error: errorRecord,
     }),
-    deps.queue.rateLimit(queueHoldMs),
+    // queue.rateLimit, with the maximum that makes other processes honour it (queue-hold.ts).
+    holdQueue(deps.connection, deps.queue, queueHoldMs),
   ]);
   // The breaker may have learned of a close while this hold was being applied: its release (hold-release.ts)
   // may have run before the hold landed. Re-check, so a closed breaker never leaves a hold behind.
@@ -629,15 +638,40 @@ async function assertOwned(
   }
 }
 
-/** Writes Ferry's state only while this run still holds the job's lock. */
+/**
+ * Writes Ferry's state only while this run still holds the job's lock (extending it), with a retry's log line and
+ * event when given: one round trip (record-run.ts), what assertOwned + persist (+ job.log + the event) did.
+ */
 async function persistOwned(
   job: Job<JobData, JobResult>,
   token: string | undefined,
   state: DeliveryState,
   deps: DeliveryDeps,
+  extra: Pick<RunRecord, 'log' | 'keepLogs' | 'event'> = {},
 ): Promise<void> {
-  await assertOwned(job, token, deps);
-  await persist(job, state);
+  const data = { ...job.data, ferry: state };
+  const jobId = job.id ?? '';
+  const jobKey = deps.queue.toKey(jobId);
+  const written = await recordRun(deps.connection, {
+    keys: {
+      lock: `${jobKey}:lock`,
+      stalled: deps.queue.toKey('stalled'),
+      job: jobKey,
+      logs: `${jobKey}:logs`,
+      events: deps.queue.toKey('events'),
+      meta: deps.queue.toKey('meta'),
+    },
+    token,
+    lockDurationMs: deps.lockDurationMs,
+    jobId,
+    data: JSON.stringify(data),
+    ...extra,
+  });
+  if (written === 'lostLock')
+    throw new LostLockError(`lost the lock of job ${jobId}; leaving it to the run that owns it`);
+  // What job.updateData throws for a job that is gone.
+  if (written === 'missing') throw new Error(`Missing key for job ${jobId}. updateData`);
+  job.data = data;
 }
 
 function scrub(deps: DeliveryDeps): (text: string) => string {

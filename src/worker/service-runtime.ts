@@ -118,6 +118,7 @@ function createProcessor(
     tokens: context.tokens,
     clock: context.clock,
     queue,
+    connection,
     writer: context.writer,
     logger,
     emit: context.emit,

@@ -9,7 +9,7 @@ import type { DeliveryEventMap, DeliveryEventName } from '../core/delivery-event
 import { ConfigurationError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
-import { MINUTE, SECOND, systemClock } from '../core/time.ts';
+import { MINUTE, systemClock } from '../core/time.ts';
 import { enforceRetention } from '../dead-letter/retention.ts';
 import { DeadLetterWriter } from '../dead-letter/writer.ts';
 import { Scrubber } from '../secrets/scrub.ts';
@@ -20,6 +20,7 @@ import { TokenCache } from './http/oauth2.ts';
 import { observeProxyEnv } from './http/transport.ts';
 import { WORKER_POOL_DEFAULTS, type WorkerPoolOptions } from './pool-options.ts';
 import { closePool, type PoolCloseReport } from './pool-shutdown.ts';
+import { releaseUnusedMaximum } from './queue-hold.ts';
 import { SafeEmitter } from './safe-emitter.ts';
 import { syncSchedules } from './schedules.ts';
 import {
@@ -39,8 +40,6 @@ export {
 } from './pool-options.ts';
 export type { PoolCloseReport } from './pool-shutdown.ts';
 
-/** A rate-limit maximum for services without one: other processes honour a hold only when the queue has one (DESIGN §8). */
-const UNLIMITED_RATE = { max: 1_000_000_000, perMs: SECOND };
 const RATE_LIMIT_REAPPLY_MS = 5 * MINUTE;
 
 export interface WorkerPool {
@@ -212,8 +211,11 @@ async function startPool(
   const { connection, prefix, config, logger } = context.options;
   const applyRateLimits = async (): Promise<void> => {
     for (const { service, queue } of runtimes) {
-      const limit = service.rateLimit ?? UNLIMITED_RATE;
-      await queue.setGlobalRateLimit(limit.max, limit.perMs);
+      if (service.rateLimit !== undefined)
+        await queue.setGlobalRateLimit(service.rateLimit.max, service.rateLimit.perMs);
+      // Without one, the queue carries a maximum only while a hold may run (queue-hold.ts): a job taken then
+      // pays no rate-limit bookkeeping. One left by an ended hold (or by an earlier version) goes here.
+      else await releaseUnusedMaximum(connection, queue);
     }
   };
   await applyRateLimits();
