@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 
@@ -41,10 +41,41 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
-/** Starts a redis-server that only this process uses, bound to 127.0.0.1, and waits until it answers. */
+/**
+ * redis-server could not listen on `port`: taken between the pick and its bind (another process's listener, or
+ * an outgoing connection's local port), or never free.
+ */
+export class RedisPortInUseError extends Error {
+  readonly port: number;
+
+  constructor(port: number, message: string) {
+    super(message);
+    this.name = 'RedisPortInUseError';
+    this.port = port;
+  }
+}
+
+/** Picks of a free port tried before a start gives up (each pick can be taken before redis-server binds it). */
+const PORT_PICKS = 3;
+
+/**
+ * Starts a redis-server that only this process uses, bound to 127.0.0.1, and waits until it answers. A port it
+ * picked itself (no `port` given) and found taken by the time redis-server bound it is picked again.
+ */
 export async function startPrivateRedis(options: PrivateRedisOptions): Promise<PrivateRedis> {
   await mkdir(options.dir, { recursive: true });
-  const port = options.port || (await freePort());
+  for (let pick = 1; ; pick++) {
+    const port = options.port || (await freePort());
+    try {
+      return await startOn(options, port);
+    } catch (error) {
+      const ours = !options.port && error instanceof RedisPortInUseError && error.port === port;
+      if (!ours || pick === PORT_PICKS) throw error;
+    }
+  }
+}
+
+async function startOn(options: PrivateRedisOptions, port: number): Promise<PrivateRedis> {
   const binary = options.binary ?? process.env.FERRY_REDIS_SERVER ?? 'redis-server';
   const fsync = options.appendfsync ?? 'always';
   const args = [
@@ -96,7 +127,7 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
   } catch (error) {
     // Never leave behind a server that did not become ready.
     child.kill('SIGKILL');
-    throw error;
+    throw (await portInUse(options.dir)) ?? error;
   }
   child.removeAllListeners('exit');
 
@@ -115,6 +146,19 @@ export async function startPrivateRedis(options: PrivateRedisOptions): Promise<P
     stop: () => stop('SIGTERM'),
     kill: () => stop('SIGKILL'),
   };
+}
+
+/** The RedisPortInUseError a server that exited at start-up logged, if that is why it exited. */
+async function portInUse(dir: string): Promise<RedisPortInUseError | undefined> {
+  const log = await readFile(join(dir, 'redis.log'), 'utf8').catch(() => '');
+  // "Could not create server TCP listening socket 127.0.0.1:34573: bind: Address already in use"
+  const lines = log.trimEnd().split('\n').slice(-5).join('\n');
+  const taken = /listening socket [^\s]*:(\d+): bind: Address already in use/.exec(lines);
+  if (taken === null) return undefined;
+  return new RedisPortInUseError(
+    Number(taken[1]),
+    `redis-server could not listen on 127.0.0.1:${taken[1]}: address already in use (see ${join(dir, 'redis.log')})`,
+  );
 }
 
 async function waitForPort(port: number, timeoutMs: number, signal: AbortSignal): Promise<void> {

@@ -10,7 +10,12 @@ import { promisify } from 'node:util';
 
 import { Cluster, Redis } from 'ioredis';
 
-import { freePort, type PrivateRedis, startPrivateRedis } from '../../src/cli/redis-server.ts';
+import {
+  freePort,
+  type PrivateRedis,
+  RedisPortInUseError,
+  startPrivateRedis,
+} from '../../src/cli/redis-server.ts';
 import { waitUntil } from './until.ts';
 
 const run = promisify(execFile);
@@ -83,40 +88,89 @@ export async function launchRedisCluster(
     await rm(root, { recursive: true, force: true });
   };
   onStop?.(stop);
-  const started = await Promise.all(
-    Array.from({ length: 6 }, async (_, index) => {
-      const dir = join(root, `node-${index + 1}`);
+  // Every port of the cluster distinct, and a bus port taken before redis-server bound it (an outgoing
+  // connection's local port, another test's pick) picked again: a failed start here failed a whole test file.
+  const used = new Set<number>();
+  const distinctPort = async (): Promise<number> => {
+    for (;;) {
+      const port = await freePort();
+      if (!used.has(port)) {
+        used.add(port);
+        return port;
+      }
+    }
+  };
+  const startNode = async (index: number): Promise<ClusterNode> => {
+    const dir = join(root, `node-${index + 1}`);
+    for (let attempt = 1; ; attempt++) {
       // The cluster bus on a free port of its own: the default (port + 10000) may be taken or above 65535.
-      const busPort = await freePort();
-      const server = await startPrivateRedis({
-        dir,
-        appendfsync: 'no',
-        extraArgs: [
-          '--cluster-port',
-          String(busPort),
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          join(dir, 'nodes.conf'),
-          '--cluster-node-timeout',
-          String(nodeTimeoutMs),
-        ],
-      });
-      const nodeClient = new Redis(server.url, { maxRetriesPerRequest: 1 });
-      // A node a test kills sees this client's reconnects fail: expected.
-      nodeClient.on('error', () => undefined);
-      return Object.assign(Object.create(null) as object, server, {
-        address: `127.0.0.1:${server.port}`,
-        client: nodeClient,
-        dir,
-      }) as ClusterNode;
-    }),
+      const busPort = await distinctPort();
+      try {
+        const server = await startPrivateRedis({
+          dir,
+          port: await distinctPort(),
+          appendfsync: 'no',
+          extraArgs: [
+            '--cluster-port',
+            String(busPort),
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, 'nodes.conf'),
+            '--cluster-node-timeout',
+            String(nodeTimeoutMs),
+          ],
+        });
+        const nodeClient = new Redis(server.url, { maxRetriesPerRequest: 1 });
+        // A node a test kills sees this client's reconnects fail: expected.
+        nodeClient.on('error', () => undefined);
+        const node = Object.assign(Object.create(null) as object, server, {
+          address: `127.0.0.1:${server.port}`,
+          client: nodeClient,
+          dir,
+        }) as ClusterNode;
+        // Tracked at once, so that a start that fails half-way stops what it had started.
+        nodes.push(node);
+        return node;
+      } catch (error) {
+        if (!(error instanceof RedisPortInUseError) || attempt === 5) throw error;
+        // The failed start may have written its node id and ports: start afresh.
+        await rm(join(dir, 'nodes.conf'), { force: true });
+      }
+    }
+  };
+  // A file whose top level fails runs no afterAll: a start that fails stops what it started itself.
+  const orStop = async <T>(step: Promise<T>): Promise<T> => {
+    try {
+      return await step;
+    } catch (error) {
+      await stop();
+      throw error;
+    }
+  };
+  // Settled, all six: stopping while one is still starting would leave that one running.
+  const starts = await Promise.allSettled(Array.from({ length: 6 }, (_, index) => startNode(index)));
+  const failedStart = starts.find((start) => start.status === 'rejected');
+  if (failedStart !== undefined) await orStop(Promise.reject(failedStart.reason as Error));
+  // In node order (the replicas `--cluster create` assigns follow it), not in the order they came up.
+  nodes.splice(
+    0,
+    nodes.length,
+    ...starts.map((start) => (start as PromiseFulfilledResult<ClusterNode>).value),
   );
-  nodes.push(...started);
-  await run(
-    'redis-cli',
-    ['--cluster', 'create', ...nodes.map((node) => node.address), '--cluster-replicas', '1', '--cluster-yes'],
-    { timeout: 60_000 },
+  await orStop(
+    run(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((node) => node.address),
+        '--cluster-replicas',
+        '1',
+        '--cluster-yes',
+      ],
+      { timeout: 60_000 },
+    ),
   );
 
   const live = (): ClusterNode[] =>
@@ -159,7 +213,7 @@ export async function launchRedisCluster(
 
   const waitHealthy = (timeoutMs = 30_000): Promise<void> =>
     waitUntil(healthy, timeoutMs, 'the cluster healthy');
-  await waitHealthy();
+  await orStop(waitHealthy());
 
   const seeds = nodes.map((node) => node.address).join(',');
   const client = new Cluster(
