@@ -29,13 +29,14 @@ class LateJobWorker {
     this.#closed ??= new Promise<void>((resolve) => {
       const job = { id: 'taken-as-close-began' };
       queueMicrotask(() => this.inFlight.add(job));
-      // Its call ends a moment later; BullMQ's close resolves once the jobs it took were processed.
-      setTimeout(() => {
+      // Its call ends on the next turn of the event loop, after closePool's first look; BullMQ's close
+      // resolves once the jobs it took were processed.
+      setImmediate(() => {
         this.inFlight.delete(job);
         this.events.push('job recorded');
         this.#idle?.();
         resolve();
-      }, 100);
+      });
     });
     return this.#closed;
   }
