@@ -43,7 +43,7 @@ import {
 } from '../dead-letter/writer.ts';
 import { applyRoute, type FallbackRouter, persistedRouteProblem, type RoutedJob } from './fallback-route.ts';
 import type { FollowUps } from './follow-ups.ts';
-import type { JobEventPublisher } from './job-event-publisher.ts';
+import { encodeStreamEvent, type JobEventPublisher } from './job-event-publisher.ts';
 import { type AttemptJob, type AttemptOutcome, type ProcessorDeps, runAttempt } from './processor.ts';
 import { holdQueue } from './queue-hold.ts';
 import { recordRun, type RunRecord } from './record-run.ts';
@@ -333,19 +333,16 @@ async function retry(
   await persistOwned(job, token, state, deps, {
     log: `attempt ${attempt} failed: ${formatFailedReason(errorRecord)}; retrying in ${delayMs} ms`,
     keepLogs: job.opts.keepLogs,
-    event: {
-      name: RETRYING_STREAM_EVENT,
-      data: JSON.stringify({
-        operation: base.operation,
-        ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
-        attempt,
-        at: run.at,
-        durationMs,
-        error: errorRecord,
-        delayMs,
-        nextAttemptAt,
-      }),
-    },
+    event: encodeStreamEvent(RETRYING_STREAM_EVENT, {
+      operation: base.operation,
+      ...(base.tenant === undefined ? {} : { tenant: base.tenant }),
+      attempt,
+      at: run.at,
+      durationMs,
+      error: errorRecord,
+      delayMs,
+      nextAttemptAt,
+    }),
   });
   await job.moveToDelayed(nextAttemptAt, token);
   deps.emit('job:attempt:retrying', {

@@ -30,17 +30,46 @@ export interface JobEventPublisherOptions {
   logger: Logger;
 }
 
-/** BullMQ's default stream length when the queue's meta has no `opts.maxLenEvents` (its getOrSetMaxEvents). */
-const PUBLISH = `local maxEvents = redis.call('HGET', KEYS[2], 'opts.maxLenEvents')
+/**
+ * Lua that appends one event to a queue's events stream, trimmed as BullMQ's own XADDs trim it: to the queue's
+ * `opts.maxLenEvents`, or BullMQ's default 10,000 (its getOrSetMaxEvents). Each argument is the Lua expression
+ * (a KEYS or ARGV slot) that holds it: the publisher's script and record-run.ts's share this one text.
+ */
+export function appendEventLua(at: {
+  stream: string;
+  meta: string;
+  event: string;
+  jobId: string;
+  data: string;
+}): string {
+  return `local maxEvents = redis.call('HGET', ${at.meta}, 'opts.maxLenEvents')
 if not maxEvents then maxEvents = 10000 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxEvents, '*', 'event', ARGV[1], 'jobId', ARGV[2], 'data', ARGV[3])`;
+redis.call('XADD', ${at.stream}, 'MAXLEN', '~', maxEvents, '*', 'event', ${at.event}, 'jobId', ${at.jobId}, 'data', ${at.data})`;
+}
+
+/** An event as the stream stores it: its name and its payload as JSON, typed by the event. */
+export function encodeStreamEvent<E extends FerryStreamEvent>(
+  event: E,
+  payload: StreamEventPayloads[E],
+): { name: E; data: string } {
+  return { name: event, data: JSON.stringify(payload) };
+}
+
+const PUBLISH = appendEventLua({
+  stream: 'KEYS[1]',
+  meta: 'KEYS[2]',
+  event: 'ARGV[1]',
+  jobId: 'ARGV[2]',
+  data: 'ARGV[3]',
+});
 
 export function createJobEventPublisher(options: JobEventPublisherOptions): JobEventPublisher {
   const { connection, keys, logger } = options;
   return {
     async publish(event, jobId, payload) {
       try {
-        await connection.eval(PUBLISH, 2, keys.events, keys.meta, event, jobId, JSON.stringify(payload));
+        const { data } = encodeStreamEvent(event, payload);
+        await connection.eval(PUBLISH, 2, keys.events, keys.meta, event, jobId, data);
       } catch (error) {
         // The message only: ioredis's error would bring the whole script and payload into the log line.
         const reason = error instanceof Error ? error.message : String(error);

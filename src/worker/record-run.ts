@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 
 import type { RedisClient } from '../core/redis.ts';
+import { appendEventLua, type encodeStreamEvent } from './job-event-publisher.ts';
 
 /**
  * KEYS: [1] the job's lock, [2] the queue's stalled set, [3] the job hash, [4] its logs list, [5] the events
@@ -16,7 +17,7 @@ import type { RedisClient } from '../core/redis.ts';
  * ('' for none), [6] keepLogs ('' for all), [7] event name ('' for none), [8] event data JSON.
  * Returns 1 written, 0 the lock is not ours (nothing written), -1 the job is gone (nothing written).
  * The lock part is BullMQ's extendLock, the data and log parts its updateData and addLog, the event part
- * job-event-publisher.ts's (the stream trimmed like BullMQ's own XADDs).
+ * job-event-publisher.ts's appendEventLua (the stream trimmed like BullMQ's own XADDs).
  */
 const SOURCE = `
 if ARGV[1] ~= '' then
@@ -31,9 +32,7 @@ if ARGV[5] ~= '' then
   if ARGV[6] ~= '' then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1) end
 end
 if ARGV[7] ~= '' then
-  local maxEvents = redis.call('HGET', KEYS[6], 'opts.maxLenEvents')
-  if not maxEvents then maxEvents = 10000 end
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxEvents, '*', 'event', ARGV[7], 'jobId', ARGV[3], 'data', ARGV[8])
+  ${appendEventLua({ stream: 'KEYS[5]', meta: 'KEYS[6]', event: 'ARGV[7]', jobId: 'ARGV[3]', data: 'ARGV[8]' })}
 end
 return 1
 `;
@@ -58,7 +57,7 @@ export interface RunRecord {
   log?: string;
   keepLogs?: number | undefined;
   /** An event for the queue's stream, as job-event-publisher.ts writes it (none: no event). */
-  event?: { name: string; data: string };
+  event?: ReturnType<typeof encodeStreamEvent>;
 }
 
 /** 'written', or why nothing was: the lock is not this run's, or the job is gone. */
