@@ -1,16 +1,19 @@
 /**
  * What one job costs Redis: Ferry's worker against a bare BullMQ worker, per job kind. Prints Redis commands
- * per job, Redis CPU per job (µs, INFO commandstats) and bytes stored per job (MEMORY USAGE), with the
- * per-command breakdown of both sides.
+ * per job, Redis CPU per job (µs: the redis-server process's CPU time, and INFO commandstats) and bytes stored
+ * per job (MEMORY USAGE), with the per-command breakdown of both sides.
  *
- *   npm run bench:redis-cost -- [--jobs 2000] [--concurrency 50] [--rounds 3] [--kinds first,retried,dead]
- *       [--keep]
+ *   npm run bench:redis-cost -- [--jobs 5000] [--concurrency 50] [--rounds 5] [--warmup 1]
+ *       [--pin auto|none|<redis cpu>,<bench cpu>] [--kinds first,retried,dead] [--keep]
  *
  * Every run gets its own fresh redis-server (persistence off), so each side's commandstats start at zero:
  * N identical jobs are added with addBulk, `CONFIG RESETSTAT` clears the counters, the side's worker runs
  * until the downstream has given every job its final answer, the worker closes (waiting for its in-flight
  * jobs), and INFO commandstats is read before anything else touches Redis. Nothing polls Redis during a run.
- * Sides alternate (bare, ferry / ferry, bare / …) and the summary takes the median of the rounds.
+ * Sides alternate (bare, ferry / ferry, bare / …) after a warm-up round that is left out; the summary takes the
+ * median of the rounds and, for CPU, the median of the per-round ratios. redis-server and the sides are pinned
+ * to different CPUs when there are two (`--pin`): the redis-server process's CPU time (INFO cpu) is then the
+ * steady figure. Commandstats' µs are wall-clock time inside each command, which a preempted Redis inflates.
  *
  * Job kinds (one operation each; the in-process downstream answers by path):
  * - `first`: 200 at once (the targets of issue 20 are about this kind).
@@ -20,9 +23,10 @@
  *   (its attempts end there) and the job stays in the failed set (kept a week, as Ferry's).
  * See bench/README.md (Redis cost bench) for what is counted and how.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -77,6 +81,10 @@ interface Options {
   jobs: number;
   concurrency: number;
   rounds: number;
+  /** Rounds run first and left out of the summary. */
+  warmup: number;
+  /** CPUs to pin redis-server and this process to (taskset), or none. */
+  pin: { redis: number; bench: number } | undefined;
   kinds: Kind[];
   keep: boolean;
 }
@@ -84,9 +92,11 @@ interface Options {
 function readOptions(): Options {
   const { values } = parseArgs({
     options: {
-      jobs: { type: 'string', default: '2000' },
+      jobs: { type: 'string', default: '5000' },
       concurrency: { type: 'string', default: '50' },
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '1' },
+      pin: { type: 'string', default: 'auto' },
       kinds: { type: 'string', default: KINDS.join(',') },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -94,15 +104,19 @@ function readOptions(): Options {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench:redis-cost -- [--jobs N] [--concurrency C] [--rounds R] [--kinds first,retried,dead] [--keep]\n',
+      'usage: npm run bench:redis-cost -- [--jobs N] [--concurrency C] [--rounds R] [--warmup W]\n' +
+        '         [--pin auto|none|<redis cpu>,<bench cpu>] [--kinds first,retried,dead] [--keep]\n',
     );
     process.exit(0);
   }
-  const integer = (name: string, raw: string): number => {
+  const integer = (name: string, raw: string, min = 1): number => {
     const value = Number(raw);
-    if (!Number.isInteger(value) || value < 1) usage(`--${name} must be an integer >= 1 (got ${raw})`);
+    if (!Number.isInteger(value) || value < min) usage(`--${name} must be an integer >= ${min} (got ${raw})`);
     return value;
   };
+  const pin = values.pin === 'auto' ? autoPin() : values.pin;
+  const cpus = pin === 'none' ? undefined : /^(\d+),(\d+)$/.exec(pin);
+  if (cpus === null) usage(`--pin takes auto, none or <redis cpu>,<bench cpu> (got ${values.pin})`);
   const kinds = values.kinds.split(',').map((part) => {
     if (!KINDS.includes(part as Kind)) usage(`--kinds takes ${KINDS.join(', ')} (got ${part})`);
     return part as Kind;
@@ -111,6 +125,8 @@ function readOptions(): Options {
     jobs: integer('jobs', values.jobs),
     concurrency: integer('concurrency', values.concurrency),
     rounds: integer('rounds', values.rounds),
+    warmup: integer('warmup', values.warmup, 0),
+    pin: cpus === undefined ? undefined : { redis: Number(cpus[1]), bench: Number(cpus[2]) },
     kinds: [...new Set(kinds)],
     keep: values.keep,
   };
@@ -320,6 +336,8 @@ interface RunResult {
   /** Top-level commands sent by the side's clients during the run (countSentCommands). */
   sent: Map<string, number>;
   kind: Kind;
+  /** The round (0-based) the run belongs to: its neighbour in time is the other side's run of that round. */
+  round: number;
   jobs: number;
   commands: Map<string, CommandStat>;
   /** redis-server's CPU from INFO cpu (user + sys), µs: includes networking, shown beside commandstats. */
@@ -337,6 +355,30 @@ async function commandStats(redis: Redis): Promise<Map<string, CommandStat>> {
     stats.set(match[1]!, { calls: Number(match[2]), usec: Number(match[3]) });
   }
   return stats;
+}
+
+/**
+ * `auto`: with two CPUs or more and taskset at hand, redis-server on the last CPU and this process (workers and
+ * downstream) on the first. Unpinned, the two take turns on a core and the redis-server process's CPU per job
+ * moved by ±15 % between neighbouring runs; pinned, by a few % (bench/README.md § Redis cost bench).
+ */
+function autoPin(): string {
+  const count = availableParallelism();
+  if (count < 2) return 'none';
+  try {
+    execFileSync('taskset', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'none';
+  }
+  return `${count - 1},0`;
+}
+
+/** Pins every thread of a process to one CPU, so redis-server and the workers stop taking turns on a core. */
+function pinCpu(pid: number | undefined, cpu: number): void {
+  if (pid === undefined) throw new Error('no pid to pin');
+  execFileSync('taskset', ['--all-tasks', '--cpu-list', '--pid', String(cpu), String(pid)], {
+    stdio: 'ignore',
+  });
 }
 
 async function redisCpuUs(redis: Redis): Promise<number> {
@@ -376,6 +418,7 @@ async function measureBytes(redis: Redis): Promise<Bytes> {
 async function run(
   side: Side,
   kind: Kind,
+  round: number,
   options: Options,
   downstream: Downstream,
   workDir: string,
@@ -384,6 +427,7 @@ async function run(
 ): Promise<RunResult> {
   const redis = await startPrivateRedis({ dir: join(workDir, `redis-${index}`), appendfsync: 'no' });
   owned.redis = redis;
+  if (options.pin !== undefined) pinCpu(redis.process.pid, options.pin.redis);
   const probe = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   try {
     const queue = new Queue<JobData>(serviceQueueName(SERVICE), { connection: probe, prefix: PREFIX });
@@ -416,7 +460,18 @@ async function run(
       probe.zcard(queueKey('failed')),
     ]);
     const bytes = await measureBytes(probe);
-    return { side, kind, jobs: options.jobs, sent: sentByRun, commands, cpuUs, bytes, completed, failed };
+    return {
+      side,
+      kind,
+      round,
+      jobs: options.jobs,
+      sent: sentByRun,
+      commands,
+      cpuUs,
+      bytes,
+      completed,
+      failed,
+    };
   } finally {
     probe.disconnect();
     await redis.stop();
@@ -458,6 +513,26 @@ function printRun(r: RunResult): void {
   );
 }
 
+/**
+ * A table row of ferry / bare per round: a round's two runs are neighbours in time and share the machine's
+ * state, so their ratio moves less than the ratio of the two sides' medians when the machine drifts.
+ */
+function roundRatios(
+  label: string,
+  bare: RunResult[],
+  ferry: RunResult[],
+  f: (r: RunResult) => number,
+): string {
+  const ratios: number[] = [];
+  for (const b of bare) {
+    const fe = ferry.find((r) => r.round === b.round);
+    if (fe !== undefined) ratios.push(f(fe) / fe.jobs / (f(b) / b.jobs));
+  }
+  if (ratios.length === 0) return '';
+  const each = ratios.map((r) => r.toFixed(2)).join(', ');
+  return `| ${label}: median of per-round ratios [${each}] | | | **${median(ratios).toFixed(2)}×** |\n`;
+}
+
 function printSummary(kind: Kind, results: RunResult[], rounds: number): void {
   const of = (side: Side): RunResult[] => results.filter((r) => r.kind === kind && r.side === side);
   const bare = of('bare');
@@ -478,6 +553,8 @@ function printSummary(kind: Kind, results: RunResult[], rounds: number): void {
   process.stdout.write(row('Redis commands', totalCalls, 2));
   process.stdout.write(row('Redis CPU µs (commandstats, top-level)', totalUsec, 1));
   process.stdout.write(row('Redis CPU µs (INFO cpu, with networking)', (r) => r.cpuUs, 1));
+  process.stdout.write(roundRatios('Redis CPU, commandstats', bare, ferry, totalUsec));
+  process.stdout.write(roundRatios('Redis CPU, INFO cpu', bare, ferry, (r) => r.cpuUs));
   process.stdout.write(row('bytes: job hash + logs + stream entries', (r) => headlineBytes(r.bytes), 0));
   process.stdout.write(row('  of which job hashes', (r) => r.bytes.jobHashes, 0));
   process.stdout.write(row('  of which job logs', (r) => r.bytes.logs, 0));
@@ -513,26 +590,31 @@ async function main(): Promise<number> {
   owned.keepWorkDir = options.keep;
   const servicesFile = join(workDir, 'services.yaml');
   await writeFile(servicesFile, servicesYaml(options.concurrency));
+  if (options.pin !== undefined) pinCpu(process.pid, options.pin.bench);
   const downstream = await startDownstream();
   process.stdout.write(
     `redis-cost: ${options.jobs} jobs per run, concurrency ${options.concurrency}, ${options.rounds} rounds, ` +
-      `kinds ${options.kinds.join(',')}; a fresh redis-server per run\n\n`,
+      `${options.warmup} warm-up, kinds ${options.kinds.join(',')}; a fresh redis-server per run` +
+      (options.pin === undefined
+        ? ', unpinned\n\n'
+        : `, redis-server on CPU ${options.pin.redis}, the sides on CPU ${options.pin.bench}\n\n`),
   );
   const results: RunResult[] = [];
   let index = 0;
   try {
     for (const kind of options.kinds) {
-      for (let round = 0; round < options.rounds; round++) {
+      for (let round = -options.warmup; round < options.rounds; round++) {
         const order: Side[] = round % 2 === 0 ? ['bare', 'ferry'] : ['ferry', 'bare'];
         for (const side of order) {
-          const result = await run(side, kind, options, downstream, workDir, servicesFile, index++);
+          const result = await run(side, kind, round, options, downstream, workDir, servicesFile, index++);
           const expected = kind === 'dead' ? result.failed : result.completed;
           if (expected !== options.jobs)
             throw new Error(
               `${side} ${kind}: ${result.completed} completed and ${result.failed} failed, expected ${options.jobs} ${kind === 'dead' ? 'failed' : 'completed'}`,
             );
           printRun(result);
-          results.push(result);
+          // Warm-up rounds (negative numbers) are printed, not summed: the first runs of a bench are slower.
+          if (round >= 0) results.push(result);
         }
       }
     }
