@@ -2,10 +2,13 @@
  * The sizing facts of docs/production.md, measured on this machine:
  *
  *   npm run bench:sizing -- [--jobs 10000] [--concurrency 50] [--aof-jobs 5000] [--aof-rounds 3]
+ *       [--memory-limit MiB]
  *
  * 1. Memory of a worker: RSS of a `ferry worker` process (the compiled CLI, its own process) idle for 5 s after
  *    start, then its peak while it delivers --jobs jobs (1 KiB input) to a local HTTP service answering after
- *    5 ms, at --concurrency calls in flight. RSS is read from /proc/<pid>/status every 100 ms.
+ *    5 ms, at --concurrency calls in flight. RSS is read from /proc/<pid>/status every 100 ms. With
+ *    --memory-limit the worker runs in a cgroup with that limit (as in a container, which V8 sizes its heap
+ *    by; root only), and the OOM kills in it are printed.
  * 2. Redis memory per job: `used_memory` before and after, divided by the number of jobs: queued (waiting,
  *    enqueued with the Producer, no worker) at three input sizes; completed (kept 24 h, the worker's
  *    default); dead-lettered (the failed source job, kept 7 days, plus its dead letter, kept 30 days).
@@ -31,6 +34,7 @@ import { Redis } from 'ioredis';
 import { type PrivateRedis, startPrivateRedis } from '../src/cli/redis-server.ts';
 import { DEAD_LETTER_QUEUE, serviceQueueName } from '../src/core/queue-layout.ts';
 import { Producer } from '../src/producer/index.ts';
+import { createMemoryCgroup, type MemoryCgroup } from './memory-cgroup.ts';
 import { ownProcesses, runBench } from './owned-processes.ts';
 import { PAYLOAD } from './payload.ts';
 import { median } from './stats.ts';
@@ -47,12 +51,21 @@ const { values: options } = parseArgs({
     concurrency: { type: 'string', default: '50' },
     'aof-jobs': { type: 'string', default: '5000' },
     'aof-rounds': { type: 'string', default: '3' },
+    'memory-limit': { type: 'string' },
   },
 });
 const JOBS = Number(options.jobs);
 const CONCURRENCY = Number(options.concurrency);
 const AOF_JOBS = Number(options['aof-jobs']);
 const AOF_ROUNDS = Number(options['aof-rounds']);
+/** MiB: run the worker in a cgroup with this memory limit, as a container's (bench/memory-cgroup.ts). */
+const MEMORY_LIMIT_MIB = options['memory-limit'] === undefined ? undefined : Number(options['memory-limit']);
+if (MEMORY_LIMIT_MIB !== undefined && !(Number.isInteger(MEMORY_LIMIT_MIB) && MEMORY_LIMIT_MIB >= 64)) {
+  process.stderr.write(
+    `bench:sizing: --memory-limit takes MiB, at least 64 (got ${options['memory-limit']})\n`,
+  );
+  process.exit(2);
+}
 
 /** An input of about `bytes` of JSON: the bench's "create contact" body, padded with a note. */
 function inputOf(bytes: number): Record<string, unknown> {
@@ -124,9 +137,12 @@ async function startWorker(
   redisUrl: string,
   servicesFile: string,
   serviceUrl: string,
+  cgroup: MemoryCgroup | undefined,
 ): Promise<ChildProcess> {
+  const argv = [process.execPath, ...NODE_ARGS, FERRY_CLI, 'worker'];
+  const { command, args } = cgroup?.wrap(argv) ?? { command: argv[0]!, args: argv.slice(1) };
   const child = owned.track(
-    spawn(process.execPath, [...NODE_ARGS, FERRY_CLI, 'worker'], {
+    spawn(command, args, {
       env: {
         PATH: process.env.PATH,
         REDIS_URL: redisUrl,
@@ -197,7 +213,12 @@ async function main(): Promise<number> {
   }
 
   await client.flushall();
-  const worker = await startWorker(redis.url, servicesFile, url);
+  const cgroup =
+    MEMORY_LIMIT_MIB === undefined
+      ? undefined
+      : await createMemoryCgroup(`ferry-sizing-${process.pid}`, MEMORY_LIMIT_MIB * MiB);
+  if (cgroup !== undefined) say(`worker: in a cgroup limited to ${MEMORY_LIMIT_MIB} MiB (${cgroup.path})`);
+  const worker = await startWorker(redis.url, servicesFile, url, cgroup);
   const idle: number[] = [];
   const idleUntil = Date.now() + 5_000;
   while (Date.now() < idleUntil) {
@@ -238,6 +259,10 @@ async function main(): Promise<number> {
       `(failed job kept 7 d + dead letter kept 30 d; input 1 KiB)`,
   );
   await stopWorker(worker);
+  if (cgroup !== undefined) {
+    say(`worker: ${await cgroup.oomKills()} OOM kills under the ${MEMORY_LIMIT_MIB} MiB limit`);
+    await cgroup.remove();
+  }
   await queue.close();
   await deadLetters.close();
   await producer.close();
