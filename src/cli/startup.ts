@@ -53,11 +53,13 @@ export class StartupStopped extends Error {
 /**
  * Runs `step` with SIGTERM/SIGINT turned into an abort of its signal (the step must then reject), for the
  * steps before the command's own shutdown handler is installed: `docker stop` of a worker still waiting for
- * Redis must not wait out its grace period. Rejects with StartupStopped when a signal came.
+ * Redis must not wait out its grace period. Rejects with StartupStopped when a signal came, even if the step
+ * succeeded anyway (its value then goes to `dispose`).
  */
 export async function stoppable<T>(
   step: (signal: AbortSignal) => Promise<T>,
   logger?: { info(obj: object, msg: string): void },
+  dispose?: (value: T) => unknown,
 ): Promise<T> {
   const controller = new AbortController();
   let received: NodeJS.Signals | undefined;
@@ -65,18 +67,27 @@ export async function stoppable<T>(
     received ??= signal;
     controller.abort();
   };
+  const stopped = (signal: NodeJS.Signals): StartupStopped => {
+    logger?.info({ signal }, `${signal} while starting: stopped`);
+    return new StartupStopped(signal);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  let value: T;
   try {
-    return await step(controller.signal);
+    value = await step(controller.signal);
   } catch (error) {
-    if (received !== undefined) {
-      logger?.info({ signal: received }, `${received} while starting: stopped`);
-      throw new StartupStopped(received);
-    }
+    if (received !== undefined) throw stopped(received);
     throw error;
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
   }
+  // A signal the step finished despite (Redis answered just as it came) still stops the command: swallowed
+  // here, it would leave the process running after its SIGTERM until the supervisor's SIGKILL.
+  if (received !== undefined) {
+    await dispose?.(value);
+    throw stopped(received);
+  }
+  return value;
 }

@@ -87,7 +87,15 @@ export function createWorkerPool(options: WorkerPoolOptions): WorkerPool {
     breakers: context.breakers,
     deadLetters: context.writer,
     services: names,
-    start: () => startPool(context, runtimes, timers),
+    async start() {
+      try {
+        await startPool(context, runtimes, timers, () => closing !== undefined);
+      } catch (error) {
+        // Shut down while starting: the shutdown closed the connection under the start's Redis calls, and it,
+        // not the start, decides how the process ends.
+        if (closing === undefined) throw error;
+      }
+    },
     async close(closeOptions) {
       await pool.shutdown(closeOptions);
     },
@@ -207,6 +215,7 @@ async function startPool(
   context: PoolContext,
   runtimes: readonly ServiceRuntime[],
   timers: NodeJS.Timeout[],
+  closing: () => boolean,
 ): Promise<void> {
   const { connection, prefix, config, logger } = context.options;
   const applyRateLimits = async (): Promise<void> => {
@@ -220,9 +229,12 @@ async function startPool(
   };
   await applyRateLimits();
   const queues = new Map(runtimes.map(({ service, queue }) => [service.name, queue]));
+  if (closing()) return;
   const schedules = await syncSchedules({ connection, prefix, config, queues, logger });
   if (config.schedules.size > 0 || schedules.removed.length > 0)
     logger.info({ schedules }, 'schedules synced with the services file');
+  // Shut down while starting: no worker may take a job, and no timer outlives the pool.
+  if (closing()) return;
   for (const { worker } of runtimes) {
     worker.run().catch((error: unknown) => logger.error({ err: error }, 'worker stopped with an error'));
   }

@@ -7,9 +7,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 
 import { freePort } from '../../src/cli/redis-server.ts';
+import { serviceQueueName } from '../../src/core/queue-layout.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { startDownstream } from '../helpers/downstream.ts';
 import {
@@ -20,7 +22,8 @@ import {
   workerEnv,
   writeServicesFile,
 } from '../helpers/processes.ts';
-import { uniquePrefix } from '../helpers/redis.ts';
+import { startRedis, uniquePrefix } from '../helpers/redis.ts';
+import { until } from '../helpers/until.ts';
 
 const PASSWORD = 'pw-Kx7-never-printed';
 
@@ -30,6 +33,9 @@ const servicesFile = await writeServicesFile({
     svc: { baseUrl: downstream.url, timeoutMs: 5_000, operations: { op: { method: 'POST', path: '/op' } } },
   },
 });
+
+// This file's own server, for the test that pauses it (CLIENT PAUSE would stall every test of a shared one).
+const redis = await startRedis();
 
 const isWaiting =
   (port: number) =>
@@ -82,6 +88,42 @@ describe('ferry worker waiting for Redis (FERRY_REDIS_WAIT_MS unset)', () => {
     expect((await worker.waitForExit(15_000)).code).toBe(0);
     expect(worker.stderr.filter((line) => line.trim() !== '')).toEqual([]);
     expect(redis.exitCode).toBeNull();
+  }, 60_000);
+
+  it('SIGTERM after Redis answered, while the pool starts: shuts down cleanly, takes no job', async () => {
+    const prefix = uniquePrefix();
+    const queue = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix });
+    await queue.add('op', { input: { n: 1 } });
+    await queue.close();
+    const calls = downstream.requests.length;
+    // Reads answer, writes wait: the worker connects, then its start-up blocks on its first write.
+    await redis.client.call('CLIENT', 'PAUSE', '30000', 'WRITE');
+    const worker = spawnFerry(['worker'], {
+      env: workerEnv({ redisUrl: redis.url, servicesFile, prefix }),
+    });
+    try {
+      await until(
+        async () => ((await redis.client.call('CLIENT', 'LIST')) as string).match(/ flags=b /) ?? undefined,
+        20_000,
+        () => `a worker command waiting on the pause\n${worker.output()}`,
+      );
+      worker.terminate();
+      await worker.waitForLog((entry) => entry.msg === 'shutting down: finishing in-flight work', 10_000);
+    } finally {
+      await redis.client.call('CLIENT', 'UNPAUSE');
+    }
+    // It used to be killed by the signal (143, nothing logged) before its handler was installed, or to shut
+    // down and then exit 1 with "Connection is closed." from the start it had closed under.
+    const exit = await worker.waitForExit(15_000);
+    expect(exit, worker.output()).toEqual({ code: 0, signal: null });
+    await worker.waitForLog((entry) => entry.msg === 'shut down cleanly');
+    expect(worker.output()).not.toContain('worker pool started');
+    expect(worker.stderr.filter((line) => line.trim() !== '')).toEqual([]);
+    const check = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix });
+    const counts = await check.getJobCounts('wait', 'active', 'completed');
+    await check.close();
+    expect(counts).toEqual({ wait: 1, active: 0, completed: 0 });
+    expect(downstream.requests.length).toBe(calls);
   }, 60_000);
 
   it('SIGTERM while waiting: exits at once with code 0', async () => {

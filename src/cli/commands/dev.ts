@@ -115,6 +115,7 @@ export function registerDevCommand(program: Command, io: CliIo = processIo()): v
               signal,
             }),
           runtime.logger,
+          (connection) => connection.disconnect(),
         );
         resources.add(() => connection.disconnect());
         const { pool, secrets } = await startWorkers(runtime, connection, undefined);

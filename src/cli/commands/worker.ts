@@ -78,11 +78,12 @@ export function registerWorkerCommand(program: Command): void {
             signal,
           }),
         logger,
+        (connection) => connection.disconnect(),
       );
       // Closed, newest first, if a later step fails: a port in use must not leave the process hanging.
       const resources = new StartupResources();
       resources.add(() => connection.disconnect());
-      const { pool, secrets, metrics, server } = await resources.run(async () => {
+      const startup = resources.run(async () => {
         const started = await startWorkers(runtime, connection, services);
         resources.add(() => started.secrets.close());
         resources.add(() => started.pool.close({ deadlineMs: 0 }));
@@ -110,9 +111,13 @@ export function registerWorkerCommand(program: Command): void {
         return { ...started, metrics: processMetrics, server: metricsServer };
       });
       const budgetMs = env.FERRY_SHUTDOWN_TIMEOUT_MS + env.FERRY_SHUTDOWN_HANDBACK_MS;
+      // Listening from here, while the start-up steps run: a SIGTERM then waits for them (bounded by limitMs) and
+      // closes what they started, exit 0, where Node's default would kill the process mid-start. A start-up
+      // that fails rejects here too, and exits 1 as it would without the signal.
       onShutdownSignal(
         logger,
         async () => {
+          const { pool, secrets, metrics, server } = await startup;
           const report = await pool.shutdown({
             deadlineMs: env.FERRY_SHUTDOWN_TIMEOUT_MS,
             handbackMs: env.FERRY_SHUTDOWN_HANDBACK_MS,
@@ -125,6 +130,7 @@ export function registerWorkerCommand(program: Command): void {
         },
         { limitMs: budgetMs + SHUTDOWN_SLACK_MS },
       );
+      const { pool, server } = await startup;
       await pool.start();
       if (server !== undefined)
         logger.info({ url: `${server.url}/metrics` }, `metrics on ${server.url}/metrics`);
