@@ -4,6 +4,7 @@
  * with no field name repeated, while the API shows the same runs as the AttemptRecord objects it always did.
  * The codec's tables are test/core/stored-history.test.ts.
  */
+import { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 
 import type { AttemptRecord } from '../../src/core/job.ts';
@@ -115,5 +116,55 @@ describe('the stored history in Redis', () => {
     expect(sourceData.ferry.attempts).toEqual(letter.attempts);
     const sourceView = await api.request('GET', `/v1/jobs/svc/${dead.id}`, { token: TOKENS.reader });
     expect(sourceView.body.history).toEqual(decoded);
+  });
+
+  it('a job whose history 0.1.0 stored as objects runs on: the old runs kept, the whole list written as version 2', async () => {
+    const downstream = await startDownstream(failsThenSucceeds());
+    const ferry = await createTestFerry(redis, {
+      services: {
+        services: {
+          svc: {
+            baseUrl: downstream.url,
+            retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
+            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
+          },
+        },
+      },
+    });
+    // As a 0.1.0 worker left it: attempt 1 failed, recorded as an object, then the job went back to wait.
+    const legacyRun: AttemptRecord = {
+      attempt: 1,
+      outcome: 'failed',
+      at: 1_733_400_000_000,
+      durationMs: 12,
+      type: 'ServerError',
+      status: 500,
+      message: 'downstream answered 500',
+      retryDelayMs: 20,
+    };
+    const queue = new Queue(serviceQueueName('svc'), { connection: redis.client, prefix: ferry.prefix });
+    const job = await queue.add('create', {
+      input: { fails: 1 },
+      idempotencyKey: 'legacy-1',
+      ferry: { attempts: [legacyRun], heldMs: 0, stallsSeen: 0 },
+    });
+    await queue.close();
+    const view = await ferry.producer.waitFor('svc', job.id!);
+    expect(view.state).toBe('completed');
+    // Attempt 1 was the old worker's: this run is attempt 2, it failed (the downstream's first call), and 3 completed.
+    expect(view.history.map((a) => [a.attempt, a.outcome, a.status])).toEqual([
+      [1, 'failed', 500],
+      [2, 'failed', 500],
+      [3, 'completed', 200],
+    ]);
+    expect(view.history[0]).toEqual(legacyRun);
+    const stored = JSON.parse(
+      (await redis.client.hget(`${ferry.prefix}:${serviceQueueName('svc')}:${job.id!}`, 'data'))!,
+    ) as { ferry: { attempts: unknown[] } };
+    expect(stored.ferry.attempts).toEqual([
+      2,
+      [1, 'failed', legacyRun.at, 12, 'downstream answered 500', 'ServerError', 500, 20],
+      failedRun(2, true),
+    ]);
   });
 });
