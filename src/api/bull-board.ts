@@ -28,8 +28,9 @@ import type { Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
-import { completedAttempt, deliveryStateSchema, type JobResult, usedAttempts } from '../core/job.ts';
+import { completedAttempt, type JobResult, usedAttempts } from '../core/job.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
+import { decodeHistory, storedDeliveryStateSchema } from '../core/stored-history.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
 
@@ -207,7 +208,7 @@ function withDeliverySlot(shown: Record<string, unknown>): Record<string, unknow
 
 function shownServiceJobData(data: Record<string, unknown>): Record<string, unknown> {
   const { ferry, enqueueId, origin, sealed, ...producer } = data;
-  const state = ferry === undefined ? undefined : deliveryStateSchema.safeParse(ferry);
+  const state = ferry === undefined ? undefined : storedDeliveryStateSchema.safeParse(ferry);
   const delivery: Record<string, unknown> = {};
   if (state?.success === true) {
     const { attempts, heldMs, stallsSeen, final, internalErrors, routedTo } = state.data;
@@ -247,10 +248,17 @@ function withCompletedRun(job: Record<string, unknown>): void {
   data[SHOWN_DELIVERY_KEY] = delivery;
 }
 
-/** A dead letter's data as the board shows it: as stored, with `sealed: true` in place of an envelope's text. */
+/**
+ * A dead letter's data as the board shows it: as stored, but with its history decoded into the attempt
+ * records the API shows (core/stored-history.ts; a value that is not a history is shown as stored), and
+ * `sealed: true` in place of an envelope's text.
+ */
 export function shownDeadLetterData(data: unknown): unknown {
-  if (!isRecord(data) || typeof data.sealed !== 'string') return data;
-  return { ...data, sealed: true };
+  if (!isRecord(data)) return data;
+  const history = decodeHistory(data.attempts);
+  const shown = history.ok ? { ...data, attempts: history.attempts } : data;
+  if (typeof shown.sealed !== 'string') return shown;
+  return { ...shown, sealed: true };
 }
 
 /** Why an action is refused, for the operator who tried it. Anything unlisted gets the general reason. */

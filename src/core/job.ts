@@ -241,6 +241,30 @@ export interface DeliveryState {
   routedTo?: JobRef;
 }
 
+/**
+ * One run as stored (core/stored-history.ts, version 2): `[attempt, outcome, at, durationMs, message, type,
+ * status, retryDelayMs]`, trailing absent fields dropped, an absent one before a present one `null`.
+ */
+export type StoredAttempt = [
+  attempt: number,
+  outcome: AttemptRecord['outcome'],
+  at: number,
+  durationMs: number,
+  message: string,
+  type?: ErrorType | null,
+  status?: number | null,
+  retryDelayMs?: number | null,
+];
+/**
+ * A history as stored: `[]`, or `[2, …runs]` (version 2, core/stored-history.ts); Ferry 0.1.0 stored the
+ * AttemptRecord objects themselves (version 1), which readers still decode.
+ */
+export type StoredHistory = [] | [2, ...StoredAttempt[]] | AttemptRecord[];
+/** DeliveryState as the worker stores it in the job data's `ferry`: its history encoded. */
+export interface StoredDeliveryState extends Omit<DeliveryState, 'attempts'> {
+  attempts: StoredHistory;
+}
+
 /** A Ferry error type; an enum (not a custom check) so that JSON Schema and OpenAPI list the types. */
 export const errorTypeSchema = z.enum(ERROR_TYPES as [ErrorType, ...ErrorType[]], {
   error: 'must be a Ferry error type',
@@ -253,7 +277,10 @@ export const errorRecordSchema = z.object({
   retryAfterMs: z.number().min(0).optional(),
   field: z.string().optional(),
 });
-/** An AttemptRecord as read back from Redis. */
+/**
+ * An AttemptRecord as every view shows it (API, SSE, CLI, Bull Board) and as Ferry 0.1.0 stored it; the
+ * stored form is decoded into it by core/stored-history.ts.
+ */
 export const attemptRecordSchema = z.object({
   attempt: z.number().int().min(1),
   outcome: z.enum(['failed', 'held', 'interrupted', 'completed']),
@@ -265,20 +292,6 @@ export const attemptRecordSchema = z.object({
   retryDelayMs: z.number().min(0).optional(),
 });
 const count = z.number().int().min(0);
-
-/**
- * Ferry's bookkeeping as read back from Redis. Only the worker writes it, but job data is anyone's to write
- * (a raw producer can set `ferry` by mistake): it is checked before it is trusted, so a malformed one can
- * neither crash a run nor loop it.
- */
-export const deliveryStateSchema: z.ZodType<DeliveryState> = z.object({
-  attempts: z.array(attemptRecordSchema),
-  heldMs: z.number().min(0),
-  stallsSeen: count,
-  final: errorRecordSchema.optional(),
-  internalErrors: count.optional(),
-  routedTo: z.object({ service: z.string().min(1), jobId: z.string().min(1) }).optional(),
-});
 
 /** A job on a service queue, named from another job (a reaction's follow-up, a route, a chain's next step). */
 export interface JobRef {
@@ -316,7 +329,8 @@ export const jobDataSchema = z.looseObject({
   sealed: z.string().optional(),
 });
 export interface JobData extends z.infer<typeof jobDataSchema> {
-  ferry?: DeliveryState;
+  /** Ferry's bookkeeping as stored: read it with core/stored-history.ts's storedDeliveryStateSchema. */
+  ferry?: StoredDeliveryState;
 }
 
 /**
@@ -358,7 +372,9 @@ export interface JobResult {
 
 /**
  * A dead letter's data as read back from `{dead-letter}`, an ordinary queue anyone with Redis access can write
- * to. Object schemas strip unknown keys: what a foreign writer added never reaches a reader.
+ * to. Object schemas strip unknown keys: what a foreign writer added never reaches a reader. Its `attempts`
+ * are the decoded AttemptRecords (the API's shape); Redis is read with core/stored-history.ts's
+ * storedDeadLetterRecordSchema, which decodes the stored history first.
  */
 export const deadLetterRecordSchema = z.object({
   service: z.string().min(1),
@@ -403,6 +419,11 @@ export interface DeadLetterRecord {
   followUpError?: string;
   /** The source job's sealed envelope, kept as it was (`input` is then `[sealed]`): replay copies it. */
   sealed?: SealedEnvelope;
+}
+
+/** A dead letter's data as stored on `{dead-letter}`: its history encoded (core/stored-history.ts). */
+export interface StoredDeadLetterRecord extends Omit<DeadLetterRecord, 'attempts'> {
+  attempts: StoredHistory;
 }
 
 /** Turns a zod issue path into the dotted field name used in error messages: `input.email`, `delayMs`. */

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 
 import { type DeadLetterRecord, deadLetterRecordSchema } from '../core/job.ts';
+import { decodeDeadLetter } from '../core/stored-history.ts';
 
 /** One dead letter as listed: its record (DeadLetterRecord), its id, and the input only when asked for. */
 export type DeadLetterView = Omit<DeadLetterRecord, 'input' | 'sealed'> & {
@@ -51,8 +52,8 @@ export function parseDeadLetterRecord(json: string): DeadLetterRecord | undefine
   } catch {
     return undefined;
   }
-  const parsed = deadLetterRecordSchema.safeParse(value);
-  return parsed.success ? (parsed.data as DeadLetterRecord) : undefined;
+  // The stored history (either version) decoded: a view shows AttemptRecords (core/stored-history.ts).
+  return decodeDeadLetter(value);
 }
 
 export function toDeadLetterView(

@@ -9,9 +9,9 @@ import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
   type DeadLetterRecord,
-  deliveryStateSchema,
   type JobData,
   jobOriginSchema,
+  type StoredDeadLetterRecord,
   usedAttempts,
 } from '../core/job.ts';
 import {
@@ -23,6 +23,7 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
+import { decodeHistory, storedDeliveryStateSchema, toStoredDeadLetter } from '../core/stored-history.ts';
 import { type DeadLetterKeys, deadLetterKeys, indexCommand } from './search-index.ts';
 
 /**
@@ -31,7 +32,8 @@ import { type DeadLetterKeys, deadLetterKeys, indexCommand } from './search-inde
  * paused: no worker consumes it; operators inspect, replay or purge it.
  */
 export class DeadLetterWriter {
-  readonly queue: Queue<DeadLetterRecord>;
+  /** The queue as stored: each dead letter's history encoded (core/stored-history.ts). */
+  readonly queue: Queue<StoredDeadLetterRecord>;
   readonly #connection: RedisClient;
   readonly #keys: DeadLetterKeys;
   #paused: Promise<void> | undefined;
@@ -39,7 +41,7 @@ export class DeadLetterWriter {
   constructor(options: { connection: RedisClient; prefix: string }) {
     this.#connection = options.connection;
     this.#keys = deadLetterKeys(options.prefix);
-    this.queue = new Queue<DeadLetterRecord>(DEAD_LETTER_QUEUE, {
+    this.queue = new Queue<StoredDeadLetterRecord>(DEAD_LETTER_QUEUE, {
       connection: options.connection,
       prefix: options.prefix,
     });
@@ -54,7 +56,8 @@ export class DeadLetterWriter {
    * Adds the dead letter and its index entries (search-index.ts) in one MULTI, so no list or count ever sees
    * one without the other. BullMQ's `Job.addJob` takes a transaction for this (its FlowProducer adds a whole
    * flow the same way); the job is stored exactly as `queue.add` would store it. Writing a dead letter that
-   * exists changes nothing: BullMQ keeps the first job, and the entries keep theirs.
+   * exists changes nothing: BullMQ keeps the first job, and the entries keep theirs. The record's history is
+   * stored compactly (core/stored-history.ts); the index is built from the record itself.
    */
   async write(record: DeadLetterRecord): Promise<{ id: string }> {
     this.#paused ??= this.queue.pause();
@@ -65,7 +68,8 @@ export class DeadLetterWriter {
     const options = { jobId: id, removeOnComplete: false, removeOnFail: false };
     const index = indexCommand(this.#keys, id, record, 'keep');
     const transaction = (await this.queue.getBackend().client).multi();
-    await new Job<DeadLetterRecord>(this.queue, name, record, options, id).addJob(transaction);
+    const stored = toStoredDeadLetter(record);
+    await new Job<StoredDeadLetterRecord>(this.queue, name, stored, options, id).addJob(transaction);
     transaction.runCommand('eval', index);
     const error = await transaction.exec().then(
       (results) =>
@@ -80,7 +84,7 @@ export class DeadLetterWriter {
     // 500, redis/redis#13108). ioredis sends it again for a plain call but not inside MULTI, where nothing was
     // added then: two steps this once.
     // A crash between them leaves a dead letter out of the index until reindexDeadLetters runs.
-    await this.queue.add(name, record, options);
+    await this.queue.add(name, stored, options);
     await this.#connection.eval(...index);
     return { id };
   }
@@ -89,9 +93,19 @@ export class DeadLetterWriter {
     return (await this.#connection.exists(this.queue.toKey(id))) === 1;
   }
 
-  /** A dead letter by its id (`deadLetterJobId`, or a JobView's `deadLetterId`). */
+  /**
+   * A dead letter by its id (`deadLetterJobId`, or a JobView's `deadLetterId`), its history decoded into
+   * AttemptRecords (either stored version); data that is not Ferry's is left as it is.
+   */
   async get(id: string): Promise<Job<DeadLetterRecord> | undefined> {
-    return this.queue.getJob(id);
+    const job = await this.queue.getJob(id);
+    if (job === undefined) return undefined;
+    const data: unknown = job.data;
+    if (typeof data === 'object' && data !== null) {
+      const history = decodeHistory((data as { attempts?: unknown }).attempts);
+      if (history.ok) (data as DeadLetterRecord).attempts = history.attempts;
+    }
+    return job as unknown as Job<DeadLetterRecord>;
   }
 
   close(): Promise<void> {
@@ -102,7 +116,7 @@ export class DeadLetterWriter {
 export function deadLetterFromJob(service: string, job: Job<JobData>, nowMs: number): DeadLetterRecord {
   const data = job.data ?? ({} as JobData);
   // Job data is anyone's to write: a malformed state is ignored (the failed reason still says what happened).
-  const parsed = deliveryStateSchema.safeParse(data.ferry);
+  const parsed = storedDeliveryStateSchema.safeParse(data.ferry);
   const state = parsed.success ? parsed.data : undefined;
   const recorded = state?.attempts ?? [];
   const record: DeadLetterRecord = {

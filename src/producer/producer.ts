@@ -7,7 +7,6 @@ import { parseFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
   completedAttempt,
-  deliveryStateSchema,
   type EnqueueRequest,
   type JobData,
   type JobOrigin,
@@ -26,6 +25,7 @@ import {
 } from '../core/queue-layout.ts';
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
 import { type Keyring, sealJobData } from '../core/sealed-data.ts';
+import { storedDeliveryStateSchema } from '../core/stored-history.ts';
 import type { TraceContext } from '../core/trace-context.ts';
 import {
   checkReplicaSettings,
@@ -262,7 +262,7 @@ export class Producer {
             ? 'waiting'
             : rawState;
     // The worker's bookkeeping, checked like the worker checks it: job data is anyone's to write.
-    const parsed = deliveryStateSchema.safeParse(job.data?.ferry);
+    const parsed = storedDeliveryStateSchema.safeParse(job.data?.ferry);
     const delivery = parsed.success ? parsed.data : undefined;
     const recorded = delivery?.attempts ?? [];
     const failedAttempts = usedAttempts(recorded);

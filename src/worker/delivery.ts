@@ -23,7 +23,6 @@ import { formatFailedReason } from '../core/failed-reason.ts';
 import {
   type AttemptRecord,
   type DeliveryState,
-  deliveryStateSchema,
   issuePath,
   type JobData,
   type JobRef,
@@ -35,6 +34,7 @@ import type { Logger } from '../core/logger.ts';
 import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
+import { storedDeliveryStateSchema, toStoredDeliveryState } from '../core/stored-history.ts';
 import {
   deadLetterFromJob,
   type DeadLetterWriter,
@@ -554,7 +554,7 @@ function readState(data: JobData | undefined): { state: DeliveryState; problem?:
   const raw: unknown = data?.ferry;
   const fresh: DeliveryState = { attempts: [], heldMs: 0, stallsSeen: 0 };
   if (raw === undefined) return { state: fresh };
-  const parsed = deliveryStateSchema.safeParse(raw);
+  const parsed = storedDeliveryStateSchema.safeParse(raw);
   if (parsed.success) return { state: { ...parsed.data, attempts: [...parsed.data.attempts] } };
   const issue = parsed.error.issues[0];
   const where = issue === undefined ? '' : issuePath(issue.path);
@@ -614,7 +614,7 @@ function record(
 }
 
 async function persist(job: Job<JobData, JobResult>, state: DeliveryState): Promise<void> {
-  await job.updateData({ ...job.data, ferry: state });
+  await job.updateData({ ...job.data, ferry: toStoredDeliveryState(state) });
 }
 
 /**
@@ -646,7 +646,8 @@ async function persistOwned(
   deps: DeliveryDeps,
   extra: Pick<RunRecord, 'log' | 'keepLogs' | 'event'> = {},
 ): Promise<void> {
-  const data = { ...job.data, ferry: state };
+  // The history stored compactly (core/stored-history.ts): encoded here, in the one write that stores it.
+  const data = { ...job.data, ferry: toStoredDeliveryState(state) };
   const jobId = job.id ?? '';
   const jobKey = deps.queue.toKey(jobId);
   const written = await recordRun(deps.connection, {

@@ -25,6 +25,7 @@ import { DEAD_LETTER_QUEUE } from '../../src/core/queue-layout.ts';
 import { sealJobData } from '../../src/core/sealed-data.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
+import { storedDeliveryStateSchema } from '../../src/core/stored-history.ts';
 import { Producer } from '../../src/producer/index.ts';
 import { parseKeyring } from '../../src/secrets/crypto.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
@@ -317,7 +318,9 @@ describe('Bull Board job data', () => {
       },
     });
     // The stored history holds the two failed runs with their status, and not the completed one.
-    expect(stored.ferry!.attempts.map(({ outcome, status }) => ({ outcome, status }))).toEqual([
+    // Stored compactly (core/stored-history.ts): decoded as every reader decodes it.
+    const storedHistory = storedDeliveryStateSchema.parse(stored.ferry).attempts;
+    expect(storedHistory.map(({ outcome, status }) => ({ outcome, status }))).toEqual([
       { outcome: 'failed', status: 500 },
       { outcome: 'failed', status: 500 },
     ]);
@@ -402,6 +405,50 @@ describe('Bull Board job data', () => {
     )) as { queues: { name: string; jobs: { id: string }[] }[] };
     const crmJobs = listing.queues.find(({ name }) => name === '{crm}')!.jobs.map(({ id }) => id);
     expect(crmJobs.sort()).toEqual(['array-1', 'ferry-5', 'ferry-bad', 'null-1', 'sealed-1', 'string-1']);
+  });
+
+  it("shows a dead letter's history as the records the API shows, whichever version stored it", async () => {
+    const downstream = await startDownstream(() => ({ status: 500, body: { error: 'down' } }));
+    const ferry = await createTestFerry(redis, {
+      services: crmCalling(downstream.url, { attempts: 2, backoff: { delayMs: 20, maxDelayMs: 50 } }),
+    });
+    const { id } = await ferry.producer.enqueue({ service: 'crm', operation: 'create', input: { n: 1 } });
+    const view = await ferry.producer.waitFor('crm', id, { timeoutMs: 15_000 });
+    expect(view.state).toBe('dead_lettered');
+    const board = await startBoard(ferry.prefix, ferry.config);
+    const dlQ = `${BASE}/api/queues/${enc(DEAD_LETTER_QUEUE)}`;
+    const shownData = async (jobId: string): Promise<Record<string, unknown>> =>
+      ((await getJson(board, `${dlQ}/${jobId}`)) as { job: { data: Record<string, unknown> } }).job.data;
+
+    // Stored compactly (core/stored-history.ts), shown as the API's records, the rest of the record as stored.
+    const stored = JSON.parse(
+      (await redis.client.hget(board.queues.get(DEAD_LETTER_QUEUE)!.toKey(view.deadLetterId!), 'data'))!,
+    ) as Record<string, unknown>;
+    expect((stored.attempts as unknown[])[0]).toBe(2);
+    const apiRecord = (await ferry.pool.deadLetters.get(view.deadLetterId!))!.data;
+    expect(apiRecord.attempts.map((a) => [a.attempt, a.outcome, a.status])).toEqual([
+      [1, 'failed', 500],
+      [2, 'failed', 500],
+    ]);
+    expect(await shownData(view.deadLetterId!)).toEqual({ ...stored, attempts: apiRecord.attempts });
+
+    // A 0.1.0 dead letter (objects) is shown as it was; a history of neither version, as stored.
+    const deadLetters = board.queues.get(DEAD_LETTER_QUEUE)!;
+    const legacy = await deadLetters.add('crm.create', { ...stored, attempts: apiRecord.attempts });
+    expect(await shownData(legacy.id!)).toEqual({ ...stored, attempts: apiRecord.attempts });
+    const odd = await deadLetters.add('crm.create', { ...stored, attempts: [7, 'x'] });
+    expect(await shownData(odd.id!)).toEqual({ ...stored, attempts: [7, 'x'] });
+    // The listing formats every job of the page the same way.
+    const listing = (await getJson(
+      board,
+      `${BASE}/api/queues?${new URLSearchParams({ activeQueue: DEAD_LETTER_QUEUE, status: 'latest', page: '1', jobsPerPage: '50' })}`,
+    )) as { queues: { name: string; jobs: { id: string; data: { attempts: unknown } }[] }[] };
+    const listed = listing.queues.find(({ name }) => name === DEAD_LETTER_QUEUE)!.jobs;
+    expect(Object.fromEntries(listed.map(({ id: jobId, data }) => [jobId, data.attempts]))).toEqual({
+      [view.deadLetterId!]: apiRecord.attempts,
+      [legacy.id!]: apiRecord.attempts,
+      [odd.id!]: [7, 'x'],
+    });
   });
 });
 

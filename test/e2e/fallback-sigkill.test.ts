@@ -10,7 +10,7 @@
 import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
-import type { DeliveryState, JobData, JobResult } from '../../src/core/job.ts';
+import type { JobData, JobResult, StoredDeliveryState } from '../../src/core/job.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
@@ -75,7 +75,7 @@ describe('fallback routing and SIGKILL', () => {
     const primaryBefore = primary.requests.length;
     const backupBefore = backup.requests.length;
 
-    const stateOf = async (id: string): Promise<DeliveryState | undefined> => {
+    const stateOf = async (id: string): Promise<StoredDeliveryState | undefined> => {
       const raw = await redis.client.hget(primaryQueue.toKey(id), 'data');
       return raw === null ? undefined : (JSON.parse(raw) as JobData).ferry;
     };

@@ -10,12 +10,14 @@ import { createServer, type IncomingMessage } from 'node:http';
 import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { storedDeliveryStateSchema, storedHistorySchema } from '../../src/core/stored-history.ts';
 import {
   type AttemptRecord,
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
   deadLetterJobName,
   type DeadLetterRecord,
+  type DeliveryState,
   type JobData,
   type JobResult,
   Producer,
@@ -86,7 +88,8 @@ interface Stored {
   id: string;
   state: string;
   name: string;
-  data: JobData;
+  /** The job data, Ferry's bookkeeping decoded (its history is stored compactly: core/stored-history.ts). */
+  data: Omit<JobData, 'ferry'> & { ferry?: DeliveryState };
   result: JobResult | undefined;
   failedReason: string | undefined;
   stalledCounter: number;
@@ -119,11 +122,12 @@ class Inspector {
     const state = await this.queue.getJobState(id);
     const job = await Job.fromId<JobData, JobResult>(this.queue, id);
     if (job === undefined) throw new Error(`job ${id} is missing`);
+    const { ferry, ...data } = job.data;
     return {
       id,
       state,
       name: job.name,
-      data: job.data,
+      data: ferry === undefined ? data : { ...data, ferry: storedDeliveryStateSchema.parse(ferry) },
       result: job.returnvalue ?? undefined,
       failedReason: job.failedReason,
       stalledCounter: job.stalledCounter,
@@ -147,8 +151,11 @@ class Inspector {
     return ids.sort();
   }
 
+  /** A dead letter, its history decoded (stored compactly: core/stored-history.ts). */
   async deadLetter(id: string): Promise<Job<DeadLetterRecord> | undefined> {
-    return Job.fromId<DeadLetterRecord>(this.deadLetters, id);
+    const job = await Job.fromId<DeadLetterRecord>(this.deadLetters, id);
+    if (job !== undefined) job.data.attempts = storedHistorySchema.parse(job.data.attempts);
+    return job;
   }
 }
 

@@ -8,6 +8,7 @@ import { createServer, type ServerResponse } from 'node:http';
 import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { storedDeliveryStateSchema } from '../../src/core/stored-history.ts';
 import {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -164,7 +165,8 @@ describe('SIGTERM to a worker process', () => {
     // Not lost, not failed, not dead-lettered: back on the queue with an interrupted run and no attempt used.
     expect(['waiting', 'delayed']).toContain(await queue.getJobState(id));
     const job = await Job.fromId<JobData, JobResult>(queue, id);
-    expect(job?.data.ferry?.attempts).toEqual([
+    // Stored compactly (core/stored-history.ts): decoded as every reader decodes it.
+    expect(storedDeliveryStateSchema.parse(job?.data.ferry).attempts).toEqual([
       expect.objectContaining({
         attempt: 1,
         outcome: 'interrupted',

@@ -72,6 +72,19 @@ describe('raw BullMQ producer', () => {
       'ferry.final',
     ],
     ['a ferry state that is not an object', 'create', { input: {}, ferry: 'x' }, 'ferry:'],
+    // The stored history's version 2 (core/stored-history.ts): a bad run, and a version it does not know.
+    [
+      'a malformed stored run (attempt 0)',
+      'create',
+      { input: {}, ferry: { attempts: [2, [0, 'failed', 1, 1, 'x']], heldMs: 0, stallsSeen: 0 } },
+      'ferry.attempts[1][0]',
+    ],
+    [
+      'an unknown history version',
+      'create',
+      { input: {}, ferry: { attempts: [3, [1, 'failed', 1, 1, 'x']], heldMs: 0, stallsSeen: 0 } },
+      'ferry.attempts[0]',
+    ],
   ])(
     '%s is dead-lettered at once with ValidationError, without a call',
     async (_name, operation, data, field) => {

@@ -10,13 +10,7 @@
  */
 import type { ErrorRecord } from '../../core/errors.ts';
 import { parseFailedReason } from '../../core/failed-reason.ts';
-import {
-  type AttemptRecord,
-  completedAttempt,
-  deliveryStateSchema,
-  type JobResult,
-  usedAttempts,
-} from '../../core/job.ts';
+import { type AttemptRecord, completedAttempt, type JobResult, usedAttempts } from '../../core/job.ts';
 import {
   HELD_STREAM_EVENT,
   type JobEvent,
@@ -27,6 +21,7 @@ import {
 import { readResultLinks } from '../../core/job-links.ts';
 import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../../core/queue-layout.ts';
 import type { RedisClient } from '../../core/redis.ts';
+import { storedDeliveryStateSchema } from '../../core/stored-history.ts';
 
 /** One stream entry: its id, its `event` field and the other fields (`completed`'s returnvalue maybe parsed). */
 export interface StreamEntry {
@@ -121,7 +116,7 @@ export async function readJob(
   if (typeof data.tenant === 'string') info.tenant = data.tenant;
   if (isRecord(data.metadata)) info.metadata = data.metadata;
   if (failedReason === null) return { info, deadLetter: undefined };
-  const state = deliveryStateSchema.safeParse(data.ferry);
+  const state = storedDeliveryStateSchema.safeParse(data.ferry);
   const createdAt = Number(timestamp);
   const deadLetter: DeadLetterDetail = {
     error:
