@@ -10,6 +10,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import {
   type AttemptRecord,
   DEAD_LETTER_QUEUE,
@@ -124,7 +125,7 @@ class Inspector {
       state,
       name: job.name,
       data: job.data,
-      result: job.returnvalue ?? undefined,
+      result: decodeStoredResult(job.returnvalue, job.data),
       failedReason: job.failedReason,
       stalledCounter: job.stalledCounter,
       createdAt: job.timestamp,
