@@ -174,8 +174,8 @@ function toAdapter(queue: Queue): BullMQAdapter {
 }
 
 /**
- * The stored forms of a completed job's result: the compact one (core/stored-result.ts) from the value alone
- * (the formatter sees nothing else), then its metadata from the job's data by the after hook.
+ * Each result shownReturnValue decoded, to the compact array it came from: the formatter sees the value alone,
+ * so the after hook decodes that array again with the job's data, for the result's metadata.
  */
 const compactResults = new WeakMap<object, unknown[]>();
 /** The data each shown data object was made from: the after hook takes a compact result's metadata from it. */
