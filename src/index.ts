@@ -53,6 +53,12 @@ export {
   ServicesFileError,
 } from './core/services/load.ts';
 export type { ServiceConfig, ServicesConfig } from './core/services/types.ts';
+export {
+  decodeStoredResult,
+  STORED_RESULT_VERSION,
+  type StoredJobRef,
+  type StoredResult,
+} from './core/stored-result.ts';
 export type { TraceContext } from './core/trace-context.ts';
 export {
   DEFAULT_MAX_FOLLOW_HOPS,

@@ -31,6 +31,7 @@ import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts'
 import { completedAttempt, type JobResult, usedAttempts } from '../core/job.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
 import { decodeHistory, storedDeliveryStateSchema } from '../core/stored-history.ts';
+import { decodeStoredResult } from '../core/stored-result.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
 
@@ -169,7 +170,29 @@ function toAdapter(queue: Queue): BullMQAdapter {
   });
   // What the board shows of a job's data; Redis keeps the data as it is (the worker and the tools read it).
   adapter.setFormatter('data', isServiceQueue ? shownJobData : shownDeadLetterData);
+  if (isServiceQueue) adapter.setFormatter('returnValue', shownReturnValue);
   return adapter;
+}
+
+/**
+ * Each result shownReturnValue decoded, to the compact array it came from: the formatter sees the value alone,
+ * so the after hook decodes that array again with the job's data, for the result's metadata.
+ */
+const compactResults = new WeakMap<object, unknown[]>();
+/** The data each shown data object was made from: the after hook takes a compact result's metadata from it. */
+const shownFrom = new WeakMap<object, unknown>();
+
+/**
+ * A service queue job's return value as the board shows it: the compact form as the result's fields (DESIGN
+ * §4), so the Result tab reads as it did before issue 20; anything else (the 0.1.0 object form, a raw worker's
+ * value) as it is. A surprise shows the value unchanged.
+ */
+export function shownReturnValue(value: unknown): unknown {
+  if (!Array.isArray(value)) return value;
+  const result = decodeStoredResult(value);
+  if (result === undefined) return value;
+  compactResults.set(result, value);
+  return result;
 }
 
 /** The key under which the board shows Ferry's bookkeeping of a service queue's job (docs/operations.md). */
@@ -188,7 +211,9 @@ export const SHOWN_DELIVERY_KEY = 'ferryDelivery';
 export function shownJobData(data: unknown): unknown {
   try {
     if (!isRecord(data) || Object.hasOwn(data, SHOWN_DELIVERY_KEY)) return data;
-    return withDeliverySlot(shownServiceJobData(data));
+    const shown = withDeliverySlot(shownServiceJobData(data));
+    shownFrom.set(shown, data);
+    return shown;
   } catch {
     return data;
   }
@@ -246,6 +271,14 @@ function withCompletedRun(job: Record<string, unknown>): void {
   delivery.history = [...history, run];
   delivery.attemptsUsed = failed + 1;
   data[SHOWN_DELIVERY_KEY] = delivery;
+}
+
+/** A compact result's metadata (it stores none): the job data's, as the job API adds it (never a sealed job's). */
+function withResultMetadata(job: Record<string, unknown>): void {
+  const stored = isRecord(job.returnValue) ? compactResults.get(job.returnValue) : undefined;
+  if (stored === undefined || !isRecord(job.data)) return;
+  const result = decodeStoredResult(stored, shownFrom.get(job.data) ?? job.data);
+  if (result !== undefined) job.returnValue = result;
 }
 
 /**
@@ -312,6 +345,7 @@ function shownJobs(_context: HookContext, result: ControllerHandlerReturnType): 
 }
 
 function shownJob(job: Record<string, unknown>): void {
+  withResultMetadata(job);
   withCompletedRun(job);
   if (job.stacktrace !== undefined) job.stacktrace = [];
   if (typeof job.failedReason === 'string' && job.failedReason !== '') {

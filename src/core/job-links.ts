@@ -22,7 +22,7 @@ export interface ResultLinks {
   routedTo?: JobRef;
 }
 
-/** `next` and `routedTo` of a return value, each only when well-formed. */
+/** `next` and `routedTo` of a result (decoded: core/stored-result.ts), each only when well-formed. */
 export function readResultLinks(result: unknown): ResultLinks {
   if (typeof result !== 'object' || result === null || Array.isArray(result)) return {};
   const { next, routedTo } = result as Record<string, unknown>;

@@ -352,7 +352,7 @@ export function isTriviallyValidJobData(data: unknown): data is JobData {
   );
 }
 
-/** A completed job's return value. */
+/** A completed job's result (DESIGN §4); BullMQ stores it compactly (core/stored-result.ts). */
 export interface JobResult {
   status: number;
   /** Only allow-listed headers (content-type, location, etag, request ids, rate-limit info). */

@@ -29,6 +29,7 @@ import {
 } from '../core/schedule-layout.ts';
 import { MAX_FALLBACK_CHAIN } from '../core/services/flow-graph.ts';
 import type { ScheduleConfig, ServicesConfig } from '../core/services/types.ts';
+import { decodeStoredResult } from '../core/stored-result.ts';
 import { type OpsDeps, withQueues } from './deps.ts';
 
 /** What became of a schedule's last run, read from its job. */
@@ -145,7 +146,7 @@ async function jobOutcome(
   const state = await queue.getJobState(jobId);
   switch (state) {
     case 'completed': {
-      const { routedTo } = readResultLinks((await queue.getJob(jobId))?.returnvalue);
+      const { routedTo } = readResultLinks(decodeStoredResult((await queue.getJob(jobId))?.returnvalue));
       return routedTo === undefined
         ? { outcome: { outcome: 'completed' } }
         : { outcome: { outcome: 'completed' }, routedTo };

@@ -23,6 +23,12 @@ export {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 export type { Keyring } from '../core/sealed-data.ts';
+export {
+  decodeStoredResult,
+  STORED_RESULT_VERSION,
+  type StoredJobRef,
+  type StoredResult,
+} from '../core/stored-result.ts';
 export type { TraceContext } from '../core/trace-context.ts';
 export {
   DEFAULT_MAX_FOLLOW_HOPS,

@@ -26,6 +26,7 @@ import {
 import { createRedisConnection, type RedisClient, waitUntilReady } from '../core/redis.ts';
 import { type Keyring, sealJobData } from '../core/sealed-data.ts';
 import { storedDeliveryStateSchema } from '../core/stored-history.ts';
+import { decodeStoredResult } from '../core/stored-result.ts';
 import type { TraceContext } from '../core/trace-context.ts';
 import {
   checkReplicaSettings,
@@ -251,7 +252,7 @@ export class Producer {
     // State first, then the job: read the other way round, a job that completes in between would show as
     // completed with the data it had while active (no result yet).
     const rawState = await queue.getJobState(id);
-    const job = await Job.fromId<JobData, JobResult>(queue, id);
+    const job = await Job.fromId<JobData, unknown>(queue, id);
     if (job === undefined) return undefined;
     const state: JobState =
       rawState === 'failed'
@@ -266,7 +267,8 @@ export class Producer {
     const delivery = parsed.success ? parsed.data : undefined;
     const recorded = delivery?.attempts ?? [];
     const failedAttempts = usedAttempts(recorded);
-    const result = state === 'completed' ? (job.returnvalue ?? undefined) : undefined;
+    // Either stored form, checked (the return value is anyone's to write); metadata from the job's data.
+    const result = state === 'completed' ? decodeStoredResult(job.returnvalue, job.data) : undefined;
     const last = [...recorded].reverse().find((a) => a.type !== undefined);
     const completedRun = completedAttempt(result, job.finishedOn, failedAttempts);
     const history = completedRun === undefined ? recorded : [...recorded, completedRun];

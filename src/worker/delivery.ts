@@ -35,6 +35,7 @@ import { deadLetterJobId, defaultIdempotencyKey } from '../core/queue-layout.ts'
 import type { RedisClient } from '../core/redis.ts';
 import type { CompiledEnqueue, ServiceConfig } from '../core/services/types.ts';
 import { storedDeliveryStateSchema, toStoredDeliveryState } from '../core/stored-history.ts';
+import { encodeStoredResult, type StoredResult } from '../core/stored-result.ts';
 import {
   deadLetterFromJob,
   type DeadLetterWriter,
@@ -80,7 +81,7 @@ const SKIPPED: DeliveryOutcome = Object.freeze({ kind: 'skipped' });
  * shutdown comes from `deps.shutdownSignal`, one for the whole pool, instead (BullMQ's per-job signals only
  * served cancelAllJobs).
  */
-export type DeliveryProcessor = (job: Job<JobData, JobResult>, token?: string) => Promise<JobResult>;
+export type DeliveryProcessor = (job: Job<JobData, StoredResult>, token?: string) => Promise<StoredResult>;
 
 export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
   const { service, logger } = deps;
@@ -208,7 +209,9 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
             durationMs: outcome.durationMs,
             result,
           });
-          return result;
+          // What BullMQ stores (twice: the job hash and the stream's `completed` entry) is the compact form, which
+          // its JSON.stringify writes faster than the object; listeners above got the JobResult.
+          return encodeStoredResult(result);
         }
         case 'defer': {
           if (outcome.kind !== 'deferred') throw mismatch(decision, outcome.kind);
@@ -313,7 +316,7 @@ export function createDeliveryProcessor(deps: DeliveryDeps): DeliveryProcessor {
 
 /** A failed attempt, run again later: recorded, then moveToDelayed + DelayedError. */
 async function retry(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   error: FerryError,
@@ -358,7 +361,7 @@ async function retry(
 
 /** The whole service waits: the held time counted, then queue.rateLimit + RateLimitError. */
 async function hold(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   error: FerryError,
@@ -406,19 +409,21 @@ async function hold(
 
 /** Fallback routing (fallback-route.ts): BullMQ's side of it, the lock checks; the rest is applyRoute's. */
 async function route(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   routedTo: JobRef,
   deps: DeliveryDeps,
   base: EventBase,
-): Promise<JobResult> {
-  return applyRoute(routedJob(job), state, routedTo, base, {
-    ...deps,
-    router: deps.fallbacks,
-    persist: () => persistOwned(job, token, state, deps),
-    assertOwned: () => assertOwned(job, token, deps),
-  });
+): Promise<StoredResult> {
+  return encodeStoredResult(
+    await applyRoute(routedJob(job), state, routedTo, base, {
+      ...deps,
+      router: deps.fallbacks,
+      persist: () => persistOwned(job, token, state, deps),
+      assertOwned: () => assertOwned(job, token, deps),
+    }),
+  );
 }
 
 /**
@@ -428,7 +433,7 @@ async function route(
 function withFallbackState(
   outcome: AttemptOutcome,
   service: ServiceConfig,
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   deps: DeliveryDeps,
 ): DeliveryOutcome {
   if (outcome.kind !== 'held' || outcome.error.type !== 'CircuitOpenError' || deps.fallbacks === undefined)
@@ -438,7 +443,7 @@ function withFallbackState(
   return { kind: 'held', error, holdMs, fallbackOpen };
 }
 
-function routedJob(job: Job<JobData, JobResult>): RoutedJob {
+function routedJob(job: Job<JobData, StoredResult>): RoutedJob {
   return {
     id: job.id ?? '',
     name: job.name,
@@ -454,7 +459,7 @@ function routedJob(job: Job<JobData, JobResult>): RoutedJob {
  * is the onFailure rule that matched, for the reaction.)
  */
 async function deadLetter(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   decision: Extract<Decision, { kind: 'deadLetter' }>,
@@ -510,7 +515,7 @@ async function deadLetter(
  * (template error, chain too deep) dead-letters this job as ValidationError instead.
  */
 async function enqueueNext(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   result: JobResult,
@@ -573,7 +578,7 @@ function readTenant(data: JobData | undefined): string | undefined {
  * `interrupted` entry: the history shows the lost run, and it uses no attempt (DESIGN §8).
  */
 function recordStalls(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   state: DeliveryState,
   base: EventBase,
   deps: DeliveryDeps,
@@ -613,7 +618,7 @@ function record(
   return entry;
 }
 
-async function persist(job: Job<JobData, JobResult>, state: DeliveryState): Promise<void> {
+async function persist(job: Job<JobData, StoredResult>, state: DeliveryState): Promise<void> {
   await job.updateData({ ...job.data, ferry: toStoredDeliveryState(state) });
 }
 
@@ -626,7 +631,7 @@ class LostLockError extends Error {
 }
 
 async function assertOwned(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   deps: DeliveryDeps,
 ): Promise<void> {
@@ -640,7 +645,7 @@ async function assertOwned(
  * event when given: one round trip (record-run.ts), what assertOwned + persist (+ job.log + the event) did.
  */
 async function persistOwned(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, StoredResult>,
   token: string | undefined,
   state: DeliveryState,
   deps: DeliveryDeps,

@@ -113,7 +113,7 @@ export async function syncSchedules(deps: ScheduleSyncDeps): Promise<ScheduleSyn
 }
 
 /** Whether a job is a scheduler's tick (not a run: runs are ordinary jobs). */
-export function isScheduleTick(job: Job<JobData, JobResult>): boolean {
+export function isScheduleTick(job: Job<JobData, unknown>): boolean {
   return parseTick(job.id, job.repeatJobKey) !== undefined;
 }
 
@@ -126,7 +126,7 @@ export function isScheduleTick(job: Job<JobData, JobResult>): boolean {
 const MAX_TICK_EARLY_MS = 60_000;
 
 export async function runScheduleTick(
-  job: Job<JobData, JobResult>,
+  job: Job<JobData, unknown>,
   deps: {
     connection: RedisClient;
     prefix: string;

@@ -7,9 +7,10 @@ import { type Job, MetricsTime, Queue } from 'bullmq';
 
 import type { BreakerOptions, BreakerRegistry } from '../breakers/index.ts';
 import type { DeliveryEventListener } from '../core/delivery-events.ts';
-import type { JobData, JobResult } from '../core/job.ts';
+import type { JobData } from '../core/job.ts';
 import { serviceQueueName } from '../core/queue-layout.ts';
 import type { ServiceConfig } from '../core/services/types.ts';
+import { encodeStoredResult, type StoredResult } from '../core/stored-result.ts';
 import { type Clock, MINUTE, SECOND } from '../core/time.ts';
 import { type DeadLetterReaction, reconcileJob, sweepFailed } from '../dead-letter/reconciler.ts';
 import type { DeadLetterWriter } from '../dead-letter/writer.ts';
@@ -51,7 +52,7 @@ export interface PoolContext {
 
 export interface ServiceRuntime {
   service: ServiceConfig;
-  queue: Queue<JobData, JobResult>;
+  queue: Queue<JobData, StoredResult>;
   worker: TrackedWorker;
   pools: PoolSet;
   lastSweepMs: number;
@@ -73,7 +74,7 @@ export function breakerOptionsOf(service: ServiceConfig): BreakerOptions {
 
 export function createServiceRuntime(context: PoolContext, service: ServiceConfig): ServiceRuntime {
   const { connection, prefix } = context.options;
-  const queue = new Queue<JobData, JobResult>(serviceQueueName(service.name), { connection, prefix });
+  const queue = new Queue<JobData, StoredResult>(serviceQueueName(service.name), { connection, prefix });
   const pools = new PoolSet({
     connections: service.concurrency,
     egress: egressScopeOf(service),
@@ -103,9 +104,9 @@ export function createServiceRuntime(context: PoolContext, service: ServiceConfi
 function createProcessor(
   context: PoolContext,
   service: ServiceConfig,
-  queue: Queue<JobData, JobResult>,
+  queue: Queue<JobData, StoredResult>,
   pools: PoolSet,
-): (job: Job<JobData, JobResult>, token?: string) => Promise<JobResult> {
+): (job: Job<JobData, StoredResult>, token?: string) => Promise<StoredResult> {
   const { options, lockDurationMs } = context;
   const { connection, prefix, logger, keyring } = options;
   const deliver = createDeliveryProcessor({
@@ -145,13 +146,14 @@ function createProcessor(
   });
   const { schedules, services } = options.config;
   const tickDeps = { connection, prefix, service: service.name, queue, logger, schedules, services, keyring };
-  return (job, token) => (isScheduleTick(job) ? runScheduleTick(job, tickDeps) : deliver(job, token));
+  return (job, token) =>
+    isScheduleTick(job) ? runScheduleTick(job, tickDeps).then(encodeStoredResult) : deliver(job, token);
 }
 
 function createWorker(
   context: PoolContext,
   service: ServiceConfig,
-  processor: (job: Job<JobData, JobResult>, token?: string) => Promise<JobResult>,
+  processor: (job: Job<JobData, StoredResult>, token?: string) => Promise<StoredResult>,
 ): TrackedWorker {
   const { options } = context;
   const worker = new TrackedWorker(serviceQueueName(service.name), processor, {

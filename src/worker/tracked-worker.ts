@@ -1,21 +1,22 @@
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 
-import type { JobData, JobResult } from '../core/job.ts';
+import type { JobData } from '../core/job.ts';
+import type { StoredResult } from '../core/stored-result.ts';
 
 /**
  * A BullMQ Worker that knows which jobs it is running: a job is in flight from the moment it is taken until
  * BullMQ has recorded its outcome in Redis (completed, failed, delayed or put back), which is when processJob
  * settles. What is still in flight when a shutdown gives up was not recorded, and will run again.
  */
-export class TrackedWorker extends Worker<JobData, JobResult> {
-  readonly inFlight = new Set<Job<JobData, JobResult>>();
+export class TrackedWorker extends Worker<JobData, StoredResult> {
+  readonly inFlight = new Set<Job<JobData, StoredResult>>();
   #idle: (() => void) | undefined;
 
   override async processJob(
-    job: Job<JobData, JobResult>,
+    job: Job<JobData, StoredResult>,
     token: string,
     fetchNextCallback?: () => boolean,
-  ): Promise<void | Job<JobData, JobResult>> {
+  ): Promise<void | Job<JobData, StoredResult>> {
     this.inFlight.add(job);
     try {
       return await super.processJob(job, token, fetchNextCallback);
@@ -36,7 +37,7 @@ export class TrackedWorker extends Worker<JobData, JobResult> {
     jobData?: Parameters<Worker['createJob']>[0],
     jobId?: string,
     token?: string,
-  ): Promise<Job<JobData, JobResult>> {
+  ): Promise<Job<JobData, StoredResult>> {
     // No job taken comes as null data (BullMQ's moveToActive answers `[null, 0, …]` while the queue is empty,
     // held, paused or waiting for a delayed job), not as undefined: BullMQ itself checks `!jobData`.
     if (jobData != null && jobId !== undefined && token !== undefined) {
@@ -52,7 +53,7 @@ export class TrackedWorker extends Worker<JobData, JobResult> {
           token,
           false,
         );
-        return undefined as unknown as Job<JobData, JobResult>;
+        return undefined as unknown as Job<JobData, StoredResult>;
       }
     }
     return super.nextJobFromJobData(jobData, jobId, token);

@@ -14,6 +14,7 @@ import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -139,7 +140,7 @@ describe('ferry dev', () => {
     });
     const completed = await queue.getJobs(['completed']);
     expect(completed.map((job) => job.name).sort()).toEqual(['echo', 'flaky']);
-    expect(completed.find((job) => job.name === 'flaky')?.returnvalue).toMatchObject({
+    expect(decodeStoredResult(completed.find((job) => job.name === 'flaky')?.returnvalue)).toMatchObject({
       status: 200,
       attempts: 3,
     });

@@ -13,6 +13,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import type { JobData, JobResult, StoredDeliveryState } from '../../src/core/job.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
 import { Producer } from '../../src/producer/index.ts';
 import { startDownstream } from '../helpers/downstream.ts';
@@ -111,7 +112,10 @@ describe('fallback routing and SIGKILL', () => {
     for (const [i, view] of views.entries()) {
       expect(view.state, `job ${i}`).toBe('completed');
       const source = await Job.fromId<JobData, JobResult>(primaryQueue, accepted[i]!.id);
-      expect(source?.returnvalue?.routedTo).toEqual({ service: BACKUP, jobId: idempotentJobId(keys[i]!) });
+      expect(decodeStoredResult(source?.returnvalue)?.routedTo).toEqual({
+        service: BACKUP,
+        jobId: idempotentJobId(keys[i]!),
+      });
     }
     expect(await backupQueue.count()).toBe(N);
 

@@ -8,6 +8,7 @@
 import { Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import {
   type DeadLetterRecord,
   idempotentJobId,
@@ -234,10 +235,10 @@ describe('then end to end', () => {
       idempotencyKey: `order-${uniquePrefix()}`,
     });
     expect((await producer.waitFor('crm', job.id, { timeoutMs: 20_000 })).state).toBe('completed');
-    const next2 = (await queue('crm').getJob(job.id))!.returnvalue.next!;
+    const next2 = decodeStoredResult((await queue('crm').getJob(job.id))!.returnvalue)!.next!;
     expect(next2.service).toBe('billing');
     expect((await producer.waitFor('billing', next2.jobId, { timeoutMs: 20_000 })).state).toBe('completed');
-    const next3 = (await queue('billing').getJob(next2.jobId))!.returnvalue.next!;
+    const next3 = decodeStoredResult((await queue('billing').getJob(next2.jobId))!.returnvalue)!.next!;
     expect((await producer.waitFor('mail', next3.jobId, { timeoutMs: 20_000 })).state).toBe('completed');
     const step3 = await queue('mail').getJob(next3.jobId);
     expect(step3?.data.origin).toEqual({ kind: 'then', source: next2, depth: 2 });
@@ -253,7 +254,7 @@ describe('then end to end', () => {
     await startWorker(env(redis.url));
     const job = await producer.enqueue({ service: 'crm', operation: 'echo', input: { n: 1 } });
     expect((await producer.waitFor('crm', job.id, { timeoutMs: 20_000 })).state).toBe('completed');
-    const next = (await queue('crm').getJob(job.id))!.returnvalue.next!;
+    const next = decodeStoredResult((await queue('crm').getJob(job.id))!.returnvalue)!.next!;
     expect((await producer.waitFor('mail', next.jobId, { timeoutMs: 20_000 })).state).toBe('completed');
     const step = await queue('mail').getJob(next.jobId);
     // Inserted as data, never expanded: the downstream's template reaches the next call as text.

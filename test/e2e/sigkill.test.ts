@@ -11,6 +11,7 @@ import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { storedDeliveryStateSchema, storedHistorySchema } from '../../src/core/stored-history.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import {
   type AttemptRecord,
   DEAD_LETTER_QUEUE,
@@ -128,7 +129,7 @@ class Inspector {
       state,
       name: job.name,
       data: ferry === undefined ? data : { ...data, ferry: storedDeliveryStateSchema.parse(ferry) },
-      result: job.returnvalue ?? undefined,
+      result: decodeStoredResult(job.returnvalue, job.data),
       failedReason: job.failedReason,
       stalledCounter: job.stalledCounter,
       createdAt: job.timestamp,

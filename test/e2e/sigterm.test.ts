@@ -9,6 +9,7 @@ import { Job, Queue } from 'bullmq';
 import { describe, expect, it, onTestFinished } from 'vitest';
 
 import { storedDeliveryStateSchema } from '../../src/core/stored-history.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import {
   DEAD_LETTER_QUEUE,
   deadLetterJobId,
@@ -108,7 +109,7 @@ describe('SIGTERM to a worker process', () => {
     for (const id of inFlight) {
       expect(await queue.getJobState(id)).toBe('completed');
       const job = await Job.fromId<JobData, JobResult>(queue, id);
-      expect(job?.returnvalue).toMatchObject({
+      expect(decodeStoredResult(job?.returnvalue)).toMatchObject({
         status: 201,
         body: { created: job?.data.input },
         attempts: 1,
@@ -184,7 +185,7 @@ describe('SIGTERM to a worker process', () => {
     const next = await startWorker(env);
     await expect.poll(() => queue.getJobState(id), { timeout: 30_000 }).toBe('completed');
     const done = await Job.fromId<JobData, JobResult>(queue, id);
-    expect(done?.returnvalue).toMatchObject({ status: 200, attempts: 1 });
+    expect(decodeStoredResult(done?.returnvalue)).toMatchObject({ status: 200, attempts: 1 });
     expect(service.requests.map((request) => request.key)).toEqual(['order-7', 'order-7']);
     expect(await redis.client.exists(deadLetterKey)).toBe(0);
     next.terminate();

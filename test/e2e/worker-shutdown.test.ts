@@ -11,6 +11,7 @@ import { Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import { type JobData, type JobResult, Producer, serviceQueueName } from '../../src/index.ts';
 import { registerCleanup } from '../helpers/cleanup.ts';
 import { listenOnFreePort } from '../helpers/listen.ts';
@@ -85,7 +86,7 @@ describe.each<RedisState>(['up', 'SIGKILLed', 'SIGSTOPped'])('SIGTERM while Redi
         .toEqual(['completed', 'completed', 'completed']);
       for (const id of ids) {
         const job = await Job.fromId<JobData, JobResult>(queue, id);
-        expect(job?.returnvalue).toMatchObject({ status: 200 });
+        expect(decodeStoredResult(job?.returnvalue)).toMatchObject({ status: 200 });
       }
       const calls = downstream.requests.map((request) => request.key);
       for (const key of keys) expect(calls.filter((k) => k === key).length).toBeGreaterThanOrEqual(2);

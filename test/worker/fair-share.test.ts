@@ -11,6 +11,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 
 import type { JobData, JobResult } from '../../src/core/job.ts';
 import { serviceQueueName, tenantLeaseKeys } from '../../src/core/queue-layout.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import { createTenantLeases } from '../../src/worker/tenant-leases.ts';
 import { createTestFerry, type TestFerry } from '../helpers/ferry.ts';
 import { listenOnFreePort } from '../helpers/listen.ts';
@@ -132,7 +133,7 @@ describe('tenantConcurrency', () => {
       const done = await queue.getCompleted(0, -1);
       expect(done.length).toBeGreaterThan(10);
       for (const job of done) {
-        expect(job.returnvalue.attempts).toBe(1);
+        expect(decodeStoredResult(job.returnvalue)?.attempts).toBe(1);
         expect(job.data.ferry?.attempts ?? []).toEqual([]);
       }
     },

@@ -17,6 +17,7 @@ import { createLogger } from '../../src/core/logger.ts';
 import { idempotentJobId, serviceQueueName } from '../../src/core/queue-layout.ts';
 import { parseServicesConfig } from '../../src/core/services/load.ts';
 import type { ServicesConfig } from '../../src/core/services/types.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { closeBreaker, openBreaker } from '../../src/ops/breaker-control.ts';
 import { Producer } from '../../src/producer/index.ts';
@@ -198,7 +199,19 @@ describe('fallback routing while the breaker is open', () => {
       if (i % 2 === 0) expect(key).toBe(`sms-${i}`);
       expectedKeys.add(key);
       const routedTo = { service: BACKUP, jobId: idempotentJobId(key) };
-      expect(source!.returnvalue).toEqual({
+      // Stored compactly (issue 20), read back as the job API reads it.
+      expect(source!.returnvalue).toEqual([
+        1,
+        0,
+        {},
+        null,
+        0,
+        0,
+        0,
+        null,
+        [routedTo.service, routedTo.jobId],
+      ]);
+      expect(decodeStoredResult(source!.returnvalue, source!.data)).toEqual({
         status: 0,
         headers: {},
         body: null,

@@ -17,6 +17,7 @@ import type {
   ServicesConfig,
   TemplateContext,
 } from '../../src/core/services/types.ts';
+import { decodeStoredResult } from '../../src/core/stored-result.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { onFailureIdempotencyKey, thenIdempotencyKey } from '../../src/worker/follow-ups.ts';
 import { startDownstream } from '../helpers/downstream.ts';
@@ -439,7 +440,7 @@ describe('then', () => {
     const stepOne = await queueOf(ferry, 'svc').getJob(job.id);
     const key2 = thenIdempotencyKey('svc', 'order-7');
     const next2 = { service: 'two', jobId: idempotentJobId(key2) };
-    expect(stepOne?.returnvalue.next).toEqual(next2);
+    expect(decodeStoredResult(stepOne?.returnvalue)?.next).toEqual(next2);
 
     await ferry.producer.waitFor('two', next2.jobId, { timeoutMs: 15_000 });
     const stepTwo = await queueOf(ferry, 'two').getJob(next2.jobId);
@@ -450,13 +451,13 @@ describe('then', () => {
       origin: { kind: 'then', source: { service: 'svc', jobId: job.id }, depth: 1 },
     });
     const next3 = { service: 'three', jobId: idempotentJobId(thenIdempotencyKey('two', key2)) };
-    expect(stepTwo?.returnvalue.next).toEqual(next3);
+    expect(decodeStoredResult(stepTwo?.returnvalue)?.next).toEqual(next3);
     expect((await ferry.producer.waitFor('three', next3.jobId, { timeoutMs: 15_000 })).state).toBe(
       'completed',
     );
     const stepThree = await queueOf(ferry, 'three').getJob(next3.jobId);
     expect(stepThree?.data.origin).toEqual({ kind: 'then', source: next2, depth: 2 });
-    expect(stepThree?.returnvalue.next).toBeUndefined();
+    expect(decodeStoredResult(stepThree?.returnvalue)?.next).toBeUndefined();
 
     const received = requestsTo('/step3').filter(
       (request) => request.headers['idempotency-key'] === stepThree?.data.idempotencyKey,
@@ -529,7 +530,7 @@ describe('then', () => {
     const job = await ferry.producer.enqueue({ service: 'svc', operation: 'step1', input: { email: 'c' } });
     expect((await ferry.producer.waitFor('svc', job.id, { timeoutMs: 15_000 })).state).toBe('completed');
     const stepOne = await queueOf(ferry, 'svc').getJob(job.id);
-    const next2 = stepOne!.returnvalue.next!;
+    const next2 = decodeStoredResult(stepOne!.returnvalue)!.next!;
     const two = await ferry.producer.waitFor('two', next2.jobId, { timeoutMs: 15_000 });
     expect(two.state).toBe('dead_lettered');
     const record = await deadLetter(ferry, two.deadLetterId!);

@@ -22,6 +22,7 @@ import { readResultLinks } from '../../core/job-links.ts';
 import { DEAD_LETTERED_FIELD, deadLetterJobId } from '../../core/queue-layout.ts';
 import type { RedisClient } from '../../core/redis.ts';
 import { storedDeliveryStateSchema } from '../../core/stored-history.ts';
+import { decodeStoredResult } from '../../core/stored-result.ts';
 
 /** One stream entry: its id, its `event` field and the other fields (`completed`'s returnvalue maybe parsed). */
 export interface StreamEntry {
@@ -171,7 +172,8 @@ export function toDispatch(
         return { id, event: 'active', data: base };
       case 'completed': {
         fill({});
-        const result = parseReturnValue(entry.fields.returnvalue);
+        // The job's metadata, as far as it is known, goes back into the result (the stored form has none).
+        const result = parseReturnValue(entry.fields.returnvalue, known);
         if (result === undefined) return undefined;
         const run = completedAttempt(result, streamEntryTime(entry.id), 0);
         return {
@@ -222,12 +224,11 @@ function stringField(entry: StreamEntry, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/** QueueEvents parses `completed`'s return value; XRANGE gives the JSON text. */
-function parseReturnValue(value: unknown): JobResult | undefined {
-  if (typeof value !== 'string') return isRecord(value) ? (value as unknown as JobResult) : undefined;
+/** QueueEvents parses `completed`'s return value; XRANGE gives the JSON text. Either stored form, checked. */
+function parseReturnValue(value: unknown, info: JobInfo | undefined): JobResult | undefined {
+  if (typeof value !== 'string') return decodeStoredResult(value, info);
   try {
-    const parsed: unknown = JSON.parse(value);
-    return isRecord(parsed) ? (parsed as unknown as JobResult) : undefined;
+    return decodeStoredResult(JSON.parse(value), info);
   } catch {
     return undefined;
   }
