@@ -49,7 +49,7 @@ describe('the stored result', () => {
     expect(stored).not.toBeNull();
     const value = JSON.parse(stored!) as unknown[];
     expect(value).toEqual([
-      1,
+      2,
       201,
       { 'content-type': 'application/json', etag: '"v1"' },
       { ok: true },

@@ -201,7 +201,7 @@ describe('fallback routing while the breaker is open', () => {
       const routedTo = { service: BACKUP, jobId: idempotentJobId(key) };
       // Stored compactly (issue 20), read back as the job API reads it.
       expect(source!.returnvalue).toEqual([
-        1,
+        2,
         0,
         {},
         null,
