@@ -1,10 +1,12 @@
 /**
  * Per-service status for `ferry status` and the API: queue counts, whether and why the queue is held, the
- * last hour's completed and dead-lettered jobs (BullMQ metrics, recorded by workers), dead letters, breaker,
- * rate limit, paused, and the workers connected.
+ * last hour's completed and dead-lettered jobs (counted in the completed and failed sets), dead letters,
+ * breaker, rate limit, paused, and the workers connected.
  */
 import type { Queue } from 'bullmq';
 
+import type { RedisClient } from '../core/redis.ts';
+import { HOUR } from '../core/time.ts';
 import { DeadLetterReader } from '../dead-letter/reader.ts';
 import { type BreakerView, listBreakers } from './breaker-control.ts';
 import { type OpsDeps, requireService, withQueues } from './deps.ts';
@@ -22,8 +24,8 @@ export interface ServiceStatus {
    */
   held: { reason: 'breakerOpen' | 'rateLimited'; untilMs: number } | null;
   /**
-   * Jobs completed and failed (dead-lettered) in about the last hour, from the metrics workers record
-   * (per minute); null when no worker has recorded any yet for this service (not the same as 0).
+   * Jobs completed and failed (dead-lettered) in the last hour, as far as retention keeps them; null when no
+   * finished job of this service is kept (none yet, or all removed: not the same as 0).
    */
   lastHour: { completed: number; failed: number } | null;
   /** Dead letters of this service now. */
@@ -35,8 +37,6 @@ export interface ServiceStatus {
   /** Worker connections on this queue (BullMQ's CLIENT LIST names; 0 when none is running). */
   workers: number;
 }
-
-const MINUTE = 60_000;
 
 /** The status of every service (or of `services`), in the services file's order. */
 export async function readStatus(deps: OpsDeps, services?: readonly string[]): Promise<ServiceStatus[]> {
@@ -52,7 +52,7 @@ export async function readStatus(deps: OpsDeps, services?: readonly string[]): P
         const [counts, paused, lastHour, workers] = await Promise.all([
           queue.getJobCounts('wait', 'prioritized', 'active', 'delayed'),
           queue.isPaused(),
-          readLastHour(queue, now),
+          readLastHour(deps.connection, queue, now),
           queue.getWorkersCount(),
         ]);
         const { service: _, heldForMs, ...breaker } = breakers[i]!;
@@ -83,31 +83,23 @@ export async function readStatus(deps: OpsDeps, services?: readonly string[]): P
 }
 
 /**
- * Sums the last 60 minutes of BullMQ's per-minute metrics. BullMQ pushes a minute's count only when the next
- * job finishes in a later minute (collectMetrics.lua), so the newest point covers the minutes just before
- * `prevTS`, and what finished since is `count - prevCount`: points older than an hour from now are left out.
+ * Jobs that finished in the last hour, counted in the queue's completed and failed sets, which BullMQ scores by
+ * the time a job finished: one ZCOUNT each, where BullMQ's per-minute metrics cost two commands on every job
+ * (issue 20). Retention bounds it: jobs removed before the hour is over (a `keepCompletedMs` under an hour) are
+ * not counted. null when neither set holds a job (nothing finished within the retention, or never).
  */
-async function readLastHour(queue: Queue, now: number): Promise<ServiceStatus['lastHour']> {
-  const [completed, failed] = await Promise.all([
-    queue.getMetrics('completed', 0, 59),
-    queue.getMetrics('failed', 0, 59),
-  ]);
-  if (completed.meta.prevTS === 0 && failed.meta.prevTS === 0) return null;
-  return { completed: sumLastHour(completed, now), failed: sumLastHour(failed, now) };
-}
-
-function sumLastHour(
-  metrics: { meta: { count: number; prevTS: number; prevCount: number }; data: number[] },
+async function readLastHour(
+  client: RedisClient,
+  queue: Queue,
   now: number,
-): number {
-  const { count, prevTS, prevCount } = metrics.meta;
-  if (prevTS === 0) return 0;
-  const since = Math.floor(now / MINUTE) - Math.floor(prevTS / MINUTE);
-  if (since >= 60) return 0;
-  let total = count - prevCount;
-  for (const [i, points] of metrics.data.entries()) {
-    if (since + 1 + i >= 60) break;
-    total += points;
-  }
-  return total;
+): Promise<ServiceStatus['lastHour']> {
+  const completedKey = queue.toKey('completed');
+  const failedKey = queue.toKey('failed');
+  const since = now - HOUR;
+  const [completed, failed] = await Promise.all([
+    client.zcount(completedKey, since, '+inf'),
+    client.zcount(failedKey, since, '+inf'),
+  ]);
+  if (completed === 0 && failed === 0 && (await client.exists(completedKey, failedKey)) === 0) return null;
+  return { completed, failed };
 }

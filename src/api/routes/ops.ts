@@ -44,7 +44,9 @@ const serviceStatusSchema = z.object({
   lastHour: z
     .object({ completed: z.number().int(), failed: z.number().int() })
     .nullable()
-    .describe('completed and dead-lettered in about the last hour; null: no worker recorded metrics yet'),
+    .describe(
+      'completed and dead-lettered in the last hour (as far as retention keeps them); null: no finished job is kept',
+    ),
   deadLetters: z.number().int(),
   breaker: breakerSchema,
   rateLimit: z.object({ max: z.number(), perMs: z.number() }).nullable(),
