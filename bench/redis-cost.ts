@@ -342,6 +342,8 @@ interface RunResult {
   commands: Map<string, CommandStat>;
   /** redis-server's CPU from INFO cpu (user + sys), µs: includes networking, shown beside commandstats. */
   cpuUs: number;
+  /** Bytes Redis read from and wrote to its clients during the run (INFO stats, reset with the counters). */
+  netBytes: number;
   bytes: Bytes;
   /** Jobs in the service queue's completed and failed sets after the run (a check). */
   completed: number;
@@ -379,6 +381,12 @@ function pinCpu(pid: number | undefined, cpu: number): void {
   execFileSync('taskset', ['--all-tasks', '--cpu-list', '--pid', String(cpu), String(pid)], {
     stdio: 'ignore',
   });
+}
+
+async function redisNetBytes(redis: Redis): Promise<number> {
+  const text = await redis.info('stats');
+  const field = (name: string): number => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+  return field('total_net_input_bytes') + field('total_net_output_bytes');
 }
 
 async function redisCpuUs(redis: Redis): Promise<number> {
@@ -451,6 +459,7 @@ async function run(
     const sentByRun = new Map(sent);
     const commands = await commandStats(probe);
     const cpuUs = (await redisCpuUs(probe)) - cpu0;
+    const netBytes = await redisNetBytes(probe);
     // The INFO calls themselves are this bench's, not the side's.
     commands.delete('info');
     commands.delete('config|resetstat');
@@ -468,6 +477,7 @@ async function run(
       sent: sentByRun,
       commands,
       cpuUs,
+      netBytes,
       bytes,
       completed,
       failed,
@@ -555,6 +565,7 @@ function printSummary(kind: Kind, results: RunResult[], rounds: number): void {
   process.stdout.write(row('Redis CPU µs (INFO cpu, with networking)', (r) => r.cpuUs, 1));
   process.stdout.write(roundRatios('Redis CPU, commandstats', bare, ferry, totalUsec));
   process.stdout.write(roundRatios('Redis CPU, INFO cpu', bare, ferry, (r) => r.cpuUs));
+  process.stdout.write(row('network bytes in + out (INFO stats)', (r) => r.netBytes, 0));
   process.stdout.write(row('bytes: job hash + logs + stream entries', (r) => headlineBytes(r.bytes), 0));
   process.stdout.write(row('  of which job hashes', (r) => r.bytes.jobHashes, 0));
   process.stdout.write(row('  of which job logs', (r) => r.bytes.logs, 0));
