@@ -83,6 +83,8 @@ interface Options {
   rounds: number;
   /** Rounds run first and left out of the summary. */
   warmup: number;
+  /** How long the downstream takes to answer, ms. */
+  latencyMs: number;
   /** CPUs to pin redis-server and this process to (taskset), or none. */
   pin: { redis: number; bench: number } | undefined;
   kinds: Kind[];
@@ -96,6 +98,7 @@ function readOptions(): Options {
       concurrency: { type: 'string', default: '50' },
       rounds: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '1' },
+      latency: { type: 'string', default: '0' },
       pin: { type: 'string', default: 'auto' },
       kinds: { type: 'string', default: KINDS.join(',') },
       keep: { type: 'boolean', default: false },
@@ -126,6 +129,7 @@ function readOptions(): Options {
     concurrency: integer('concurrency', values.concurrency),
     rounds: integer('rounds', values.rounds),
     warmup: integer('warmup', values.warmup, 0),
+    latencyMs: integer('latency', values.latency, 0),
     pin: cpus === undefined ? undefined : { redis: Number(cpus[1]), bench: Number(cpus[2]) },
     kinds: [...new Set(kinds)],
     keep: values.keep,
@@ -149,7 +153,7 @@ interface Downstream {
   close(): Promise<void>;
 }
 
-async function startDownstream(): Promise<Downstream> {
+async function startDownstream(latencyMs: number): Promise<Downstream> {
   let finals = 0;
   let waiter: (() => void) | undefined;
   const calls = new Map<string, number>();
@@ -171,13 +175,17 @@ async function startDownstream(): Promise<Downstream> {
         status === 200
           ? JSON.stringify({ id: `r${finals + 1}`, ok: true, received })
           : JSON.stringify({ error: status === 422 ? 'unprocessable' : 'unavailable' });
-      res.writeHead(status, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-      });
-      res.end(body);
-      if (status !== 503) finals += 1;
-      waiter?.();
+      const answer = (): void => {
+        res.writeHead(status, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        });
+        res.end(body);
+        if (status !== 503) finals += 1;
+        waiter?.();
+      };
+      if (latencyMs === 0) answer();
+      else setTimeout(answer, latencyMs);
     });
   });
   server.keepAliveTimeout = 120_000;
@@ -602,10 +610,10 @@ async function main(): Promise<number> {
   const servicesFile = join(workDir, 'services.yaml');
   await writeFile(servicesFile, servicesYaml(options.concurrency));
   if (options.pin !== undefined) pinCpu(process.pid, options.pin.bench);
-  const downstream = await startDownstream();
+  const downstream = await startDownstream(options.latencyMs);
   process.stdout.write(
     `redis-cost: ${options.jobs} jobs per run, concurrency ${options.concurrency}, ${options.rounds} rounds, ` +
-      `${options.warmup} warm-up, kinds ${options.kinds.join(',')}; a fresh redis-server per run` +
+      `${options.warmup} warm-up, downstream latency ${options.latencyMs} ms, kinds ${options.kinds.join(',')}; a fresh redis-server per run` +
       (options.pin === undefined
         ? ', unpinned\n\n'
         : `, redis-server on CPU ${options.pin.redis}, the sides on CPU ${options.pin.bench}\n\n`),
