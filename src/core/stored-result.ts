@@ -125,7 +125,7 @@ function decodeLegacy(value: Record<string, unknown>, data: unknown): JobResult 
 
 /**
  * The fields in the order the worker's completed JobResult had them (processor.ts builds it, delivery.ts adds
- * `attempts` and `next`): a reader's JSON of the common result is what it was before the compact form.
+ * `attempts` and `next`; a route's in fallback-route.ts): a reader's JSON is what it was before the compact form.
  */
 function build(
   status: number,
@@ -140,10 +140,16 @@ function build(
 ): JobResult {
   const result = { status, headers, body, durationMs } as JobResult;
   if (bodyTruncated) result.bodyTruncated = true;
+  if (routedTo !== undefined) {
+    // A route's result (worker/fallback-route.ts routedResult) had `attempts` before `metadata`.
+    result.attempts = attempts;
+    if (metadata !== undefined) result.metadata = metadata;
+    result.routedTo = routedTo;
+    return result;
+  }
   if (metadata !== undefined) result.metadata = metadata;
   result.attempts = attempts;
   if (next !== undefined) result.next = next;
-  if (routedTo !== undefined) result.routedTo = routedTo;
   return result;
 }
 

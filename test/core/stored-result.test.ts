@@ -12,6 +12,7 @@ import {
   resultMetadata,
   STORED_RESULT_VERSION,
 } from '../../src/core/stored-result.ts';
+import { routedResult } from '../../src/worker/fallback-route.ts';
 
 const metadata = { source: 'test', n: 1 };
 const data = { input: { a: 1 }, metadata };
@@ -111,6 +112,13 @@ describe('decodeStoredResult', () => {
       'attempts',
       'next',
     ]);
+  });
+
+  it('gives a route’s fields in the order routedResult writes them (attempts before metadata)', () => {
+    const route = { service: 'backup', jobId: 'k' };
+    const written = routedResult({ input: 1, metadata }, 2, route);
+    const decoded = decodeStoredResult(encodeStoredResult(written), { metadata });
+    expect(JSON.stringify(decoded)).toBe(JSON.stringify(written));
   });
 
   it('never adds a sealed job’s metadata', () => {

@@ -52,6 +52,8 @@ export interface JobInfo {
   operation?: string;
   tenant?: string;
   metadata?: Record<string, unknown>;
+  /** The job's data holds a sealed envelope (a `sensitive` operation's). */
+  sealed?: true;
 }
 
 /** How a job ended up dead-lettered, read from the job when its `failed` event is seen. */
@@ -116,6 +118,8 @@ export async function readJob(
   const info: JobInfo = { operation: name };
   if (typeof data.tenant === 'string') info.tenant = data.tenant;
   if (isRecord(data.metadata)) info.metadata = data.metadata;
+  // A sealed job's result never shows metadata (stored-result.ts resultMetadata reads this flag).
+  if (data.sealed !== undefined) info.sealed = true;
   if (failedReason === null) return { info, deadLetter: undefined };
   const state = storedDeliveryStateSchema.safeParse(data.ferry);
   const createdAt = Number(timestamp);

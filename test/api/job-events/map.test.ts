@@ -41,6 +41,22 @@ describe('toDispatch', () => {
     },
   );
 
+  it('a completed result gets the metadata of the job it read, never a sealed job’s', () => {
+    const entry = {
+      id: '1-0',
+      event: 'completed',
+      fields: { jobId: 'j1', returnvalue: JSON.stringify([2, 200, {}, null, 5, 1]) },
+    };
+    const metadata = { order: 42 };
+    const plain = toDispatch('svc', entry, { operation: 'create', metadata }, undefined);
+    expect(plain).toMatchObject({ event: { data: { result: { status: 200, metadata } } } });
+    const sealed = toDispatch('svc', entry, { operation: 'create', metadata, sealed: true }, undefined);
+    expect(sealed).toMatchObject({ event: { data: { result: { status: 200, attempts: 1 } } } });
+    expect(
+      sealed?.kind === 'event' && 'result' in sealed.event.data && sealed.event.data.result,
+    ).not.toHaveProperty('metadata');
+  });
+
   it('a native event takes the tenant of the job it read', () => {
     const dispatch = toDispatch(
       'svc',
