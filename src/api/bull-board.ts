@@ -170,30 +170,11 @@ function toAdapter(queue: Queue): BullMQAdapter {
   });
   // What the board shows of a job's data; Redis keeps the data as it is (the worker and the tools read it).
   adapter.setFormatter('data', isServiceQueue ? shownJobData : shownDeadLetterData);
-  if (isServiceQueue) adapter.setFormatter('returnValue', shownReturnValue);
   return adapter;
 }
 
-/**
- * Each result shownReturnValue decoded, to the compact array it came from: the formatter sees the value alone,
- * so the after hook decodes that array again with the job's data, for the result's metadata.
- */
-const compactResults = new WeakMap<object, unknown[]>();
 /** The data each shown data object was made from: the after hook takes a compact result's metadata from it. */
 const shownFrom = new WeakMap<object, unknown>();
-
-/**
- * A service queue job's return value as the board shows it: the compact form as the result's fields (DESIGN
- * §4), so the Result tab reads as it did before issue 20; anything else (the 0.1.0 object form, a raw worker's
- * value) as it is. A surprise shows the value unchanged.
- */
-export function shownReturnValue(value: unknown): unknown {
-  if (!Array.isArray(value)) return value;
-  const result = decodeStoredResult(value);
-  if (result === undefined) return value;
-  compactResults.set(result, value);
-  return result;
-}
 
 /** The key under which the board shows Ferry's bookkeeping of a service queue's job (docs/operations.md). */
 export const SHOWN_DELIVERY_KEY = 'ferryDelivery';
@@ -273,11 +254,16 @@ function withCompletedRun(job: Record<string, unknown>): void {
   data[SHOWN_DELIVERY_KEY] = delivery;
 }
 
-/** A compact result's metadata (it stores none): the job data's, as the job API adds it (never a sealed job's). */
-function withResultMetadata(job: Record<string, unknown>): void {
-  const stored = isRecord(job.returnValue) ? compactResults.get(job.returnValue) : undefined;
-  if (stored === undefined || !isRecord(job.data)) return;
-  const result = decodeStoredResult(stored, shownFrom.get(job.data) ?? job.data);
+/**
+ * A service queue job's compact result (core/stored-result.ts) as the result's fields (DESIGN §4), so the
+ * Result tab reads as it did before issue 20, with the job data's metadata as the job API adds it (never a
+ * sealed job's). Here, not in a `returnValue` formatter, which sees the value without the job's data. Anything
+ * else (the 0.1.0 object form, a raw worker's value) is shown as it is.
+ */
+function withDecodedResult(job: Record<string, unknown>): void {
+  if (!Array.isArray(job.returnValue)) return;
+  const data = isRecord(job.data) ? (shownFrom.get(job.data) ?? job.data) : undefined;
+  const result = decodeStoredResult(job.returnValue, data);
   if (result !== undefined) job.returnValue = result;
 }
 
@@ -345,7 +331,7 @@ function shownJobs(_context: HookContext, result: ControllerHandlerReturnType): 
 }
 
 function shownJob(job: Record<string, unknown>): void {
-  withResultMetadata(job);
+  withDecodedResult(job);
   withCompletedRun(job);
   if (job.stacktrace !== undefined) job.stacktrace = [];
   if (typeof job.failedReason === 'string' && job.failedReason !== '') {
