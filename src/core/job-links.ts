@@ -22,15 +22,31 @@ export interface ResultLinks {
   routedTo?: JobRef;
 }
 
+/**
+ * A link a reader may follow, as followableJobRefSchema checks one, without zod (the stored-result decoder
+ * runs it for every completed job it reads): a copy holding only `service` and `jobId`, or undefined.
+ */
+export function followableJobRef(service: unknown, jobId: unknown): JobRef | undefined {
+  if (typeof service !== 'string' || !SERVICE_NAME_PATTERN.test(service)) return undefined;
+  return typeof jobId === 'string' && isPossibleJobId(jobId) ? { service, jobId } : undefined;
+}
+
+/** A `{ service, jobId }` object as a followable link, or undefined. */
+function linkIn(value: unknown): JobRef | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { service, jobId } = value as Record<string, unknown>;
+  return followableJobRef(service, jobId);
+}
+
 /** `next` and `routedTo` of a result (decoded: core/stored-result.ts), each only when well-formed. */
 export function readResultLinks(result: unknown): ResultLinks {
   if (typeof result !== 'object' || result === null || Array.isArray(result)) return {};
   const { next, routedTo } = result as Record<string, unknown>;
   const links: ResultLinks = {};
-  const parsedNext = next === undefined ? undefined : followableJobRefSchema.safeParse(next);
-  if (parsedNext?.success === true) links.next = parsedNext.data;
-  const parsedRoute = routedTo === undefined ? undefined : followableJobRefSchema.safeParse(routedTo);
-  if (parsedRoute?.success === true) links.routedTo = parsedRoute.data;
+  const nextLink = linkIn(next);
+  if (nextLink !== undefined) links.next = nextLink;
+  const route = linkIn(routedTo);
+  if (route !== undefined) links.routedTo = route;
   return links;
 }
 

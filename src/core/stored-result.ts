@@ -17,7 +17,7 @@
  * (`{ status, headers, body, ... }`), which stays in Redis until the job is removed.
  */
 import type { JobRef, JobResult } from './job.ts';
-import { isPossibleJobId, SERVICE_NAME_PATTERN } from './queue-layout.ts';
+import { followableJobRef } from './job-links.ts';
 
 /** The version of the form encodeStoredResult writes. */
 export const STORED_RESULT_VERSION = 2;
@@ -197,17 +197,11 @@ function isStoredRef(value: unknown): boolean {
 }
 
 function linkOf(value: unknown): JobRef | undefined {
-  return Array.isArray(value) ? followableRef(value[0], value[1]) : undefined;
+  return Array.isArray(value) ? followableJobRef(value[0], value[1]) : undefined;
 }
 
 function followable(value: unknown): JobRef | undefined {
-  return isRecord(value) ? followableRef(value.service, value.jobId) : undefined;
-}
-
-/** A link checked as core/job-links.ts's followableJobRefSchema checks one, without zod. */
-function followableRef(service: unknown, jobId: unknown): JobRef | undefined {
-  if (typeof service !== 'string' || !SERVICE_NAME_PATTERN.test(service)) return undefined;
-  return typeof jobId === 'string' && isPossibleJobId(jobId) ? { service, jobId } : undefined;
+  return isRecord(value) ? followableJobRef(value.service, value.jobId) : undefined;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
