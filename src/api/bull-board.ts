@@ -30,7 +30,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { formatFailedReason, parseFailedReason } from '../core/failed-reason.ts';
 import { completedAttempt, type JobResult, usedAttempts } from '../core/job.ts';
 import { displayQueueName, serviceFromQueueName } from '../core/queue-layout.ts';
-import { decodeHistory, storedDeliveryStateSchema } from '../core/stored-history.ts';
+import { storedDeliveryStateSchema, withDecodedHistory } from '../core/stored-history.ts';
 import { decodeStoredResult } from '../core/stored-result.ts';
 import { tokenFromHeader, type TokenSet } from './auth.ts';
 import { ForbiddenError, toErrorResponse, UnauthorizedError, UnavailableError } from './errors.ts';
@@ -274,8 +274,7 @@ function withDecodedResult(job: Record<string, unknown>): void {
  */
 export function shownDeadLetterData(data: unknown): unknown {
   if (!isRecord(data)) return data;
-  const history = decodeHistory(data.attempts);
-  const shown = history.ok ? { ...data, attempts: history.attempts } : data;
+  const shown = withDecodedHistory(data);
   if (typeof shown.sealed !== 'string') return shown;
   return { ...shown, sealed: true };
 }

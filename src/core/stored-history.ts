@@ -175,3 +175,13 @@ export function decodeDeadLetter(stored: unknown): DeadLetterRecord | undefined 
   const parsed = storedDeadLetterRecordSchema.safeParse(stored);
   return parsed.success ? parsed.data : undefined;
 }
+
+/**
+ * A dead letter's data with its history decoded, the rest as stored (for views that show the data as it is);
+ * data whose `attempts` is not a history, or that is not an object, comes back unchanged. Never throws.
+ */
+export function withDecodedHistory<T>(data: T): T {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return data;
+  const history = decodeHistory((data as { attempts?: unknown }).attempts);
+  return history.ok ? { ...data, attempts: history.attempts } : data;
+}

@@ -23,7 +23,7 @@ import {
   serviceQueueName,
 } from '../core/queue-layout.ts';
 import type { RedisClient } from '../core/redis.ts';
-import { decodeHistory, storedDeliveryStateSchema, toStoredDeadLetter } from '../core/stored-history.ts';
+import { storedDeliveryStateSchema, toStoredDeadLetter, withDecodedHistory } from '../core/stored-history.ts';
 import { type DeadLetterKeys, deadLetterKeys, indexCommand } from './search-index.ts';
 
 /**
@@ -100,11 +100,7 @@ export class DeadLetterWriter {
   async get(id: string): Promise<Job<DeadLetterRecord> | undefined> {
     const job = await this.queue.getJob(id);
     if (job === undefined) return undefined;
-    const data: unknown = job.data;
-    if (typeof data === 'object' && data !== null) {
-      const history = decodeHistory((data as { attempts?: unknown }).attempts);
-      if (history.ok) (data as DeadLetterRecord).attempts = history.attempts;
-    }
+    job.data = withDecodedHistory(job.data);
     return job as unknown as Job<DeadLetterRecord>;
   }
 
