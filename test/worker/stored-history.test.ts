@@ -45,20 +45,25 @@ function failedRun(attempt: number, retried: boolean): unknown[] {
   return retried ? [...run, expect.any(Number)] : run;
 }
 
+/** A Ferry whose one service retries twice, quickly: a job that fails twice still completes. */
+function ferryWithRetries(baseUrl: string): ReturnType<typeof createTestFerry> {
+  return createTestFerry(redis, {
+    services: {
+      services: {
+        svc: {
+          baseUrl,
+          retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
+          operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
+        },
+      },
+    },
+  });
+}
+
 describe('the stored history in Redis', () => {
   it("a retried job's data and a dead letter's data hold compact runs; the API shows the same records", async () => {
     const downstream = await startDownstream(failsThenSucceeds());
-    const ferry = await createTestFerry(redis, {
-      services: {
-        services: {
-          svc: {
-            baseUrl: downstream.url,
-            retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      },
-    });
+    const ferry = await ferryWithRetries(downstream.url);
     const api = await startTestApi({ redisUrl: redis.url, prefix: ferry.prefix, config: ferry.config });
     const storedData = async (queue: string, id: string): Promise<string> => {
       const raw = await redis.client.hget(`${ferry.prefix}:${queue}:${id}`, 'data');
@@ -120,17 +125,7 @@ describe('the stored history in Redis', () => {
 
   it('a job whose history 0.1.0 stored as objects runs on: the old runs kept, the whole list written as version 2', async () => {
     const downstream = await startDownstream(failsThenSucceeds());
-    const ferry = await createTestFerry(redis, {
-      services: {
-        services: {
-          svc: {
-            baseUrl: downstream.url,
-            retry: { attempts: 3, backoff: { delayMs: 20, maxDelayMs: 50 } },
-            operations: { create: { method: 'POST', path: '/things', body: '{{ input }}' } },
-          },
-        },
-      },
-    });
+    const ferry = await ferryWithRetries(downstream.url);
     // As a 0.1.0 worker left it: attempt 1 failed, recorded as an object, then the job went back to wait.
     const legacyRun: AttemptRecord = {
       attempt: 1,
